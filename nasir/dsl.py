@@ -1,0 +1,155 @@
+"""The search-space DSL: build a :class:`~nasir.space.Space` with choice points in Python.
+
+>>> from nasir.dsl import SpaceBuilder
+>>> from nasir.ops import ConvBNActOp, GlobalAvgPoolOp, FlattenOp, LinearOp, IdentityOp
+>>> s = SpaceBuilder("toy", input_shape=(3, 16, 16))
+>>> k = s.value("kernel", [3, 5])
+>>> x = s.op(ConvBNActOp(out_channels=8, kernel=k), s.input)
+>>> x = s.choose("extra", {"conv": lambda b, h: b.op(ConvBNActOp(out_channels=8), h),
+...                        "skip": lambda b, h: b.op(IdentityOp(), h)}, x)
+>>> x = s.op(LinearOp(out_features=10), s.op(FlattenOp(), s.op(GlobalAvgPoolOp(), x)))
+>>> space = s.build(x, references={"small": {"kernel": 3, "extra": "skip"}})
+>>> space.size, [d.label for d in space.decisions]
+(4, ['kernel', 'extra'])
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from nasir.errors import SpecError
+from nasir.graph import Graph, Node
+from nasir.loc import caller_loc
+from nasir.ops import InputOp, Op, Ref
+from nasir.ops.control import ArgOp, ChooseOp, RepeatOp, SelectOp
+from nasir.space import Constraint, Decision, Space
+
+__all__ = ["SpaceBuilder"]
+
+RegionFn = Callable[..., Node]
+
+
+class _Registry:
+    def __init__(self) -> None:
+        self.decisions: dict[str, Decision] = {}
+
+    def declare(self, label: str, kind: str, options: Sequence[Any]) -> Decision:
+        loc = caller_loc()
+        d = Decision(label, kind, tuple(options), loc)
+        old = self.decisions.get(label)
+        if old is None:
+            self.decisions[label] = d
+            return d
+        if old.kind != kind or old.options != d.options:
+            raise SpecError(
+                f"decision {label!r} is declared twice with different domains: "
+                f"{old.kind} {list(old.options)} and {kind} {list(d.options)}",
+                where=f"first declared at {old.loc}",
+                loc=loc,
+                hint="use one label per domain; reuse a label only to share a decision",
+            )
+        return old
+
+
+class SpaceBuilder:
+    """Builds the body graph of a space; nested builders build the regions of choices."""
+
+    def __init__(
+        self,
+        name: str,
+        input_shape: Sequence[int] | None = (3, 32, 32),
+        *,
+        _graph: Graph | None = None,
+        _registry: _Registry | None = None,
+    ) -> None:
+        self.name = name
+        self.graph = _graph if _graph is not None else Graph(name)
+        self._reg = _registry or _Registry()
+        self._constraints: list[Constraint] = []
+        self.input: Node | None = None
+        if input_shape is not None:
+            self.input = self.graph.add(InputOp(shape=tuple(input_shape)), name="x",
+                                        loc=caller_loc())
+
+    # -- ops -------------------------------------------------------------------------
+    def op(self, op: Op, *inputs: Node, name: str | None = None) -> Node:
+        """Add ``op`` applied to ``inputs``; attribute values may be refs from :meth:`value`."""
+        loc = caller_loc()
+        if not isinstance(op, Op):
+            raise SpecError(f"expected an op instance, got {op!r}", loc=loc,
+                            hint="write e.g. Conv2dOp(out_channels=16), not a class or string")
+        for i in inputs:
+            if not isinstance(i, Node) or i.graph is not self.graph:
+                raise SpecError(
+                    f"{op.name}: an input comes from another graph or region",
+                    loc=loc,
+                    hint="inside a choice, use only the operands the region function receives",
+                )
+        return self.graph.add(op, inputs, name=name, loc=loc)
+
+    # -- choice points ---------------------------------------------------------------
+    def value(self, label: str, options: Sequence[Any]) -> Ref:
+        """Value choice: returns a ref to use as an op attribute (channels, kernel, ratio…)."""
+        self._reg.declare(label, "value", options)
+        return Ref(label)
+
+    def choose(self, label: str, branches: Mapping[str, RegionFn], *operands: Node) -> Node:
+        """Op choice: each branch builds a sub-graph from the operands; one is picked."""
+        if not branches:
+            raise SpecError(f"op choice {label!r} has no branches", loc=caller_loc())
+        self._reg.declare(label, "op", list(branches))
+        regions = {k: self._region(f"{label}.{k}", fn, len(operands))
+                   for k, fn in branches.items()}
+        return self.graph.add(ChooseOp(label=label), operands, loc=caller_loc(),
+                              regions=regions)
+
+    def repeat(self, label: str, counts: Sequence[int], first: RegionFn, x: Node,
+               rest: RegionFn | None = None) -> Node:
+        """Depth choice: apply ``first`` once, then ``rest`` (default ``first``) n-1 times."""
+        for c in counts:
+            if isinstance(c, bool) or not isinstance(c, int) or c < 0:
+                raise SpecError(f"depth choice {label!r}: counts must be ints >= 0, got {c!r}",
+                                loc=caller_loc())
+        self._reg.declare(label, "depth", list(counts))
+        regions = {"first": self._region(f"{label}.first", first, 1)}
+        if rest is not None:
+            regions["rest"] = self._region(f"{label}.rest", rest, 1)
+        return self.graph.add(RepeatOp(label=label), [x], loc=caller_loc(), regions=regions)
+
+    def select(self, label: str, candidates: Sequence[Node], k: int = 1,
+               reduce: str = "add") -> Node:
+        """Input choice: pick ``k`` of ``candidates`` (combined by ``reduce`` when k > 1)."""
+        n = len(candidates)
+        if not 1 <= k <= n:
+            raise SpecError(f"input choice {label!r} picks {k} of {n} candidates",
+                            loc=caller_loc(), hint="use 1 <= k <= number of candidates")
+        options = list(range(n)) if k == 1 else list(itertools.combinations(range(n), k))
+        self._reg.declare(label, "input", options)
+        return self.graph.add(SelectOp(label=label, k=k, reduce=reduce), candidates,
+                              loc=caller_loc())
+
+    def constraint(self, metric: str, maximum: float) -> None:
+        """Attach an upper bound on ``macs``, ``params`` or ``latency_ms`` to the space."""
+        self._constraints.append(Constraint(metric, float(maximum)))
+
+    def _region(self, name: str, fn: RegionFn, nargs: int) -> Graph:
+        sub = SpaceBuilder(name, None, _graph=Graph(name), _registry=self._reg)
+        args = [sub.graph.add(ArgOp(index=i), name=f"a{i}") for i in range(nargs)]
+        out = fn(sub, *args)
+        if not isinstance(out, Node) or out.graph is not sub.graph:
+            raise SpecError(f"region {name} must return a value built in it", loc=caller_loc(),
+                            hint="return the last node the branch function made")
+        sub.graph.set_output(out)
+        return sub.graph
+
+    # -- result ----------------------------------------------------------------------
+    def build(self, output: Node, *, references: Mapping[str, Mapping[str, Any]] | None = None,
+              meta: Mapping[str, Any] | None = None) -> Space:
+        """Finish the space with ``output`` as its result."""
+        self.graph.set_output(output)
+        sp = Space(self.name, self.graph, tuple(self._reg.decisions.values()), references,
+                   tuple(self._constraints), meta)
+        sp.validate()
+        return sp

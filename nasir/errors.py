@@ -1,0 +1,108 @@
+"""One exception tree for everything nasir reports to a user.
+
+Every message says what is wrong, where (node, spec path, source line) and how to fix it.
+
+>>> try:
+...     raise SpecError("channels must be positive", where="node %3", hint="use 16")
+... except NasirError as e:
+...     print(e)
+channels must be positive
+  where: node %3
+  fix:   use 16
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AssignmentError",
+    "BackendError",
+    "ConstraintError",
+    "NasirError",
+    "ParseError",
+    "PassError",
+    "SpecError",
+    "StoreError",
+    "TargetError",
+    "TrialError",
+    "VerifyError",
+]
+
+
+class NasirError(Exception):
+    """Base of all errors nasir raises on purpose.
+
+    Args:
+        message: what is wrong, one line.
+        where: where it is wrong: a node, a spec path, a decision label.
+        loc: the user's source location (``file:line``) that made the offending thing.
+        hint: how to fix it.
+        context: extra text shown below (for example the IR around a failing node).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        where: str | None = None,
+        loc: object | None = None,
+        hint: str | None = None,
+        context: str | None = None,
+    ) -> None:
+        self.message = message
+        self.where = where
+        self.loc = loc
+        self.hint = hint
+        self.context = context
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        lines = [self.message]
+        if self.where:
+            lines.append(f"  where: {self.where}")
+        if self.loc is not None and str(self.loc):
+            lines.append(f"  at:    {self.loc}")
+        if self.hint:
+            lines.append(f"  fix:   {self.hint}")
+        if self.context:
+            lines.append(self.context.rstrip())
+        return "\n".join(lines)
+
+
+class SpecError(NasirError):
+    """A search space or graph is specified wrongly (bad attribute, unknown op, cycle)."""
+
+
+class VerifyError(NasirError):
+    """A graph fails verification or shape/type inference."""
+
+
+class AssignmentError(NasirError):
+    """An assignment does not fit a space's decision schema."""
+
+
+class ParseError(NasirError):
+    """Text or JSON input could not be read."""
+
+
+class PassError(NasirError):
+    """A pass or a pass pipeline failed or is malformed."""
+
+
+class ConstraintError(NasirError):
+    """A constraint cannot be met (for example no candidate fits a MACs bound)."""
+
+
+class BackendError(NasirError):
+    """Lowering, compilation or measurement in a backend failed."""
+
+
+class TargetError(NasirError):
+    """A hardware target is malformed or unsupported."""
+
+
+class TrialError(NasirError):
+    """A trial failed (diverged, timed out, ran out of memory)."""
+
+
+class StoreError(NasirError):
+    """The experiment store cannot be read or written."""

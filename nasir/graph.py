@@ -1,0 +1,317 @@
+"""The typed graph IR: nodes owned by one graph, changed only through graph methods.
+
+Nodes are compared by identity. Each carries its op, its inputs, a name unique in its
+graph, the DSL source location that made it and, once inferred, its type. The networkx
+graph behind it stays private.
+
+>>> from nasir.ops import Conv2dOp, ReLUOp, InputOp
+>>> g = Graph("tiny")
+>>> x = g.add(InputOp(shape=(3, 8, 8)), name="x")
+>>> y = g.add(ReLUOp(), [g.add(Conv2dOp(out_channels=4), [x])])
+>>> g.set_output(y)
+>>> print(g.text())
+graph @tiny {
+  %x = input() {shape=[3, 8, 8]}
+  %1 = conv2d(%x) {out_channels=4}
+  %2 = relu(%1)
+  return %2
+}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import networkx as nx
+
+from nasir.errors import SpecError, VerifyError
+from nasir.loc import SourceLoc
+from nasir.ops import Op
+from nasir.types import TensorType
+
+__all__ = ["Graph", "Node"]
+
+
+class Node:
+    """One operation in a graph. Create nodes with :meth:`Graph.add`, never directly."""
+
+    __slots__ = ("_graph", "inputs", "loc", "meta", "name", "op", "regions", "type")
+
+    def __init__(
+        self,
+        graph: Graph,
+        op: Op,
+        inputs: tuple[Node, ...],
+        name: str,
+        loc: SourceLoc | None,
+        regions: dict[str, Graph] | None = None,
+    ) -> None:
+        self._graph = graph
+        self.op = op
+        self.inputs = inputs
+        self.name = name
+        self.loc = loc
+        self.type: TensorType | None = None
+        self.regions = regions
+        self.meta: dict[str, Any] | None = None
+
+    @property
+    def graph(self) -> Graph:
+        """The graph that owns this node."""
+        return self._graph
+
+    def __repr__(self) -> str:
+        return f"<Node %{self.name} = {self.op.name}>"
+
+
+class Graph:
+    """A directed acyclic graph of typed ops with one output.
+
+    Nodes are kept in insertion order, which :meth:`add` keeps topological.
+    """
+
+    def __init__(self, name: str = "main") -> None:
+        self.name = name
+        self._nodes: list[Node] = []
+        self._names: dict[str, Node] = {}
+        self._output: Node | None = None
+        self._counter = 0
+        self._nx_cache: nx.DiGraph | None = None
+        self._ordered = True
+        #: results of analysis passes (``params``, ``macs``, ``hash`` …)
+        self.facts: dict[str, Any] = {}
+
+    # -- building --------------------------------------------------------------------
+    def add(
+        self,
+        op: Op,
+        inputs: Sequence[Node] = (),
+        *,
+        name: str | None = None,
+        loc: SourceLoc | None = None,
+        regions: dict[str, Graph] | None = None,
+    ) -> Node:
+        """Add a node computing ``op`` on ``inputs`` and return it."""
+        ins = tuple(inputs)
+        for i in ins:
+            if not isinstance(i, Node) or i._graph is not self:
+                raise SpecError(
+                    f"{op.name}: input {i!r} does not belong to graph @{self.name}",
+                    loc=loc,
+                    hint="build each node from nodes of the same graph",
+                )
+        arity = op.arity
+        if (arity >= 0 and len(ins) != arity) or (arity < 0 and len(ins) < 1):
+            want = "one or more" if arity < 0 else str(arity)
+            raise SpecError(
+                f"{op.name} takes {want} input(s), got {len(ins)}", where=name, loc=loc
+            )
+        if name is None:
+            self._counter += 1
+            name = str(self._counter)
+            while name in self._names:
+                self._counter += 1
+                name = str(self._counter)
+        elif name in self._names:
+            raise SpecError(f"node name %{name} is used twice in graph @{self.name}", loc=loc)
+        elif name.isdigit() and int(name) > self._counter:
+            self._counter = int(name)
+        node = Node(self, op, ins, name, loc, regions)
+        self._nodes.append(node)
+        self._names[name] = node
+        self._nx_cache = None
+        return node
+
+    def set_output(self, node: Node) -> None:
+        """Mark ``node`` as the graph's output."""
+        if node._graph is not self:
+            raise SpecError("output node belongs to another graph")
+        self._output = node
+
+    # -- reading ---------------------------------------------------------------------
+    @property
+    def output(self) -> Node:
+        """The output node."""
+        if self._output is None:
+            raise VerifyError(f"graph @{self.name} has no output", hint="call set_output")
+        return self._output
+
+    @property
+    def inputs(self) -> list[Node]:
+        """Nodes with no inputs that are graph inputs (``input`` and ``arg`` ops)."""
+        return [n for n in self._nodes if n.op.name in ("input", "arg")]
+
+    def nodes(self) -> list[Node]:
+        """All nodes in a topological order."""
+        if not self._ordered:
+            order = list(nx.lexicographical_topological_sort(
+                self._digraph(), key=lambda n: self._nodes.index(n)))
+            self._nodes = order
+            self._ordered = True
+        return list(self._nodes)
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes())
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def node(self, name: str) -> Node:
+        """The node called ``%name``."""
+        try:
+            return self._names[name]
+        except KeyError:
+            raise SpecError(f"no node %{name} in graph @{self.name}") from None
+
+    def users(self, node: Node) -> list[Node]:
+        """Nodes that take ``node`` as an input."""
+        return [n for n in self._nodes if any(i is node for i in n.inputs)]
+
+    def _digraph(self) -> nx.DiGraph:
+        if self._nx_cache is None:
+            g = nx.DiGraph()
+            g.add_nodes_from(self._nodes)
+            for n in self._nodes:
+                for i in n.inputs:
+                    g.add_edge(i, n)
+            self._nx_cache = g
+        return self._nx_cache
+
+    def find_cycle(self) -> list[Node] | None:
+        """Nodes on a cycle, or ``None`` for an acyclic graph."""
+        try:
+            edges = nx.find_cycle(self._digraph())
+        except nx.NetworkXNoCycle:
+            return None
+        return [e[0] for e in edges]
+
+    def reachable_from_inputs(self) -> set[Node]:
+        """Nodes with a path from a graph input (inputs included)."""
+        seen: set[Node] = set()
+        for n in self.nodes():
+            if n.op.arity == 0 or any(i in seen for i in n.inputs):
+                if n.op.name != "zero":
+                    seen.add(n)
+        return seen
+
+    def live(self) -> set[Node]:
+        """Nodes with a path to the output."""
+        out = self.output
+        live = {out}
+        stack = [out]
+        while stack:
+            n = stack.pop()
+            for i in n.inputs:
+                if i not in live:
+                    live.add(i)
+                    stack.append(i)
+        return live
+
+    # -- rewriting -------------------------------------------------------------------
+    def set_inputs(self, node: Node, inputs: Iterable[Node]) -> None:
+        """Replace the inputs of ``node`` (may break the insertion order; reordered lazily)."""
+        ins = tuple(inputs)
+        for i in ins:
+            if i._graph is not self:
+                raise SpecError("input belongs to another graph")
+        node.inputs = ins
+        self._nx_cache = None
+        self._ordered = False
+
+    def replace_op(self, node: Node, op: Op) -> None:
+        """Swap the op of ``node`` in place."""
+        node.op = op
+        node.type = None
+
+    def replace_all_uses(self, old: Node, new: Node) -> int:
+        """Make every user of ``old`` (and the output) use ``new``; returns the count."""
+        count = 0
+        for n in self._nodes:
+            if any(i is old for i in n.inputs):
+                n.inputs = tuple(new if i is old else i for i in n.inputs)
+                count += 1
+        if self._output is old:
+            self._output = new
+            count += 1
+        if count:
+            self._nx_cache = None
+            self._ordered = False
+        return count
+
+    def remove(self, node: Node) -> None:
+        """Remove a node that nothing uses."""
+        if self.users(node) or self._output is node:
+            raise SpecError(f"cannot remove %{node.name}: it is still used")
+        self._nodes.remove(node)
+        del self._names[node.name]
+        self._nx_cache = None
+
+    def remove_dead(self) -> int:
+        """Remove nodes with no path to the output (inputs are kept); returns the count."""
+        live = self.live()
+        dead = [n for n in self._nodes if n not in live and n.op.arity != 0]
+        for n in dead:
+            self._nodes.remove(n)
+            del self._names[n.name]
+        if dead:
+            self._nx_cache = None
+        return len(dead)
+
+    def adopt(self, other: Graph) -> None:
+        """Take over the nodes and output of ``other`` (used by passes that rebuild)."""
+        for n in other._nodes:
+            n._graph = self
+        self._nodes = other._nodes
+        self._names = other._names
+        self._output = other._output
+        self._counter = other._counter
+        self._nx_cache = None
+        self._ordered = other._ordered
+        other._nodes = []
+        other._names = {}
+
+    def copy(self, name: str | None = None) -> Graph:
+        """A deep copy of the structure (ops are immutable and shared)."""
+        g = Graph(name or self.name)
+        mapping: dict[Node, Node] = {}
+        for n in self.nodes():
+            regions = None
+            if n.regions is not None:
+                regions = {k: r.copy() for k, r in n.regions.items()}
+            m = g.add(n.op, [mapping[i] for i in n.inputs], name=n.name, loc=n.loc,
+                      regions=regions)
+            m.type = n.type
+            if n.meta is not None:
+                m.meta = dict(n.meta)
+            mapping[n] = m
+        g._counter = self._counter
+        g.facts = dict(self.facts)
+        if hasattr(self, "active_decisions"):
+            g.active_decisions = set(self.active_decisions)  # type: ignore[attr-defined]
+        if self._output is not None:
+            g._output = mapping[self._output]
+        return g
+
+    # -- forms -----------------------------------------------------------------------
+    def text(self, *, types: bool = False, locs: bool = False) -> str:
+        """The text form (parsed back by :func:`nasir.text.parse_graph`)."""
+        from nasir.text import print_graph
+
+        return print_graph(self, types=types, locs=locs)
+
+    def to_json(self) -> dict:
+        """The JSON form (read back by :meth:`from_json`)."""
+        from nasir.serialize import graph_to_json
+
+        return graph_to_json(self)
+
+    @staticmethod
+    def from_json(obj: object) -> Graph:
+        """Read the JSON form."""
+        from nasir.serialize import graph_from_json
+
+        return graph_from_json(obj)
+
+    def __repr__(self) -> str:
+        return f"<Graph @{self.name}: {len(self._nodes)} nodes>"

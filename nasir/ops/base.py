@@ -1,0 +1,189 @@
+"""Op declarations: a class per op with typed attributes, a verify hook and a registry.
+
+An op is a frozen dataclass. Attribute values may be :class:`Ref` while the op sits in a
+search space (a value choice); instantiation replaces every ``Ref`` with the assigned value.
+
+>>> from nasir.ops import Conv2dOp
+>>> from nasir.types import TensorType
+>>> Conv2dOp(out_channels=8, kernel=3, stride=2).infer((TensorType((3, 32, 32)),))
+f32[8,16,16]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from nasir.errors import SpecError, VerifyError
+from nasir.types import TensorType
+
+__all__ = [
+    "OPS",
+    "CompositeOp",
+    "Op",
+    "Ref",
+    "get_op",
+    "has_refs",
+    "register_op",
+    "resolve_refs",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A reference to a decision of the space: the attribute takes the decision's value.
+
+    >>> str(Ref("b1_kernel"))
+    '$b1_kernel'
+    """
+
+    label: str
+
+    def __str__(self) -> str:
+        return f"${self.label}"
+
+
+OPS: dict[str, type[Op]] = {}
+
+
+def register_op(cls: type[Op]) -> type[Op]:
+    """Class decorator: add an op class to the registry under its ``name``."""
+    if cls.name in OPS and OPS[cls.name] is not cls:
+        raise SpecError(f"op name {cls.name!r} registered twice")
+    OPS[cls.name] = cls
+    return cls
+
+
+def get_op(name: str) -> type[Op]:
+    """Look up an op class by name, or raise a :class:`SpecError` listing the known ops."""
+    try:
+        return OPS[name]
+    except KeyError:
+        known = ", ".join(sorted(OPS))
+        raise SpecError(f"unknown op {name!r}", hint=f"known ops: {known}") from None
+
+
+def _is_ref(v: object) -> bool:
+    return isinstance(v, Ref)
+
+
+@dataclass(frozen=True)
+class Op:
+    """Base of all ops. Subclasses declare ``name``, ``arity`` and attribute fields.
+
+    ``arity`` is the number of inputs, or ``-1`` for two or more (add, concat).
+    """
+
+    name: ClassVar[str] = "op"
+    arity: ClassVar[int] = 1
+    composite: ClassVar[bool] = False
+    #: ops with ``zero_preserving`` map an all-zero input to an all-zero output
+    zero_preserving: ClassVar[bool] = False
+    #: ops whose inputs can be reordered without changing the result
+    commutative: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        if not has_refs(self):
+            self.check()
+
+    # -- hooks -----------------------------------------------------------------------
+    def check(self) -> None:
+        """Validate attribute values (called on creation when no attribute is a Ref)."""
+
+    def infer(self, ins: tuple[TensorType, ...]) -> TensorType:
+        """Return the output type for the given input types or raise ``VerifyError``."""
+        raise NotImplementedError
+
+    def params(self, ins: tuple[TensorType, ...], out: TensorType) -> int:
+        """Number of trainable parameters."""
+        return 0
+
+    def macs(self, ins: tuple[TensorType, ...], out: TensorType) -> int:
+        """Multiply-accumulates of conv and linear layers, per sample."""
+        return 0
+
+    # -- helpers ---------------------------------------------------------------------
+    def attrs(self) -> dict[str, Any]:
+        """Attribute values in declaration order."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def _bad(self, field: str, msg: str, hint: str | None = None) -> SpecError:
+        return SpecError(f"{self.name}: attribute {field} {msg}", hint=hint)
+
+    def _pos_int(self, field: str, minimum: int = 1) -> None:
+        v = getattr(self, field)
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            raise self._bad(field, f"must be an int >= {minimum}, got {v!r}")
+
+    def _choice(self, field: str, options: tuple) -> None:
+        v = getattr(self, field)
+        if v not in options:
+            raise self._bad(field, f"must be one of {list(options)}, got {v!r}")
+
+    def _fail(self, msg: str, ins: tuple[TensorType, ...], hint: str | None = None) -> VerifyError:
+        got = ", ".join(str(t) for t in ins)
+        return VerifyError(f"{self.name}: {msg} (inputs: {got})", hint=hint)
+
+    def _want_rank(self, ins: tuple[TensorType, ...], rank: int) -> TensorType:
+        t = ins[0]
+        if t.rank != rank:
+            what = "a feature map C×H×W" if rank == 3 else "a vector"
+            raise self._fail(
+                f"expects {what} (rank {rank}), got rank {t.rank}",
+                ins,
+                hint="insert flatten before linear layers" if rank == 1 else None,
+            )
+        return t
+
+
+@dataclass(frozen=True)
+class CompositeOp(Op):
+    """An op that the ``expand-composites`` pass lowers into primitive ops."""
+
+    composite: ClassVar[bool] = True
+
+    def lower(self, emit: Any, x: Any) -> Any:
+        """Emit the primitive ops through ``emit(op, *inputs)`` and return the output.
+
+        ``emit`` also exposes ``emit.type(value)`` for the inferred type of a value.
+        """
+        raise NotImplementedError
+
+    def infer(self, ins: tuple[TensorType, ...]) -> TensorType:
+        from nasir.ops.expansion import infer_composite
+
+        return infer_composite(self, ins)
+
+    def params(self, ins: tuple[TensorType, ...], out: TensorType) -> int:
+        from nasir.ops.expansion import count_composite
+
+        return count_composite(self, ins)[0]
+
+    def macs(self, ins: tuple[TensorType, ...], out: TensorType) -> int:
+        from nasir.ops.expansion import count_composite
+
+        return count_composite(self, ins)[1]
+
+
+def has_refs(op: Op) -> bool:
+    """True if any attribute of ``op`` is an unresolved :class:`Ref`."""
+    for f in dataclasses.fields(op):
+        v = getattr(op, f.name)
+        if isinstance(v, Ref) or (isinstance(v, tuple) and any(_is_ref(x) for x in v)):
+            return True
+    return False
+
+
+def resolve_refs(op: Op, values: dict[str, Any]) -> Op:
+    """Return ``op`` with every ``Ref`` replaced by ``values[label]``."""
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(op):
+        v = getattr(op, f.name)
+        if isinstance(v, Ref):
+            changes[f.name] = values[v.label]
+        elif isinstance(v, tuple) and any(_is_ref(x) for x in v):
+            changes[f.name] = tuple(values[x.label] if _is_ref(x) else x for x in v)
+    if not changes:
+        return op
+    return dataclasses.replace(op, **changes)

@@ -1,0 +1,44 @@
+"""Searchable layer blocks that combine a conv op with optional SE and residual."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from nasir.ops.base import CompositeOp, Ref, register_op
+from nasir.ops.composite import ACTIVATIONS, SqueezeExciteOp
+from nasir.ops.primitive import AddOp, BatchNormOp, Conv2dOp
+
+__all__ = ["ConvBlockOp"]
+
+
+@register_op
+@dataclass(frozen=True)
+class ConvBlockOp(CompositeOp):
+    """Regular k×k conv → BN → act, optional SE (width ``int(C_in·se_ratio)``), and a
+    residual when ``skip`` and shapes allow (MnasNet's "conv" ConvOp)."""
+
+    name: ClassVar[str] = "conv_block"
+    out_channels: int | Ref = 16
+    kernel: int | Ref = 3
+    stride: int | Ref = 1
+    se_ratio: float | Ref = 0.0
+    act: str | Ref = "relu"
+    skip: bool | Ref = True
+
+    def check(self) -> None:
+        self._pos_int("out_channels")
+        self._pos_int("kernel")
+        self._pos_int("stride")
+        self._choice("act", tuple(ACTIVATIONS))
+
+    def lower(self, emit, x):
+        cin = emit.type(x).shape[0]
+        y = emit(Conv2dOp(self.out_channels, self.kernel, self.stride), x)
+        y = emit(BatchNormOp(), y)
+        y = emit(ACTIVATIONS[self.act](), y)  # type: ignore[index]
+        if self.se_ratio and self.se_ratio > 0:  # type: ignore[operator]
+            y = emit(SqueezeExciteOp(max(1, int(cin * self.se_ratio))), y)  # type: ignore[operator]
+        if self.skip and self.stride == 1 and cin == self.out_channels:
+            y = emit(AddOp(), x, y)
+        return y

@@ -1,0 +1,322 @@
+"""Composite ops: blocks of the NAS literature, lowered to primitives by ``expand-composites`` (through :meth:`CompositeOp.lower`).
+
+>>> from nasir.types import TensorType
+>>> blk = MBConvOp(out_channels=24, kernel=3, stride=2, expand=6)
+>>> t = TensorType((16, 56, 56))
+>>> out = blk.infer((t,)); out
+f32[24,28,28]
+>>> blk.params((t,), out)
+5136
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from nasir.ops.base import CompositeOp, Ref, register_op
+from nasir.ops.primitive import (
+    AddOp,
+    AvgPool2dOp,
+    BatchNormOp,
+    ConcatOp,
+    Conv2dOp,
+    CropOp,
+    DepthwiseConv2dOp,
+    GlobalAvgPoolOp,
+    HardSigmoidOp,
+    HardSwishOp,
+    IdentityOp,
+    MulOp,
+    ReLU6Op,
+    ReLUOp,
+    SigmoidOp,
+    SwishOp,
+)
+
+__all__ = [
+    "ACTIVATIONS",
+    "ConvBNActOp",
+    "DilConvOp",
+    "FactorizedReduceOp",
+    "MBConvOp",
+    "ReLUConvBNOp",
+    "ResBlockOp",
+    "SepConvOp",
+    "SqueezeExciteOp",
+    "make_divisible",
+]
+
+ACTIVATIONS = {
+    "relu": ReLUOp,
+    "relu6": ReLU6Op,
+    "hardswish": HardSwishOp,
+    "swish": SwishOp,
+    "sigmoid": SigmoidOp,
+    "hardsigmoid": HardSigmoidOp,
+}
+_ACT_NAMES = (*ACTIVATIONS, "none")
+
+
+def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round channels as MobileNet's reference code does (never more than 10 % down).
+
+    >>> make_divisible(32 * 0.75), make_divisible(72 * 0.25)
+    (24, 24)
+    """
+    min_value = min_value or divisor
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    if new_v < 0.9 * v:
+        new_v += divisor
+    return new_v
+
+
+def _act(emit: Any, x: Any, act: str) -> Any:
+    if act == "none":
+        return x
+    return emit(ACTIVATIONS[act](), x)
+
+
+@register_op
+@dataclass(frozen=True)
+class ConvBNActOp(CompositeOp):
+    """Conv → BatchNorm → activation (``act='none'`` leaves it out)."""
+
+    name: ClassVar[str] = "conv_bn_act"
+    out_channels: int | Ref = 16
+    kernel: int | Ref = 3
+    stride: int | Ref = 1
+    groups: int = 1
+    act: str | Ref = "relu"
+    bn_eps: float = 1e-5
+
+    def check(self) -> None:
+        self._pos_int("out_channels")
+        self._pos_int("kernel")
+        self._pos_int("stride")
+        self._choice("act", _ACT_NAMES)
+
+    def lower(self, emit, x):
+        y = emit(Conv2dOp(self.out_channels, self.kernel, self.stride, groups=self.groups), x)
+        y = emit(BatchNormOp(eps=self.bn_eps), y)
+        return _act(emit, y, self.act)  # type: ignore[arg-type]
+
+
+@register_op
+@dataclass(frozen=True)
+class ReLUConvBNOp(CompositeOp):
+    """ReLU → Conv → BatchNorm (the NAS-Bench-201 and DARTS convolution edge)."""
+
+    name: ClassVar[str] = "relu_conv_bn"
+    out_channels: int | Ref = 16
+    kernel: int | Ref = 3
+    stride: int | Ref = 1
+    dilation: int = 1
+    affine: bool = True
+
+    def check(self) -> None:
+        self._pos_int("out_channels")
+        self._pos_int("kernel")
+        self._pos_int("stride")
+
+    def lower(self, emit, x):
+        y = emit(ReLUOp(), x)
+        y = emit(Conv2dOp(self.out_channels, self.kernel, self.stride, dilation=self.dilation), y)
+        return emit(BatchNormOp(affine=self.affine), y)
+
+
+@register_op
+@dataclass(frozen=True)
+class SepConvOp(CompositeOp):
+    """DARTS/NASNet separable conv: (ReLU, depthwise k×k, 1×1, BN) twice."""
+
+    name: ClassVar[str] = "sep_conv"
+    out_channels: int | Ref = 16
+    kernel: int | Ref = 3
+    stride: int | Ref = 1
+    affine: bool = True
+
+    def check(self) -> None:
+        self._pos_int("out_channels")
+        self._pos_int("kernel")
+        self._pos_int("stride")
+
+    def lower(self, emit, x):
+        cin = emit.type(x).shape[0]
+        y = emit(ReLUOp(), x)
+        y = emit(DepthwiseConv2dOp(self.kernel, self.stride), y)
+        y = emit(Conv2dOp(cin, 1), y)
+        y = emit(BatchNormOp(affine=self.affine), y)
+        y = emit(ReLUOp(), y)
+        y = emit(DepthwiseConv2dOp(self.kernel, 1), y)
+        y = emit(Conv2dOp(self.out_channels, 1), y)
+        return emit(BatchNormOp(affine=self.affine), y)
+
+
+@register_op
+@dataclass(frozen=True)
+class DilConvOp(CompositeOp):
+    """DARTS dilated separable conv: ReLU, dilated depthwise k×k, 1×1, BN."""
+
+    name: ClassVar[str] = "dil_conv"
+    out_channels: int | Ref = 16
+    kernel: int | Ref = 3
+    stride: int | Ref = 1
+    dilation: int = 2
+    affine: bool = True
+
+    def check(self) -> None:
+        self._pos_int("out_channels")
+        self._pos_int("kernel")
+        self._pos_int("stride")
+        self._pos_int("dilation")
+
+    def lower(self, emit, x):
+        y = emit(ReLUOp(), x)
+        y = emit(DepthwiseConv2dOp(self.kernel, self.stride, dilation=self.dilation), y)
+        y = emit(Conv2dOp(self.out_channels, 1), y)
+        return emit(BatchNormOp(affine=self.affine), y)
+
+
+@register_op
+@dataclass(frozen=True)
+class FactorizedReduceOp(CompositeOp):
+    """Halve resolution with two offset stride-2 1×1 convs, concatenated (DARTS, NASNet)."""
+
+    name: ClassVar[str] = "factorized_reduce"
+    out_channels: int | Ref = 16
+    affine: bool = True
+
+    def check(self) -> None:
+        self._pos_int("out_channels", 2)
+        if self.out_channels % 2:  # type: ignore[operator]
+            raise self._bad("out_channels", f"must be even, got {self.out_channels}")
+
+    def lower(self, emit, x):
+        half = self.out_channels // 2  # type: ignore[operator]
+        r = emit(ReLUOp(), x)
+        a = emit(Conv2dOp(half, 1, 2, padding=0), r)
+        shifted = emit(CropOp(1, 1, 0, 0), r)
+        b = emit(Conv2dOp(half, 1, 2, padding=0), shifted)
+        y = emit(ConcatOp(), a, b)
+        return emit(BatchNormOp(affine=self.affine), y)
+
+
+@register_op
+@dataclass(frozen=True)
+class SqueezeExciteOp(CompositeOp):
+    """Squeeze-and-excite: pool, 1×1 reduce (bias), act, 1×1 expand (bias), gate, multiply."""
+
+    name: ClassVar[str] = "squeeze_excite"
+    squeeze_channels: int | Ref = 8
+    act: str = "relu"
+    gate: str = "sigmoid"
+
+    def check(self) -> None:
+        self._pos_int("squeeze_channels")
+        self._choice("act", tuple(ACTIVATIONS))
+        self._choice("gate", ("sigmoid", "hardsigmoid"))
+
+    def lower(self, emit, x):
+        c = emit.type(x).shape[0]
+        s = emit(GlobalAvgPoolOp(), x)
+        s = emit(Conv2dOp(self.squeeze_channels, 1, bias=True), s)
+        s = _act(emit, s, self.act)
+        s = emit(Conv2dOp(c, 1, bias=True), s)
+        s = emit(ACTIVATIONS[self.gate](), s)
+        return emit(MulOp(), x, s)
+
+
+@register_op
+@dataclass(frozen=True)
+class MBConvOp(CompositeOp):
+    """Mobile inverted bottleneck (MobileNetV2/MnasNet/EfficientNet/MobileNetV3).
+
+    1×1 expand (left out when the expanded width equals the input), depthwise k×k,
+    optional squeeze-excite, 1×1 project, residual when ``skip`` and shapes allow.
+
+    SE width: ``se_base='input'`` uses ``int(C_in · se_ratio)`` (MnasNet, EfficientNet);
+    ``'expanded'`` uses ``make_divisible(C_mid · se_ratio, se_divisor)`` (MobileNetV3).
+    ``expand_channels`` fixes the expanded width directly (MobileNetV3's tables).
+    """
+
+    name: ClassVar[str] = "mbconv"
+    out_channels: int | Ref = 16
+    kernel: int | Ref = 3
+    stride: int | Ref = 1
+    expand: float | Ref = 6
+    se_ratio: float | Ref = 0.0
+    act: str | Ref = "relu"
+    skip: bool | Ref = True
+    se_base: str = "input"
+    se_act: str = "relu"
+    se_gate: str = "sigmoid"
+    se_divisor: int = 8
+    expand_channels: int | None = None
+
+    def check(self) -> None:
+        self._pos_int("out_channels")
+        self._pos_int("kernel")
+        self._pos_int("stride")
+        self._choice("act", tuple(ACTIVATIONS))
+        self._choice("se_base", ("input", "expanded"))
+        if not isinstance(self.expand, int | float) or self.expand < 1:
+            raise self._bad("expand", f"must be a number >= 1, got {self.expand!r}")
+        if not isinstance(self.se_ratio, int | float) or not 0 <= self.se_ratio < 1:
+            raise self._bad("se_ratio", f"must be in [0, 1), got {self.se_ratio!r}")
+
+    def mid_channels(self, cin: int) -> int:
+        """Expanded width for ``cin`` input channels."""
+        if self.expand_channels is not None:
+            return self.expand_channels
+        return int(round(cin * self.expand))  # type: ignore[operator]
+
+    def lower(self, emit, x):
+        cin = emit.type(x).shape[0]
+        mid = self.mid_channels(cin)
+        y = x
+        if mid != cin:
+            y = emit(Conv2dOp(mid, 1), y)
+            y = emit(BatchNormOp(), y)
+            y = _act(emit, y, self.act)  # type: ignore[arg-type]
+        y = emit(DepthwiseConv2dOp(self.kernel, self.stride, multiplier=1), y)
+        y = emit(BatchNormOp(), y)
+        y = _act(emit, y, self.act)  # type: ignore[arg-type]
+        if self.se_ratio and self.se_ratio > 0:  # type: ignore[operator]
+            if self.se_base == "input":
+                sq = max(1, int(cin * self.se_ratio))  # type: ignore[operator]
+            else:
+                sq = make_divisible(mid * self.se_ratio, self.se_divisor)  # type: ignore[operator]
+            y = emit(SqueezeExciteOp(sq, self.se_act, self.se_gate), y)
+        y = emit(Conv2dOp(self.out_channels, 1), y)
+        y = emit(BatchNormOp(), y)
+        if self.skip and self.stride == 1 and cin == self.out_channels:
+            y = emit(AddOp(), x, y)
+        return y
+
+
+@register_op
+@dataclass(frozen=True)
+class ResBlockOp(CompositeOp):
+    """NAS-Bench-201 residual block: two ReLU-Conv-BN 3×3 and a pooled 1×1 shortcut."""
+
+    name: ClassVar[str] = "res_block"
+    out_channels: int | Ref = 32
+    stride: int | Ref = 2
+
+    def check(self) -> None:
+        self._pos_int("out_channels")
+        self._choice("stride", (1, 2))
+
+    def lower(self, emit, x):
+        cin = emit.type(x).shape[0]
+        a = emit(ReLUConvBNOp(self.out_channels, 3, self.stride), x)
+        b = emit(ReLUConvBNOp(self.out_channels, 3, 1), a)
+        if self.stride == 2:
+            s = emit(AvgPool2dOp(2, 2, 0), x)
+            s = emit(Conv2dOp(self.out_channels, 1, padding=0), s)
+        elif cin != self.out_channels:
+            s = emit(ReLUConvBNOp(self.out_channels, 1, 1), x)
+        else:
+            s = emit(IdentityOp(), x)
+        return emit(AddOp(), s, b)

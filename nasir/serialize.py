@@ -1,0 +1,128 @@
+"""JSON form of graphs (spaces and assignments have theirs in :mod:`nasir.space`).
+
+>>> from nasir.text import parse_graph
+>>> g = parse_graph('graph @g {\\n  %x = input() {shape=[3, 4, 4]}\\n  return %x\\n}')
+>>> graph_from_json(graph_to_json(g)).text() == g.text()
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from nasir.errors import NasirError, ParseError, SpecError
+from nasir.graph import Graph
+from nasir.loc import SourceLoc
+from nasir.ops import Op, Ref
+from nasir.text import make_op
+from nasir.types import TensorType
+
+__all__ = ["graph_from_json", "graph_to_json", "value_from_json", "value_to_json"]
+
+
+def value_to_json(v: Any) -> Any:
+    """Attribute value → JSON (tuples become lists, refs become ``{"$ref": label}``)."""
+    if isinstance(v, Ref):
+        return {"$ref": v.label}
+    if isinstance(v, tuple | list):
+        return [value_to_json(x) for x in v]
+    return v
+
+
+def value_from_json(v: Any) -> Any:
+    """JSON → attribute value (lists become tuples)."""
+    if isinstance(v, dict):
+        if set(v) == {"$ref"} and isinstance(v["$ref"], str):
+            return Ref(v["$ref"])
+        raise ParseError(f"bad attribute value {v!r}", hint='only {"$ref": label} objects')
+    if isinstance(v, list):
+        return tuple(value_from_json(x) for x in v)
+    return v
+
+
+def _op_json(op: Op) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in fields(op):
+        v = getattr(op, f.name)
+        if v != f.default or type(v) is not type(f.default):
+            out[f.name] = value_to_json(v)
+    return out
+
+
+def graph_to_json(g: Graph) -> dict[str, Any]:
+    """JSON object: name, nodes (name, op, inputs, attrs, loc, type, regions), output."""
+    nodes = []
+    for n in g.nodes():
+        d: dict[str, Any] = {
+            "name": n.name,
+            "op": n.op.name,
+            "inputs": [i.name for i in n.inputs],
+            "attrs": _op_json(n.op),
+        }
+        if n.loc is not None:
+            d["loc"] = str(n.loc)
+        if n.type is not None:
+            d["type"] = n.type.to_json()
+        if n.regions is not None:
+            d["regions"] = {k: graph_to_json(r) for k, r in n.regions.items()}
+        nodes.append(d)
+    return {"name": g.name, "nodes": nodes, "output": g._output.name if g._output else None}
+
+
+def _need(obj: dict, key: str, typ: type | tuple, where: str) -> Any:
+    if key not in obj:
+        raise ParseError(f"missing field {key!r}", where=where)
+    v = obj[key]
+    if not isinstance(v, typ):
+        raise ParseError(f"field {key!r} has the wrong type ({type(v).__name__})", where=where)
+    return v
+
+
+def graph_from_json(obj: object, path: str = "$") -> Graph:
+    """Read the JSON form; every error names the JSON path of the offending entry."""
+    if not isinstance(obj, dict):
+        raise ParseError("a graph must be a JSON object", where=path)
+    g = Graph(str(_need(obj, "name", str, path)))
+    nodes = _need(obj, "nodes", list, path)
+    pending: dict[str, list[str]] = {}
+    for k, nd in enumerate(nodes):
+        where = f"{path}.nodes[{k}]"
+        if not isinstance(nd, dict):
+            raise ParseError("a node must be a JSON object", where=where)
+        name = _need(nd, "name", str, where)
+        ins = _need(nd, "inputs", list, where)
+        attrs = {a: value_from_json(v) for a, v in nd.get("attrs", {}).items()}
+        try:
+            op = make_op(_need(nd, "op", str, where), attrs, f"{where} (%{name})")
+        except NasirError as e:
+            raise type(e)(e.message, where=f"{where} (%{name})", hint=e.hint) from None
+        missing = [i for i in ins if not isinstance(i, str) or i not in g._names]
+        if missing:
+            pending[name] = [str(m) for m in missing]
+            names = {n.get("name") for n in nodes if isinstance(n, dict)}
+            if all(m in names for m in missing):
+                raise SpecError(
+                    f"node %{name} uses %{missing[0]} before it is defined: "
+                    "the graph has a cycle or is out of order",
+                    where=where,
+                    hint="list nodes in a topological order without cycles",
+                )
+            raise SpecError(f"node %{name} uses undefined value %{missing[0]}", where=where)
+        regions = None
+        if "regions" in nd:
+            regions = {
+                key: graph_from_json(r, f"{where}.regions.{key}")
+                for key, r in _need(nd, "regions", dict, where).items()
+            }
+        node = g.add(op, [g._names[i] for i in ins], name=name, regions=regions)
+        if "loc" in nd:
+            node.loc = SourceLoc.parse(str(nd["loc"]))
+        if "type" in nd:
+            node.type = TensorType.from_json(nd["type"])
+    out = obj.get("output")
+    if out is not None:
+        if out not in g._names:
+            raise ParseError(f"output %{out} is not a node", where=f"{path}.output")
+        g.set_output(g._names[out])
+    return g

@@ -1,0 +1,465 @@
+"""Search spaces: a graph IR with choice points, a decision schema, and assignments.
+
+A :class:`Space` holds a body graph whose ``choose`` / ``repeat`` / ``select`` nodes and
+``$label`` attributes are its choice points, the ordered decision schema, named reference
+architectures and constraints. ``instantiate`` turns an assignment into a concrete graph.
+
+>>> from nasir.spaces import get_space
+>>> sp = get_space("nb201")
+>>> len(sp.decisions), sp.size
+(6, 15625)
+>>> g = sp.instantiate(sp.reference("resnet"))
+>>> sorted(g.active_decisions)[:2]
+['edge_0_1', 'edge_0_2']
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from nasir.errors import AssignmentError, NasirError, ParseError, SpecError
+from nasir.graph import Graph, Node
+from nasir.loc import SourceLoc
+from nasir.ops import AddOp, ConcatOp, Op, has_refs, resolve_refs
+
+__all__ = ["DECISION_KINDS", "Assignment", "Constraint", "Decision", "Space"]
+
+DECISION_KINDS = ("op", "value", "depth", "input")
+
+
+def _key(v: Any) -> tuple:
+    return (type(v) is bool, v)
+
+
+def _norm(v: Any) -> Any:
+    if isinstance(v, list):
+        return tuple(_norm(x) for x in v)
+    return v
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One choice point: a label, a kind (op / value / depth / input) and its options.
+
+    >>> d = Decision("b1_kernel", "value", (3, 5))
+    >>> d.index(5), d.size
+    (1, 2)
+    """
+
+    label: str
+    kind: str
+    options: tuple
+    loc: SourceLoc | None = field(default=None, compare=False)
+    _lookup: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.label or not all(c.isalnum() or c in "_." for c in self.label):
+            raise SpecError(f"bad decision label {self.label!r}", loc=self.loc,
+                            hint="use letters, digits, '_' and '.'")
+        if self.kind not in DECISION_KINDS:
+            raise SpecError(f"unknown decision kind {self.kind!r}", where=self.label,
+                            hint=f"use one of {', '.join(DECISION_KINDS)}")
+        opts = tuple(_norm(o) for o in self.options)
+        object.__setattr__(self, "options", opts)
+        if not opts:
+            raise SpecError(f"decision {self.label} has no options", loc=self.loc)
+        for i, o in enumerate(opts):
+            try:
+                k = _key(o)
+                hash(k)
+            except TypeError:
+                raise SpecError(f"option {o!r} of {self.label} is not a plain value",
+                                loc=self.loc) from None
+            if k in self._lookup:
+                raise SpecError(f"decision {self.label} lists option {o!r} twice", loc=self.loc)
+            self._lookup[k] = i
+
+    @property
+    def size(self) -> int:
+        """Number of options."""
+        return len(self.options)
+
+    def index(self, value: Any) -> int:
+        """Position of ``value`` in the options, or ``AssignmentError`` naming the domain."""
+        v = _norm(value)
+        try:
+            return self._lookup[_key(v)]
+        except (KeyError, TypeError):
+            raise AssignmentError(
+                f"value {value!r} is not in the domain of decision {self.label}",
+                where=f"decision {self.label} ({self.kind})",
+                loc=self.loc,
+                hint=f"choose one of {list(self.options)}",
+            ) from None
+
+    def to_json(self) -> dict:
+        """JSON form."""
+        d: dict[str, Any] = {"label": self.label, "kind": self.kind,
+                             "options": [list(o) if isinstance(o, tuple) else o
+                                         for o in self.options]}
+        if self.loc is not None:
+            d["loc"] = str(self.loc)
+        return d
+
+    @staticmethod
+    def from_json(obj: Any, where: str = "decision") -> Decision:
+        """Read the JSON form."""
+        if not isinstance(obj, dict) or not isinstance(obj.get("options"), list):
+            raise ParseError("a decision needs label, kind and an options list", where=where)
+        return Decision(str(obj.get("label", "")), str(obj.get("kind", "")),
+                        tuple(obj["options"]), SourceLoc.parse(str(obj.get("loc", ""))))
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """An upper bound on a metric of instantiated graphs: ``macs``, ``params``, ``latency_ms``.
+
+    >>> Constraint("macs", 3e8).ok({"macs": 2e8})
+    True
+    """
+
+    metric: str
+    max: float
+
+    def ok(self, metrics: Mapping[str, float]) -> bool:
+        """Whether ``metrics`` satisfies the bound."""
+        return float(metrics[self.metric]) <= self.max
+
+    def __str__(self) -> str:
+        return f"{self.metric} <= {self.max:g}"
+
+
+class Assignment(Mapping[str, Any]):
+    """An immutable mapping decision label → chosen value (the genotype).
+
+    ``provenance`` records how it was made (sampler, mutation: label, old and new value);
+    it does not take part in equality or hashing.
+
+    >>> a = Assignment({"k": 3}); a["k"], a == Assignment({"k": 3})
+    (3, True)
+    """
+
+    __slots__ = ("_hash", "_values", "provenance")
+
+    def __init__(self, values: Mapping[str, Any], provenance: dict | None = None) -> None:
+        self._values = {k: _norm(v) for k, v in values.items()}
+        self._hash: int | None = None
+        self.provenance = provenance or {}
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(tuple(sorted((k, _key(v)) for k, v in self._values.items())))
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Assignment):
+            return self._values == other._values
+        if isinstance(other, Mapping):
+            return self._values == dict(other)
+        return NotImplemented
+
+    def replace(self, **changes: Any) -> Assignment:
+        """A copy with some values changed."""
+        vals = dict(self._values)
+        vals.update(changes)
+        return Assignment(vals)
+
+    def to_json(self) -> dict:
+        """JSON form: ``{label: value}`` with tuples as lists."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self._values.items()}
+
+    def text(self) -> str:
+        """Text form ``{a=1, b="x"}`` (parsed back by :meth:`parse`)."""
+        from nasir.text import format_value
+
+        return "{" + ", ".join(f"{k}={format_value(v)}" for k, v in self._values.items()) + "}"
+
+    @staticmethod
+    def parse(text: str) -> Assignment:
+        """Read the text form."""
+        from nasir.text import Lexer, parse_attrs
+
+        lx = Lexer(text, "<assignment>")
+        vals = parse_attrs(lx)
+        if lx.peek()[0] != "eof":
+            raise lx.error("unexpected text after the assignment")
+        return Assignment(vals)
+
+    def __repr__(self) -> str:
+        return f"Assignment({self.text()})"
+
+
+class Space:
+    """A search space. Build one with :mod:`nasir.dsl`; see the module docstring."""
+
+    def __init__(
+        self,
+        name: str,
+        body: Graph,
+        decisions: tuple[Decision, ...],
+        references: Mapping[str, Mapping[str, Any]] | None = None,
+        constraints: tuple[Constraint, ...] = (),
+        meta: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.body = body
+        self.decisions = tuple(decisions)
+        self._by_label = {d.label: d for d in self.decisions}
+        if len(self._by_label) != len(self.decisions):
+            raise SpecError(f"space {name} lists a decision label twice")
+        self.constraints = tuple(constraints)
+        self.meta: dict[str, Any] = dict(meta or {})
+        self.references: dict[str, Assignment] = {}
+        for rname, vals in (references or {}).items():
+            self.references[rname] = self.check(vals, where=f"reference {rname}")
+
+    # -- schema ----------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        """Number of assignments (product of domain sizes)."""
+        return math.prod(d.size for d in self.decisions)
+
+    def decision(self, label: str) -> Decision:
+        """The decision called ``label``."""
+        try:
+            return self._by_label[label]
+        except KeyError:
+            raise AssignmentError(f"space {self.name} has no decision {label!r}",
+                                  hint=f"decisions: {', '.join(self._by_label)}") from None
+
+    def check(self, values: Mapping[str, Any], where: str = "assignment") -> Assignment:
+        """Validate ``values`` against the schema and return a normalised assignment.
+
+        Missing labels are allowed only for decisions the assignment leaves inactive;
+        instantiation reports a missing active one.
+        """
+        if not isinstance(values, Mapping):
+            raise AssignmentError(f"{where} must be a mapping of decision labels to values")
+        out: dict[str, Any] = {}
+        for k, v in values.items():
+            d = self._by_label.get(k)
+            if d is None:
+                raise AssignmentError(
+                    f"{where} sets unknown decision {k!r} of space {self.name}",
+                    hint=f"decisions: {', '.join(self._by_label)}",
+                )
+            out[k] = d.options[d.index(v)]
+        return Assignment(out, getattr(values, "provenance", None))
+
+    def reference(self, name: str) -> Assignment:
+        """The named reference architecture."""
+        try:
+            return self.references[name]
+        except KeyError:
+            refs = ", ".join(self.references) or "none"
+            raise AssignmentError(f"space {self.name} has no reference {name!r}",
+                                  hint=f"references: {refs}") from None
+
+    def indices(self, a: Mapping[str, Any]) -> list[int]:
+        """Option indices in schema order (missing decisions give 0)."""
+        return [d.index(a[d.label]) if d.label in a else 0 for d in self.decisions]
+
+    def from_indices(self, idx: Any, provenance: dict | None = None) -> Assignment:
+        """The assignment with the given option index per decision."""
+        return Assignment({d.label: d.options[int(i)] for d, i in zip(self.decisions, idx)},
+                          provenance)
+
+    def enumerate(self) -> Iterator[Assignment]:
+        """Every assignment, in schema order (only sensible for small spaces)."""
+        for combo in itertools.product(*(range(d.size) for d in self.decisions)):
+            yield self.from_indices(combo)
+
+    # -- instantiation ---------------------------------------------------------------
+    def instantiate(self, assignment: Mapping[str, Any], *, checked: bool = False) -> Graph:
+        """Build the concrete graph for ``assignment``.
+
+        The graph gets ``active_decisions``: the labels that shaped it.
+        """
+        a = assignment if checked and isinstance(assignment, Assignment) else self.check(
+            assignment)
+        g = Graph(self.name)
+        inst = _Instantiator(self, a, g)
+        out = inst.region(self.body, [])
+        g.set_output(out)
+        g.active_decisions = inst.active  # type: ignore[attr-defined]
+        return g
+
+    def active(self, assignment: Mapping[str, Any]) -> set[str]:
+        """Labels of the decisions that ``assignment`` actually uses."""
+        return self.instantiate(assignment).active_decisions  # type: ignore[attr-defined]
+
+    # -- forms -----------------------------------------------------------------------
+    def to_json(self) -> dict:
+        """JSON form (read back by :meth:`from_json`)."""
+        from nasir.serialize import graph_to_json
+
+        return {
+            "name": self.name,
+            "decisions": [d.to_json() for d in self.decisions],
+            "references": {k: v.to_json() for k, v in self.references.items()},
+            "constraints": [{"metric": c.metric, "max": c.max} for c in self.constraints],
+            "meta": self.meta,
+            "body": graph_to_json(self.body),
+        }
+
+    @staticmethod
+    def from_json(obj: Any) -> Space:
+        """Read the JSON form; errors name the JSON path."""
+        from nasir.serialize import graph_from_json
+
+        if not isinstance(obj, dict):
+            raise ParseError("a space must be a JSON object", where="$")
+        decs = obj.get("decisions")
+        if not isinstance(decs, list):
+            raise ParseError("a space needs a decisions list", where="$.decisions")
+        decisions = tuple(Decision.from_json(d, f"$.decisions[{i}]") for i, d in enumerate(decs))
+        cons = []
+        for i, c in enumerate(obj.get("constraints", [])):
+            if not isinstance(c, dict) or not isinstance(c.get("max"), int | float):
+                raise ParseError("a constraint needs metric and max", where=f"$.constraints[{i}]")
+            cons.append(Constraint(str(c.get("metric")), float(c["max"])))
+        refs = obj.get("references", {})
+        if not isinstance(refs, dict):
+            raise ParseError("references must be an object", where="$.references")
+        sp = Space(str(obj.get("name", "space")), graph_from_json(obj.get("body"), "$.body"),
+                   decisions, refs, tuple(cons), obj.get("meta") or {})
+        sp.validate()
+        return sp
+
+    def validate(self) -> None:
+        """Check that every choice point in the body names a decision of the right kind."""
+        used = _labels_used(self.body)
+        for label, kind, node in used:
+            d = self._by_label.get(label)
+            if d is None:
+                raise SpecError(f"node %{node.name} refers to undeclared decision {label!r}",
+                                where=f"%{node.name} ({node.op.name})", loc=node.loc)
+            if kind and d.kind != kind:
+                raise SpecError(f"decision {label} is a {d.kind} decision but %{node.name} "
+                                f"uses it as {kind}", loc=node.loc)
+            if kind == "op":
+                missing = [o for o in d.options if o not in (node.regions or {})]
+                if missing:
+                    raise SpecError(f"choose %{node.name} has no region for option {missing[0]!r}",
+                                    where=label, loc=node.loc)
+
+    def text(self) -> str:
+        """Text form (parsed back by :func:`nasir.space_text.parse_space`)."""
+        from nasir.space_text import print_space
+
+        return print_space(self)
+
+    def __repr__(self) -> str:
+        return f"<Space {self.name}: {len(self.decisions)} decisions, size {self.size}>"
+
+
+def _labels_used(g: Graph) -> list[tuple[str, str, Node]]:
+    from nasir.ops.control import ChooseOp, RepeatOp, SelectOp
+    from nasir.ops.base import Ref
+
+    out: list[tuple[str, str, Node]] = []
+    for n in g.nodes():
+        op = n.op
+        if isinstance(op, ChooseOp):
+            out.append((op.label, "op", n))
+        elif isinstance(op, RepeatOp):
+            out.append((op.label, "depth", n))
+        elif isinstance(op, SelectOp):
+            out.append((op.label, "input", n))
+        else:
+            for v in op.attrs().values():
+                if isinstance(v, Ref):
+                    out.append((v.label, "", n))
+        for r in (n.regions or {}).values():
+            out.extend(_labels_used(r))
+    return out
+
+
+class _Instantiator:
+    def __init__(self, space: Space, a: Assignment, g: Graph) -> None:
+        self.space = space
+        self.a = a
+        self.g = g
+        self.active: set[str] = set()
+
+    def value(self, label: str, node: Node) -> Any:
+        self.active.add(label)
+        try:
+            return self.a[label]
+        except KeyError:
+            d = self.space._by_label.get(label)
+            raise AssignmentError(
+                f"assignment leaves out decision {label!r}, which this architecture uses",
+                where=f"%{node.name} ({node.op.name})",
+                loc=node.loc,
+                hint=f"give {label} one of {list(d.options) if d else '?'}",
+            ) from None
+
+    def region(self, r: Graph, args: list[Node]) -> Node:
+        env: dict[Node, Node] = {}
+        for n in r.nodes():
+            env[n] = self.node(n, [env[i] for i in n.inputs], args)
+        return env[r.output]
+
+    def node(self, n: Node, ins: list[Node], args: list[Node]) -> Node:
+        op = n.op
+        name = op.name
+        if name == "arg":
+            return args[op.index]  # type: ignore[attr-defined]
+        if name == "choose":
+            branch = self.value(op.label, n)  # type: ignore[attr-defined]
+            return self.region(n.regions[branch], ins)  # type: ignore[index]
+        if name == "repeat":
+            count = self.value(op.label, n)  # type: ignore[attr-defined]
+            x = ins[0]
+            regions = n.regions or {}
+            for i in range(count):
+                x = self.region(regions["first"] if i == 0 else regions.get("rest",
+                                regions["first"]), [x])
+            return x
+        if name == "select":
+            v = self.value(op.label, n)  # type: ignore[attr-defined]
+            idx = (v,) if isinstance(v, int) else v
+            for i in idx:
+                if not 0 <= i < len(ins):
+                    raise AssignmentError(f"input choice {op.label} picks #{i} of "  # type: ignore[attr-defined]
+                                          f"{len(ins)} candidates", loc=n.loc)
+            chosen = [ins[i] for i in idx]
+            if len(chosen) == 1:
+                return chosen[0]
+            red: Op = AddOp() if op.reduce == "add" else ConcatOp()  # type: ignore[attr-defined]
+            return self.g.add(red, chosen, loc=n.loc)
+        if has_refs(op):
+            vals = {}
+            for v in op.attrs().values():
+                labels = v if isinstance(v, tuple) else (v,)
+                for x in labels:
+                    if hasattr(x, "label"):
+                        vals[x.label] = self.value(x.label, n)
+            try:
+                op = resolve_refs(op, vals)
+            except NasirError as e:
+                raise SpecError(f"{e.message} (after choosing {vals})", where=f"%{n.name}",
+                                loc=n.loc, hint=e.hint) from None
+        if name == "input":
+            return self.g.add(op, ins, name=n.name, loc=n.loc)
+        return self.g.add(op, ins, loc=n.loc)
+
+
+def dumps_assignment(a: Mapping[str, Any]) -> str:
+    """Compact JSON of an assignment (stable key order)."""
+    return json.dumps(Assignment(a).to_json(), sort_keys=True)

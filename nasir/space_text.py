@@ -1,0 +1,93 @@
+"""Text form of spaces: decisions, references, constraints and the body graph.
+
+>>> from nasir.spaces import get_space
+>>> sp = get_space("nb201")
+>>> parse_space(sp.text()).text() == sp.text()
+True
+"""
+
+from __future__ import annotations
+
+import json
+
+from nasir.space import Constraint, Decision, Space
+from nasir.text import Lexer, _parse_graph_body, format_value, parse_attrs, parse_value, print_graph
+
+__all__ = ["parse_space", "print_space"]
+
+
+def print_space(sp: Space) -> str:
+    """Print ``sp`` in the text form."""
+    lines = [f"space @{sp.name} {{"]
+    if sp.meta:
+        lines.append(f"  meta {json.dumps(sp.meta, sort_keys=True)}")
+    for d in sp.decisions:
+        opts = format_value(list(d.options))
+        loc = f" loc({json.dumps(str(d.loc))})" if d.loc is not None else ""
+        lines.append(f"  decision ${d.label} : {d.kind} {opts}{loc}")
+    for c in sp.constraints:
+        lines.append(f"  constraint {c.metric} <= {c.max!r}")
+    for name, a in sp.references.items():
+        lines.append(f"  reference {json.dumps(name)} {a.text()}")
+    lines.append(print_graph(sp.body, locs=True, indent="  "))
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def parse_space(text: str, source: str = "<space>") -> Space:
+    """Parse the text form of a space."""
+    lx = Lexer(text, source)
+    lx.expect("id", "space")
+    name = lx.expect("sym")[1:]
+    lx.expect("punct", "{")
+    decisions: list[Decision] = []
+    cons: list[Constraint] = []
+    refs: dict[str, dict] = {}
+    meta: dict = {}
+    while True:
+        k, v = lx.peek()
+        if k == "id" and v == "decision":
+            lx.next()
+            label = lx.expect("ref")[1:]
+            lx.expect("punct", ":")
+            kind = lx.expect("id")
+            opts = parse_value(lx)
+            loc = ""
+            if lx.accept("id", "loc"):
+                lx.expect("punct", "(")
+                loc = json.loads(lx.expect("str"))
+                lx.expect("punct", ")")
+            from nasir.loc import SourceLoc
+
+            decisions.append(Decision(label, kind, tuple(opts), SourceLoc.parse(loc)))
+        elif k == "id" and v == "constraint":
+            lx.next()
+            metric = lx.expect("id")
+            lx.expect("punct", "<")
+            lx.expect("punct", "=")
+            cons.append(Constraint(metric, float(parse_value(lx))))
+        elif k == "id" and v == "reference":
+            lx.next()
+            rname = json.loads(lx.expect("str"))
+            refs[rname] = parse_attrs(lx)
+        elif k == "id" and v == "meta":
+            lx.next()
+            start = lx.toks[lx.i][2]
+            depth = 0
+            while True:
+                kk, vv = lx.next()
+                if vv == "{":
+                    depth += 1
+                elif vv == "}":
+                    depth -= 1
+                    if depth == 0:
+                        break
+            end = lx.toks[lx.i - 1][2] + 1
+            meta = json.loads(lx.text[start:end])
+        else:
+            break
+    body = _parse_graph_body(lx)
+    lx.expect("punct", "}")
+    sp = Space(name, body, tuple(decisions), refs, tuple(cons), meta)
+    sp.validate()
+    return sp

@@ -1,0 +1,288 @@
+"""Text form of graphs: printed and parsed back identically.
+
+>>> from nasir.ops import InputOp, ReLUOp
+>>> src = '''graph @g {
+...   %x = input() {shape=[3, 4, 4]}
+...   %1 = relu(%x)
+...   return %1
+... }'''
+>>> parse_graph(src).text() == src
+True
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import fields
+from typing import Any
+
+from nasir.errors import NasirError, ParseError
+from nasir.graph import Graph, Node
+from nasir.loc import SourceLoc
+from nasir.ops import Op, Ref, get_op
+from nasir.types import TensorType
+
+__all__ = ["Lexer", "format_value", "parse_graph", "parse_value", "print_graph"]
+
+
+def format_value(v: Any) -> str:
+    """Format an attribute value: ints, floats, bools, strings, lists and ``$refs``."""
+    if isinstance(v, Ref):
+        return str(v)
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, tuple | list):
+        return "[" + ", ".join(format_value(x) for x in v) + "]"
+    raise NasirError(f"cannot print attribute value {v!r}")
+
+
+def _attr_text(op: Op) -> str:
+    parts = []
+    for f in fields(op):
+        v = getattr(op, f.name)
+        if v != f.default or type(v) is not type(f.default):
+            parts.append(f"{f.name}={format_value(v)}")
+    return " {" + ", ".join(parts) + "}" if parts else ""
+
+
+def print_graph(g: Graph, *, types: bool = False, locs: bool = False, indent: str = "") -> str:
+    """Print ``g`` in the text form; ``types`` and ``locs`` add inferred types and locations."""
+    lines = [f"{indent}graph @{g.name} {{"]
+    for n in g.nodes():
+        ins = ", ".join(f"%{i.name}" for i in n.inputs)
+        line = f"{indent}  %{n.name} = {n.op.name}({ins}){_attr_text(n.op)}"
+        if n.regions is not None:
+            line += " ["
+            lines.append(line)
+            for key, r in n.regions.items():
+                body = print_graph(r, types=types, locs=locs, indent=indent + "    ")
+                lines.append(f"{indent}    {json.dumps(key)}: {body.lstrip()}")
+            line = f"{indent}  ]"
+        if types and n.type is not None:
+            line += f" : {n.type}"
+        if locs and n.loc is not None:
+            line += f" loc({json.dumps(str(n.loc))})"
+        lines.append(line)
+    if g._output is not None:
+        lines.append(f"{indent}  return %{g._output.name}")
+    lines.append(f"{indent}}}")
+    return "\n".join(lines)
+
+
+_TOKEN = re.compile(
+    r"""(?P<ws>[ \t\r\n]+|\#[^\n]*)
+      |(?P<str>"(?:[^"\\]|\\.)*")
+      |(?P<num>-?\d+\.\d*(?:[eE][-+]?\d+)?|-?\d+[eE][-+]?\d+|-?\d+|-?inf|nan)
+      |(?P<val>%[A-Za-z0-9_.]+)
+      |(?P<ref>\$[A-Za-z0-9_.]+)
+      |(?P<sym>@[A-Za-z0-9_.\-]+)
+      |(?P<id>[A-Za-z_][A-Za-z0-9_\-]*)
+      |(?P<punct>[{}()\[\]=,:<])
+    """,
+    re.VERBOSE,
+)
+
+
+class Lexer:
+    """Tokens of the text form, with line/column positions for errors."""
+
+    def __init__(self, text: str, source: str = "<text>") -> None:
+        self.text = text
+        self.source = source
+        self.toks: list[tuple[str, str, int]] = []
+        pos = 0
+        while pos < len(text):
+            m = _TOKEN.match(text, pos)
+            if m is None:
+                raise self.error_at(pos, f"unexpected character {text[pos]!r}")
+            kind = m.lastgroup or ""
+            if kind != "ws":
+                self.toks.append((kind, m.group(), pos))
+            pos = m.end()
+        self.i = 0
+
+    def error_at(self, pos: int, msg: str) -> ParseError:
+        line = self.text.count("\n", 0, pos) + 1
+        col = pos - (self.text.rfind("\n", 0, pos) + 1) + 1
+        src_line = self.text.splitlines()[line - 1] if self.text else ""
+        return ParseError(
+            msg,
+            where=f"{self.source}:{line}:{col}",
+            context=f"  | {src_line}\n  | {' ' * (col - 1)}^",
+        )
+
+    def error(self, msg: str) -> ParseError:
+        pos = self.toks[self.i][2] if self.i < len(self.toks) else len(self.text)
+        return self.error_at(pos, msg)
+
+    def peek(self) -> tuple[str, str]:
+        if self.i >= len(self.toks):
+            return ("eof", "")
+        k, v, _ = self.toks[self.i]
+        return k, v
+
+    def next(self) -> tuple[str, str]:
+        t = self.peek()
+        if t[0] == "eof":
+            raise self.error("unexpected end of input")
+        self.i += 1
+        return t
+
+    def expect(self, kind: str, value: str | None = None) -> str:
+        k, v = self.peek()
+        if k != kind or (value is not None and v != value):
+            want = value or kind
+            raise self.error(f"expected {want!r}, found {v or k!r}")
+        self.i += 1
+        return v
+
+    def accept(self, kind: str, value: str | None = None) -> str | None:
+        k, v = self.peek()
+        if k == kind and (value is None or v == value):
+            self.i += 1
+            return v
+        return None
+
+
+def parse_value(lx: Lexer) -> Any:
+    """Parse one attribute value."""
+    k, v = lx.next()
+    if k == "num":
+        if v in ("inf", "-inf", "nan"):
+            return float(v)
+        return float(v) if any(c in v for c in ".eE") else int(v)
+    if k == "str":
+        return json.loads(v)
+    if k == "ref":
+        return Ref(v[1:])
+    if k == "id" and v in ("true", "false", "null"):
+        return {"true": True, "false": False, "null": None}[v]
+    if k == "punct" and v == "[":
+        items = []
+        if not lx.accept("punct", "]"):
+            while True:
+                items.append(parse_value(lx))
+                if lx.accept("punct", "]"):
+                    break
+                lx.expect("punct", ",")
+        return tuple(items)
+    lx.i -= 1
+    raise lx.error(f"expected a value, found {v!r}")
+
+
+def parse_attrs(lx: Lexer) -> dict[str, Any]:
+    """Parse ``{k=v, ...}`` (the braces included)."""
+    attrs: dict[str, Any] = {}
+    lx.expect("punct", "{")
+    if lx.accept("punct", "}"):
+        return attrs
+    while True:
+        key = lx.expect("id")
+        lx.expect("punct", "=")
+        attrs[key] = parse_value(lx)
+        if lx.accept("punct", "}"):
+            return attrs
+        lx.expect("punct", ",")
+
+
+def make_op(name: str, attrs: dict[str, Any], where: str) -> Op:
+    """Build an op from its name and attribute dict, with clear errors for bad attributes."""
+    cls = get_op(name)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(attrs) - known)
+    if unknown:
+        raise ParseError(
+            f"op {name} has no attribute(s) {', '.join(unknown)}",
+            where=where,
+            hint=f"{name} takes: {', '.join(sorted(known)) or 'no attributes'}",
+        )
+    try:
+        return cls(**attrs)
+    except NasirError as e:
+        e.where = e.where or where
+        raise type(e)(e.message, where=where, hint=e.hint) from None
+    except TypeError as e:
+        raise ParseError(f"bad attributes for {name}: {e}", where=where) from None
+
+
+def _parse_graph_body(lx: Lexer) -> Graph:
+    lx.expect("id", "graph")
+    name = lx.expect("sym")[1:]
+    g = Graph(name)
+    lx.expect("punct", "{")
+    while True:
+        if lx.accept("id", "return"):
+            out = lx.expect("val")[1:]
+            if out not in g._names:
+                raise lx.error(f"return of undefined value %{out}")
+            g.set_output(g._names[out])
+            lx.expect("punct", "}")
+            return g
+        _parse_node(lx, g)
+
+
+def _parse_node(lx: Lexer, g: Graph) -> Node:
+    res = lx.expect("val")[1:]
+    lx.expect("punct", "=")
+    opname = lx.expect("id")
+    lx.expect("punct", "(")
+    ins: list[Node] = []
+    if not lx.accept("punct", ")"):
+        while True:
+            ref = lx.expect("val")[1:]
+            if ref not in g._names:
+                lx.i -= 1
+                raise lx.error(
+                    f"%{ref} is used before it is defined (or the graph has a cycle)"
+                )
+            ins.append(g._names[ref])
+            if lx.accept("punct", ")"):
+                break
+            lx.expect("punct", ",")
+    attrs = parse_attrs(lx) if lx.peek() == ("punct", "{") else {}
+    regions = None
+    if lx.accept("punct", "["):
+        regions = {}
+        while not lx.accept("punct", "]"):
+            key = json.loads(lx.expect("str"))
+            lx.expect("punct", ":")
+            regions[key] = _parse_graph_body(lx)
+    try:
+        op = make_op(opname, attrs, f"%{res}")
+    except NasirError as e:
+        raise lx.error(e.message + (f" ({e.hint})" if e.hint else "")) from None
+    if res in g._names:
+        raise lx.error(f"%{res} is defined twice")
+    node = g.add(op, ins, name=res, regions=regions)
+    if lx.accept("punct", ":"):
+        k, v = lx.next()
+        ty = v
+        if lx.accept("punct", "["):
+            dims = []
+            while not lx.accept("punct", "]"):
+                dims.append(lx.next()[1])
+            ty = f"{v}[{''.join(dims)}]"
+        node.type = TensorType.parse(ty)
+    if lx.accept("id", "loc"):
+        lx.expect("punct", "(")
+        node.loc = SourceLoc.parse(json.loads(lx.expect("str")))
+        lx.expect("punct", ")")
+    return node
+
+
+def parse_graph(text: str, source: str = "<text>") -> Graph:
+    """Parse the text form of a graph."""
+    lx = Lexer(text, source)
+    g = _parse_graph_body(lx)
+    if lx.peek()[0] != "eof":
+        raise lx.error("unexpected text after the graph")
+    return g

@@ -1,0 +1,74 @@
+"""Analyses: parameters, MACs (conv + linear multiply-accumulates), activation memory.
+
+>>> from nasir.spaces import get_space
+>>> g = get_space("mobilenet_v2").instantiate({})
+>>> analyze(g)["params"]
+3504872
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from nasir.graph import Graph
+from nasir.passes.base import Pass
+from nasir.passes.verify import verify
+
+__all__ = ["ActivationMemoryPass", "CountMacsPass", "CountParamsPass", "analyze"]
+
+_BYTES = {"f32": 4, "f16": 2, "bf16": 2, "i64": 8}
+
+
+def _typed(g: Graph) -> None:
+    if any(n.type is None for n in g._nodes):
+        verify(g)
+
+
+def analyze(g: Graph) -> dict[str, int]:
+    """Params, MACs and activation bytes (per sample) of a concrete graph."""
+    _typed(g)
+    params = macs = act = 0
+    for n in g.nodes():
+        ins = tuple(i.type for i in n.inputs)
+        params += n.op.params(ins, n.type)  # type: ignore[arg-type]
+        macs += n.op.macs(ins, n.type)  # type: ignore[arg-type]
+        act += n.type.numel * _BYTES[n.type.dtype]  # type: ignore[union-attr]
+    g.facts.update(params=params, macs=macs, activation_bytes=act)
+    return {"params": params, "macs": macs, "activation_bytes": act}
+
+
+@dataclass(frozen=True)
+class CountParamsPass(Pass):
+    """Store the parameter count in ``facts['params']`` (BN γ/β included)."""
+
+    name: ClassVar[str] = "count-params"
+    analysis: ClassVar[bool] = True
+
+    def apply(self, g: Graph) -> bool:
+        analyze(g)
+        return False
+
+
+@dataclass(frozen=True)
+class CountMacsPass(Pass):
+    """Store multiply-accumulates of conv and linear layers in ``facts['macs']``."""
+
+    name: ClassVar[str] = "count-macs"
+    analysis: ClassVar[bool] = True
+
+    def apply(self, g: Graph) -> bool:
+        analyze(g)
+        return False
+
+
+@dataclass(frozen=True)
+class ActivationMemoryPass(Pass):
+    """Store the bytes of all activations of one sample in ``facts['activation_bytes']``."""
+
+    name: ClassVar[str] = "activation-memory"
+    analysis: ClassVar[bool] = True
+
+    def apply(self, g: Graph) -> bool:
+        analyze(g)
+        return False
