@@ -1,2 +1,55 @@
-def main() -> int:
-    return 0
+"""The ``nasir`` command line. Each subcommand lives in :mod:`nasir.commands`.
+
+>>> main(["spaces", "--json"]) == 0  # doctest: +ELLIPSIS
+[...]
+True
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from nasir.commands import COMMANDS
+from nasir.errors import NasirError
+
+__all__ = ["build_parser", "main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every registered subcommand."""
+    p = _Parser(prog="nasir", description="Neural architecture search built like a compiler.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMANDS:
+        mod = importlib.import_module(f"nasir.commands.{name}")
+        mod.add_parser(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code. Errors print one clear message, no traceback."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.run(args) or 0)
+    except NasirError as e:
+        print(f"nasir: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nasir: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""nasir backend."""

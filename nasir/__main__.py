@@ -1,0 +1,7 @@
+"""``python -m nasir``."""
+
+import sys
+
+from nasir.cli import main
+
+sys.exit(main())

@@ -1,0 +1,79 @@
+"""``nasir show SPACE[:ARCH]``: instantiate an architecture and print its analyses."""
+
+from __future__ import annotations
+
+import json
+
+from nasir.errors import NasirError
+from nasir.space import Assignment
+from nasir.spaces import get_space
+
+__all__ = ["add_parser", "resolve_arch"]
+
+
+def resolve_arch(spec: str):
+    """``SPACE``, ``SPACE:REFERENCE`` or ``SPACE:{label=value,…}`` → (space, assignment)."""
+    name, _, arch = spec.partition(":")
+    sp = get_space(name)
+    if not arch:
+        if sp.references:
+            arch = next(iter(sp.references))
+        else:
+            raise NasirError(f"space {name} has no reference; name an assignment",
+                             hint=f"write {name}:{{label=value, ...}}")
+    if arch.startswith("{"):
+        return sp, sp.check(Assignment.parse(arch))
+    return sp, sp.reference(arch)
+
+
+def _run(args) -> int:
+    from nasir.passes.analysis import analyze
+
+    if ":" not in args.target and not _is_space(args.target):
+        return _show_run(args)
+    sp, a = resolve_arch(args.target)
+    g = sp.instantiate(a)
+    info = analyze(g)
+    out = {"space": sp.name, "assignment": a.to_json(), "nodes": len(g),
+           "params": info["params"], "macs": info["macs"],
+           "activation_bytes": info["activation_bytes"],
+           "output_type": str(g.output.type)}
+    try:
+        from nasir.passes.hashing import graph_hash
+
+        out["hash"] = graph_hash(g)
+    except ImportError:  # pragma: no cover
+        pass
+    if args.json:
+        print(json.dumps(out))
+    elif args.ir:
+        print(g.text(types=True))
+    else:
+        for k, v in out.items():
+            print(f"{k:>16}: {v:,}" if isinstance(v, int) else f"{k:>16}: {v}")
+    return 0
+
+
+def _is_space(name: str) -> bool:
+    from nasir.spaces import SPACES
+
+    return name in SPACES
+
+
+def _show_run(args) -> int:
+    try:
+        from nasir.commands.runs import show_run
+    except ImportError:
+        raise NasirError(f"{args.target!r} is not a built-in space",
+                         hint="write SPACE or SPACE:ARCH; see `nasir spaces`") from None
+    return show_run(args)
+
+
+def add_parser(sub) -> None:
+    """Register the subcommand."""
+    p = sub.add_parser("show", help="analyse an architecture (or a run)",
+                       description="Instantiate SPACE[:ARCH] and print params, MACs, nodes.")
+    p.add_argument("target", help="SPACE, SPACE:REFERENCE, SPACE:{label=value,...} or a run")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--ir", action="store_true", help="print the typed IR")
+    p.set_defaults(run=_run)

@@ -1,0 +1,57 @@
+"""``nasir spaces``: list the built-in spaces with their decisions, size and references."""
+
+from __future__ import annotations
+
+import json
+
+from nasir.spaces import get_space, list_spaces
+
+__all__ = ["add_parser", "space_summary"]
+
+#: spaces at most this big get ``unique`` (distinct canonical hashes) computed
+UNIQUE_LIMIT = 20_000
+
+
+def space_summary(name: str, with_unique: bool = True) -> dict:
+    """One JSON-able summary of a built-in space."""
+    sp = get_space(name)
+    out = {
+        "name": name,
+        "decisions": len(sp.decisions),
+        "size": sp.size,
+        "references": list(sp.references),
+        "paper": sp.meta.get("paper", ""),
+    }
+    if with_unique and sp.size <= UNIQUE_LIMIT:
+        try:
+            from nasir.passes.hashing import count_unique
+        except ImportError:  # pragma: no cover - hashing pass lands with the passes issue
+            return out
+        out["unique"] = count_unique(sp)
+    return out
+
+
+def _run(args) -> int:
+    rows = [space_summary(n, with_unique=args.json) for n in list_spaces()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="nasir built-in spaces")
+    for col in ("name", "decisions", "size", "references", "paper"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["name"], str(r["decisions"]), f"{r['size']:,}", ", ".join(r["references"]),
+                  r["paper"])
+    Console().print(t)
+    return 0
+
+
+def add_parser(sub) -> None:
+    """Register the subcommand."""
+    p = sub.add_parser("spaces", help="list built-in search spaces",
+                       description="List the built-in search spaces.")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(run=_run)
