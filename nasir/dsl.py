@@ -68,10 +68,17 @@ class SpaceBuilder:
         self.graph = _graph if _graph is not None else Graph(name)
         self._reg = _registry or _Registry()
         self._constraints: list[Constraint] = []
-        self.input: Node | None = None
+        self._input: Node | None = None
         if input_shape is not None:
-            self.input = self.graph.add(InputOp(shape=tuple(input_shape)), name="x",
-                                        loc=caller_loc())
+            self._input = self.graph.add(InputOp(shape=tuple(input_shape)), name="x",
+                                         loc=caller_loc())
+
+    @property
+    def input(self) -> Node:
+        """The space's input node (top-level builders only)."""
+        if self._input is None:
+            raise SpecError("a region has no input node; use the operands it receives")
+        return self._input
 
     # -- ops -------------------------------------------------------------------------
     def op(self, op: Op, *inputs: Node, name: str | None = None) -> Node:

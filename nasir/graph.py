@@ -123,6 +123,18 @@ class Graph:
         self._nx_cache = None
         return node
 
+    def _append(self, op: Op, ins: tuple[Node, ...], loc: SourceLoc | None) -> Node:
+        """Fast path of :meth:`add` for trusted builders (instantiation): no checks."""
+        self._counter += 1
+        name = str(self._counter)
+        while name in self._names:
+            self._counter += 1
+            name = str(self._counter)
+        node = Node(self, op, ins, name, loc)
+        self._nodes.append(node)
+        self._names[name] = node
+        return node
+
     def set_output(self, node: Node) -> None:
         """Mark ``node`` as the graph's output."""
         if node._graph is not self:
@@ -190,9 +202,8 @@ class Graph:
         """Nodes with a path from a graph input (inputs included)."""
         seen: set[Node] = set()
         for n in self.nodes():
-            if n.op.arity == 0 or any(i in seen for i in n.inputs):
-                if n.op.name != "zero":
-                    seen.add(n)
+            if (n.op.arity == 0 or any(i in seen for i in n.inputs)) and n.op.name != "zero":
+                seen.add(n)
         return seen
 
     def live(self) -> set[Node]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from dataclasses import dataclass
@@ -55,10 +56,8 @@ def caller_loc() -> SourceLoc | None:
             loc = _cache.get(key)
             if loc is None:
                 rel = fn
-                try:
+                with contextlib.suppress(ValueError):
                     rel = os.path.relpath(fn)
-                except ValueError:
-                    pass
                 if rel.startswith(".."):
                     rel = fn
                 loc = _cache.setdefault(key, SourceLoc(rel, f.f_lineno))

@@ -144,11 +144,12 @@ class Assignment(Mapping[str, Any]):
     (3, True)
     """
 
-    __slots__ = ("_hash", "_values", "provenance")
+    __slots__ = ("_hash", "_space", "_values", "provenance")
 
     def __init__(self, values: Mapping[str, Any], provenance: dict | None = None) -> None:
         self._values = {k: _norm(v) for k, v in values.items()}
         self._hash: int | None = None
+        self._space: int | None = None
         self.provenance = provenance or {}
 
     def __getitem__(self, key: str) -> Any:
@@ -258,7 +259,9 @@ class Space:
                     hint=f"decisions: {', '.join(self._by_label)}",
                 )
             out[k] = d.options[d.index(v)]
-        return Assignment(out, getattr(values, "provenance", None))
+        a = Assignment(out, getattr(values, "provenance", None))
+        a._space = id(self)
+        return a
 
     def reference(self, name: str) -> Assignment:
         """The named reference architecture."""
@@ -275,8 +278,10 @@ class Space:
 
     def from_indices(self, idx: Any, provenance: dict | None = None) -> Assignment:
         """The assignment with the given option index per decision."""
-        return Assignment({d.label: d.options[int(i)] for d, i in zip(self.decisions, idx)},
-                          provenance)
+        a = Assignment({d.label: d.options[int(i)] for d, i in zip(self.decisions, idx)},
+                       provenance)
+        a._space = id(self)
+        return a
 
     def enumerate(self) -> Iterator[Assignment]:
         """Every assignment, in schema order (only sensible for small spaces)."""
@@ -289,8 +294,10 @@ class Space:
 
         The graph gets ``active_decisions``: the labels that shaped it.
         """
-        a = assignment if checked and isinstance(assignment, Assignment) else self.check(
-            assignment)
+        if isinstance(assignment, Assignment) and (checked or assignment._space == id(self)):
+            a = assignment
+        else:
+            a = self.check(assignment)
         g = Graph(self.name)
         inst = _Instantiator(self, a, g)
         out = inst.region(self.body, [])
@@ -368,8 +375,8 @@ class Space:
 
 
 def _labels_used(g: Graph) -> list[tuple[str, str, Node]]:
-    from nasir.ops.control import ChooseOp, RepeatOp, SelectOp
     from nasir.ops.base import Ref
+    from nasir.ops.control import ChooseOp, RepeatOp, SelectOp
 
     out: list[tuple[str, str, Node]] = []
     for n in g.nodes():
@@ -389,10 +396,54 @@ def _labels_used(g: Graph) -> list[tuple[str, str, Node]]:
     return out
 
 
+_K_ARG, _K_CHOOSE, _K_REPEAT, _K_SELECT, _K_REFS, _K_INPUT, _K_OP = range(7)
+
+
+def _ref_labels(op: Op) -> tuple[str, ...]:
+    out: list[str] = []
+    for v in op.attrs().values():
+        for x in v if isinstance(v, tuple) else (v,):
+            label = getattr(x, "label", None)
+            if isinstance(label, str) and label not in out:
+                out.append(label)
+    return tuple(out)
+
+
+def _plan(r: Graph) -> tuple[list[tuple], int]:
+    """A flat, cached recipe of a region: one tuple per node, inputs as positions."""
+    cached = r.__dict__.get("_plan")
+    if cached is not None:
+        return cached
+    nodes = r.nodes()
+    pos = {n: k for k, n in enumerate(nodes)}
+    steps = []
+    for n in nodes:
+        op = n.op
+        ins = tuple(pos[i] for i in n.inputs)
+        name = op.name
+        if name == "arg":
+            steps.append((_K_ARG, n, op.index, ins))  # type: ignore[attr-defined]
+        elif name == "choose":
+            steps.append((_K_CHOOSE, n, op, ins))
+        elif name == "repeat":
+            steps.append((_K_REPEAT, n, op, ins))
+        elif name == "select":
+            steps.append((_K_SELECT, n, op, ins))
+        elif has_refs(op):
+            steps.append((_K_REFS, n, (op, _ref_labels(op), {}), ins))
+        elif name == "input":
+            steps.append((_K_INPUT, n, op, ins))
+        else:
+            steps.append((_K_OP, n, op, ins))
+    result = (steps, pos[r.output])
+    r.__dict__["_plan"] = result
+    return result
+
+
 class _Instantiator:
     def __init__(self, space: Space, a: Assignment, g: Graph) -> None:
         self.space = space
-        self.a = a
+        self.a = a._values
         self.g = g
         self.active: set[str] = set()
 
@@ -410,54 +461,54 @@ class _Instantiator:
             ) from None
 
     def region(self, r: Graph, args: list[Node]) -> Node:
-        env: dict[Node, Node] = {}
-        for n in r.nodes():
-            env[n] = self.node(n, [env[i] for i in n.inputs], args)
-        return env[r.output]
+        steps, out = _plan(r)
+        vals: list[Node] = []
+        g = self.g
+        for kind, n, op, ins in steps:
+            if kind == _K_OP:
+                vals.append(g._append(op, tuple(vals[i] for i in ins), n.loc))
+            elif kind == _K_ARG:
+                vals.append(args[op])
+            else:
+                vals.append(self.special(kind, n, op, [vals[i] for i in ins]))
+        return vals[out]
 
-    def node(self, n: Node, ins: list[Node], args: list[Node]) -> Node:
-        op = n.op
-        name = op.name
-        if name == "arg":
-            return args[op.index]  # type: ignore[attr-defined]
-        if name == "choose":
-            branch = self.value(op.label, n)  # type: ignore[attr-defined]
-            return self.region(n.regions[branch], ins)  # type: ignore[index]
-        if name == "repeat":
-            count = self.value(op.label, n)  # type: ignore[attr-defined]
+    def special(self, kind: int, n: Node, op: Any, ins: list[Node]) -> Node:
+        if kind == _K_CHOOSE:
+            return self.region(n.regions[self.value(op.label, n)], ins)  # type: ignore[index]
+        if kind == _K_REFS:
+            base, labels, cache = op
+            key = tuple(self.value(lb, n) for lb in labels)
+            resolved = cache.get(key)
+            if resolved is None:
+                try:
+                    resolved = resolve_refs(base, dict(zip(labels, key)))
+                except NasirError as e:
+                    raise SpecError(f"{e.message} (after choosing {dict(zip(labels, key))})",
+                                    where=f"%{n.name}", loc=n.loc, hint=e.hint) from None
+                cache[key] = resolved
+            return self.g._append(resolved, tuple(ins), n.loc)
+        if kind == _K_INPUT:
+            return self.g.add(op, ins, name=n.name, loc=n.loc)
+        if kind == _K_REPEAT:
+            count = self.value(op.label, n)
             x = ins[0]
             regions = n.regions or {}
             for i in range(count):
                 x = self.region(regions["first"] if i == 0 else regions.get("rest",
                                 regions["first"]), [x])
             return x
-        if name == "select":
-            v = self.value(op.label, n)  # type: ignore[attr-defined]
-            idx = (v,) if isinstance(v, int) else v
-            for i in idx:
-                if not 0 <= i < len(ins):
-                    raise AssignmentError(f"input choice {op.label} picks #{i} of "  # type: ignore[attr-defined]
-                                          f"{len(ins)} candidates", loc=n.loc)
-            chosen = [ins[i] for i in idx]
-            if len(chosen) == 1:
-                return chosen[0]
-            red: Op = AddOp() if op.reduce == "add" else ConcatOp()  # type: ignore[attr-defined]
-            return self.g.add(red, chosen, loc=n.loc)
-        if has_refs(op):
-            vals = {}
-            for v in op.attrs().values():
-                labels = v if isinstance(v, tuple) else (v,)
-                for x in labels:
-                    if hasattr(x, "label"):
-                        vals[x.label] = self.value(x.label, n)
-            try:
-                op = resolve_refs(op, vals)
-            except NasirError as e:
-                raise SpecError(f"{e.message} (after choosing {vals})", where=f"%{n.name}",
-                                loc=n.loc, hint=e.hint) from None
-        if name == "input":
-            return self.g.add(op, ins, name=n.name, loc=n.loc)
-        return self.g.add(op, ins, loc=n.loc)
+        v = self.value(op.label, n)
+        idx = (v,) if isinstance(v, int) else v
+        for i in idx:
+            if not 0 <= i < len(ins):
+                raise AssignmentError(f"input choice {op.label} picks #{i} of "
+                                      f"{len(ins)} candidates", loc=n.loc)
+        chosen = [ins[i] for i in idx]
+        if len(chosen) == 1:
+            return chosen[0]
+        red: Op = AddOp() if op.reduce == "add" else ConcatOp()
+        return self.g.add(red, chosen, loc=n.loc)
 
 
 def dumps_assignment(a: Mapping[str, Any]) -> str:

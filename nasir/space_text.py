@@ -75,7 +75,7 @@ def parse_space(text: str, source: str = "<space>") -> Space:
             start = lx.toks[lx.i][2]
             depth = 0
             while True:
-                kk, vv = lx.next()
+                _, vv = lx.next()
                 if vv == "{":
                     depth += 1
                 elif vv == "}":

@@ -264,7 +264,7 @@ def _parse_node(lx: Lexer, g: Graph) -> Node:
         raise lx.error(f"%{res} is defined twice")
     node = g.add(op, ins, name=res, regions=regions)
     if lx.accept("punct", ":"):
-        k, v = lx.next()
+        _, v = lx.next()
         ty = v
         if lx.accept("punct", "["):
             dims = []

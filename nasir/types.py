@@ -23,6 +23,9 @@ __all__ = ["DTYPES", "TensorType"]
 DTYPES = ("f32", "f16", "bf16", "i64")
 
 
+_STR: dict[TensorType, str] = {}
+
+
 @dataclass(frozen=True, slots=True)
 class TensorType:
     """The type of a value: a per-sample shape and an element type."""
@@ -58,7 +61,12 @@ class TensorType:
         return n
 
     def __str__(self) -> str:
-        return f"{self.dtype}[{','.join(str(d) for d in self.shape)}]"
+        s = _STR.get(self)
+        if s is None:
+            s = f"{self.dtype}[{','.join(str(d) for d in self.shape)}]"
+            if len(_STR) < 100_000:
+                _STR[self] = s
+        return s
 
     __repr__ = __str__
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from nasir.graph import Graph
+from nasir.ops.expansion import activation_elements
 from nasir.passes.base import Pass
 from nasir.passes.verify import verify
 
@@ -33,7 +34,8 @@ def analyze(g: Graph) -> dict[str, int]:
         ins = tuple(i.type for i in n.inputs)
         params += n.op.params(ins, n.type)  # type: ignore[arg-type]
         macs += n.op.macs(ins, n.type)  # type: ignore[arg-type]
-        act += n.type.numel * _BYTES[n.type.dtype]  # type: ignore[union-attr]
+        elems = activation_elements(n.op, ins) if n.op.composite else n.type.numel  # type: ignore[union-attr,arg-type,operator]
+        act += elems * _BYTES[n.type.dtype]  # type: ignore[union-attr]
     g.facts.update(params=params, macs=macs, activation_bytes=act)
     return {"params": params, "macs": macs, "activation_bytes": act}
 

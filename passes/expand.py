@@ -60,7 +60,7 @@ def expand_composites(g: Graph) -> bool:
         ins = [env[i] for i in n.inputs]
         if n.op.composite:
             em = _GraphEmitter(new, n.loc, n.name)
-            env[n] = n.op.lower(em, *ins)
+            env[n] = n.op.lower(em, *ins)  # type: ignore[attr-defined]
         else:
             m = new.add(n.op, ins, name=n.name, loc=n.loc)
             m.type = n.type

@@ -16,7 +16,11 @@ def load_graph(path: str):
     from nasir.text import parse_graph
 
     try:
-        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
     except OSError as e:
         raise ParseError(f"cannot read {path}: {e.strerror}") from None
     if text.lstrip().startswith("{"):

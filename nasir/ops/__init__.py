@@ -2,7 +2,6 @@
 
 from nasir.ops.base import OPS, CompositeOp, Op, Ref, get_op, has_refs, register_op, resolve_refs
 from nasir.ops.blocks import ConvBlockOp
-from nasir.ops.control import ArgOp, ChooseOp, RepeatOp, SelectOp
 from nasir.ops.composite import (
     ACTIVATIONS,
     ConvBNActOp,
@@ -15,6 +14,7 @@ from nasir.ops.composite import (
     SqueezeExciteOp,
     make_divisible,
 )
+from nasir.ops.control import ArgOp, ChooseOp, RepeatOp, SelectOp
 from nasir.ops.primitive import (
     AddOp,
     AvgPool2dOp,
@@ -47,11 +47,9 @@ __all__ = [
     "OPS",
     "AddOp",
     "ArgOp",
-    "ChooseOp",
-    "RepeatOp",
-    "SelectOp",
     "AvgPool2dOp",
     "BatchNormOp",
+    "ChooseOp",
     "CompositeOp",
     "ConcatOp",
     "Conv2dOp",
@@ -77,7 +75,9 @@ __all__ = [
     "ReLUConvBNOp",
     "ReLUOp",
     "Ref",
+    "RepeatOp",
     "ResBlockOp",
+    "SelectOp",
     "SepConvOp",
     "SigmoidOp",
     "SqueezeExciteOp",

@@ -84,8 +84,21 @@ class Op:
     commutative: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        if not has_refs(self):
+        refs = _scan_refs(self)
+        object.__setattr__(self, "_refs", refs)
+        if not refs:
             self.check()
+
+    def signature(self) -> str:
+        """Op name and every attribute, as one string (cached; used by hashing)."""
+        sig = self.__dict__.get("_sig")
+        if sig is None:
+            parts = [self.name]
+            for f in dataclasses.fields(self):
+                parts.append(f"{f.name}={getattr(self, f.name)!r}")
+            sig = ",".join(parts)
+            object.__setattr__(self, "_sig", sig)
+        return sig
 
     # -- hooks -----------------------------------------------------------------------
     def check(self) -> None:
@@ -168,6 +181,11 @@ class CompositeOp(Op):
 
 def has_refs(op: Op) -> bool:
     """True if any attribute of ``op`` is an unresolved :class:`Ref`."""
+    r = op.__dict__.get("_refs")
+    return _scan_refs(op) if r is None else r
+
+
+def _scan_refs(op: Op) -> bool:
     for f in dataclasses.fields(op):
         v = getattr(op, f.name)
         if isinstance(v, Ref) or (isinstance(v, tuple) and any(_is_ref(x) for x in v)):

@@ -1,4 +1,6 @@
-"""Composite ops: blocks of the NAS literature, lowered to primitives by ``expand-composites`` (through :meth:`CompositeOp.lower`).
+"""Composite ops: blocks of the NAS literature, lowered to primitives.
+
+The ``expand-composites`` pass calls each op's :meth:`CompositeOp.lower`.
 
 >>> from nasir.types import TensorType
 >>> blk = MBConvOp(out_channels=24, kernel=3, stride=2, expand=6)
@@ -269,7 +271,7 @@ class MBConvOp(CompositeOp):
         """Expanded width for ``cin`` input channels."""
         if self.expand_channels is not None:
             return self.expand_channels
-        return int(round(cin * self.expand))  # type: ignore[operator]
+        return round(cin * self.expand)  # type: ignore[operator]
 
     def lower(self, emit, x):
         cin = emit.type(x).shape[0]

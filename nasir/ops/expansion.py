@@ -7,7 +7,7 @@ from typing import Any
 
 from nasir.types import TensorType
 
-__all__ = ["count_composite", "infer_composite"]
+__all__ = ["activation_elements", "count_composite", "infer_composite"]
 
 
 class _TypeEmitter:
@@ -16,6 +16,7 @@ class _TypeEmitter:
     def __init__(self) -> None:
         self.params = 0
         self.macs = 0
+        self.act = 0
 
     def type(self, v: TensorType) -> TensorType:
         return v
@@ -26,14 +27,15 @@ class _TypeEmitter:
         out = op.infer(ins)
         self.params += op.params(ins, out)
         self.macs += op.macs(ins, out)
+        self.act += out.numel
         return out
 
 
 @lru_cache(maxsize=65536)
-def _run(op: Any, ins: tuple[TensorType, ...]) -> tuple[TensorType, int, int]:
+def _run(op: Any, ins: tuple[TensorType, ...]) -> tuple[TensorType, int, int, int]:
     em = _TypeEmitter()
     out = op.lower(em, *ins)
-    return out, em.params, em.macs
+    return out, em.params, em.macs, em.act
 
 
 def infer_composite(op: Any, ins: tuple[TensorType, ...]) -> TensorType:
@@ -43,5 +45,10 @@ def infer_composite(op: Any, ins: tuple[TensorType, ...]) -> TensorType:
 
 def count_composite(op: Any, ins: tuple[TensorType, ...]) -> tuple[int, int]:
     """(params, MACs) of a composite op."""
-    _, p, m = _run(op, ins)
+    _, p, m, _ = _run(op, ins)
     return p, m
+
+
+def activation_elements(op: Any, ins: tuple[TensorType, ...]) -> int:
+    """Elements of every intermediate and output value of a composite op, per sample."""
+    return _run(op, ins)[3]

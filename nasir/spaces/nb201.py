@@ -44,7 +44,7 @@ def arch_string(a) -> str:
     """NB201 arch string of an assignment.
 
     >>> arch_string({_label(j, i): "nor_conv_3x3" for j, i in EDGES})[:24]
-    '|nor_conv_3x3~0|+|nor_con'
+    '|nor_conv_3x3~0|+|nor_co'
     """
     parts = []
     for i in (1, 2, 3):
@@ -92,6 +92,12 @@ REFERENCES = {
 }
 
 
+def cell_space(channels: int = 4, resolution: int = 4) -> Space:
+    """One NB201 cell alone, with the same six decisions: the space's hash view."""
+    s = SpaceBuilder("nb201_cell", (channels, resolution, resolution))
+    return s.build(_cell(s, s.input, channels))
+
+
 def build(input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10, channels: int = 16,
           cells_per_stage: int = 5) -> Space:
     """The NB201 space; defaults are the benchmark's CIFAR-10 network."""
@@ -108,9 +114,13 @@ def build(input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10, chann
     x = s.op(ReLUOp(), s.op(BatchNormOp(), x))
     x = s.op(FlattenOp(), s.op(GlobalAvgPoolOp(), x))
     x = s.op(LinearOp(out_features=num_classes), x)
-    return s.build(
+    space = s.build(
         x,
         references={k: from_arch_string(v) for k, v in REFERENCES.items()},
         meta={"paper": "NAS-Bench-201 (Dong & Yang, ICLR 2020)", "ops": list(OPS),
               "edges": [list(e) for e in EDGES]},
     )
+    cell = cell_space()
+    space.hash_view = lambda a: cell.instantiate(a, checked=True)  # type: ignore[attr-defined]
+    space.cell = cell  # type: ignore[attr-defined]
+    return space
