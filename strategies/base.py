@@ -1,0 +1,140 @@
+"""The strategy contract: ``propose`` / ``feedback`` / ``state`` and rebuild from history.
+
+Public methods wrap small protected hooks (``_propose``, ``_feedback``). Every strategy
+takes a seed and is deterministic given its seed and the feedback it receives, so it can
+be rebuilt after a crash by replaying its stored history.
+
+>>> from nasir.spaces import get_space
+>>> from nasir.strategies.base import STRATEGIES, make_strategy
+>>> s = make_strategy("random", get_space("nb201"), seed=1)
+>>> a = s.propose(2)
+>>> s.feedback(a[0], {"accuracy": 0.5})
+>>> again = make_strategy("random", get_space("nb201"), seed=1)
+>>> again.replay(s.state()["history"])
+>>> again.propose(1) == s.propose(1)
+True
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from nasir.errors import NasirError, SpecError
+from nasir.space import Assignment, Space
+
+__all__ = ["STRATEGIES", "Strategy", "make_strategy", "register_strategy", "strategy_names"]
+
+#: registry name → "module:Class" (imported lazily)
+STRATEGIES: dict[str, str] = {
+    "random": "nasir.strategies.random_search:RandomSearch",
+}
+
+
+def register_strategy(name: str, target: str) -> None:
+    """Register a strategy class under a CLI/registry name."""
+    STRATEGIES[name] = target
+
+
+def strategy_names() -> list[str]:
+    """Registered strategy names."""
+    return list(STRATEGIES)
+
+
+def make_strategy(name: str, space: Space, seed: int = 0, **options: Any) -> Strategy:
+    """Build a registered strategy; unknown names and options are clear errors."""
+    if name not in STRATEGIES:
+        raise SpecError(f"unknown strategy {name!r}",
+                        hint=f"known strategies: {', '.join(STRATEGIES)}")
+    mod, _, cls = STRATEGIES[name].partition(":")
+    klass = getattr(importlib.import_module(mod), cls)
+    try:
+        return klass(space, seed=seed, **options)
+    except TypeError as e:
+        raise SpecError(f"bad option for strategy {name}: {e}") from None
+
+
+class Strategy:
+    """Base class. Subclasses set ``name`` and implement ``_propose`` (and usually
+    ``_feedback``); they draw randomness only from ``self.rng``.
+
+    ``metrics`` given to :meth:`feedback` hold at least the objective the strategy
+    maximises (``objective``, default ``"accuracy"``); ``{"status": "failed"}`` marks a failed
+    trial, which strategies treat as the worst score.
+    """
+
+    name: ClassVar[str] = "strategy"
+
+    def __init__(self, space: Space, seed: int = 0, objective: str = "accuracy") -> None:
+        self.space = space
+        self.seed = int(seed)
+        self.objective = objective
+        self.rng = np.random.default_rng(self.seed)
+        self.history: list[dict[str, Any]] = []
+        self.results: list[tuple[Assignment, dict[str, Any]]] = []
+
+    # -- public contract ------------------------------------------------------------------
+    def propose(self, n: int = 1) -> list[Assignment]:
+        """The next ``n`` assignments to evaluate."""
+        if n < 1:
+            raise SpecError(f"propose needs n >= 1, got {n}")
+        out = [self.space.check(a) for a in self._propose(n)]
+        self.history.append({"event": "propose", "n": n,
+                             "assignments": [a.to_json() for a in out]})
+        return out
+
+    def feedback(self, assignment: Mapping[str, Any], metrics: Mapping[str, Any]) -> None:
+        """Report the metrics of an evaluated assignment."""
+        a = self.space.check(assignment)
+        m = dict(metrics)
+        self.history.append({"event": "feedback", "assignment": a.to_json(), "metrics": m})
+        self.results.append((a, m))
+        self._feedback(a, m)
+
+    def state(self) -> dict[str, Any]:
+        """JSON-able state: name, seed, objective and the full event history."""
+        return {"strategy": self.name, "seed": self.seed, "objective": self.objective,
+                "history": list(self.history)}
+
+    def replay(self, history: Sequence[Mapping[str, Any]]) -> None:
+        """Rebuild internal state by replaying ``history`` on a fresh strategy."""
+        if self.history:
+            raise NasirError("replay needs a fresh strategy", hint="build a new one first")
+        for k, ev in enumerate(history):
+            if ev.get("event") == "propose":
+                got = [a.to_json() for a in self.propose(int(ev["n"]))]
+                if got != list(ev["assignments"]):
+                    raise NasirError("stored history does not replay: the strategy proposed "
+                                     "different assignments", where=f"history[{k}]",
+                                     hint="was it built with another seed or options?")
+            elif ev.get("event") == "feedback":
+                self.feedback(ev["assignment"], ev["metrics"])
+            else:
+                raise NasirError(f"unknown history event {ev.get('event')!r}",
+                                 where=f"history[{k}]")
+
+    # -- helpers for subclasses -----------------------------------------------------------
+    def score(self, metrics: Mapping[str, Any]) -> float:
+        """The value maximised: ``metrics[objective]``, ``-inf`` for failed trials."""
+        if metrics.get("status", "ok") != "ok":
+            return float("-inf")
+        v = metrics.get(self.objective)
+        if v is None or not np.isfinite(float(v)):
+            return float("-inf")
+        return float(v)
+
+    def best(self) -> tuple[Assignment, dict[str, Any]] | None:
+        """The best result seen so far."""
+        if not self.results:
+            return None
+        return max(self.results, key=lambda r: self.score(r[1]))
+
+    # -- hooks ------------------------------------------------------------------------------
+    def _propose(self, n: int) -> list[Assignment]:
+        raise NotImplementedError
+
+    def _feedback(self, a: Assignment, metrics: dict[str, Any]) -> None:
+        """Update internal state (default: nothing)."""
