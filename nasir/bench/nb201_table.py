@@ -73,7 +73,7 @@ def table_path() -> str:
     if spec is None or not spec.submodule_search_locations:
         raise NasirError("the analog-nasbench package is not installed",
                          hint="pip install analog-nasbench")
-    return os.path.join(list(spec.submodule_search_locations)[0], "data.anb")
+    return os.path.join(next(iter(spec.submodule_search_locations)), "data.anb")
 
 
 def _arch_key(a: Mapping[str, Any]) -> tuple[int, ...]:
@@ -101,7 +101,7 @@ class NB201Table:
             data = SafeUnpickler(io.BytesIO(raw)).load()
         except ParseError:
             raise
-        except Exception as e:  # noqa: BLE001 - any malformed pickle is a parse error
+        except Exception as e:  # any malformed pickle is a parse error
             raise ParseError(f"cannot read the NB201 table: {e}") from None
         if not isinstance(data, dict):
             raise ParseError("the NB201 table is not a mapping")
