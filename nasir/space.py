@@ -278,8 +278,11 @@ class Space:
 
     def from_indices(self, idx: Any, provenance: dict | None = None) -> Assignment:
         """The assignment with the given option index per decision."""
-        a = Assignment({d.label: d.options[int(i)] for d, i in zip(self.decisions, idx)},
-                       provenance)
+        a = Assignment.__new__(Assignment)
+        a._values = {d.label: d.options[i] for d, i in zip(self.decisions, idx.tolist()
+                                                          if hasattr(idx, "tolist") else idx)}
+        a._hash = None
+        a.provenance = provenance or {}
         a._space = id(self)
         return a
 
@@ -464,11 +467,15 @@ class _Instantiator:
         steps, out = _plan(r)
         vals: list[Node] = []
         g = self.g
+        a = self.a
         for kind, n, op, ins in steps:
             if kind == _K_OP:
-                vals.append(g._append(op, tuple(vals[i] for i in ins), n.loc))
+                vals.append(g._append(op, tuple([vals[i] for i in ins]), n.loc))
             elif kind == _K_ARG:
                 vals.append(args[op])
+            elif kind == _K_CHOOSE and op.label in a:
+                self.active.add(op.label)
+                vals.append(self.region(n.regions[a[op.label]], [vals[i] for i in ins]))
             else:
                 vals.append(self.special(kind, n, op, [vals[i] for i in ins]))
         return vals[out]

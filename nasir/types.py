@@ -14,7 +14,7 @@ nasir.errors.SpecError: tensor dimension must be a positive int, got -1 in shape
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nasir.errors import ParseError, SpecError
 
@@ -32,6 +32,10 @@ class TensorType:
 
     shape: tuple[int, ...]
     dtype: str = "f32"
+    _h: int = field(init=False, compare=False, repr=False, default=0)
+
+    def __hash__(self) -> int:
+        return self._h
 
     def __post_init__(self) -> None:
         if not isinstance(self.shape, tuple):
@@ -46,6 +50,7 @@ class TensorType:
             raise SpecError(
                 f"unknown dtype {self.dtype!r}", hint=f"use one of {', '.join(DTYPES)}"
             )
+        object.__setattr__(self, "_h", hash((self.shape, self.dtype)))
 
     @property
     def rank(self) -> int:

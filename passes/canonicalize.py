@@ -41,21 +41,26 @@ from nasir.graph import Graph, Node
 from nasir.ops import ZeroOp
 from nasir.passes.base import Pass
 
-__all__ = ["CanonicalizePass", "canonicalize", "zero_nodes"]
+__all__ = ["CanonicalizePass", "canonicalize", "is_zero", "zero_nodes"]
+
+
+def is_zero(n: Node, zero: set[Node]) -> bool:
+    """Whether ``n`` computes zero, given the set of zero nodes before it."""
+    op = n.op
+    name = op.name
+    if name == "zero":
+        return True
+    if name == "mul":
+        return any(i in zero for i in n.inputs)
+    return bool(n.inputs) and op.zero_preserving and not getattr(op, "bias", False) and all(
+        i in zero for i in n.inputs)
 
 
 def zero_nodes(g: Graph) -> set[Node]:
     """Nodes whose value is zero for every input and every weight."""
     zero: set[Node] = set()
     for n in g.nodes():
-        op = n.op
-        if op.name == "zero":
-            zero.add(n)
-        elif op.name == "mul":
-            if any(i in zero for i in n.inputs):
-                zero.add(n)
-        elif n.inputs and op.zero_preserving and not getattr(op, "bias", False) and all(
-                i in zero for i in n.inputs):
+        if is_zero(n, zero):
             zero.add(n)
     return zero
 

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 from nasir.errors import PassError
 from nasir.graph import Graph, Node
 from nasir.passes.base import Pass
-from nasir.passes.canonicalize import zero_nodes
+from nasir.passes.canonicalize import is_zero
 from nasir.passes.verify import verify
 
 __all__ = [
@@ -53,15 +53,31 @@ def _digest(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
+_MEMO: dict[tuple, str] = {}
+
+
+def _node_digest(op: object, ty: object, ins: tuple[str, ...]) -> str:
+    key = (op, ty, ins)
+    h = _MEMO.get(key)
+    if h is None:
+        sig = op if isinstance(op, str) else op.signature()  # type: ignore[attr-defined]
+        h = _digest(f"{sig}|{ty}|{';'.join(ins)}")
+        if len(_MEMO) > 200_000:
+            _MEMO.clear()
+        _MEMO[key] = h
+    return h
+
+
 def node_hashes(g: Graph) -> dict[Node, str]:
     """Merkle hash of each node's expression (the graph must be typed)."""
-    zero = zero_nodes(g)
+    zero: set[Node] = set()
     h: dict[Node, str] = {}
     for n in g.nodes():
-        if n in zero:
-            h[n] = _digest(f"zero|{n.type}")
-            continue
         op = n.op
+        if is_zero(n, zero):
+            zero.add(n)
+            h[n] = _node_digest("zero", n.type, ())
+            continue
         if op.name == "identity" or (op.name in ("add", "concat") and len(n.inputs) == 1):
             h[n] = h[n.inputs[0]]
             continue
@@ -71,7 +87,7 @@ def node_hashes(g: Graph) -> dict[Node, str]:
             continue
         if op.commutative:
             ins.sort()
-        h[n] = _digest(f"{_op_sig(n)}|{n.type}|{';'.join(ins)}")
+        h[n] = _node_digest(op, n.type, tuple(ins))
     return h
 
 

@@ -57,16 +57,8 @@ def ir_context(g: Graph, node: Node, radius: int = 3) -> str:
 
 
 def _order(g: Graph) -> list[Node]:
-    if g._ordered:
-        seen: set[int] = set()
-        for n in g._nodes:
-            for i in n.inputs:
-                if id(i) not in seen:
-                    g._ordered = False
-                    break
-            if not g._ordered:
-                break
-            seen.add(id(n))
+    # Graph.add only accepts inputs that already exist, so a graph still in insertion
+    # order is topological and acyclic; rewrites clear ``_ordered`` and are checked here.
     if not g._ordered:
         cyc = g.find_cycle()
         if cyc:
@@ -85,7 +77,7 @@ def infer_types(g: Graph) -> None:
     for n in _order(g):
         op = n.op
         try:
-            ins = tuple(i.type for i in n.inputs)
+            ins = tuple([i.type for i in n.inputs])
             cache = op.__dict__.get("_infer")
             if cache is None:
                 if op.name in _SPACE_ONLY or has_refs(op):

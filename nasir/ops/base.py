@@ -52,7 +52,17 @@ def register_op(cls: type[Op]) -> type[Op]:
     if cls.name in OPS and OPS[cls.name] is not cls:
         raise SpecError(f"op name {cls.name!r} registered twice")
     OPS[cls.name] = cls
+    cls.__hash__ = _cached_hash  # type: ignore[method-assign,assignment]
     return cls
+
+
+def _cached_hash(op: Op) -> int:
+    # ops are immutable and hashed often (caches keyed by op): compute the hash once
+    h = op.__dict__.get("_hv")
+    if h is None:
+        h = hash((type(op), *(getattr(op, f.name) for f in dataclasses.fields(op))))
+        object.__setattr__(op, "_hv", h)
+    return h
 
 
 def get_op(name: str) -> type[Op]:
