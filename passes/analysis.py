@@ -15,6 +15,7 @@ from nasir.graph import Graph
 from nasir.ops.expansion import activation_elements
 from nasir.passes.base import Pass
 from nasir.passes.verify import verify
+from nasir.types import TensorType
 
 __all__ = ["ActivationMemoryPass", "CountMacsPass", "CountParamsPass", "analyze"]
 
@@ -31,11 +32,12 @@ def analyze(g: Graph) -> dict[str, int]:
     _typed(g)
     params = macs = act = 0
     for n in g.nodes():
-        ins = tuple(i.type for i in n.inputs)
-        params += n.op.params(ins, n.type)  # type: ignore[arg-type]
-        macs += n.op.macs(ins, n.type)  # type: ignore[arg-type]
-        elems = activation_elements(n.op, ins) if n.op.composite else n.type.numel  # type: ignore[union-attr,arg-type,operator]
-        act += elems * _BYTES[n.type.dtype]  # type: ignore[union-attr]
+        ins: tuple[TensorType, ...] = tuple(i.type for i in n.inputs)  # type: ignore[misc]
+        out: TensorType = n.type  # type: ignore[assignment]
+        params += n.op.params(ins, out)
+        macs += n.op.macs(ins, out)
+        elems = activation_elements(n.op, ins) if n.op.composite else out.numel
+        act += elems * _BYTES[out.dtype]
     g.facts.update(params=params, macs=macs, activation_bytes=act)
     return {"params": params, "macs": macs, "activation_bytes": act}
 
