@@ -137,6 +137,27 @@ class SpaceBuilder:
         return self.graph.add(SelectOp(label=label, k=k, reduce=reduce), candidates,
                               loc=caller_loc())
 
+    def select_any(self, label: str, candidates: Sequence[Node], required: Sequence[int] = (),
+                   reduce: str = "add") -> Node:
+        """Input choice of any subset of ``candidates`` that contains ``required`` (combined
+        by ``reduce``); the options are the subsets as sorted index tuples, smallest first.
+
+        With ``required`` empty the empty subset is left out (a value must come from
+        somewhere). ENAS macro skip connections and NAS-RL anchors use this.
+        """
+        n = len(candidates)
+        req = tuple(sorted(set(required)))
+        if any(not 0 <= i < n for i in req):
+            raise SpecError(f"input choice {label!r}: required index out of range 0..{n - 1}",
+                            loc=caller_loc())
+        free = [i for i in range(n) if i not in req]
+        options = [tuple(sorted(req + c)) for r in range(len(free) + 1)
+                   for c in itertools.combinations(free, r)]
+        options = [o for o in options if o]
+        self._reg.declare(label, "input", options)
+        return self.graph.add(SelectOp(label=label, k=1, reduce=reduce), candidates,
+                              loc=caller_loc())
+
     def constraint(self, metric: str, maximum: float) -> None:
         """Attach an upper bound on ``macs``, ``params`` or ``latency_ms`` to the space."""
         self._constraints.append(Constraint(metric, float(maximum)))

@@ -2,6 +2,7 @@
 
 from nasir.ops.base import OPS, CompositeOp, Op, Ref, get_op, has_refs, register_op, resolve_refs
 from nasir.ops.blocks import ConvBlockOp
+from nasir.ops.cells import CELL_OPS, CellAlignOp, CellEdgeOp, CellOutputOp, PathReduceOp
 from nasir.ops.composite import (
     ACTIVATIONS,
     ConvBNActOp,
@@ -15,6 +16,7 @@ from nasir.ops.composite import (
     make_divisible,
 )
 from nasir.ops.control import ArgOp, ChooseOp, RepeatOp, SelectOp
+from nasir.ops.mobile import FBNetSkipOp, IRFBlockOp
 from nasir.ops.primitive import (
     AddOp,
     AvgPool2dOp,
@@ -44,11 +46,15 @@ from nasir.ops.primitive import (
 
 __all__ = [
     "ACTIVATIONS",
+    "CELL_OPS",
     "OPS",
     "AddOp",
     "ArgOp",
     "AvgPool2dOp",
     "BatchNormOp",
+    "CellAlignOp",
+    "CellEdgeOp",
+    "CellOutputOp",
     "ChooseOp",
     "CompositeOp",
     "ConcatOp",
@@ -59,11 +65,13 @@ __all__ = [
     "DepthwiseConv2dOp",
     "DilConvOp",
     "DropoutOp",
+    "FBNetSkipOp",
     "FactorizedReduceOp",
     "FlattenOp",
     "GlobalAvgPoolOp",
     "HardSigmoidOp",
     "HardSwishOp",
+    "IRFBlockOp",
     "IdentityOp",
     "InputOp",
     "LinearOp",
@@ -71,6 +79,7 @@ __all__ = [
     "MaxPool2dOp",
     "MulOp",
     "Op",
+    "PathReduceOp",
     "ReLU6Op",
     "ReLUConvBNOp",
     "ReLUOp",

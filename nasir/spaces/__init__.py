@@ -1,7 +1,7 @@
 """Built-in search spaces, by name.
 
->>> sorted(SPACES)[:3]
-['mnasnet', 'mobilenet_v2', 'nb201']
+>>> list(SPACES)[:3]
+['nb201', 'mobilenet_v2', 'mnasnet']
 """
 
 from __future__ import annotations
@@ -20,6 +20,18 @@ SPACES: dict[str, str] = {
     "nb201": "nasir.spaces.nb201",
     "mobilenet_v2": "nasir.spaces.mobilenet_v2",
     "mnasnet": "nasir.spaces.mnasnet",
+    "tiny_mnasnet": "nasir.spaces.tiny_mnasnet",
+    "proxylessnas": "nasir.spaces.proxyless",
+    "fbnet": "nasir.spaces.fbnet",
+    "mobilenet_v3": "nasir.spaces.mobilenet_v3",
+    "efficientnet": "nasir.spaces.efficientnet",
+    "nasnet": "nasir.spaces.nasnet",
+    "pnas": "nasir.spaces.pnas",
+    "darts": "nasir.spaces.darts",
+    "enas_macro": "nasir.spaces.enas",
+    "enas_micro": "nasir.spaces.enas_micro",
+    "metaqnn": "nasir.spaces.metaqnn",
+    "nasrl": "nasir.spaces.nasrl",
 }
 
 

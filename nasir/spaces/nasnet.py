@@ -1,0 +1,198 @@
+"""NASNet cell space (Zoph et al., CVPR 2018) with NASNet-A and AmoebaNet-A (mobile).
+
+A cell has two inputs: ``h_{i-1}`` (after ReLU-1×1-conv-BN to the cell's F filters) and
+``h_{i-2}`` (brought to the same shape: factorized reduce when larger, ReLU-1×1-BN when
+only wider). B=5 blocks each pick two hidden states (any earlier one) and apply one of
+the paper's 13 ops to each (identity, 1×3+3×1 and 1×7+7×1 convs, 3×3 dilated conv, 3×3
+average pool, 3×3/5×5/7×7 max pool, 1×1 and 3×3 convs, 3×3/5×5/7×7 separable convs), then
+add. In a reduction cell, ops on the two cell inputs stride by 2. The cell output
+concatenates the hidden states no block consumed (reduced to the last state's shape when
+they differ) plus the states in ``{kind}_keep``: the released cells concatenate some
+consumed states too (NASNet-A: ``h_{i-2}`` in the normal cell, block 1 in the reduction
+cell; AmoebaNet-A: ``h_{i-2}``, and blocks 0 and 2), which the paper's rule alone cannot
+express; ``keep=[]`` is the paper's rule. Normal and reduction cells each have 21
+decisions, shared by all cells of a kind.
+
+Macro network (TF-slim ``build_nasnet_mobile``): 3×3 conv stride 2 (no padding) with 32
+filters and BN, two reduction stem cells at F/4 and F/2, then 3 stages of N normal cells
+with a reduction cell before stages 2 and 3 (F doubles), ReLU, pooling, dropout, linear.
+At 224×224, NASNet-A (N=4, F=44) has 5,289,978 params and 563.6M MACs (paper: 5.3M,
+564M); AmoebaNet-A (``filters=50``) 5,088,162 and 555.5M (paper: 5.1M, 555M). The 3×3,
+1×3+3×1 and 1×7+7×1 convs have the 1×1 bottleneck of the TPU AmoebaNet code.
+``stem='cifar'`` uses a stride-1 3×3 stem of ``3F`` filters and no stem cells.
+
+>>> sp = build(input_shape=(1, 8, 8), num_classes=10)
+>>> len(sp.decisions), sorted(sp.references)
+(42, ['amoebanet_a', 'nasnet_a'])
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+
+from nasir.dsl import SpaceBuilder
+from nasir.graph import Node
+from nasir.ops import (
+    BatchNormOp,
+    CellAlignOp,
+    CellOutputOp,
+    ConcatOp,
+    Conv2dOp,
+    DropoutOp,
+    FlattenOp,
+    GlobalAvgPoolOp,
+    LinearOp,
+    ReLUConvBNOp,
+    ReLUOp,
+    conv_out,
+)
+from nasir.space import Space
+from nasir.spaces._cells import cell_blocks, conv_out2, used_refs
+
+__all__ = ["OPS", "REFERENCES", "build", "build_cells", "tf_cell"]
+
+OPS = ("identity", "conv_1x3_3x1", "conv_1x7_7x1", "dil_conv_3x3", "avg_pool_3x3",
+       "max_pool_3x3", "max_pool_5x5", "max_pool_7x7", "conv_1x1", "conv_3x3",
+       "sep_conv_3x3", "sep_conv_5x5", "sep_conv_7x7")
+
+_TF_NAMES = {"none": "identity", "1x7_7x1": "conv_1x7_7x1", "1x3_3x1": "conv_1x3_3x1"}
+
+
+def _tf_op(name: str) -> str:
+    if name.startswith("separable_"):
+        return "sep_conv_" + name.split("_")[1]
+    return _TF_NAMES.get(name, name)
+
+
+def tf_cell(kind: str, operations: Sequence[str], indices: Sequence[int],
+            keep: Sequence[int] | None = None) -> dict:
+    """Assignment values from a TF-slim cell spec (``operations``, ``hiddenstate_indices``)."""
+    out: dict = {}
+    for k, (op, j) in enumerate(zip(operations, indices)):
+        b, x = divmod(k, 2)
+        out[f"{kind}_b{b}_in_{'ab'[x]}"] = j
+        out[f"{kind}_b{b}_op_{'ab'[x]}"] = _tf_op(op)
+    if keep is not None:
+        out[f"{kind}_keep"] = tuple(keep)
+    return out
+
+
+# TF-slim nets/nasnet/nasnet_utils.py and the TPU AmoebaNet model_specs.py; ``keep`` lists
+# the states the released used_hiddenstates arrays concatenate although a block reads them.
+REFERENCES = {
+    "nasnet_a": {
+        **tf_cell("normal", ["separable_5x5_2", "separable_3x3_2", "separable_5x5_2",
+                             "separable_3x3_2", "avg_pool_3x3", "none", "avg_pool_3x3",
+                             "avg_pool_3x3", "separable_3x3_2", "none"],
+                  [0, 1, 1, 1, 0, 1, 1, 1, 0, 0], keep=[1]),
+        **tf_cell("reduce", ["separable_5x5_2", "separable_7x7_2", "max_pool_3x3",
+                             "separable_7x7_2", "avg_pool_3x3", "separable_5x5_2", "none",
+                             "avg_pool_3x3", "separable_3x3_2", "max_pool_3x3"],
+                  [0, 1, 0, 1, 0, 1, 3, 2, 2, 0], keep=[3])},
+    "amoebanet_a": {
+        **tf_cell("normal", ["avg_pool_3x3", "max_pool_3x3", "separable_3x3_2", "none",
+                             "none", "avg_pool_3x3", "separable_3x3_2", "separable_5x5_2",
+                             "avg_pool_3x3", "separable_3x3_2"],
+                  [0, 0, 1, 1, 0, 1, 0, 2, 5, 0], keep=[1]),
+        **tf_cell("reduce", ["separable_3x3_2", "avg_pool_3x3", "max_pool_3x3",
+                             "separable_7x7_2", "max_pool_3x3", "max_pool_3x3",
+                             "separable_3x3_2", "1x7_7x1", "avg_pool_3x3", "separable_7x7_2"],
+                  [1, 0, 0, 2, 1, 0, 4, 0, 1, 0], keep=[2, 4])},
+}
+
+#: per-reference macro settings used by :data:`REFERENCE_MACRO` (N cells per stage, F)
+REFERENCE_MACRO = {"nasnet_a": (4, 44), "amoebanet_a": (4, 50)}
+
+
+def _keep_options(blocks: int) -> list[tuple[int, ...]]:
+    n = blocks + 2
+    return [c for r in range(n + 1) for c in itertools.combinations(range(n), r)]
+
+
+class _Cells:
+    """Builds one cell at a time and tracks the spatial size (channels vary per assignment)."""
+
+    def __init__(self, s: SpaceBuilder, h: int, blocks: int, ops: Sequence[str],
+                 concat: str, kinds: tuple[str, str]) -> None:
+        self.s, self.h, self.blocks, self.ops, self.concat = s, h, blocks, ops, concat
+        self.kinds = kinds
+
+    def cell(self, x: Node, prev: Node | None, filters: int, reduction: bool) -> Node:
+        s = self.s
+        kind = self.kinds[1] if reduction else self.kinds[0]
+        p = x if prev is None else s.op(CellAlignOp(out_channels=filters, size=self.h), prev)
+        h0 = s.op(ReLUConvBNOp(out_channels=filters, kernel=1), x)
+        reduce_from = self.h if reduction and self.h > 1 else 0
+        states = cell_blocks(s, kind, [h0, p], self.blocks, self.ops, filters, reduce_from)
+        if reduce_from:
+            self.h = conv_out2(self.h)
+        if self.concat == "blocks":
+            return s.op(ConcatOp(), *states[2:])
+        keep = s.value(f"{kind}_keep", _keep_options(self.blocks))
+        return s.op(CellOutputOp(used=used_refs(kind, self.blocks), keep=keep), *states)
+
+
+def build_cells(s: SpaceBuilder, input_shape: Sequence[int], filters: int, cells: int,
+                blocks: int, ops: Sequence[str], stem: str, concat: str,
+                reductions: Sequence[int], separate_reduction: bool,
+                kinds: tuple[str, str] = ("normal", "reduce")) -> Node:
+    """The TF-slim NASNet/PNASNet macro network up to the final ReLU (shared with PNAS).
+
+    ``separate_reduction``: NASNet inserts a reduction cell before the cells at
+    ``reductions``; PNASNet makes those cells themselves stride (``skip_reduction_layer_input``
+    is then 1: a cell's ``h_{i-2}`` is the output two cells back).
+    """
+    if stem == "imagenet":
+        x = s.op(BatchNormOp(), s.op(Conv2dOp(out_channels=32, kernel=3, stride=2, padding=0),
+                                     s.input))
+        h = conv_out(int(input_shape[1]), 3, 2, 0)
+    else:
+        x = s.op(BatchNormOp(), s.op(Conv2dOp(out_channels=3 * filters, kernel=3), s.input))
+        h = int(input_shape[1])
+    b = _Cells(s, h, blocks, ops, concat, kinds)
+    outs: list[Node | None] = [None, x]
+    if stem == "imagenet":
+        for i in range(2):
+            x = b.cell(x, outs[-2], int(filters * 0.25 * 2 ** i), reduction=True)
+            outs.append(x)
+    scale = 1
+    for i in range(cells):
+        stride2 = i in reductions
+        if stride2:
+            scale *= 2
+            if separate_reduction:
+                x = b.cell(x, outs[-2], filters * scale, reduction=True)
+                outs.append(x)
+                stride2 = False
+        x = b.cell(x, outs[-2], filters * scale, reduction=stride2)
+        outs.append(x)
+    return s.op(ReLUOp(), x)
+
+
+def head(s: SpaceBuilder, x: Node, num_classes: int, dropout: float) -> Node:
+    """Pooling, dropout and the classifier."""
+    x = s.op(FlattenOp(), s.op(GlobalAvgPoolOp(), x))
+    if dropout:
+        x = s.op(DropoutOp(p=dropout), x)
+    return s.op(LinearOp(out_features=num_classes), x)
+
+
+def build(input_shape: Sequence[int] = (3, 224, 224), num_classes: int = 1000,
+          filters: int = 44, cells_per_stage: int = 4, stem: str = "imagenet",
+          dropout: float = 0.5, references: Mapping[str, Mapping] | None = None) -> Space:
+    """The NASNet space (defaults: NASNet-A mobile's macro network at 224×224).
+
+    Stride-2 ops stop striding on 1×1 maps, so inputs down to 3×3 (ImageNet stem) or
+    1×1 (CIFAR stem) instantiate.
+    """
+    s = SpaceBuilder("nasnet", input_shape)
+    n = cells_per_stage
+    x = build_cells(s, input_shape, filters, 3 * n, 5, OPS, stem, "unused", (n, 2 * n), True)
+    out = head(s, x, num_classes, dropout)
+    return s.build(out, references=REFERENCES if references is None else references, meta={
+        "paper": "NASNet (Zoph et al., CVPR 2018)", "ops": list(OPS),
+        "macro": {"filters": filters, "cells_per_stage": n, "stem": stem},
+        "references": {"nasnet_a": "N=4, F=44: paper 5.3M params, 564M MACs",
+                       "amoebanet_a": "AmoebaNet paper (Real et al. 2019), build with filters=50: "
+                                      "5.1M params, 555M MACs"}})
