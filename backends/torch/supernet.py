@@ -1,0 +1,626 @@
+"""Weight-sharing supernets: one network for a whole search space.
+
+:class:`Supernet` lowers a :class:`~nasir.space.Space` with its choice points. Each node of
+the space body becomes a step; choice points become mixed ops whose candidates own their
+weights, shared by every architecture that picks them:
+
+* ``choose`` (op choice): one sub-network per region;
+* a node with ``$label`` attributes (value choice): one candidate per combination of its
+  labels' values (candidates that do not verify are left out);
+* ``repeat`` (depth): the deepest stack; shallower choices exit early;
+* ``select`` (input choice): every pick of the operands, reduced like the space says.
+
+Architecture parameters (one logit vector per decision label, shared by every node using
+the label) weight the candidates according to ``mode``:
+
+``darts``      softmax-weighted sum of all candidates (DARTS);
+``gumbel``     Gumbel-softmax weighted sum with temperature ``tau`` (FBNet);
+``binarized``  one path sampled from the softmax per forward; only it runs, so only its
+               activations are kept (ProxylessNAS). When the logits require grad, the
+               sampled output passes a straight-through gate ``1 + p - stop_grad(p)`` so
+               the logits get ProxylessNAS' single-path gradient estimate;
+``single``     the path set by :meth:`Supernet.set_path` (an external sampler: ENAS, SPOS).
+
+Every value in the body must have one type whatever is chosen (mixing sums outputs):
+decisions that change a type (channel counts, a depth whose first layer strides) must be
+pinned with ``fixed={label: value}``; the error names them. :meth:`Supernet.child` extracts
+a standalone lowered module for an assignment with the supernet's weights; its output
+equals the supernet's for the same path.
+
+>>> import torch
+>>> from nasir.spaces import get_space
+>>> sp = get_space("nb201", input_shape=(3, 8, 8), channels=4, cells_per_stage=1)
+>>> net = Supernet(sp, mode="single", seed=0).eval()
+>>> a = sp.reference("best_cifar10")
+>>> net.set_path(a)
+>>> child = net.child(a).eval()
+>>> x = torch.randn(2, 3, 8, 8)
+>>> torch.equal(net(x), child(x))
+True
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nasir.backends.torch.lowering import _seed_of, load_weights, lower, prepare
+from nasir.errors import AssignmentError, BackendError, NasirError
+from nasir.graph import Graph, Node
+from nasir.ops import AddOp, ConcatOp, InputOp, MulOp, Op, has_refs, resolve_refs
+from nasir.space import Space
+from nasir.types import TensorType
+
+__all__ = ["MODES", "Supernet"]
+
+MODES = ("darts", "gumbel", "binarized", "single")
+
+
+def _key(label: str) -> str:
+    return label.replace(".", "__")
+
+
+class _Gate(torch.autograd.Function):
+    """Forward: the output unchanged. Backward: d/dg of ``g · out`` at g = 1."""
+
+    @staticmethod
+    def forward(ctx: Any, out: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(out)
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        (out,) = ctx.saved_tensors
+        return grad, (grad * out).sum().reshape(())
+
+
+class _Ctx:
+    """Per-forward state: mixing weights (darts/gumbel) or chosen indices."""
+
+    def __init__(self, net: Supernet) -> None:
+        self.net = net
+        self.mode = net.mode
+        self.weights: dict[str, torch.Tensor] = {}
+        self.index: dict[str, int] = {}
+        self.probs: dict[str, torch.Tensor] = {}
+        self.gate = False
+        alphas = net.alphas
+        if self.mode in ("darts", "gumbel"):
+            for label, k in net._label_keys.items():
+                a = alphas[k]
+                self.weights[label] = (F.softmax(a, -1) if self.mode == "darts"
+                                       else F.gumbel_softmax(a, tau=net.tau, hard=False))
+        elif self.mode == "binarized":
+            self.gate = torch.is_grad_enabled() and any(p.requires_grad
+                                                        for p in alphas.parameters())
+            for label, k in net._label_keys.items():
+                p = F.softmax(alphas[k], -1)
+                self.probs[label] = p
+                self.index[label] = int(torch.multinomial(p.detach(), 1))
+            net.last_path = {lb: net._options[lb][i] for lb, i in self.index.items()}
+        else:
+            self.index = net._path_index
+
+    def pick(self, label: str) -> int:
+        try:
+            return self.index[label]
+        except KeyError:
+            raise AssignmentError(
+                f"the supernet path leaves out decision {label!r}",
+                hint="call set_path with a full assignment (single mode)") from None
+
+    def mix(self, labels: tuple[str, ...], cands: dict[tuple[int, ...], Any]) -> torch.Tensor:
+        """Combine candidate thunks keyed by option-index tuples of ``labels``."""
+        if self.mode in ("single", "binarized"):
+            key = tuple(self.pick(lb) for lb in labels)
+            fn = cands.get(key)
+            if fn is None:
+                raise AssignmentError(f"no valid candidate for {dict(zip(labels, key))}",
+                                      hint="this combination of values does not verify")
+            out = fn()
+            if self.gate:
+                g = torch.ones(())
+                for lb, i in zip(labels, key):
+                    p = self.probs[lb][i]
+                    g = g * (1 + p - p.detach())
+                out = _Gate.apply(out, g)
+            return out
+        total: torch.Tensor | None = None
+        for key, fn in cands.items():
+            w = self.weights[labels[0]][key[0]]
+            for lb, i in zip(labels[1:], key[1:]):
+                w = w * self.weights[lb][i]
+            term = fn() * w
+            total = term if total is None else total + term
+        assert total is not None
+        return total
+
+
+class _Emit:
+    """Graph-building state: the concrete (or mixed) graph and its weight sources."""
+
+    def __init__(self, path: Mapping[str, int] | None) -> None:
+        self.g = Graph("child")
+        self.path = path
+        self.sources: dict[str, nn.Module] = {}
+
+    def add(self, op: Op, ins: list[Node], source: nn.Module | None = None) -> Node:
+        n = self.g.add(op, ins)
+        if source is not None:
+            self.sources[n.name] = source
+        return n
+
+    def mix(self, labels: tuple[str, ...], cands: dict[tuple[int, ...], Any]) -> Node:
+        if self.path is not None:
+            key = tuple(self.path[lb] for lb in labels)
+            if key not in cands:
+                raise AssignmentError(f"no valid candidate for {dict(zip(labels, key))}")
+            return cands[key]()
+        outs = [fn() for fn in cands.values()]
+        # w·o keeps o for backward and makes a new tensor: a mul of o by itself does too
+        prods = [self.g.add(MulOp(), [o, o]) for o in outs]
+        return prods[0] if len(prods) == 1 else self.g.add(AddOp(), prods)
+
+
+def _tiny(op: Op, in_types: list[TensorType]) -> Graph:
+    g = Graph("cand")
+    ins = [g.add(InputOp(shape=t.shape, dtype=t.dtype), name=f"in{i}")
+           for i, t in enumerate(in_types)]
+    g.set_output(g.add(op, ins, name="op"))
+    return g
+
+
+class _Builder:
+    def __init__(self, space: Space, fixed: Mapping[str, Any], seed: int) -> None:
+        self.space = space
+        self.fixed = dict(fixed)
+        self.seed = seed
+        self.labels: dict[str, tuple] = {}
+        self.count = 0
+
+    def use(self, label: str) -> None:
+        if label not in self.fixed:
+            self.labels[label] = self.space.decision(label).options
+
+    def lower_op(self, op: Op, in_types: list[TensorType]) -> tuple[nn.Module, TensorType]:
+        g = _tiny(op, in_types)
+        self.count += 1
+        m = lower(g, seed=_seed_of(self.seed, self.count))
+        out = prepare(g).output.type
+        return m, out  # type: ignore[return-value]
+
+    def uniform(self, types: list[TensorType], what: str, label: str, loc: Any) -> TensorType:
+        if len(set(types)) > 1:
+            shown = ", ".join(str(t) for t in dict.fromkeys(types))
+            raise BackendError(
+                f"decision {label} changes the type of {what} ({shown}); a supernet needs "
+                "one type per value",
+                where=f"decision {label}", loc=loc,
+                hint=f"pin it: Supernet(space, fixed={{{label!r}: ...}})")
+        if not types:
+            raise BackendError(f"no option of decision {label} gives a valid network here",
+                               loc=loc)
+        return types[0]
+
+
+class _Region(nn.Module):
+    """Steps of one region graph, run on its operands."""
+
+    def __init__(self, b: _Builder, r: Graph, in_types: list[TensorType]) -> None:
+        super().__init__()
+        self.steps: list[tuple[str, int, tuple[int, ...], str]] = []
+        self.mods = nn.ModuleDict()
+        types: list[TensorType] = []
+        nodes = r.nodes()
+        pos = {n: k for k, n in enumerate(nodes)}
+        for n in nodes:
+            ins = tuple(pos[i] for i in n.inputs)
+            its = [types[i] for i in ins]
+            key = "n" + "".join(c if c.isalnum() else "_" for c in n.name)
+            op = n.op
+            if op.name == "input":
+                self.steps.append(("input", 0, ins, key))
+                types.append(op.infer(()))
+                continue
+            if op.name == "arg":
+                self.steps.append(("arg", op.index, ins, key))  # type: ignore[attr-defined]
+                types.append(in_types[op.index])  # type: ignore[attr-defined]
+                continue
+            if op.name == "choose":
+                step: Any = _OpChoice(b, n, its)
+            elif op.name == "repeat":
+                step = _Repeat(b, n, its)
+            elif op.name == "select":
+                step = _InputChoice(b, n, its)
+            elif has_refs(op):
+                step = _ValueChoice(b, n, its)
+            else:
+                step = _Fixed(b, op, its)
+            self.mods[key] = step
+            self.steps.append(("step", 0, ins, key))
+            types.append(step.out_type)
+        self.out = pos[r.output]
+        self.out_type = types[self.out]
+        # drop each value after its last use, as fx's generated code does: holding every
+        # intermediate until the region ends would keep tensors autograd does not need
+        last: dict[int, int] = {}
+        for k, (_, _, ins, _) in enumerate(self.steps):
+            for i in ins:
+                last[i] = k
+        self.frees: list[tuple[int, ...]] = [
+            tuple(i for i, k2 in last.items() if k2 == k and i != self.out)
+            for k in range(len(self.steps))]
+
+    def run(self, ctx: Any, args: list[Any], emit: bool = False) -> Any:
+        vals: list[Any] = []
+        for k, (kind, extra, pos, key) in enumerate(self.steps):
+            if kind == "arg":
+                vals.append(args[extra])
+            elif kind == "input":
+                vals.append(args[0])
+            else:
+                m = self.mods[key]
+                ins = [vals[i] for i in pos]
+                vals.append(m.emit(ctx, ins) if emit else m(ctx, ins))  # type: ignore[operator]
+                del ins
+            for i in self.frees[k]:
+                vals[i] = None
+        return vals[self.out]
+
+
+class _Fixed(nn.Module):
+    def __init__(self, b: _Builder, op: Op, its: list[TensorType]) -> None:
+        super().__init__()
+        self.op = op
+        self.net, self.out_type = b.lower_op(op, its)
+
+    def forward(self, ctx: Any, ins: list[Any]) -> Any:
+        return self.net(*ins)
+
+    def emit(self, e: _Emit, ins: list[Node]) -> Node:
+        return e.add(self.op, ins, self.net)
+
+
+class _ValueChoice(nn.Module):
+    def __init__(self, b: _Builder, n: Node, its: list[TensorType]) -> None:
+        super().__init__()
+        labels = []
+        for v in n.op.attrs().values():
+            for x in v if isinstance(v, tuple) else (v,):
+                lb = getattr(x, "label", None)
+                if isinstance(lb, str) and lb not in labels:
+                    labels.append(lb)
+        free = [lb for lb in labels if lb not in b.fixed]
+        for lb in free:
+            b.use(lb)
+        self.labels = tuple(free)
+        self.cands = nn.ModuleDict()
+        self.ops: dict[str, Op] = {}
+        types = []
+        opts = [b.space.decision(lb).options for lb in free]
+        for idx in itertools.product(*(range(len(o)) for o in opts)):
+            values = {lb: b.fixed[lb] for lb in labels if lb in b.fixed}
+            values.update({lb: o[i] for lb, o, i in zip(free, opts, idx)})
+            try:
+                op = resolve_refs(n.op, values)
+                m, t = b.lower_op(op, its)
+            except NasirError:
+                continue
+            k = "c" + "_".join(map(str, idx))
+            self.cands[k] = m
+            self.ops[k] = op
+            types.append(t)
+        self.out_type = b.uniform(types, f"%{n.name} ({n.op.name})",
+                                  free[0] if free else "?", n.loc)
+
+    def _thunks(self, ins: list[Any], emit: _Emit | None) -> dict[tuple[int, ...], Any]:
+        out: dict[tuple[int, ...], Any] = {}
+        for k, m in self.cands.items():
+            idx = tuple(int(i) for i in k[1:].split("_")) if len(k) > 1 else ()
+            if emit is None:
+                out[idx] = lambda m=m: m(*ins)
+            else:
+                out[idx] = lambda m=m, k=k: emit.add(self.ops[k], ins, m)
+        return out
+
+    def forward(self, ctx: Any, ins: list[Any]) -> Any:
+        th = self._thunks(ins, None)
+        return th[()]() if not self.labels else ctx.mix(self.labels, th)
+
+    def emit(self, e: _Emit, ins: list[Node]) -> Node:
+        th = self._thunks(ins, e)
+        return th[()]() if not self.labels else e.mix(self.labels, th)
+
+
+class _OpChoice(nn.Module):
+    def __init__(self, b: _Builder, n: Node, its: list[TensorType]) -> None:
+        super().__init__()
+        label = n.op.label  # type: ignore[attr-defined]
+        options = b.space.decision(label).options
+        self.fixed = label in b.fixed
+        if not self.fixed:
+            b.use(label)
+        self.label = label
+        self.regions = nn.ModuleDict()
+        self.index: dict[str, int] = {}
+        types = []
+        for i, o in enumerate(options):
+            if self.fixed and o != b.fixed[label]:
+                continue
+            r = _Region(b, n.regions[o], its)  # type: ignore[index]
+            self.regions[f"o{i}"] = r
+            self.index[f"o{i}"] = i
+            types.append(r.out_type)
+        self.out_type = b.uniform(types, f"%{n.name} (choose)", label, n.loc)
+
+    def _only(self) -> Any:
+        return next(iter(self.regions.values()))
+
+    def _thunks(self, ctx: Any, ins: list[Any], emit: bool) -> dict[tuple[int, ...], Any]:
+        return {(self.index[k],): (lambda r=r: r.run(ctx, ins, emit))
+                for k, r in self.regions.items()}
+
+    def forward(self, ctx: Any, ins: list[Any]) -> Any:
+        if self.fixed:
+            return self._only().run(ctx, ins)
+        return ctx.mix((self.label,), self._thunks(ctx, ins, False))
+
+    def emit(self, e: _Emit, ins: list[Node]) -> Node:
+        if self.fixed:
+            return self._only().run(e, ins, True)
+        return e.mix((self.label,), self._thunks(e, ins, True))
+
+
+class _Repeat(nn.Module):
+    def __init__(self, b: _Builder, n: Node, its: list[TensorType]) -> None:
+        super().__init__()
+        label = n.op.label  # type: ignore[attr-defined]
+        counts = b.space.decision(label).options
+        self.label = label
+        self.fixed = label in b.fixed
+        if self.fixed:
+            counts = (b.fixed[label],)
+        else:
+            b.use(label)
+        self.counts = tuple(counts)
+        all_counts = b.space.decision(label).options
+        self.count_index = {c: all_counts.index(c) for c in counts}
+        regions = n.regions or {}
+        self.layers = nn.ModuleList()
+        types = {0: its[0]}
+        t = its[0]
+        for i in range(max(counts)):
+            r = _Region(b, regions["first"] if i == 0 else regions.get("rest",
+                        regions["first"]), [t])
+            self.layers.append(r)
+            t = r.out_type
+            types[i + 1] = t
+        self.out_type = b.uniform([types[c] for c in counts], f"%{n.name} (repeat)", label,
+                                  n.loc)
+
+    def _outs(self, ctx: Any, x: Any, emit: bool, upto: int) -> dict[int, Any]:
+        outs = {0: x}
+        for i in range(upto):
+            x = self.layers[i].run(ctx, [x], emit)  # type: ignore[operator]
+            outs[i + 1] = x
+        return outs
+
+    def _go(self, ctx: Any, x: Any, emit: bool) -> Any:
+        if self.fixed:
+            return self._outs(ctx, x, emit, self.counts[0])[self.counts[0]]
+        one = ctx.path is not None if emit else ctx.mode in ("single", "binarized")
+        if one:
+            idx = ctx.path[self.label] if emit else ctx.pick(self.label)
+            count = self._count_of(idx)
+            outs = self._outs(ctx, x, emit, count)
+            return ctx.mix((self.label,), {(idx,): lambda: outs[count]})
+        outs = self._outs(ctx, x, emit, max(self.counts))
+        return ctx.mix((self.label,), {(self.count_index[c],): (lambda c=c: outs[c])
+                                       for c in self.counts})
+
+    def _count_of(self, idx: int) -> int:
+        for c, i in self.count_index.items():
+            if i == idx:
+                return c
+        raise AssignmentError(f"depth option #{idx} of {self.label} is not available")
+
+    def forward(self, ctx: Any, ins: list[Any]) -> Any:
+        return self._go(ctx, ins[0], False)
+
+    def emit(self, e: _Emit, ins: list[Node]) -> Node:
+        return self._go(e, ins[0], True)
+
+
+class _InputChoice(nn.Module):
+    def __init__(self, b: _Builder, n: Node, its: list[TensorType]) -> None:
+        super().__init__()
+        label = n.op.label  # type: ignore[attr-defined]
+        self.label = label
+        self.reduce = n.op.reduce  # type: ignore[attr-defined]
+        options = b.space.decision(label).options
+        self.fixed = label in b.fixed
+        if not self.fixed:
+            b.use(label)
+        self.picks = {i: ((o,) if isinstance(o, int) else tuple(o))
+                      for i, o in enumerate(options)
+                      if not self.fixed or o == b.fixed[label]}
+        types = []
+        for pick in self.picks.values():
+            ts = [its[j] for j in pick]
+            types.append(ts[0] if len(ts) == 1 or self.reduce == "add" else
+                         ConcatOp().infer(tuple(ts)))
+        self.out_type = b.uniform(types, f"%{n.name} (select)", label, n.loc)
+
+    def _combine(self, ins: list[Any], pick: tuple[int, ...], e: _Emit | None) -> Any:
+        chosen = [ins[j] for j in pick]
+        if len(chosen) == 1:
+            return chosen[0]
+        if e is not None:
+            return e.add(AddOp() if self.reduce == "add" else ConcatOp(), chosen)
+        if self.reduce == "add":
+            out = chosen[0]
+            for c in chosen[1:]:
+                out = out + c
+            return out
+        return torch.cat(chosen, 1)
+
+    def _thunks(self, ins: list[Any], e: _Emit | None) -> dict[tuple[int, ...], Any]:
+        return {(i,): (lambda p=p: self._combine(ins, p, e)) for i, p in self.picks.items()}
+
+    def forward(self, ctx: Any, ins: list[Any]) -> Any:
+        if self.fixed:
+            return self._combine(ins, next(iter(self.picks.values())), None)
+        return ctx.mix((self.label,), self._thunks(ins, None))
+
+    def emit(self, e: _Emit, ins: list[Node]) -> Node:
+        if self.fixed:
+            return self._combine(ins, next(iter(self.picks.values())), e)
+        return e.mix((self.label,), self._thunks(ins, e))
+
+
+class Supernet(nn.Module):
+    """A weight-sharing network for a whole space; see the module docstring.
+
+    Args:
+        space: the search space.
+        mode: ``darts``, ``gumbel``, ``binarized`` or ``single`` (changeable later).
+        fixed: decisions pinned to one value (needed for those that change types).
+        seed: seeds candidate weights (each candidate from its own derived seed).
+        tau: Gumbel-softmax temperature.
+    """
+
+    def __init__(self, space: Space, *, mode: str = "darts",
+                 fixed: Mapping[str, Any] | None = None, seed: int = 0,
+                 tau: float = 1.0) -> None:
+        super().__init__()
+        self.space = space
+        fixed = dict(space.check(fixed or {}, where="fixed decisions"))
+        b = _Builder(space, fixed, seed)
+        inputs = space.body.inputs
+        if len(inputs) != 1 or inputs[0].op.name != "input":
+            raise BackendError("a supernet needs a space with exactly one input")
+        self.input_type = inputs[0].op.infer(())
+        self.body = _Region(b, space.body, [self.input_type])
+        self.fixed = fixed
+        self._options = dict(b.labels)
+        self._label_keys = {lb: _key(lb) for lb in b.labels}
+        self.alphas = nn.ParameterDict({_key(lb): nn.Parameter(torch.zeros(len(o)))
+                                        for lb, o in b.labels.items()})
+        self.tau = float(tau)
+        self.mode = "single"
+        self.set_mode(mode)
+        self._path_index: dict[str, int] = {}
+        #: the path sampled by the last binarized forward (label → value)
+        self.last_path: dict[str, Any] = {}
+
+    # -- modes and paths ---------------------------------------------------------------
+    def set_mode(self, mode: str, tau: float | None = None) -> None:
+        """Switch the mixing mode (and the Gumbel temperature)."""
+        if mode not in MODES:
+            raise BackendError(f"unknown supernet mode {mode!r}",
+                               hint=f"use one of {', '.join(MODES)}")
+        self.mode = mode
+        if tau is not None:
+            self.tau = float(tau)
+
+    def set_path(self, assignment: Mapping[str, Any]) -> None:
+        """Set the path for ``single`` mode (labels of pinned decisions may be left out)."""
+        a = self.space.check(assignment, where="supernet path")
+        for lb, v in a.items():
+            if lb in self.fixed and self.fixed[lb] != v:
+                raise AssignmentError(f"path sets {lb}={v!r} but the supernet pins it to "
+                                      f"{self.fixed[lb]!r}")
+        self._path_index = {lb: self._options[lb].index(v) for lb, v in a.items()
+                            if lb in self._options}
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The architecture logits (one vector per free decision)."""
+        return list(self.alphas.parameters())
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Every weight except the architecture logits."""
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def decisions(self) -> dict[str, tuple]:
+        """Free decisions of the supernet and their options."""
+        return dict(self._options)
+
+    def derive(self) -> dict[str, Any]:
+        """The assignment of the largest logit per decision (plus the pinned ones)."""
+        out = dict(self.fixed)
+        for lb, opts in self._options.items():
+            out[lb] = opts[int(self.alphas[_key(lb)].argmax())]
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the supernet in its current mode."""
+        return self.body.run(_Ctx(self), [x])
+
+    # -- graphs, children, memory ------------------------------------------------------
+    def _emit(self, assignment: Mapping[str, Any] | None) -> _Emit:
+        path = None
+        if assignment is not None:
+            a = dict(self.space.check(assignment, where="child assignment"))
+            a.update(self.fixed)
+            path = {lb: self._options[lb].index(a[lb]) for lb in self._options if lb in a}
+        e = _Emit(path)
+        x = e.g.add(InputOp(shape=self.input_type.shape, dtype=self.input_type.dtype),
+                    name="x")
+        e.g.set_output(self.body.run(e, [x], True))
+        return e
+
+    def child_graph(self, assignment: Mapping[str, Any]) -> Graph:
+        """The concrete graph of ``assignment`` (equal to ``space.instantiate`` in effect)."""
+        return self._emit(assignment).g
+
+    def mixed_graph(self) -> Graph:
+        """A graph that computes like one DARTS/Gumbel step: every candidate, each output
+        weighted (modelled as a ``mul``) and summed. Used for memory prediction."""
+        return self._emit(None).g
+
+    def child(self, assignment: Mapping[str, Any]) -> nn.Module:
+        """A standalone lowered module for ``assignment`` with the supernet's weights."""
+        e = self._emit(assignment)
+        m = lower(e.g, seed=0)
+        x = prepare(e.g)
+        groups: dict[str, list[str]] = {}
+        origin = {}
+        for n in x.nodes():
+            origin[n.name] = (n.meta or {}).get("origin", n.name)
+        for k in m.state_dict():
+            groups.setdefault(origin[k.split(".", 1)[0]], []).append(k)
+        weights: dict[str, torch.Tensor] = {}
+        for name, keys in groups.items():
+            src = list(e.sources[name].state_dict().values())
+            if len(src) != len(keys):
+                raise BackendError(f"cannot map weights of %{name} onto the supernet",
+                                   hint="report this: candidate and child disagree")
+            weights.update(zip(keys, src))
+        load_weights(m, weights)
+        m.train(self.training)
+        return m
+
+    def predict_memory(self, batch_size: int, *, mode: str | None = None,
+                       assignment: Mapping[str, Any] | None = None,
+                       optimizer: str = "sgd") -> Any:
+        """Predicted peak memory of one weight-training step in ``mode`` (default: the
+        current one). Single / binarized use ``assignment`` (default: :meth:`derive`).
+        All supernet weights stay resident; gradients exist only for the weights used."""
+        from nasir.backends.torch.memory import MemoryEstimate, predict_training_memory
+
+        mode = mode or self.mode
+        if mode not in MODES:
+            raise BackendError(f"unknown supernet mode {mode!r}")
+        g = self.mixed_graph() if mode in ("darts", "gumbel") else \
+            self.child_graph(assignment or self.derive())
+        est = predict_training_memory(g, batch_size, optimizer)
+        resident = sum(t.numel() * t.element_size() for t in self.parameters())
+        resident += sum(t.numel() * t.element_size() for t in self.buffers())
+        return MemoryEstimate(resident, est.gradients, est.optimizer, est.activations,
+                              est.transient)

@@ -1,0 +1,172 @@
+"""Torch backend: weight-sharing supernets (modes, child extraction, pinned decisions)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nasir.backends.torch.supernet import Supernet
+from nasir.dsl import SpaceBuilder
+from nasir.errors import AssignmentError, BackendError
+from nasir.ops import (
+    ConvBNActOp,
+    FlattenOp,
+    GlobalAvgPoolOp,
+    IdentityOp,
+    LinearOp,
+    MBConvOp,
+)
+from nasir.passes import analyze
+from nasir.spaces import get_space
+
+
+@pytest.fixture(scope="module")
+def nb201():
+    sp = get_space("nb201", input_shape=(3, 8, 8), channels=4, cells_per_stage=1)
+    return sp, Supernet(sp, mode="single", seed=0)
+
+
+def _toy_space():
+    """Every kind of choice point: value, op, depth (repeat) and input (select)."""
+    s = SpaceBuilder("toy", (1, 8, 8))
+    stem = s.op(ConvBNActOp(out_channels=8, kernel=3, stride=2), s.input)
+    k = s.value("k", (3, 5))
+    se = s.value("se", (0.0, 0.25))
+
+    def layer(b, h):
+        return b.choose("op", {
+            "mb": lambda t, z: t.op(MBConvOp(out_channels=8, kernel=k, expand=3, se_ratio=se),
+                                    z),
+            "dw": lambda t, z: t.op(MBConvOp(out_channels=8, kernel=k, expand=1), z),
+            "skip": lambda t, z: t.op(IdentityOp(), z)}, h)
+
+    x = s.repeat("depth", (1, 2, 3), layer, stem)
+    y = s.op(ConvBNActOp(out_channels=8, kernel=1), x)
+    z = s.select("inp", [stem, x, y], k=2, reduce="add")
+    z = s.op(LinearOp(out_features=10), s.op(FlattenOp(), s.op(GlobalAvgPoolOp(), z)))
+    return s.build(z)
+
+
+def test_child_equals_supernet_on_every_toy_path():
+    sp = _toy_space()
+    net = Supernet(sp, mode="single", seed=1)
+    x = torch.randn(3, 1, 8, 8)
+    seen = 0
+    for a in list(sp.enumerate())[::13]:
+        net.set_path(a)
+        child = net.child(a)
+        assert sum(p.numel() for p in child.parameters()) == analyze(sp.instantiate(a))["params"]
+        for train in (False, True):
+            net.train(train)
+            child.train(train)
+            with torch.no_grad():
+                torch.testing.assert_close(net(x), child(x), rtol=0, atol=0)
+        seen += 1
+    assert seen >= 5
+
+
+@settings(max_examples=6)
+@given(st.data())
+def test_child_equals_supernet_on_random_nb201_paths(nb201, data):
+    sp, net = nb201
+    idx = [data.draw(st.integers(0, d.size - 1), label=d.label) for d in sp.decisions]
+    a = sp.from_indices(idx)
+    net.set_mode("single")
+    net.set_path(a)
+    net.eval()
+    child = net.child(a)
+    assert not child.training
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(net(x), child(x))
+
+
+def test_modes_and_gradients(nb201):
+    sp, net = nb201
+    net.train()
+    x = torch.randn(4, 3, 8, 8)
+    net.set_mode("darts")
+    net.zero_grad(set_to_none=True)
+    out = net(x)
+    out.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.arch_parameters())
+    assert torch.allclose(net(x), out)  # deterministic weights (BN in train mode aside)
+    net.set_mode("gumbel", tau=0.5)
+    assert net.tau == 0.5
+    torch.manual_seed(0)
+    g1 = net(x)
+    g2 = net(x)
+    assert not torch.allclose(g1, g2)  # fresh Gumbel noise every forward
+    # binarized, weight step: only the sampled path's weights get gradients
+    net.set_mode("binarized")
+    for p in net.arch_parameters():
+        p.requires_grad_(False)
+    net.zero_grad(set_to_none=True)
+    torch.manual_seed(1)
+    net(x).sum().backward()
+    used = sum(p.grad is not None for p in net.weight_parameters())
+    assert 0 < used < len(net.weight_parameters())
+    assert set(net.last_path) == {d.label for d in sp.decisions}
+    # binarized, arch step: the gate gives the logits a gradient
+    for p in net.arch_parameters():
+        p.requires_grad_(True)
+        with torch.no_grad():
+            p.zero_()
+            p[3] = 4.0  # favour nor_conv_3x3: an all-'none' path has no gradient at all
+    net.zero_grad(set_to_none=True)
+    net(x).sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.arch_parameters())
+    with torch.no_grad():
+        for p in net.arch_parameters():
+            p.zero_()
+    net.set_mode("single")
+    with pytest.raises(BackendError, match="mode"):
+        net.set_mode("enas")
+
+
+def test_derive_and_single_path_requires_a_path():
+    sp = _toy_space()
+    net = Supernet(sp, mode="single")
+    with pytest.raises(AssignmentError):
+        net(torch.randn(2, 1, 8, 8))
+    with torch.no_grad():
+        net.alphas["op"][2] = 5.0
+    assert net.derive()["op"] == "skip"
+    sp.check(net.derive())
+
+
+def test_type_changing_decisions_must_be_pinned():
+    sp = get_space("mnasnet", input_shape=(1, 8, 8), num_classes=10)
+    with pytest.raises(BackendError, match="b1_filters") as e:
+        Supernet(sp)
+    assert "fixed=" in str(e.value)
+    s = SpaceBuilder("w", (1, 8, 8))
+    c = s.value("c", (8, 16))
+    x = s.op(ConvBNActOp(out_channels=c, kernel=3), s.input)
+    x = s.choose("op", {"a": lambda b, h: b.op(ConvBNActOp(out_channels=8), h),
+                        "b": lambda b, h: b.op(IdentityOp(), h)}, x)
+    sp2 = s.build(s.op(LinearOp(out_features=3), s.op(FlattenOp(),
+                                                       s.op(GlobalAvgPoolOp(), x))))
+    net = Supernet(sp2, fixed={"c": 8}, mode="darts")
+    assert set(net.decisions()) == {"op"}
+    assert net(torch.randn(2, 1, 8, 8)).shape == (2, 3)
+    with pytest.raises(AssignmentError, match="pins"):
+        net.set_path({"c": 16, "op": "a"})
+    net.set_path({"op": "b"})
+    child = net.child({"op": "b"})
+    net.set_mode("single")
+    net.eval()
+    child.eval()
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(net(x), child(x))
+
+
+def test_memory_prediction_orders_the_modes(nb201):
+    sp, net = nb201
+    a = sp.reference("best_cifar10")
+    darts = net.predict_memory(32, mode="darts").total
+    binar = net.predict_memory(32, mode="binarized", assignment=a).total
+    single = net.predict_memory(32, mode="single", assignment=a).total
+    assert darts > 2 * binar and binar == single
