@@ -1,1 +1,46 @@
-"""nasir backend."""
+"""TVM backend: IR → Relax, compilation for a target, measured latency (local and RPC),
+a persistent latency cache and per-layer latency lookup tables."""
+
+from nasir.backends.tvm.cache import LatencyCache, default_cache_path
+from nasir.backends.tvm.compile import Compiled, compile_graph, example_inputs, tune
+from nasir.backends.tvm.lut import LatencyLUT, build_lut, layer_key
+from nasir.backends.tvm.measure import (
+    LatencyResult,
+    MeasureConfig,
+    graph_key,
+    measure,
+    measure_compiled,
+)
+from nasir.backends.tvm.relax_lowering import LOWERINGS, lower, param_specs, prepare, random_weights
+from nasir.backends.tvm.rpc import LocalCluster, RemoteDevice, local_cluster, measure_remote
+from nasir.backends.tvm.targets import REGISTRY, TargetSpec, host_cpu, resolve_target
+
+__all__ = [
+    "LOWERINGS",
+    "REGISTRY",
+    "Compiled",
+    "LatencyCache",
+    "LatencyLUT",
+    "LatencyResult",
+    "LocalCluster",
+    "MeasureConfig",
+    "RemoteDevice",
+    "TargetSpec",
+    "build_lut",
+    "compile_graph",
+    "default_cache_path",
+    "example_inputs",
+    "graph_key",
+    "host_cpu",
+    "layer_key",
+    "local_cluster",
+    "lower",
+    "measure",
+    "measure_compiled",
+    "measure_remote",
+    "param_specs",
+    "prepare",
+    "random_weights",
+    "resolve_target",
+    "tune",
+]

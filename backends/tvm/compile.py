@@ -1,0 +1,171 @@
+"""Compile a nasir graph for a target: lowering, optional MetaSchedule tuning, export.
+
+>>> from nasir.text import parse_graph
+>>> g = parse_graph('''graph @g {
+...   %x = input() {shape=[2, 4, 4]}
+...   %1 = relu(%x)
+...   return %1
+... }''')
+>>> c = compile_graph(g, "host", batch=3)
+>>> c.run()[0].shape
+(3, 2, 4, 4)
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import psutil
+
+from nasir.backends.tvm.relax_lowering import lower
+from nasir.backends.tvm.targets import TargetSpec, resolve_target
+from nasir.errors import BackendError, NasirError
+from nasir.graph import Graph
+
+__all__ = ["Compiled", "compile_graph", "example_inputs", "tune"]
+
+
+def example_inputs(shapes: list[tuple[int, ...]], batch: int, seed: int = 0) -> list[np.ndarray]:
+    """Random float32 inputs ``(batch, *shape)`` for each per-sample shape."""
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((batch, *s)).astype(np.float32) for s in shapes]
+
+
+@dataclass
+class Compiled:
+    """A compiled network: the Relax VM executable and what it was built for."""
+
+    executable: Any
+    target: TargetSpec
+    batch: int
+    input_shapes: list[tuple[int, ...]]
+    compile_s: float
+    tuned: bool = False
+    _vm: Any = field(default=None, repr=False)
+
+    def export(self, path: str) -> str:
+        """Write the library to ``path`` (``.so`` needs a compiler for the target's triple;
+        ``.tar`` holds the object files and needs none). Returns ``path``."""
+        kwargs: dict[str, Any] = {}
+        if self.target.cross and not path.endswith(".tar"):
+            cc = self.target.cross_compiler()
+            if cc is None:
+                raise BackendError(
+                    f"no cross compiler for {self.target.config.get('mtriple')} is installed",
+                    hint="install e.g. g++-aarch64-linux-gnu / g++-arm-linux-gnueabihf, or "
+                         "export to a .tar of object files",
+                )
+            from tvm.contrib import cc as tvm_cc
+
+            kwargs["fcompile"] = tvm_cc.cross_compiler(cc)
+        self.executable.export_library(path, **kwargs)
+        return path
+
+    def run(self, inputs: list[np.ndarray] | None = None) -> list[np.ndarray]:
+        """Run locally (host targets only) and return the output as numpy arrays."""
+        import tvm
+        from tvm import relax
+
+        if self.target.cross:
+            raise BackendError(f"{self.target} code cannot run on this machine",
+                               hint="measure it on a device through RPC")
+        dev = tvm.cpu() if self.target.device == "cpu" else tvm.cuda()
+        if self._vm is None:
+            self._vm = relax.VirtualMachine(self.executable, dev)
+        if inputs is None:
+            inputs = example_inputs(self.input_shapes, self.batch)
+        out = self._vm["main"](*[tvm.runtime.tensor(x, dev) for x in inputs])
+        return [out.numpy()]
+
+
+def tune(mod: Any, target: TargetSpec, trials: int, work_dir: str | None = None) -> Any:
+    """MetaSchedule-tune ``mod`` for ``target`` with a global trial budget and build it.
+
+    Tuning measures candidates with MetaSchedule's local builder and runner, so it is
+    available for targets that run on this machine.
+    """
+    import tvm
+    from tvm import relax
+
+    if target.cross:
+        raise BackendError(f"tuning for {target} needs the device; tuning runs locally",
+                           hint="tune on the device or drop tune_trials")
+    if trials < 1:
+        raise BackendError(f"tune_trials must be >= 1, got {trials}")
+    _check_serialization()
+    cfg = dict(target.config)
+    if target.kind == "llvm":
+        # MetaSchedule needs the physical core count to size its parallel loops
+        cfg.setdefault("num-cores", psutil.cpu_count(logical=False) or os.cpu_count() or 1)
+    tgt = tvm.target.Target(cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        pipeline = relax.pipeline.static_shape_tuning_pipeline(
+            total_trials=trials, target=tgt, work_dir=work_dir or tmp)
+        tuned = pipeline(mod)
+        return tvm.compile(tuned, target=tgt)
+
+
+@lru_cache(maxsize=1)
+def _check_serialization() -> None:
+    """MetaSchedule serialises IR to JSON; some apache-tvm-ffi builds crash the process
+    there (0.1.15 with apache-tvm 0.27), so probe it in a child process first."""
+    probe = "import tvm; tvm.ir.save_json(tvm.tirx.IntImm('int32', 1))"
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=120,
+                       check=False)
+    if r.returncode != 0:
+        import tvm_ffi
+
+        raise BackendError(
+            "MetaSchedule is unusable here: TVM's IR serialisation crashes "
+            f"(apache-tvm-ffi {getattr(tvm_ffi, '__version__', '?')})",
+            hint="install an apache-tvm-ffi that matches apache-tvm (0.1.14.post1 works with "
+                 "0.27), or measure untuned (tune_trials=0)")
+
+
+def compile_graph(graph: Graph, target: str | Mapping[str, Any] | TargetSpec = "host", *,
+                  batch: int = 1, weights: Mapping[str, Any] | None = None, seed: int = 0,
+                  tune_trials: int = 0, work_dir: str | None = None) -> Compiled:
+    """Lower ``graph`` to Relax and compile it for ``target``.
+
+    ``tune_trials > 0`` runs MetaSchedule with that trial budget first (off by default).
+    Errors of lowering or of TVM are raised as :class:`~nasir.errors.BackendError`; a bad
+    target as :class:`~nasir.errors.TargetError`.
+    """
+    spec = resolve_target(target)
+    mod = lower(graph, weights, batch=batch, seed=seed)
+    shapes = [tuple(n.type.shape) for n in _typed_inputs(graph)]
+    t0 = time.perf_counter()
+    try:
+        if tune_trials:
+            ex = tune(mod, spec, tune_trials, work_dir)
+        else:
+            import tvm
+
+            ex = tvm.compile(mod, target=spec.tvm())
+    except NasirError:
+        raise
+    except Exception as e:
+        first = str(e).strip().splitlines()
+        raise BackendError(f"TVM failed to compile for {spec}: "
+                           f"{first[-1] if first else type(e).__name__}",
+                           where=f"graph @{graph.name}") from e
+    return Compiled(ex, spec, batch, shapes, time.perf_counter() - t0, bool(tune_trials))
+
+
+def _typed_inputs(graph: Graph) -> list[Any]:
+    if any(n.type is None for n in graph.inputs):
+        from nasir.passes import verify
+
+        graph = graph.copy()
+        verify(graph)
+    return graph.inputs
+

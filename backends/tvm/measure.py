@@ -1,0 +1,218 @@
+"""Measured latency: median over repeats after warm-up, CV reported, noisy runs retried.
+
+A measurement never raises for a compile failure or a dropped RPC session: it returns a
+:class:`LatencyResult` with ``status="failed"`` and the reason, so a search goes on.
+
+>>> from nasir.text import parse_graph
+>>> g = parse_graph('''graph @g {
+...   %x = input() {shape=[4, 8, 8]}
+...   %1 = conv2d(%x) {out_channels=4, kernel=3}
+...   return %1
+... }''')
+>>> r = measure(g, "host", MeasureConfig(repeats=5, min_repeat_ms=1))
+>>> r.status, r.median_ms > 0, r.batch
+('ok', True, 1)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from nasir.backends.tvm.compile import Compiled, compile_graph, example_inputs
+from nasir.backends.tvm.targets import TargetSpec, resolve_target
+from nasir.errors import BackendError, NasirError
+from nasir.graph import Graph
+
+if TYPE_CHECKING:
+    from nasir.backends.tvm.cache import LatencyCache
+    from nasir.backends.tvm.rpc import RemoteDevice
+
+__all__ = ["LatencyResult", "MeasureConfig", "graph_key", "measure", "measure_compiled"]
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """How to measure: batch, repeats after ``warmup`` runs, and the noise policy.
+
+    Each repeat runs the network often enough to last ``min_repeat_ms``; a measurement
+    whose coefficient of variation exceeds ``cv_threshold`` is repeated up to
+    ``max_retries`` times (the least noisy one is kept) and flagged if still noisy.
+
+    >>> MeasureConfig(repeats=0)
+    Traceback (most recent call last):
+    ...
+    nasir.errors.BackendError: MeasureConfig.repeats must be >= 1, got 0
+    """
+
+    batch: int = 1
+    repeats: int = 15
+    warmup: int = 3
+    min_repeat_ms: float = 10.0
+    cv_threshold: float = 0.10
+    max_retries: int = 2
+    tune_trials: int = 0
+
+    def __post_init__(self) -> None:
+        for name, lo in (("batch", 1), ("repeats", 1), ("warmup", 0), ("max_retries", 0),
+                         ("tune_trials", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise BackendError(f"MeasureConfig.{name} must be >= {lo}, got {v!r}")
+        if not self.min_repeat_ms >= 0 or not self.cv_threshold > 0:
+            raise BackendError("MeasureConfig.min_repeat_ms must be >= 0 and "
+                               "cv_threshold > 0")
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """One latency measurement (or its failure). Times are per batch, in milliseconds."""
+
+    status: str
+    target: str
+    input_shape: tuple[int, ...]
+    batch: int
+    median_ms: float | None = None
+    cv: float | None = None
+    times_ms: tuple[float, ...] = ()
+    compile_s: float | None = None
+    flagged: bool = False
+    retries: int = 0
+    reason: str | None = None
+    remote: str | None = None
+    cached: bool = False
+    graph_key: str = ""
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the measurement succeeded."""
+        return self.status == "ok"
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON-able dict."""
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        d["times_ms"] = list(self.times_ms)
+        return d
+
+
+def graph_key(g: Graph) -> str:
+    """Cache key of a graph: its canonical structural hash (``nasir.passes.hashing``)."""
+    from nasir.passes.hashing import graph_hash
+
+    return graph_hash(g)
+
+
+def _stats(times: list[float]) -> tuple[float, float]:
+    arr = np.asarray(times, dtype=np.float64)
+    mean = float(arr.mean())
+    return float(np.median(arr)), (float(arr.std() / mean) if mean > 0 else 0.0)
+
+
+def _time_vm(vm: Any, dev: Any, args: list[Any], cfg: MeasureConfig) -> list[float]:
+    for _ in range(cfg.warmup):
+        vm["main"](*args)
+    dev.sync()
+    fn = vm.time_evaluator("main", dev, number=1, repeat=cfg.repeats,
+                           min_repeat_ms=round(cfg.min_repeat_ms))
+    return [float(t) * 1e3 for t in fn(*args).results]
+
+
+def run_timing(vm: Any, dev: Any, args: list[Any], cfg: MeasureConfig
+               ) -> tuple[list[float], float, float, int, bool]:
+    """Time ``vm["main"](*args)``: returns (times, median, cv, retries, flagged)."""
+    times = _time_vm(vm, dev, args, cfg)
+    best = (times, *_stats(times))
+    retries = 0
+    while best[2] > cfg.cv_threshold and retries < cfg.max_retries:
+        retries += 1
+        times = _time_vm(vm, dev, args, cfg)
+        cand = (times, *_stats(times))
+        if cand[2] < best[2]:
+            best = cand
+    return best[0], best[1], best[2], retries, best[2] > cfg.cv_threshold
+
+
+def measure_compiled(c: Compiled, cfg: MeasureConfig | None = None, *, seed: int = 0
+                     ) -> LatencyResult:
+    """Measure an already compiled network on this machine."""
+    import tvm
+    from tvm import relax
+
+    cfg = cfg or MeasureConfig(batch=c.batch)
+    base = LatencyResult("failed", str(c.target), c.input_shapes[0], c.batch,
+                         compile_s=c.compile_s)
+    if c.target.cross:
+        return replace(base, reason=f"{c.target} code cannot run here; measure through RPC")
+    dev = tvm.cpu() if c.target.device == "cpu" else tvm.cuda()
+    if not dev.exist:
+        return replace(base, reason=f"no {c.target.device} device on this machine")
+    vm = relax.VirtualMachine(c.executable, dev)
+    args = [tvm.runtime.tensor(x, dev) for x in example_inputs(c.input_shapes, c.batch, seed)]
+    times, med, cv, retries, flagged = run_timing(vm, dev, args, cfg)
+    return replace(base, status="ok", median_ms=med, cv=cv, times_ms=tuple(times),
+                   retries=retries, flagged=flagged)
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, NasirError):
+        return e.message
+    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {lines[-1] if lines else ''}".strip()
+
+
+def measure(graph: Graph, target: str | Mapping[str, Any] | TargetSpec = "host",
+            config: MeasureConfig | None = None, *, remote: RemoteDevice | None = None,
+            cache: LatencyCache | None = None, weights: Mapping[str, Any] | None = None
+            ) -> LatencyResult:
+    """Compile ``graph`` for ``target`` and measure it here or on ``remote`` (TVM RPC).
+
+    With ``cache``, a stored result for (canonical hash, target, input shape, batch) is
+    returned without compiling; fresh successful results are stored. A compile failure or
+    an RPC failure gives a result with ``status="failed"`` and ``reason``; a malformed
+    target still raises :class:`~nasir.errors.TargetError` (it is the caller's mistake).
+    """
+    cfg = config or MeasureConfig()
+    spec = resolve_target(target)
+    g = graph
+    if any(n.type is None for n in g.nodes()):
+        from nasir.passes import verify
+
+        g = g.copy()
+        verify(g)
+    key = graph_key(g)
+    shape = tuple(g.inputs[0].type.shape)  # type: ignore[union-attr]
+    where = remote.label() if remote is not None else None
+    tkey = spec.key() + (f"@{where}" if where else "")
+    if cache is not None:
+        hit = cache.get(key, tkey, shape, cfg.batch)
+        if hit is not None:
+            return hit
+    base = LatencyResult("failed", str(spec), shape, cfg.batch, remote=where, graph_key=key)
+    t0 = time.perf_counter()
+    try:
+        c = compile_graph(g, spec, batch=cfg.batch, weights=weights,
+                          tune_trials=cfg.tune_trials)
+    except NasirError as e:
+        if not isinstance(e, BackendError):
+            raise
+        return replace(base, reason=f"compile failed: {_reason(e)}",
+                       compile_s=time.perf_counter() - t0)
+    if remote is not None:
+        from nasir.backends.tvm.rpc import measure_remote
+
+        res = measure_remote(c, remote, cfg)
+    else:
+        try:
+            res = measure_compiled(c, cfg)
+        except Exception as e:
+            res = replace(base, reason=f"run failed: {_reason(e)}", compile_s=c.compile_s)
+    res = replace(res, graph_key=key, target=str(spec), remote=where, input_shape=shape)
+    if cache is not None and res.ok:
+        cache.put(res, tkey)
+    return res

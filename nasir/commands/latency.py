@@ -1,0 +1,85 @@
+"""``nasir latency SPACE[:ARCH]``: compile an architecture with TVM and measure its latency.
+
+Locally (``--target host``) or on a device through a TVM RPC tracker
+(``--rpc HOST:PORT --key KEY``). Results are cached in SQLite (``--cache``, default
+``$NASIR_CACHE_DIR/latency.sqlite``) by canonical hash, target, input shape and batch.
+"""
+
+from __future__ import annotations
+
+import json
+
+from nasir.errors import NasirError
+
+__all__ = ["add_parser"]
+
+
+def _space_at(spec: str, resolution: int | None):
+    from nasir.commands.show import resolve_arch
+    from nasir.spaces import get_space
+
+    sp, a = resolve_arch(spec)
+    if resolution is not None:
+        if resolution < 1:
+            raise NasirError(f"--resolution must be positive, got {resolution}")
+        c = sp.body.inputs[0].op.shape[0] if sp.body.inputs else 3
+        sp = get_space(sp.name, input_shape=(c, resolution, resolution))
+        a = sp.check(dict(a))
+    return sp, a
+
+
+def _run(args) -> int:
+    from nasir.backends.tvm import LatencyCache, MeasureConfig, RemoteDevice, measure
+
+    sp, a = _space_at(args.arch, args.resolution)
+    g = sp.instantiate(a)
+    cfg = MeasureConfig(batch=args.batch, repeats=args.repeats, warmup=args.warmup,
+                        cv_threshold=args.cv_threshold, tune_trials=args.tune_trials)
+    remote = None
+    if args.rpc:
+        remote = RemoteDevice.parse(args.rpc, args.key, timeout_s=args.timeout)
+    elif args.key:
+        raise NasirError("--key needs --rpc HOST:PORT (the tracker)")
+    cache = None if args.no_cache else LatencyCache(args.cache)
+    r = measure(g, args.target, cfg, remote=remote, cache=cache)
+    out = {"space": sp.name, "assignment": a.to_json(), "status": r.status,
+           "median_ms": r.median_ms, "cv": r.cv, "compile_s": r.compile_s,
+           "target": r.target, "input_shape": list(r.input_shape), "batch": r.batch,
+           "flagged": r.flagged, "retries": r.retries, "cached": r.cached,
+           "remote": r.remote, "reason": r.reason, "hash": r.graph_key}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for k in ("space", "status", "median_ms", "cv", "compile_s", "target", "input_shape",
+                  "batch", "flagged", "cached", "remote", "reason"):
+            v = out[k]
+            if v is None:
+                continue
+            print(f"{k:>12}: {v:.4g}" if isinstance(v, float) else f"{k:>12}: {v}")
+    return 0 if r.ok else 1
+
+
+def add_parser(sub) -> None:
+    """Register the subcommand."""
+    p = sub.add_parser("latency", help="measure an architecture's latency with TVM",
+                       description="Compile SPACE[:ARCH] with Apache TVM for a target and "
+                                   "measure its latency (median over repeats, CV).")
+    p.add_argument("arch", help="SPACE, SPACE:REFERENCE or SPACE:{label=value,...}")
+    p.add_argument("--target", default="host",
+                   help="host, cuda, aarch64, armv7, a TVM JSON dict or 'llvm -mcpu=…'")
+    p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="input height = width (default: the space's)")
+    p.add_argument("--repeats", type=int, default=15, help="timed repeats (default 15)")
+    p.add_argument("--warmup", type=int, default=3, help="warm-up runs (default 3)")
+    p.add_argument("--cv-threshold", type=float, default=0.10,
+                   help="retry and flag when spread exceeds this CV (default 0.10)")
+    p.add_argument("--tune-trials", type=int, default=0,
+                   help="MetaSchedule trial budget (default 0: no tuning)")
+    p.add_argument("--rpc", metavar="HOST:PORT", help="RPC tracker to measure through")
+    p.add_argument("--key", help="device key at the tracker")
+    p.add_argument("--timeout", type=float, default=600.0, help="RPC timeout in seconds")
+    p.add_argument("--cache", default=None, help="SQLite latency cache file")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=_run)
