@@ -31,6 +31,18 @@ __all__ = ["STRATEGIES", "Strategy", "make_strategy", "register_strategy", "stra
 #: registry name → "module:Class" (imported lazily)
 STRATEGIES: dict[str, str] = {
     "random": "nasir.strategies.random_search:RandomSearch",
+    "grid": "nasir.strategies.grid:GridSearch",
+    "regularized_evolution": "nasir.strategies.evolution:RegularizedEvolution",
+    "reinforce": "nasir.strategies.reinforce:Reinforce",
+    "ppo": "nasir.strategies.ppo:PPO",
+    "metaqnn": "nasir.strategies.metaqnn:MetaQNN",
+    "pnas": "nasir.strategies.pnas:PNAS",
+    "bananas": "nasir.strategies.bananas:Bananas",
+    "enas": "nasir.strategies.oneshot.enas:Enas",
+    "darts": "nasir.strategies.oneshot.darts:Darts",
+    "fbnet": "nasir.strategies.oneshot.fbnet:FBNet",
+    "proxylessnas": "nasir.strategies.oneshot.proxylessnas:Proxyless",
+    "netadapt": "nasir.strategies.oneshot.netadapt:NetAdapt",
 }
 
 

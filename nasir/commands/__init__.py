@@ -5,6 +5,13 @@ COMMANDS = [
     "show",
     "opt",
     "demo",
+    "latency",
+    "search",
+    "resume",
+    "runs",
+    "report",
+    "export",
+    "bench",
 ]
 
 __all__ = ["COMMANDS"]

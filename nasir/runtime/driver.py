@@ -1,0 +1,249 @@
+"""The search loop: propose, evaluate through an executor, record, feed back — resumably.
+
+Determinism. Trials are numbered in proposal order and their feedback reaches the strategy
+in that order, whatever order workers finish in. Trial ``k`` is proposed only once the
+feedback of trials ``< k - W`` has been given (``W`` = the executor's slots), so what the
+strategy sees when it proposes trial ``k`` depends on the seed and ``W`` only, never on
+timing. With deterministic estimators a run ends with the same trials however often it was
+interrupted and resumed.
+
+Crash safety. A proposal (the trial row and the strategy events it caused), a result, and a
+feedback (the ``fed`` flag and its events) are each one SQLite transaction. On resume the
+strategy is rebuilt by replaying its stored events, trials that were pending or running
+are run again, and finished trials whose feedback was not yet given are fed in order.
+Failing trials (exception, NaN, compile error, timeout, dead worker) are recorded as
+``failed`` with the reason and the search goes on.
+
+>>> import tempfile
+>>> from nasir.runtime.experiment import Experiment
+>>> exp = Experiment.from_dict({"space": {"name": "nb201"}, "estimator": {"kind": "nb201"},
+...     "strategy": {"name": "random"}, "reward": {"kind": "accuracy"},
+...     "objectives": {"accuracy": "max", "params": "min"},
+...     "executor": {"kind": "inprocess"}, "budget": {"trials": 4}, "seed": 3})
+>>> summary = run_search(exp, tempfile.mkdtemp())
+>>> summary["counts"]["done"], summary["status"]
+(4, 'finished')
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from nasir.errors import NasirError
+from nasir.runtime.executors import Executor, make_executor
+from nasir.runtime.experiment import Experiment
+from nasir.runtime.store import FINAL, RunStore
+from nasir.runtime.worker import build_space, trial_seed
+
+__all__ = ["STRATEGY_ALIASES", "Driver", "resolve_strategy", "run_search"]
+
+#: CLI-friendly names for registered strategies
+STRATEGY_ALIASES = {"evolution": "regularized_evolution", "re": "regularized_evolution"}
+
+Callback = Callable[[str, Mapping[str, Any]], None]
+
+
+def resolve_strategy(name: str) -> str:
+    """The registry name for ``name`` (aliases such as ``evolution`` resolved)."""
+    from nasir.strategies import STRATEGIES
+
+    if name in STRATEGIES:
+        return name
+    alias = STRATEGY_ALIASES.get(name)
+    if alias and alias in STRATEGIES:
+        return alias
+    known = sorted(set(STRATEGIES) | {k for k, v in STRATEGY_ALIASES.items() if v in STRATEGIES})
+    raise NasirError(f"unknown strategy {name!r}", where="--strategy",
+                     hint=f"valid values: {', '.join(known)}")
+
+
+class Driver:
+    """Runs (or resumes) the search stored in ``store`` with experiment ``exp``."""
+
+    def __init__(self, store: RunStore, exp: Experiment, *, executor: Executor | None = None,
+                 callback: Callback | None = None) -> None:
+        from nasir.passes.hashing import assignment_hash
+        from nasir.strategies import make_strategy
+        from nasir.strategies.rewards import make_reward
+
+        self.store = store
+        self.exp = exp
+        self.exp_dict = exp.to_dict()
+        self.space = build_space(self.exp_dict)
+        self._hash = assignment_hash
+        self.strategy = make_strategy(resolve_strategy(exp.strategy.name), self.space,
+                                      seed=exp.seed, objective="reward",
+                                      **exp.strategy.options)
+        self.reward = make_reward(exp.reward.spec())
+        self.executor = executor
+        self.callback = callback or (lambda kind, info: None)
+        self._written = 0
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _new_events(self) -> list[dict[str, Any]]:
+        ev = self.strategy.history[self._written:]
+        self._written = len(self.strategy.history)
+        return list(ev)
+
+    def _static_violation(self, a: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+        from nasir.runtime.estimators import StaticEstimator
+
+        static_keys = ("params", "macs", "activation_bytes")
+        if not any(k in static_keys for k in self.exp.constraints):
+            return {}, None
+        m = StaticEstimator().evaluate(self.space, a, seed=0)
+        return m, self._violation(m)
+
+    def _violation(self, metrics: Mapping[str, Any]) -> str | None:
+        for key, bound in self.exp.constraints.items():
+            v = metrics.get(key)
+            if v is not None and float(v) > bound:
+                return f"{key} = {float(v):.4g} > {bound:.4g}"
+        return None
+
+    def _feedback_metrics(self, t: Mapping[str, Any]) -> dict[str, Any]:
+        if t["status"] == "done":
+            return {**t["metrics"], "reward": t["reward"], "status": "ok"}
+        return {"status": t["status"]}
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Search until the budget is spent; returns a summary (see :func:`summarize`)."""
+        store, exp = self.store, self.exp
+        events = store.events()
+        if events:
+            self.strategy.replay(events)
+        self._written = len(self.strategy.history)
+        trials = {t["id"]: t for t in store.trials()}
+        order = sorted(trials)
+        fed = sum(1 for t in trials.values() if t["fed"])
+        if any(not trials[i]["fed"] for i in order[:fed]):
+            raise NasirError("the run store's feedback is not a prefix of its trials",
+                             where=store.folder, hint="the store was edited by hand?")
+        ex = self.executor or make_executor(self.exp_dict, store.folder)
+        self.executor = ex
+        window = max(1, ex.slots)
+        t_start = time.time()
+        elapsed0 = float(store.meta("elapsed_s", 0.0) or 0.0)
+        store.set_meta("status", "running")
+        resubmit = store.reset_unfinished()
+        deadline = (None if exp.budget.wall_time_s is None
+                    else t_start + exp.budget.wall_time_s - elapsed0)
+        self.callback("start", {"total": exp.budget.trials, "done": fed,
+                                "resumed": bool(order), "rerun": resubmit,
+                                "deadline": deadline})
+        try:
+            for tid in resubmit:
+                self._submit(trials[tid])
+            while True:
+                out_of_time = (exp.budget.wall_time_s is not None
+                               and elapsed0 + time.time() - t_start >= exp.budget.wall_time_s)
+                # trial k is proposed right after the feedback of trial k - W: never earlier
+                # (it would see less) and never later (it would see more), whatever the timing
+                self._fill(order, trials, fed, window, out_of_time)
+                while fed < len(order) and trials[order[fed]]["status"] in FINAL:
+                    self._feed(trials[order[fed]])
+                    fed += 1
+                    store.set_meta("elapsed_s", elapsed0 + time.time() - t_start)
+                    self.callback("trial", {"trial": trials[order[fed - 1]], "done": fed,
+                                            "best": store.best()})
+                    self._fill(order, trials, fed, window, out_of_time)
+                if fed == len(order) and (len(order) >= exp.budget.trials or out_of_time):
+                    break
+                if fed < len(order) and trials[order[fed]]["status"] not in FINAL:
+                    for r in ex.poll(1.0):
+                        trials[r["trial"]] = self._record(trials[r["trial"]], r)
+        except KeyboardInterrupt:
+            store.set_meta("status", "interrupted")
+            raise
+        finally:
+            ex.close()
+            store.set_meta("elapsed_s", elapsed0 + time.time() - t_start)
+        store.set_meta("status", "finished")
+        summary = summarize(store)
+        self.callback("end", summary)
+        return summary
+
+    def _fill(self, order: list[int], trials: dict[int, Any], fed: int, window: int,
+              out_of_time: bool) -> None:
+        while (len(order) < self.exp.budget.trials and not out_of_time
+               and len(order) - fed < window):
+            t = self._propose()
+            trials[t["id"]] = t
+            order.append(t["id"])
+
+    def _propose(self) -> dict[str, Any]:
+        a = self.strategy.propose(1)[0]
+        h = self._hash(self.space, a)
+        tid = self.store.add_trial(a.to_json(), h, self._new_events())
+        t = self.store.trial(tid)
+        static, violation = self._static_violation(a)
+        if violation is not None:
+            self.store.finish_trial(tid, "infeasible", metrics=static, error=violation)
+            return self.store.trial(tid)
+        prior = self.store.finished_by_hash(h)
+        if prior is not None:
+            self.store.finish_trial(tid, "done", metrics=prior["metrics"],
+                                    reward=prior["reward"], worker=prior["worker"],
+                                    eval_s=0.0, cached_from=prior["id"])
+            return self.store.trial(tid)
+        self._submit(t)
+        return self.store.trial(tid)
+
+    def _submit(self, t: Mapping[str, Any]) -> None:
+        assert self.executor is not None
+        self.store.start_trial(t["id"])
+        self.executor.submit({"trial": t["id"], "assignment": t["assignment"],
+                              "seed": trial_seed(self.exp.seed, t["hash"])})
+
+    def _record(self, t: Mapping[str, Any], r: Mapping[str, Any]) -> dict[str, Any]:
+        tid = t["id"]
+        if r["status"] == "done":
+            metrics = dict(r["metrics"])
+            violation = self._violation(metrics)
+            reward = self.reward(metrics)
+            status = "infeasible" if violation else "done"
+            self.store.finish_trial(tid, status, metrics=metrics, reward=reward,
+                                    error=violation, worker=r.get("worker"),
+                                    eval_s=r.get("eval_s"))
+        else:
+            self.store.finish_trial(tid, "failed", error=r.get("error") or "unknown error",
+                                    worker=r.get("worker"), eval_s=r.get("eval_s"))
+        if int(r.get("attempt", 1)) > 1:
+            self.store.set_meta(f"retried.{tid}", int(r["attempt"]))
+        return self.store.trial(tid)
+
+    def _feed(self, t: Mapping[str, Any]) -> None:
+        self.strategy.feedback(t["assignment"], self._feedback_metrics(t))
+        self.store.mark_fed(t["id"], self._new_events())
+
+
+def summarize(store: RunStore) -> dict[str, Any]:
+    """Counts, best trial, status and elapsed time of a run."""
+    return {"run": store.folder, "status": store.meta("status"), "counts": store.counts(),
+            "best": store.best(), "elapsed_s": store.meta("elapsed_s", 0.0)}
+
+
+def run_search(exp: Experiment, run_dir: str, *, executor: Executor | None = None,
+               callback: Callback | None = None) -> dict[str, Any]:
+    """Create a run in ``run_dir`` and search; returns the summary."""
+    store = RunStore.create(run_dir, exp.to_dict())
+    try:
+        return Driver(store, exp, executor=executor, callback=callback).run()
+    finally:
+        store.close()
+
+
+def default_run_dir(exp: Experiment, root: str | None = None) -> str:
+    """``ROOT/YYYYmmdd-HHMMSS-SPACE-STRATEGY`` (``ROOT``: ``$NASIR_RUNS_DIR`` or ``runs``)."""
+    root = root or os.environ.get("NASIR_RUNS_DIR") or "runs"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = os.path.join(root, exp.name or f"{stamp}-{exp.space.name}-{exp.strategy.name}")
+    path, k = base, 1
+    while os.path.exists(os.path.join(path, "run.sqlite")):
+        k += 1
+        path = f"{base}-{k}"
+    return path

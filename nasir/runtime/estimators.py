@@ -1,0 +1,286 @@
+"""One estimator protocol for the runtime, with adapters over the backends and benchmarks.
+
+An estimator scores one architecture: ``evaluate(space, assignment, *, seed) -> metrics``.
+Metrics are a flat JSON-able dict (``accuracy`` in [0, 1], ``latency_ms``, ``params``,
+``macs`` …); an estimator raises for a failed evaluation (the worker records the reason).
+
+Adapters: :class:`StaticEstimator` (params / MACs from the analysis pass),
+:class:`NB201TableEstimator` (NAS-Bench-201 CIFAR-10 accuracy, deterministic),
+:class:`TrainingEstimator` (the torch backend's training estimator on digits),
+:class:`LatencyEstimator` (TVM-compiled, measured on a target, through the TVM backend's
+latency cache) and :class:`CombinedEstimator` (merges several; the main job is training +
+latency, scored with the MnasNet reward by the driver).
+
+>>> from nasir.spaces import get_space
+>>> sp = get_space("nb201")
+>>> m = NB201TableEstimator().evaluate(sp, sp.reference("resnet"), seed=0)
+>>> round(m["accuracy"], 4)
+0.8632
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from nasir.errors import NasirError, TrialError
+from nasir.space import Space
+
+__all__ = [
+    "CombinedEstimator",
+    "Estimator",
+    "LatencyEstimator",
+    "NB201TableEstimator",
+    "StaticEstimator",
+    "TrainingEstimator",
+    "build_estimator",
+]
+
+
+@runtime_checkable
+class Estimator(Protocol):
+    """Anything with ``evaluate(space, assignment, *, seed) -> dict``."""
+
+    name: str
+
+    def evaluate(self, space: Space, assignment: Mapping[str, Any], *,
+                 seed: int) -> dict[str, Any]:
+        """Score one architecture."""
+        ...
+
+
+class StaticEstimator:
+    """Parameters, MACs and activation bytes from :func:`nasir.passes.analysis.analyze`.
+
+    >>> from nasir.spaces import get_space
+    >>> sp = get_space("nb201")
+    >>> StaticEstimator().evaluate(sp, sp.reference("resnet"), seed=0)["params"] > 0
+    True
+    """
+
+    name = "static"
+
+    def evaluate(self, space: Space, assignment: Mapping[str, Any], *,
+                 seed: int) -> dict[str, Any]:
+        """``params``, ``macs``, ``activation_bytes``."""
+        from nasir.passes.analysis import analyze
+
+        info = analyze(space.instantiate(assignment))
+        return {"params": int(info["params"]), "macs": int(info["macs"]),
+                "activation_bytes": int(info["activation_bytes"])}
+
+
+class NB201TableEstimator:
+    """NAS-Bench-201 CIFAR-10 test accuracy from the shipped table (as a fraction).
+
+    ``simulate_s`` makes each query take that long (like the simulated wall-clock of
+    tabular-benchmark runners), so executors, timeouts and crash recovery can be exercised
+    with realistic trial durations and exactly reproducible results.
+    """
+
+    name = "nb201"
+
+    def __init__(self, simulate_s: float = 0.0) -> None:
+        from nasir.bench import NB201Table
+
+        if not simulate_s >= 0:
+            raise NasirError(f"simulate_s must be >= 0, got {simulate_s}",
+                             where="estimator.options.simulate_s")
+        self.table = NB201Table.load()
+        self.simulate_s = float(simulate_s)
+
+    def evaluate(self, space: Space, assignment: Mapping[str, Any], *,
+                 seed: int) -> dict[str, Any]:
+        """``accuracy`` in [0, 1]; needs the ``nb201`` space."""
+        if space.name != "nb201":
+            raise NasirError(f"the nb201 table estimator needs the nb201 space, not {space.name}",
+                             hint="use --space nb201 or --estimator training")
+        if self.simulate_s:
+            time.sleep(self.simulate_s)
+        return {"accuracy": self.table.accuracy(assignment) / 100.0}
+
+
+class TrainingEstimator:
+    """Adapter over the torch backend's :class:`~nasir.backends.torch.estimator.TrainingEstimator`
+    (digits by default); ``options`` are its ``TrainConfig`` fields (``epochs``, ``lr``,
+    ``data_fraction``, ``batch_size`` …; ``early_stopping`` as a dict of
+    ``LearningCurveStopper`` fields).
+
+    The trial seed becomes the training seed, so a trial is reproducible. Accuracy is the
+    validation accuracy in [0, 1]. With ``weights_dir`` the trained state dict is kept as
+    ``weights_dir/HASH.pt`` for ``nasir export`` (workers write files, never the store).
+    """
+
+    name = "training"
+
+    def __init__(self, options: Mapping[str, Any] | None = None, threads: int = 1,
+                 weights_dir: str | None = None) -> None:
+        import torch
+
+        from nasir.backends.torch.estimator import LearningCurveStopper, TrainConfig
+        from nasir.backends.torch.estimator import TrainingEstimator as _Impl
+
+        opts = dict(options or {})
+        if isinstance(opts.get("early_stopping"), Mapping):
+            opts["early_stopping"] = LearningCurveStopper(**opts["early_stopping"])
+        try:
+            config = TrainConfig(**opts)
+        except TypeError as e:
+            import dataclasses
+
+            fields = ", ".join(f.name for f in dataclasses.fields(TrainConfig))
+            raise NasirError(f"bad training estimator option: {e}", where="--estimator-opt",
+                             hint=f"valid options: {fields}") from None
+
+        class _Keeping(_Impl):
+            """Keeps the last trained module so its weights can be saved."""
+
+            last: Any = None
+
+            def _build(self, g):  # type: ignore[override]
+                self.last = super()._build(g)
+                return self.last
+
+        torch.set_num_threads(max(1, int(threads)))
+        self.impl = _Keeping(config)
+        self.weights_dir = weights_dir
+
+    def evaluate(self, space: Space, assignment: Mapping[str, Any], *,
+                 seed: int) -> dict[str, Any]:
+        """Train with ``seed``; accuracy, final loss, curves and training time."""
+        import dataclasses
+
+        self.impl.config = dataclasses.replace(self.impl.config, seed=int(seed))
+        self.impl.last = None
+        g = space.instantiate(assignment)
+        r = self.impl.estimate(g)
+        if not r.ok:
+            raise TrialError(f"training failed: {r.reason}")
+        if self.weights_dir and self.impl.last is not None:
+            self._keep(space, assignment, self.impl.last)
+        out = {"accuracy": float(r.val_accuracy), "loss": r.loss_curve[-1] if r.loss_curve
+               else None, "val_curve": list(r.val_curve), "train_s": float(r.train_time_s),
+               "epochs_run": int(r.epochs_run)}
+        if r.test_accuracy is not None:
+            out["test_accuracy"] = float(r.test_accuracy)
+        return out
+
+    def _keep(self, space: Space, assignment: Mapping[str, Any], module: Any) -> None:
+        import torch
+
+        from nasir.passes.hashing import assignment_hash
+
+        assert self.weights_dir is not None
+        net = getattr(module, "net", module)  # unwrap an auxiliary-head wrapper
+        sd = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+        os.makedirs(self.weights_dir, exist_ok=True)
+        path = os.path.join(self.weights_dir, f"{assignment_hash(space, assignment)}.pt")
+        tmp = f"{path}.{os.getpid()}.tmp"
+        torch.save(sd, tmp)
+        os.replace(tmp, path)
+
+
+class LatencyEstimator:
+    """TVM-measured latency of the architecture on a target (``latency_ms`` = median).
+
+    Successful measurements go through the TVM backend's :class:`LatencyCache`, keyed by
+    canonical hash and target: an architecture measured once (in this run or, with a shared
+    cache file, any earlier one) is not measured again — which is also what makes a resumed
+    run see the same latency for trials that finished before a crash.
+    """
+
+    name = "latency"
+
+    def __init__(self, target: str | Mapping[str, Any] = "host", *, repeats: int = 20,
+                 cache_path: str | None = None, rpc: tuple[str, int, str | None] | None = None,
+                 min_repeat_ms: float = 2.0) -> None:
+        from nasir.backends.tvm import LatencyCache, MeasureConfig, resolve_target
+
+        self.target = resolve_target(target)
+        self.config = MeasureConfig(repeats=int(repeats), warmup=2,
+                                    min_repeat_ms=float(min_repeat_ms))
+        self.cache = LatencyCache(cache_path) if cache_path else None
+        self.remote = None
+        if rpc is not None:
+            from nasir.backends.tvm import RemoteDevice
+
+            self.remote = RemoteDevice(rpc[0], int(rpc[1]), rpc[2])
+
+    def evaluate(self, space: Space, assignment: Mapping[str, Any], *,
+                 seed: int) -> dict[str, Any]:
+        """``latency_ms``, ``latency_cv``, ``compile_s`` (and whether it came from the cache)."""
+        from nasir.backends.tvm import measure
+
+        g = space.instantiate(assignment)
+        t0 = time.perf_counter()
+        r = measure(g, self.target, self.config, remote=self.remote, cache=self.cache)
+        if not r.ok:
+            raise TrialError(f"latency measurement failed: {r.reason}",
+                             where=str(self.target))
+        return {"latency_ms": float(r.median_ms or 0.0), "latency_cv": r.cv,
+                "compile_s": r.compile_s, "latency_cached": bool(r.cached),
+                "latency_s": time.perf_counter() - t0}
+
+
+class CombinedEstimator:
+    """Runs several estimators and merges their metrics (later ones win on clashes)."""
+
+    name = "combined"
+
+    def __init__(self, parts: Sequence[Any]) -> None:
+        self.parts = list(parts)
+
+    def evaluate(self, space: Space, assignment: Mapping[str, Any], *,
+                 seed: int) -> dict[str, Any]:
+        """Merged metrics; raises :class:`TrialError` on a non-finite number."""
+        out: dict[str, Any] = {}
+        for part in self.parts:
+            out.update(part.evaluate(space, assignment, seed=seed))
+        for k, v in out.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                raise TrialError(f"metric {k} is {v}", hint="training diverged; lower the "
+                                 "learning rate or the number of epochs")
+        return out
+
+
+def build_estimator(exp: Mapping[str, Any], run_dir: str | None = None) -> CombinedEstimator:
+    """The estimator an experiment (as stored, a dict) asks for.
+
+    Static analysis always runs first (cheap, and constraints on params/MACs use it).
+    """
+    from nasir.runtime.experiment import Experiment
+
+    e = Experiment.from_dict(exp)
+    parts: list[Any] = [StaticEstimator()]
+    kind = e.estimator.kind
+    if kind == "nb201":
+        try:
+            parts.append(NB201TableEstimator(**e.estimator.options))
+        except TypeError as err:
+            raise NasirError(f"bad nb201 estimator option: {err}", where="--estimator-opt",
+                             hint="valid options: simulate_s") from None
+    elif kind == "training":
+        from nasir.runtime.experiment import TRAINING_DEFAULTS
+
+        parts.append(TrainingEstimator(
+            {**TRAINING_DEFAULTS, **e.estimator.options},
+            threads=max(1, int(e.executor.cpus_per_trial)),
+            weights_dir=os.path.join(run_dir, "weights") if run_dir else None))
+    else:
+        raise NasirError(f"estimator {kind!r} is not available yet",
+                         hint="use --estimator training or nb201")
+    if e.needs_latency:
+        parts.append(latency_estimator(e, run_dir))
+    return CombinedEstimator(parts)
+
+
+def latency_estimator(e: Any, run_dir: str | None) -> LatencyEstimator:
+    """The latency estimator for an :class:`Experiment`'s target."""
+    t = e.target
+    spec = t.spec or {"host": "host", "cuda": "cuda", "rpc": "aarch64"}[t.kind]
+    cache = os.path.join(run_dir, "latency.sqlite") if run_dir else None
+    rpc = (t.rpc_host, t.rpc_port, t.rpc_key) if t.kind == "rpc" else None
+    return LatencyEstimator(spec, repeats=t.repeats, cache_path=cache, rpc=rpc)

@@ -1,0 +1,270 @@
+"""Experiment configuration: one validated object built from CLI flags and/or a TOML/JSON file.
+
+Every field has a default, so ``Experiment()`` is the main job: the MnasNet-style space on
+the 8×8 digits images, regularized evolution, the MnasNet reward over digits accuracy and
+TVM-measured host latency. Bad values raise :class:`ConfigError` naming the field and its
+valid values.
+
+>>> e = Experiment.from_dict({"strategy": {"name": "random"}, "budget": {"trials": 5},
+...                           "estimator": {"kind": "nb201"}, "space": {"name": "nb201"}})
+>>> e.strategy.name, e.budget.trials, e.reward.kind
+('random', 5, 'mnasnet')
+>>> try:
+...     Experiment.from_dict({"budget": {"trials": 0}})
+... except ConfigError as e:
+...     print(e)
+bad experiment option budget.trials: Input should be greater than or equal to 1
+  fix:   give an integer >= 1
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from nasir.errors import NasirError
+
+__all__ = [
+    "BudgetConfig",
+    "ConfigError",
+    "EstimatorConfig",
+    "ExecutorConfig",
+    "Experiment",
+    "RewardConfig",
+    "SpaceConfig",
+    "StrategyConfig",
+    "TargetConfig",
+    "load_experiment",
+]
+
+ESTIMATORS = ("training", "nb201", "oneshot")
+EXECUTORS = ("inprocess", "pool", "ray")
+TARGET_KINDS = ("host", "cuda", "rpc")
+REWARDS = ("mnasnet", "accuracy")
+#: training-estimator options applied under the user's (a 3-epoch low-fidelity estimate)
+TRAINING_DEFAULTS = {"epochs": 3}
+DIRECTIONS = ("max", "min")
+
+
+class ConfigError(NasirError):
+    """An experiment option is missing, unknown or out of range."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SpaceConfig(_Model):
+    """Which space and the options of its ``build``."""
+
+    name: str = "tiny_mnasnet"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class StrategyConfig(_Model):
+    """Which strategy (a name in ``nasir.strategies.STRATEGIES``) and its options."""
+
+    name: str = "evolution"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class EstimatorConfig(_Model):
+    """How a trial is scored.
+
+    ``training`` trains on scikit-learn digits (options go to the torch estimator);
+    ``nb201`` looks accuracy up in the NAS-Bench-201 table; ``latency`` adds TVM-measured
+    latency on :class:`TargetConfig` (``auto``: on when the reward or a constraint needs it).
+    Training defaults to ``TRAINING_DEFAULTS`` (3 epochs) under the given options.
+    """
+
+    kind: Literal["training", "nb201", "oneshot"] = "training"
+    options: dict[str, Any] = Field(default_factory=dict)
+    latency: Literal["auto", "on", "off"] = "auto"
+
+
+class TargetConfig(_Model):
+    """The hardware latency is measured on: ``host``, ``cuda`` or ``rpc`` (ARM boards).
+
+    ``spec`` overrides the TVM target (a registry name, JSON dict or CLI string); for ``rpc``
+    give ``host``/``port``/``key`` of the tracker or server.
+    """
+
+    kind: Literal["host", "cuda", "rpc"] = "host"
+    spec: str | None = None
+    rpc_host: str = "127.0.0.1"
+    rpc_port: int = Field(default=9190, ge=1, le=65535)
+    rpc_key: str | None = None
+    repeats: int = Field(default=10, ge=1)
+
+
+class RewardConfig(_Model):
+    """The scalar the strategy maximises (built by ``nasir.strategies.rewards.make_reward``).
+
+    ``mnasnet``: ``accuracy · (metric / target) ** w`` with ``w = alpha`` when the metric is
+    at or under the target and ``beta`` over it; ``mode`` ``soft`` is MnasNet's
+    ``alpha = beta = -0.07``, ``hard`` is ``alpha = 0, beta = -1``. ``accuracy``: accuracy.
+    """
+
+    kind: Literal["mnasnet", "accuracy"] = "mnasnet"
+    target: float = Field(default=1.0, gt=0)
+    metric: str = "latency_ms"
+    mode: Literal["soft", "hard"] = "soft"
+
+    def spec(self) -> dict[str, Any]:
+        """The spec for ``make_reward``."""
+        if self.kind == "accuracy":
+            return {"kind": "accuracy"}
+        return {"kind": "mnasnet", "target": self.target, "metric": self.metric,
+                "mode": self.mode}
+
+
+class BudgetConfig(_Model):
+    """When the search stops proposing: after ``trials`` trials or ``wall_time_s`` seconds
+    (trials in flight then finish). The defaults fit the main job in under 5 minutes on a
+    2-core laptop; ``nasir search --trials N`` without ``--wall-time`` drops the time limit."""
+
+    trials: int = Field(default=32, ge=1)
+    wall_time_s: float | None = Field(default=200.0, gt=0)
+
+
+class ExecutorConfig(_Model):
+    """Where trials run: ``inprocess``, a local process ``pool`` (default) or ``ray``."""
+
+    kind: Literal["inprocess", "pool", "ray"] = "pool"
+    workers: int = Field(default=2, ge=1)
+    address: str | None = None
+    cpus_per_trial: float = Field(default=1.0, gt=0)
+    gpus_per_trial: float = Field(default=0.0, ge=0)
+    trial_timeout_s: float | None = Field(default=None, gt=0)
+
+
+class Experiment(_Model):
+    """A whole experiment. ``constraints`` are hard upper bounds on metrics
+    (e.g. ``{"params": 2e5, "latency_ms": 1.0}``); a trial over a bound is ``infeasible``."""
+
+    name: str | None = None
+    space: SpaceConfig = SpaceConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    estimator: EstimatorConfig = EstimatorConfig()
+    objectives: dict[str, Literal["max", "min"]] = Field(
+        default={"accuracy": "max", "latency_ms": "min"})
+    constraints: dict[str, float] = Field(default_factory=dict)
+    reward: RewardConfig = RewardConfig()
+    target: TargetConfig = TargetConfig()
+    budget: BudgetConfig = BudgetConfig()
+    executor: ExecutorConfig = ExecutorConfig()
+    seed: int = Field(default=0, ge=0)
+
+    @field_validator("objectives")
+    @classmethod
+    def _two_at_most(cls, v: dict[str, str]) -> dict[str, str]:
+        if not v:
+            raise ValueError("give at least one objective")
+        return v
+
+    # -- construction --------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "experiment") -> Experiment:
+        """Validate a nested dict; errors become :class:`ConfigError`."""
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as e:
+            raise _config_error(e, source) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (what the store keeps)."""
+        return self.model_dump(mode="json")
+
+    def merged(self, overrides: Mapping[str, Any]) -> Experiment:
+        """A copy with dotted-key overrides applied (``{"budget.trials": 8}``)."""
+        data = self.to_dict()
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            node = data
+            *path, last = key.split(".")
+            for part in path:
+                node = node.setdefault(part, {})
+            node[last] = value
+        return Experiment.from_dict(data, "command line")
+
+    # -- derived ---------------------------------------------------------------------------
+    @property
+    def needs_latency(self) -> bool:
+        """Whether trials measure latency (reward, objective or constraint uses it)."""
+        if self.estimator.latency != "auto":
+            return self.estimator.latency == "on"
+        if self.estimator.kind == "nb201":
+            return False
+        return ((self.reward.kind == "mnasnet" and self.reward.metric == "latency_ms")
+                or "latency_ms" in self.objectives or "latency_ms" in self.constraints)
+
+
+_HINTS = {
+    "literal_error": None,
+    "greater_than_equal": "give a number >= {ge}",
+    "greater_than": "give a number > {gt}",
+    "extra_forbidden": "remove it; valid keys here: {keys}",
+    "int_parsing": "give an integer",
+    "float_parsing": "give a number",
+}
+
+
+def _config_error(e: ValidationError, source: str) -> ConfigError:
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    ctx = err.get("ctx") or {}
+    kind = err["type"]
+    hint: str | None
+    if kind == "literal_error":
+        hint = f"valid values: {ctx.get('expected', '')}"
+    elif kind == "extra_forbidden":
+        hint = f"remove it; valid keys: {', '.join(_valid_keys(err['loc']))}"
+    elif kind == "greater_than_equal" and isinstance(ctx.get("ge"), int):
+        hint = f"give an integer >= {ctx['ge']}"
+    else:
+        tmpl = _HINTS.get(kind)
+        hint = tmpl.format(**ctx) if tmpl else None
+    return ConfigError(f"bad experiment option {loc}: {err['msg']}", where=None
+                       if source == "experiment" else source, hint=hint)
+
+
+def _valid_keys(loc: tuple) -> list[str]:
+    model: type[BaseModel] = Experiment
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None) if field else None
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            break
+    return list(model.model_fields)
+
+
+def load_experiment(path: str) -> Experiment:
+    """Read an experiment from a ``.toml`` or ``.json`` file."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read experiment file {path}: {e.strerror}", where=path) from None
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        if ext == ".toml":
+            import tomllib
+
+            data = tomllib.loads(raw.decode("utf-8"))
+        elif ext == ".json":
+            data = json.loads(raw)
+        else:
+            raise ConfigError(f"unknown experiment file type {ext or '(none)'!r}", where=path,
+                              hint="use a .toml or .json file")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid {ext[1:].upper()}: {e}", where=path) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a table/object at the top", where=path)
+    return Experiment.from_dict(data, path)

@@ -1,0 +1,119 @@
+"""NetAdapt-style simplification (Yang et al., ECCV 2018; MobileNetV3's last step).
+
+Given an assignment and a latency budget, shrink the network one layer group at a time:
+each iteration, for every numeric width decision (``*filters*``/``*width*`` labels, or
+those named in ``decisions``) that can still shrink, propose the largest smaller option that
+cuts latency by at least ``step_ms`` (latency from the TVM per-layer LUT, or any
+``latency_fn(graph) -> ms``); briefly train each proposal (``finetune_epochs``; our
+lowering has no weight surgery for pruned filters, so a proposal is retrained from scratch
+for the short-term fine-tune) and keep the most accurate. Stop when the budget is met or
+nothing can shrink. Each step's latency target decays by ``step_decay`` (as in NetAdapt).
+
+>>> from nasir.spaces import get_space
+>>> sp = get_space("tiny_mnasnet", input_shape=(1, 8, 8), num_classes=10)
+>>> NetAdaptSearch(sp, budget_ms=0.5, latency_fn=lambda g: 1.0).names
+['b1_filters', 'b2_filters', 'b3_filters', 'b4_filters']
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+from nasir.backends.torch.estimator import TrainConfig, TrainingEstimator
+from nasir.errors import NasirError, SpecError
+from nasir.graph import Graph
+from nasir.space import Space
+from nasir.strategies.oneshot.common import OneShotResult, OneShotStrategy
+
+__all__ = ["NetAdapt", "NetAdaptSearch"]
+
+
+class NetAdaptSearch:
+    """NetAdapt over a space's width decisions (see the module docstring)."""
+
+    method: ClassVar[str] = "netadapt"
+
+    def __init__(self, space: Space, seed: int = 0, *, budget_ms: float,
+                 latency_fn: Callable[[Graph], float] | None = None, lut: Any = None,
+                 decisions: Sequence[str] | None = None, step_ms: float | None = None,
+                 step_decay: float = 0.98, finetune_epochs: int = 1,
+                 data_fraction: float = 1.0, max_iters: int = 20) -> None:
+        if not budget_ms > 0:
+            raise SpecError(f"budget_ms must be > 0, got {budget_ms}")
+        self.space, self.seed, self.budget = space, int(seed), float(budget_ms)
+        if latency_fn is None:
+            if lut is None:
+                from nasir.backends.tvm.lut import LatencyLUT
+
+                lut = LatencyLUT("runs/oneshot_lut.db", "host")
+            latency_fn = lut.predict
+        self.latency_fn = latency_fn
+        names = decisions or [d.label for d in space.decisions
+                              if ("filters" in d.label or "width" in d.label)
+                              and all(isinstance(o, (int, float)) for o in d.options)]
+        if not names:
+            raise SpecError(f"space {space.name} has no numeric width decisions",
+                            hint="name them with decisions=[...]")
+        self.names = [space.decision(n).label for n in names]
+        self.step_ms, self.step_decay = step_ms, step_decay
+        self.cfg = TrainConfig(epochs=finetune_epochs, seed=seed, data_fraction=data_fraction)
+        self.max_iters = max_iters
+
+    def _lat(self, a: Mapping[str, Any]) -> float:
+        return float(self.latency_fn(self.space.instantiate(self.space.check(a))))
+
+    def _proposal(self, a: dict[str, Any], label: str, lat: float, step: float
+                  ) -> tuple[dict[str, Any], float] | None:
+        opts = sorted(self.space.decision(label).options)
+        smaller = [o for o in opts if o < a[label]]
+        best = None
+        for o in reversed(smaller):  # largest first: least accuracy lost
+            b = a | {label: o}
+            try:
+                lb = self._lat(b)
+            except NasirError:  # an option that does not verify here is skipped
+                continue
+            best = (b, lb)
+            if lat - lb >= step:
+                break
+        return best
+
+    def search(self, assignment: Mapping[str, Any] | None = None) -> OneShotResult:
+        """Simplify ``assignment`` (default: the widest option of every width decision,
+        the first of the others) until its latency is within the budget."""
+        t0 = time.perf_counter()
+        if assignment is None:
+            assignment = {d.label: max(d.options) if d.label in self.names else d.options[0]
+                          for d in self.space.decisions}
+        a = dict(self.space.check(assignment))
+        lat = self._lat(a)
+        step = self.step_ms if self.step_ms is not None else max(0.0, (lat - self.budget) / 4)
+        est = TrainingEstimator(self.cfg)
+        history: list[dict[str, Any]] = [{"iter": 0, "latency_ms": lat}]
+        it = 0
+        while lat > self.budget and it < self.max_iters:
+            it += 1
+            props = [p for lb in self.names if (p := self._proposal(a, lb, lat, step))]
+            if not props:
+                break
+            scored = []
+            for b, lb in props:
+                r = est.estimate(self.space.instantiate(self.space.check(b)))
+                scored.append((r.val_accuracy if r.ok else -1.0, -lb, b, lb))
+            acc, _, a, lat = max(scored, key=lambda s: (s[0], s[1]))
+            history.append({"iter": it, "latency_ms": lat, "val_accuracy": acc,
+                            "proposals": len(props)})
+            step *= self.step_decay
+        return OneShotResult(self.method, self.space.check(a), time.perf_counter() - t0, it,
+                             history, {"latency_ms": lat, "budget_ms": self.budget,
+                                       "met": lat <= self.budget})
+
+
+class NetAdapt(OneShotStrategy):
+    """Registry entry ``netadapt``: ``propose`` simplifies the widest network of the space
+    to ``budget_ms`` once and returns the result (options go to :class:`NetAdaptSearch`)."""
+
+    name: ClassVar[str] = "netadapt"
+    search_cls = NetAdaptSearch

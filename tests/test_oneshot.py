@@ -1,0 +1,131 @@
+"""One-shot searches: DARTS, ENAS, FBNet, ProxylessNAS on tiny digits supernets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nasir.backends.torch.supernet import Supernet
+from nasir.errors import NasirError
+from nasir.spaces import get_space
+from nasir.strategies.base import make_strategy
+from nasir.strategies.oneshot.common import search_data
+from nasir.strategies.oneshot.darts import DartsSearch, discretize
+from nasir.strategies.oneshot.enas import EnasSearch
+from nasir.strategies.oneshot.fbnet import FBNetSearch
+from nasir.strategies.oneshot.proxylessnas import ProxylessSearch
+
+torch.set_num_threads(1)
+
+
+def _nb201():
+    return get_space("nb201", input_shape=(1, 8, 8), num_classes=10, channels=4,
+                     cells_per_stage=1)
+
+
+def _rows(sp):
+    # none/skip are free, convolutions cost a lot: a latency loss must move away from them
+    return {d.label: np.array([1.0, 1.0, 400.0, 900.0, 50.0]) for d in sp.decisions}
+
+
+def test_darts_top2_distinct_inputs_and_no_none():
+    sp = get_space("darts", input_shape=(1, 8, 8), num_classes=10, channels=4, layers=3)
+    # a reduction cell's input choice changes the resolution: a supernet pins them
+    fixed = {d.label: d.options[d.label.endswith("_in_b")] for d in sp.decisions
+             if d.label.startswith("reduce") and "_in_" in d.label}
+    net = Supernet(sp, mode="darts", seed=0, fixed=fixed)
+    opts = net.decisions()
+    with torch.no_grad():
+        for lb in opts:
+            net.alphas[lb].zero_()
+            if lb.endswith("_in_a") or lb.endswith("_in_b"):
+                net.alphas[lb][0] = 5.0  # both operands prefer state 0
+            if "_op_" in lb:
+                net.alphas[lb][opts[lb].index("none")] = 9.0  # none strongest
+                net.alphas[lb][opts[lb].index("sep_conv_3x3")] = 3.0
+    a = discretize(net)
+    for lb in opts:
+        if lb.endswith("_in_a") and opts[lb] != (0,):
+            assert a[lb] != a[lb[:-1] + "b"]
+            assert 0 in (a[lb], a[lb[:-1] + "b"])
+        if "_op_" in lb:
+            assert a[lb] == "sep_conv_3x3"
+    assert net.derive()[next(lb for lb in opts if "_op_" in lb)] == "none"
+    sp.instantiate(sp.check(a))
+
+
+@pytest.mark.slow
+def test_darts_second_order_gradient_differs_from_first():
+    sp = _nb201()
+    s = DartsSearch(sp, seed=0, order=2)
+    net = s._build()
+    d = search_data(16, 0, 0.1)
+    (xw, yw), (xa, ya) = next(iter(d.train_w)), next(iter(d.train_a))
+    g2 = s._arch_grad_unrolled(net, xw, yw, xa, ya)
+    net.zero_grad()
+    torch.nn.functional.cross_entropy(net(xa), ya).backward()
+    g1 = [p.grad.clone() for p in net.arch_parameters()]
+    assert all(torch.isfinite(g).all() for g in g2)
+    assert any(not torch.allclose(a, b) for a, b in zip(g1, g2))
+
+
+def test_registry_entries_propose_the_derived_assignment():
+    sp = _nb201()
+    s = make_strategy("darts", sp, seed=0, epochs=1, data_fraction=0.1)
+    a = s.propose(1)[0]
+    assert a == s.searcher.net.space.check(discretize(s.searcher.net))
+    assert s.propose(2) == [a, a]
+    sp.instantiate(a)
+
+
+def test_enas_macro_space_derives_a_valid_child():
+    sp = get_space("enas_macro", input_shape=(1, 8, 8), num_classes=10, filters=4, layers=3)
+    r = EnasSearch(sp, seed=1, epochs=1, data_fraction=0.1, controller_steps=4,
+                   derive_samples=3).search()
+    assert len(r.extra["derive_scores"]) == 3
+    g = sp.instantiate(r.assignment)
+    assert g.output is not None
+
+
+@pytest.mark.parametrize("cls", [FBNetSearch, ProxylessSearch])
+def test_latency_loss_lowers_expected_latency(cls):
+    sp = _nb201()
+    rows = _rows(sp)
+    start = float(sum(r.mean() for r in rows.values()))
+    kw = {"target_us": 50.0} if cls is ProxylessSearch else {}
+    r = cls(sp, seed=0, epochs=2, warmup=0, data_fraction=0.2, a_lr=0.1, latency_rows=rows,
+            beta=2.0, alpha=5.0, **kw).search()
+    assert r.extra["expected_latency_us"] < 0.8 * start
+    assert r.extra["predicted_latency_us"] < start
+
+
+def test_bad_options_are_nasir_errors():
+    sp = _nb201()
+    with pytest.raises(NasirError, match="order"):
+        DartsSearch(sp, order=3)
+    with pytest.raises(NasirError, match="target_us"):
+        ProxylessSearch(sp, target_us=0.5)
+    with pytest.raises(NasirError, match="weight optimizer"):
+        DartsSearch(sp, epochs=1, data_fraction=0.1, w_optimizer="lamb").search()
+
+
+@pytest.mark.slow
+def test_netadapt_meets_a_budget_by_shrinking_filters():
+    from nasir.passes import analyze
+    from nasir.strategies.oneshot.netadapt import NetAdaptSearch
+
+    sp = get_space("tiny_mnasnet", input_shape=(1, 8, 8), num_classes=10)
+    a = {d.label: d.options[-1] for d in sp.decisions}
+
+    def mmacs(g):
+        return analyze(g)["macs"] / 1e6
+
+    full = mmacs(sp.instantiate(sp.check(a)))
+    r = NetAdaptSearch(sp, seed=0, budget_ms=0.95 * full, latency_fn=mmacs,
+                       decisions=["b4_filters"], step_ms=1e9, finetune_epochs=1,
+                       data_fraction=0.05).search(a)
+    assert r.extra["met"] and r.extra["latency_ms"] <= 0.95 * full
+    assert r.assignment["b4_filters"] < a["b4_filters"]
+    with pytest.raises(NasirError, match="budget_ms"):
+        NetAdaptSearch(sp, budget_ms=0.0, latency_fn=mmacs)
