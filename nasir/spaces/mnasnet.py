@@ -28,7 +28,7 @@ from nasir.ops import (
 )
 from nasir.space import Space
 
-__all__ = ["FILTERS", "LAYERS", "OPS", "STRIDES", "build"]
+__all__ = ["FILTERS", "LAYERS", "OPS", "STRIDES", "block_layer", "build"]
 
 OPS = ("conv", "dconv", "mbconv3", "mbconv6")
 STRIDES = (1, 2, 2, 2, 1, 2, 1)
@@ -37,11 +37,13 @@ FILTERS = ((8, 16, 24), (16, 24, 32), (24, 32, 40), (48, 64, 80), (72, 96, 112, 
 LAYERS = ((1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (2, 3, 4), (2, 3, 4), (1, 2))
 
 
-def _layer(b: int, stride: int):
+def block_layer(b: int, stride: int, filters: Sequence[Sequence[int]] = FILTERS):
+    """Region function of one layer of block ``b``: the block's op choice with its shared
+    filters / kernel / SE / skip decisions (``filters[b - 1]`` is the filter domain)."""
     f, k, se, skip = (f"b{b}_{n}" for n in ("filters", "kernel", "se", "skip"))
 
     def make(s: SpaceBuilder, x: Node) -> Node:
-        F, K, SE, SK = s.value(f, FILTERS[b - 1]), s.value(k, (3, 5)), \
+        F, K, SE, SK = s.value(f, filters[b - 1]), s.value(k, (3, 5)), \
             s.value(se, (0.0, 0.25)), s.value(skip, (False, True))
         branches = {
             "conv": lambda t, h: t.op(ConvBlockOp(out_channels=F, kernel=K, stride=stride,
@@ -88,8 +90,8 @@ def build(input_shape: Sequence[int] = (3, 224, 224), num_classes: int = 1000,
     s = SpaceBuilder("mnasnet", input_shape)
     x = s.op(ConvBNActOp(out_channels=32, kernel=3, stride=2), s.input)
     for b in range(1, 8):
-        x = s.repeat(f"b{b}_layers", LAYERS[b - 1], _layer(b, STRIDES[b - 1]), x,
-                     rest=_layer(b, 1))
+        x = s.repeat(f"b{b}_layers", LAYERS[b - 1], block_layer(b, STRIDES[b - 1]), x,
+                     rest=block_layer(b, 1))
     x = s.op(ConvBNActOp(out_channels=1280, kernel=1), x)
     x = s.op(FlattenOp(), s.op(GlobalAvgPoolOp(), x))
     x = s.op(DropoutOp(p=dropout), x)

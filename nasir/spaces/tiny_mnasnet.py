@@ -22,17 +22,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from nasir.dsl import SpaceBuilder
-from nasir.graph import Node
 from nasir.ops import (
-    ConvBlockOp,
     ConvBNActOp,
     DropoutOp,
     FlattenOp,
     GlobalAvgPoolOp,
     LinearOp,
-    MBConvOp,
 )
 from nasir.space import Space
+from nasir.spaces.mnasnet import block_layer
 
 __all__ = ["FILTERS", "LAYERS", "OPS", "STRIDES", "build"]
 
@@ -43,24 +41,7 @@ LAYERS = ((1, 2), (1, 2), (1, 2, 3), (1, 2))
 
 
 def _layer(b: int, stride: int):
-    f, k, se, skip = (f"b{b}_{n}" for n in ("filters", "kernel", "se", "skip"))
-
-    def make(s: SpaceBuilder, x: Node) -> Node:
-        F, K, SE, SK = s.value(f, FILTERS[b - 1]), s.value(k, (3, 5)), \
-            s.value(se, (0.0, 0.25)), s.value(skip, (False, True))
-        branches = {
-            "conv": lambda t, h: t.op(ConvBlockOp(out_channels=F, kernel=K, stride=stride,
-                                                  se_ratio=SE, skip=SK), h),
-            "dconv": lambda t, h: t.op(MBConvOp(out_channels=F, kernel=K, stride=stride,
-                                                expand=1, se_ratio=SE, skip=SK), h),
-            "mbconv3": lambda t, h: t.op(MBConvOp(out_channels=F, kernel=K, stride=stride,
-                                                  expand=3, se_ratio=SE, skip=SK), h),
-            "mbconv6": lambda t, h: t.op(MBConvOp(out_channels=F, kernel=K, stride=stride,
-                                                  expand=6, se_ratio=SE, skip=SK), h),
-        }
-        return s.choose(f"b{b}_op", branches, x)
-
-    return make
+    return block_layer(b, stride, FILTERS)
 
 
 def _ref(ops, kernels, se, skip, filters, layers) -> dict:
