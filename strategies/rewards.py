@@ -29,16 +29,14 @@ from typing import Any
 
 from nasir.errors import SpecError
 
-__all__ = ["MNASNET_MODES", "AccuracyReward", "MnasNetReward", "Reward", "make_reward"]
+__all__ = ["MNASNET_MODES", "AccuracyReward", "MnasNetReward", "Reward", "finite", "make_reward"]
 
 #: MnasNet's two settings: mode → (alpha, beta)
 MNASNET_MODES: dict[str, tuple[float, float]] = {"soft": (-0.07, -0.07), "hard": (0.0, -1.0)}
 
 
-def _ok(metrics: Mapping[str, Any], key: str) -> float | None:
-    if metrics.get("status", "ok") != "ok":
-        return None
-    v = metrics.get(key)
+def finite(v: Any) -> float | None:
+    """``v`` as a finite float, or ``None`` (missing, not a number, NaN or infinite)."""
     if v is None:
         return None
     try:
@@ -46,6 +44,12 @@ def _ok(metrics: Mapping[str, Any], key: str) -> float | None:
     except (TypeError, ValueError):
         return None
     return f if math.isfinite(f) else None
+
+
+def _ok(metrics: Mapping[str, Any], key: str) -> float | None:
+    if metrics.get("status", "ok") != "ok":
+        return None
+    return finite(metrics.get(key))
 
 
 @dataclass(frozen=True)

@@ -60,33 +60,32 @@ INITS = ("default", "hash")
 _SPACE_ONLY = ("arg", "choose", "repeat", "select")
 
 
-class BatchNorm2d(nn.BatchNorm2d):
-    """``nn.BatchNorm2d`` without the ``num_batches_tracked`` counter.
+class _NoCounterMixin:
+    """Drop BatchNorm's ``num_batches_tracked`` counter from the state dict.
 
     The counter only matters when ``momentum=None``; dropping it keeps ``state_dict()`` to
     exactly the four tensors of the naming convention. A loaded state dict that carries the
-    counter (torchvision's) is accepted and the counter ignored.
+    counter (torchvision's) is accepted and the counter ignored, and so is one that lost its
+    version metadata (which would make torch try to add the counter back).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.register_buffer("num_batches_tracked", None)
+        self.register_buffer("num_batches_tracked", None)  # type: ignore[attr-defined]
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
         state_dict.pop(prefix + "num_batches_tracked", None)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        meta = dict(local_metadata, version=2)  # no counter to upgrade old dicts with
+        super()._load_from_state_dict(  # type: ignore[misc]
+            state_dict, prefix, meta, *args, **kwargs)
 
 
-class BatchNorm1d(nn.BatchNorm1d):
-    """``nn.BatchNorm1d`` without the ``num_batches_tracked`` counter (see BatchNorm2d)."""
+class BatchNorm2d(_NoCounterMixin, nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` without the ``num_batches_tracked`` counter."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.register_buffer("num_batches_tracked", None)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
-        state_dict.pop(prefix + "num_batches_tracked", None)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+class BatchNorm1d(_NoCounterMixin, nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` without the ``num_batches_tracked`` counter."""
 
 
 # -- modules for parameterised ops -----------------------------------------------------

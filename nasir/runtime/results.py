@@ -16,18 +16,13 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from nasir.strategies.rewards import finite
+
 __all__ = ["best_so_far", "objective_pair", "pareto_trials"]
 
 
 def _val(t: Mapping[str, Any], key: str) -> float | None:
-    v = t.get("reward") if key == "reward" else t.get("metrics", {}).get(key)
-    if v is None:
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
+    return finite(t.get("reward") if key == "reward" else t.get("metrics", {}).get(key))
 
 
 def objective_pair(objectives: Mapping[str, str]) -> list[tuple[str, str]]:
