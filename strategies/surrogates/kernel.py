@@ -67,79 +67,123 @@ _configure_numba()
 
 from numba import njit  # noqa: E402  (the cache dir must be set before jitting)
 
-
-@njit(cache=True, parallel=False, nogil=True)
-def _term_value(row, pos, stride, base, values, constant):  # pragma: no cover - jitted
-    s = constant
-    for t in range(base.shape[0]):
-        at = base[t]
-        for k in range(pos.shape[1]):
-            at += row[pos[t, k]] * stride[t, k]
-        s += values[at]
-    return s
+_TILE = 16  # rows per tile: gathers for a tile first, then its dense work
 
 
-@njit(cache=True, parallel=False, nogil=True)
-def _term_pair(row, pos, stride, base, lval, mval):  # pragma: no cover - jitted
-    lat = 0.0
-    macs = 0.0
-    for t in range(base.shape[0]):
-        at = base[t]
-        for k in range(pos.shape[1]):
-            at += row[pos[t, k]] * stride[t, k]
-        lat += lval[at]
-        macs += mval[at]
-    return lat, macs
-
-
-@njit(cache=True, parallel=False, nogil=True, fastmath=True)
-def _score_kernel(idx, sizes, gpos, gstride, gbase, gw1, gridge, b1, w2, b2, hidden, rb,
-                  lpos, lstride, lbase, lval, lconst, mpos, mstride, mbase, mval, mconst,
-                  shared, out_mean, out_std, out_ridge, out_lat, out_macs):  # pragma: no cover
-    """Score every row; returns -1, or the first row holding an out-of-range index."""
-    n, d_count = idx.shape
-    width = gw1.shape[1]
-    members = b2.shape[0]
-    h = np.empty(width, dtype=np.float32)
-    preds = np.empty(members, dtype=np.float32)
-    for i in range(n):
-        row = idx[i]
-        for d in range(d_count):
-            if row[d] < 0 or row[d] >= sizes[d]:
-                return i
-        for j in range(width):
-            h[j] = b1[j]
+@njit(cache=True, nogil=True, fastmath=True, boundscheck=False, error_model="numpy")
+def _tile_features(idx, s, nb, sizes, gpos, gstride, gbase, gridge, rb, feat,
+                   out_ridge):  # pragma: no cover - jitted
+    """Range check (branch-free per row), group feature indices and the ridge sum."""
+    for b in range(nb):
+        i = s + b
+        bad = False
+        for d in range(idx.shape[1]):
+            v = idx[i, d]
+            bad |= (v < 0) | (v >= sizes[d])
+        if bad:
+            return i
         r = rb
         for g in range(gbase.shape[0]):
             f = gbase[g]
             for k in range(gpos.shape[1]):
-                f += row[gpos[g, k]] * gstride[g, k]
-            for j in range(width):
-                h[j] += gw1[f, j]
+                f += idx[i, gpos[g, k]] * gstride[g, k]
+            feat[b, g] = f
             r += gridge[f]
-        total = np.float32(0.0)
+        out_ridge[i] = r
+    return -1
+
+
+@njit(cache=True, nogil=True, fastmath=True, boundscheck=False, error_model="numpy")
+def _tile_ensemble(s, nb, feat, n_groups, gw1, b1, w2, b2, hidden, hid, preds, out_mean,
+                   out_std):  # pragma: no cover - jitted
+    """First-layer sums (contiguous rows of ``gw1``), ReLU-dot per member, mean, spread."""
+    width = gw1.shape[1]
+    members = b2.shape[0]
+    zero = np.float32(0.0)
+    inv = np.float32(1.0 / members) if members else zero
+    for b in range(nb):
+        for j in range(width):
+            hid[b, j] = b1[j]
+        for g in range(n_groups):
+            f = feat[b, g]
+            for j in range(width):
+                hid[b, j] += gw1[f, j]
+    for b in range(nb):
+        total = zero
         for e in range(members):
-            acc = np.float32(0.0)
-            for j in range(e * hidden, (e + 1) * hidden):
-                acc += max(h[j], np.float32(0.0)) * w2[j]
-            preds[e] = acc + b2[e]
-            total += preds[e]
-        mean = total / members if members else np.float32(0.0)
-        var = np.float32(0.0)
+            acc = b2[e]
+            at = e * hidden
+            for j in range(hidden):
+                x = hid[b, at + j]
+                acc += (x if x > zero else zero) * w2[at + j]
+            preds[e] = acc
+            total += acc
+        mean = total * inv
+        var = zero
         for e in range(members):
             var += (preds[e] - mean) * (preds[e] - mean)
-        out_mean[i] = mean
-        out_std[i] = np.sqrt(var / members) if members else np.float32(0.0)
-        out_ridge[i] = r
+        out_mean[s + b] = mean
+        out_std[s + b] = np.sqrt(var * inv)
+
+
+@njit(cache=True, nogil=True, fastmath=True, boundscheck=False, error_model="numpy")
+def _lookup(idx, i, pos, stride, base, values, constant):  # pragma: no cover - jitted
+    out = constant
+    for t in range(base.shape[0]):
+        at = base[t]
+        for k in range(pos.shape[1]):
+            at += idx[i, pos[t, k]] * stride[t, k]
+        out += values[at]
+    return out
+
+
+@njit(cache=True, nogil=True, fastmath=True, boundscheck=False, error_model="numpy")
+def _tile_terms(idx, s, nb, lpos, lstride, lbase, lval, lconst, mpos, mstride, mbase, mval,
+                mconst, shared, out_lat, out_macs):  # pragma: no cover - jitted
+    """Latency and MACs term lookups (one pass over the terms when layouts coincide)."""
+    for b in range(nb):
+        i = s + b
         if shared:
-            lat, macs = _term_pair(row, lpos, lstride, lbase, lval, mval)
-            lat += lconst
-            macs += mconst
+            lat = lconst
+            macs = mconst
+            for t in range(lbase.shape[0]):
+                at = lbase[t]
+                for k in range(lpos.shape[1]):
+                    at += idx[i, lpos[t, k]] * lstride[t, k]
+                lat += lval[at]
+                macs += mval[at]
         else:
-            lat = _term_value(row, lpos, lstride, lbase, lval, lconst)
-            macs = _term_value(row, mpos, mstride, mbase, mval, mconst)
+            lat = _lookup(idx, i, lpos, lstride, lbase, lval, lconst)
+            macs = _lookup(idx, i, mpos, mstride, mbase, mval, mconst)
         out_lat[i] = lat
         out_macs[i] = np.int64(np.floor(macs + 0.5))
+
+
+@njit(cache=True, nogil=True, fastmath=True, boundscheck=False, error_model="numpy")
+def _score_kernel(idx, sizes, gpos, gstride, gbase, gw1, gridge, b1, w2, b2, hidden, rb,
+                  lpos, lstride, lbase, lval, lconst, mpos, mstride, mbase, mval, mconst,
+                  shared, out_mean, out_std, out_ridge, out_lat, out_macs):  # pragma: no cover
+    """Score every row; returns -1, or the first row holding an out-of-range index.
+
+    Rows go in tiles of ``_TILE``: first the tile's range checks, group feature indices
+    and ridge sums, then its ensemble outputs, then its latency / MACs lookups. Indices
+    are read in place (int16, int32 or int64).
+    """
+    n = idx.shape[0]
+    n_groups = gbase.shape[0]
+    hid = np.empty((_TILE, gw1.shape[1]), dtype=np.float32)
+    feat = np.empty((_TILE, max(n_groups, 1)), dtype=np.int64)
+    preds = np.empty(max(b2.shape[0], 1), dtype=np.float32)
+    for s in range(0, n, _TILE):
+        nb = min(n, s + _TILE) - s
+        bad = _tile_features(idx, s, nb, sizes, gpos, gstride, gbase, gridge, rb, feat,
+                             out_ridge)
+        if bad >= 0:
+            return bad
+        _tile_ensemble(s, nb, feat, n_groups, gw1, b1, w2, b2, hidden, hid, preds, out_mean,
+                       out_std)
+        _tile_terms(idx, s, nb, lpos, lstride, lbase, lval, lconst, mpos, mstride, mbase, mval,
+                    mconst, shared, out_lat, out_macs)
     return -1
 
 
@@ -254,7 +298,7 @@ class Scorer:
 
     def _rows(self, idx: np.ndarray, check: bool = True) -> np.ndarray:
         idx = np.asarray(idx)
-        if idx.dtype not in (np.int32, np.int64) or not idx.flags.c_contiguous:
+        if idx.dtype not in (np.int16, np.int32, np.int64) or not idx.flags.c_contiguous:
             idx = np.ascontiguousarray(idx, dtype=np.int64)
         if idx.ndim != 2 or idx.shape[1] != len(self.sizes):
             raise SpecError(f"candidates must be (rows, {len(self.sizes)}) option indices, "
