@@ -7,6 +7,8 @@ Metrics are a flat JSON-able dict (``accuracy`` in [0, 1], ``latency_ms``, ``par
 Adapters: :class:`StaticEstimator` (params / MACs from the analysis pass),
 :class:`NB201TableEstimator` (NAS-Bench-201 CIFAR-10 accuracy, deterministic),
 :class:`TrainingEstimator` (the torch backend's training estimator on digits),
+:class:`~nasir.runtime.weight_sharing.OneShotEstimator` (weights inherited from one trained
+supernet, ``--estimator oneshot``),
 :class:`LatencyEstimator` (TVM-compiled, measured on a target, through the TVM backend's
 latency cache) and :class:`CombinedEstimator` (merges several; the main job is training +
 latency, scored with the MnasNet reward by the driver).
@@ -269,9 +271,15 @@ def build_estimator(exp: Mapping[str, Any], run_dir: str | None = None) -> Combi
             {**TRAINING_DEFAULTS, **e.estimator.options},
             threads=max(1, int(e.executor.cpus_per_trial)),
             weights_dir=os.path.join(run_dir, "weights") if run_dir else None))
+    elif kind == "oneshot":
+        from nasir.runtime.weight_sharing import OneShotEstimator
+
+        parts.append(OneShotEstimator(e.estimator.options,
+                                      threads=max(1, int(e.executor.cpus_per_trial)),
+                                      run_dir=run_dir))
     else:
-        raise NasirError(f"estimator {kind!r} is not available yet",
-                         hint="use --estimator training or nb201")
+        raise NasirError(f"unknown estimator {kind!r}",
+                         hint="use --estimator training, nb201 or oneshot")
     if e.needs_latency:
         parts.append(latency_estimator(e, run_dir))
     return CombinedEstimator(parts)

@@ -76,7 +76,10 @@ class EstimatorConfig(_Model):
     """How a trial is scored.
 
     ``training`` trains on scikit-learn digits (options go to the torch estimator);
-    ``nb201`` looks accuracy up in the NAS-Bench-201 table; ``latency`` adds TVM-measured
+    ``nb201`` looks accuracy up in the NAS-Bench-201 table; ``oneshot`` scores candidates
+    with weights inherited from one trained supernet
+    (:class:`~nasir.runtime.weight_sharing.OneShotEstimator`, options are its
+    :class:`~nasir.runtime.weight_sharing.OneShotConfig` fields); ``latency`` adds TVM-measured
     latency on :class:`TargetConfig` (``auto``: on when the reward or a constraint needs it).
     Training defaults to ``TRAINING_DEFAULTS`` (3 epochs) under the given options.
     """
