@@ -108,11 +108,21 @@ def test_exhausting_a_tiny_space_stops_instead_of_looping(name):
 
 def test_grid_orders_and_size_limit():
     sp = get_space("nb201")
-    g = make_strategy("grid", sp)
+    g = make_strategy("grid", sp, order="schema")
     first = g.propose(5)
     assert all(a["edge_0_1"] == "none" for a in first)  # schema order: last decision fastest
     shuffled = make_strategy("grid", sp, seed=1, order="shuffled").propose(5)
     assert shuffled != first
+    # distinct order: one assignment per canonical architecture, each as likely to come first
+    from nasir.strategies.grid import distinct_rows
+
+    rows = distinct_rows(sp)
+    assert len(rows) == 6470 and len({assignment_hash(sp, sp.from_indices(r)) for r in rows}) \
+        == 6470
+    d = make_strategy("grid", sp, seed=1)
+    picked = d.propose(300)
+    assert {tuple(sp.indices(a)) for a in picked} <= {tuple(r) for r in rows.tolist()}
+    assert len({assignment_hash(sp, a) for a in picked}) == 300
     with pytest.raises(SpecError, match="too many for grid search"):
         make_strategy("grid", get_space("mnasnet"))
     with pytest.raises(SpecError, match="unknown grid order"):
