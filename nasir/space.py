@@ -18,11 +18,12 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import reprlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nasir.errors import AssignmentError, NasirError, ParseError, SpecError
+from nasir.errors import AssignmentError, NasirError, ParseError, SpecError, located
 from nasir.graph import Graph, Node
 from nasir.loc import SourceLoc
 from nasir.ops import AddOp, ConcatOp, Op, has_refs, resolve_refs
@@ -36,9 +37,11 @@ def _key(v: Any) -> tuple:
     return (type(v) is bool, v)
 
 
-def _norm(v: Any) -> Any:
+def _norm(v: Any, _depth: int = 0) -> Any:
     if isinstance(v, list):
-        return tuple(_norm(x) for x in v)
+        if _depth > 64:
+            raise SpecError("value nested deeper than 64 lists")
+        return tuple(_norm(x, _depth + 1) for x in v)
     return v
 
 
@@ -86,12 +89,11 @@ class Decision:
 
     def index(self, value: Any) -> int:
         """Position of ``value`` in the options, or ``AssignmentError`` naming the domain."""
-        v = _norm(value)
         try:
-            return self._lookup[_key(v)]
-        except (KeyError, TypeError):
+            return self._lookup[_key(_norm(value))]
+        except (KeyError, TypeError, SpecError):
             raise AssignmentError(
-                f"value {value!r} is not in the domain of decision {self.label}",
+                f"value {reprlib.repr(value)} is not in the domain of decision {self.label}",
                 where=f"decision {self.label} ({self.kind})",
                 loc=self.loc,
                 hint=f"choose one of {list(self.options)}",
@@ -111,6 +113,9 @@ class Decision:
         """Read the JSON form."""
         if not isinstance(obj, dict) or not isinstance(obj.get("options"), list):
             raise ParseError("a decision needs label, kind and an options list", where=where)
+        for key in ("label", "kind", "loc"):
+            if not isinstance(obj.get(key, ""), str):
+                raise ParseError(f"a decision's {key} must be a string", where=f"{where}.{key}")
         return Decision(str(obj.get("label", "")), str(obj.get("kind", "")),
                         tuple(obj["options"]), SourceLoc.parse(str(obj.get("loc", ""))))
 
@@ -249,13 +254,15 @@ class Space:
         instantiation reports a missing active one.
         """
         if not isinstance(values, Mapping):
-            raise AssignmentError(f"{where} must be a mapping of decision labels to values")
+            raise AssignmentError(f"{where} must be a mapping of decision labels to values",
+                                  where=where)
         out: dict[str, Any] = {}
         for k, v in values.items():
-            d = self._by_label.get(k)
+            d = self._by_label.get(k) if isinstance(k, str) else None
             if d is None:
                 raise AssignmentError(
                     f"{where} sets unknown decision {k!r} of space {self.name}",
+                    where=f"{where}[{k!r}]",
                     hint=f"decisions: {', '.join(self._by_label)}",
                 )
             out[k] = d.options[d.index(v)]
@@ -336,7 +343,12 @@ class Space:
         decs = obj.get("decisions")
         if not isinstance(decs, list):
             raise ParseError("a space needs a decisions list", where="$.decisions")
-        decisions = tuple(Decision.from_json(d, f"$.decisions[{i}]") for i, d in enumerate(decs))
+        decisions = []
+        for i, d in enumerate(decs):
+            try:
+                decisions.append(Decision.from_json(d, f"$.decisions[{i}]"))
+            except NasirError as e:
+                raise located(e, f"$.decisions[{i}]") from None
         cons = []
         for i, c in enumerate(obj.get("constraints", [])):
             if not isinstance(c, dict) or not isinstance(c.get("max"), int | float):
@@ -345,9 +357,15 @@ class Space:
         refs = obj.get("references", {})
         if not isinstance(refs, dict):
             raise ParseError("references must be an object", where="$.references")
-        sp = Space(str(obj.get("name", "space")), graph_from_json(obj.get("body"), "$.body"),
-                   decisions, refs, tuple(cons), obj.get("meta") or {})
-        sp.validate()
+        if not isinstance(obj.get("meta") or {}, dict):
+            raise ParseError("meta must be an object", where="$.meta")
+        body = graph_from_json(obj.get("body"), "$.body")
+        try:
+            sp = Space(str(obj.get("name", "space")), body, tuple(decisions), refs, tuple(cons),
+                       obj.get("meta") or {})
+            sp.validate()
+        except NasirError as e:
+            raise located(e, "$") from None
         return sp
 
     def validate(self) -> None:
@@ -515,6 +533,10 @@ class _Instantiator:
         if len(chosen) == 1:
             return chosen[0]
         red: Op = AddOp() if op.reduce == "add" else ConcatOp()
+        if op.reduce == "pad_concat":
+            from nasir.ops.pad import PadConcatOp
+
+            red = PadConcatOp()
         return self.g.add(red, chosen, loc=n.loc)
 
 

@@ -148,7 +148,8 @@ def test_every_primitive_op_lowers():
   %1 = zero(%x)
   %2 = identity(%x)
   %3 = add(%1, %2, %x)
-  %4 = crop(%3) {top=1, left=1, bottom=0, right=0}
+  %26 = pad(%3) {top=0, left=0, bottom=1, right=1}
+  %4 = crop(%26) {top=1, left=1, bottom=1, right=1}
   %5 = depthwise_conv2d(%4) {kernel=3, multiplier=2, bias=true}
   %6 = max_pool2d(%5) {kernel=2}
   %7 = avg_pool2d(%6) {kernel=3, stride=1, padding=1, count_include_pad=false}
@@ -181,7 +182,7 @@ def test_every_primitive_op_lowers():
     assert sum(p.numel() for p in m.parameters()) == analyze(g)["params"]
     m.eval()
     x = torch.randn(2, 4, 8, 8)
-    # zero + identity + x, crop of the top-left pixel
+    # zero + identity + x, crop of the top-left pixel (the pad is cropped away again)
     torch.testing.assert_close(m.get_submodule("5")(2 * x[:, :, 1:, 1:]),
                                _run_to(m, g, "5", x))
     assert "torch.zeros_like" in m.code

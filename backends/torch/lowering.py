@@ -171,6 +171,8 @@ def _call(fg: fx.Graph, n: Node, args: list[fx.Node]) -> fx.Node:
     if name == "crop":
         idx = (slice(None), slice(None), _slice(op.top, op.bottom), _slice(op.left, op.right))
         return call(operator.getitem, (args[0], idx))
+    if name == "pad":
+        return call(F.pad, (args[0], (op.left, op.right, op.top, op.bottom)))
     raise BackendError(
         f"the torch backend cannot lower op {name!r}",
         where=f"node %{n.name}",
@@ -188,7 +190,7 @@ def lowerable_ops() -> tuple[str, ...]:
     """
     return (*_ACTS, "input", "conv2d", "depthwise_conv2d", "batch_norm", "linear", "dropout",
             "identity", "zero", "max_pool2d", "avg_pool2d", "global_avg_pool", "add", "mul",
-            "concat", "flatten", "crop")
+            "concat", "flatten", "crop", "pad")
 
 
 # -- initialisation -------------------------------------------------------------------

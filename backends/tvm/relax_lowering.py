@@ -195,6 +195,13 @@ def _crop(em: _Emitter, n: Node, x: Any) -> Any:
                                    end=[h - op.bottom, w - op.right]))  # type: ignore[attr-defined]
 
 
+def _pad(em: _Emitter, n: Node, x: Any) -> Any:
+    from tvm.relax import op as R
+
+    op = n.op
+    return em.emit(R.nn.pad(x, [0, 0, 0, 0, op.top, op.bottom, op.left, op.right]))  # type: ignore[attr-defined]
+
+
 def _simple(fn: Callable[[Any], Any]) -> Callable[..., Any]:
     def lowering(em: _Emitter, n: Node, ins: list[Any], specs: Any) -> Any:
         return em.emit(fn(ins[0]))
@@ -262,6 +269,7 @@ LOWERINGS: dict[str, Callable[..., Any]] = {
     "avg_pool2d": lambda em, n, ins, sp: _pool(em, n, ins[0]),
     "linear": lambda em, n, ins, sp: _linear(em, n, ins[0], sp),
     "crop": lambda em, n, ins, sp: _crop(em, n, ins[0]),
+    "pad": lambda em, n, ins, sp: _pad(em, n, ins[0]),
     "identity": _passthrough,
     "dropout": _passthrough,
     "flatten": _flatten,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from nasir.errors import NasirError
+from nasir.errors import NasirError, located
 from nasir.space import Assignment
 from nasir.spaces import get_space
 
@@ -14,7 +14,10 @@ __all__ = ["add_parser", "resolve_arch"]
 def resolve_arch(spec: str):
     """``SPACE``, ``SPACE:REFERENCE`` or ``SPACE:{label=value,…}`` → (space, assignment)."""
     name, _, arch = spec.partition(":")
-    sp = get_space(name)
+    try:
+        sp = get_space(name)
+    except NasirError as e:
+        raise located(e, spec) from None
     if not arch:
         if sp.references:
             arch = next(iter(sp.references))
@@ -23,7 +26,9 @@ def resolve_arch(spec: str):
                              hint=f"write {name}:{{label=value, ...}}")
     if arch.startswith("{"):
         return sp, sp.check(Assignment.parse(arch))
-    return sp, sp.reference(arch)
+    from nasir.spaces import get_reference
+
+    return get_reference(name, arch)  # the reference's own build options (e.g. AmoebaNet F=50)
 
 
 def _run(args) -> int:

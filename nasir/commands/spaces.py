@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from nasir.spaces import get_space, list_spaces
+from nasir.spaces import get_space, list_spaces, reference_names
 
 __all__ = ["add_parser", "space_summary"]
 
@@ -19,7 +19,7 @@ def space_summary(name: str, with_unique: bool = True) -> dict:
         "name": name,
         "decisions": len(sp.decisions),
         "size": sp.size,
-        "references": list(sp.references),
+        "references": reference_names(name),
         "paper": sp.meta.get("paper", ""),
     }
     if with_unique and sp.size <= UNIQUE_LIMIT:

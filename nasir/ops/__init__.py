@@ -16,7 +16,9 @@ from nasir.ops.composite import (
     make_divisible,
 )
 from nasir.ops.control import ArgOp, ChooseOp, RepeatOp, SelectOp
+from nasir.ops.masked import MaskedCombineOp
 from nasir.ops.mobile import FBNetSkipOp, IRFBlockOp
+from nasir.ops.pad import PadConcatOp, PadOp
 from nasir.ops.primitive import (
     AddOp,
     AvgPool2dOp,
@@ -76,9 +78,12 @@ __all__ = [
     "InputOp",
     "LinearOp",
     "MBConvOp",
+    "MaskedCombineOp",
     "MaxPool2dOp",
     "MulOp",
     "Op",
+    "PadConcatOp",
+    "PadOp",
     "PathReduceOp",
     "ReLU6Op",
     "ReLUConvBNOp",

@@ -51,7 +51,8 @@ class RepeatOp(_SpaceOnly):
 @register_op
 @dataclass(frozen=True)
 class SelectOp(_SpaceOnly):
-    """Input choice: pick ``k`` of the operands; several are combined with ``reduce``."""
+    """Input choice: pick ``k`` of the operands; several are combined with ``reduce``
+    (``pad_concat``: :class:`~nasir.ops.PadConcatOp`, NAS-RL's anchors)."""
 
     name: ClassVar[str] = "select"
     arity: ClassVar[int] = -1
@@ -61,4 +62,4 @@ class SelectOp(_SpaceOnly):
 
     def check(self) -> None:
         self._pos_int("k")
-        self._choice("reduce", ("add", "concat"))
+        self._choice("reduce", ("add", "concat", "pad_concat"))

@@ -8,7 +8,7 @@ value is the sum of its two operands. All cells of one kind share these decision
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from nasir.dsl import SpaceBuilder
 from nasir.graph import Node
@@ -34,10 +34,16 @@ def _edge(op: str, channels: int, reduce_from: int):
 
 
 def cell_blocks(s: SpaceBuilder, kind: str, states: list[Node], blocks: int,
-                ops: Sequence[str], channels: int, reduce_from: int = 0) -> list[Node]:
-    """Append ``blocks`` block values to ``states`` (two cell inputs first) and return it."""
+                ops: Sequence[str], channels: int, reduce_from: int = 0,
+                edge_ops: Mapping[str, str] | None = None) -> list[Node]:
+    """Append ``blocks`` block values to ``states`` (two cell inputs first) and return it.
+
+    ``edge_ops`` maps an option name to the :class:`~nasir.ops.CellEdgeOp` op it builds
+    when they differ (ENAS's strided identity is a factorized reduce: ``skip_connect``).
+    """
     states = list(states)
-    branches = {op: _edge(op, channels, reduce_from) for op in ops}
+    names = dict(edge_ops or {})
+    branches = {op: _edge(names.get(op, op), channels, reduce_from) for op in ops}
     labels = block_labels(kind, blocks)
     for b in range(blocks):
         terms = []

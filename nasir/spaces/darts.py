@@ -14,7 +14,11 @@ does); DARTS's derivation always picks two different ones.
 Macro network (CIFAR-10 evaluation setting): 3×3 conv stem to 3C and BN, ``layers`` cells
 (C=36, 20 cells, reductions at 1/3 and 2/3 of the depth doubling C), global pooling,
 linear. The auxiliary head is not part of the space. DARTS-V2 has 3,349,342 parameters
-(DARTS logs: 3.35MB without the auxiliary head; paper Table 1: 3.3M).
+(DARTS logs: 3.349342MB without the auxiliary head; paper Table 1: 3.3M). DARTS-V1 has
+3,169,414, which is what the released code counts for it (``count_parameters_in_MB``:
+3.169414MB): V1 is the genotype the code release of 2018-06-25 shipped as ``DARTS``,
+renamed ``DARTS_V1`` on 2018-08-03 when the rerun ``DARTS_V2`` was added; the paper's
+first-order cell (3.3M) is not in the repository.
 
 >>> sp = build(input_shape=(1, 8, 8), num_classes=10)
 >>> len(sp.decisions), sorted(sp.references)
@@ -49,7 +53,7 @@ def _geno(normal, reduce) -> dict:
     return {**genotype("normal", normal), **genotype("reduce", reduce)}
 
 
-# Genotypes from the DARTS repository (quark0/darts, cnn/genotypes.py).
+# Genotypes from the DARTS repository (quark0/darts, cnn/genotypes.py at a00cad0).
 REFERENCES = {
     "darts_v1": _geno(
         [("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("skip_connect", 0), ("sep_conv_3x3", 1),
@@ -88,5 +92,6 @@ def build(input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10, chann
     x = s.op(LinearOp(out_features=num_classes), x)
     return s.build(x, references=REFERENCES, meta={
         "paper": "DARTS (Liu et al., ICLR 2019)", "ops": list(OPS),
-        "references": {"darts_v1": "paper Table 1: 3.3M params (CIFAR-10, no auxiliary head)",
+        "references": {"darts_v1": "released code: 3.169414MB (the 2018-06 release's DARTS; "
+                                   "not the paper's first-order cell)",
                        "darts_v2": "paper Table 1: 3.3M params; DARTS logs 3.349342MB"}})

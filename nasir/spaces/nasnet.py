@@ -17,7 +17,9 @@ Macro network (TF-slim ``build_nasnet_mobile``): 3×3 conv stride 2 (no padding)
 filters and BN, two reduction stem cells at F/4 and F/2, then 3 stages of N normal cells
 with a reduction cell before stages 2 and 3 (F doubles), ReLU, pooling, dropout, linear.
 At 224×224, NASNet-A (N=4, F=44) has 5,289,978 params and 563.6M MACs (paper: 5.3M,
-564M); AmoebaNet-A (``filters=50``) 5,088,162 and 555.5M (paper: 5.1M, 555M). The 3×3,
+564M); AmoebaNet-A (``filters=50``, its paper's configuration, which
+:data:`REFERENCE_OPTIONS` records so that ``nasir show nasnet:amoebanet_a`` builds it)
+5,088,162 and 555.5M (paper: 5.1M, 555M). The 3×3,
 1×3+3×1 and 1×7+7×1 convs have the 1×1 bottleneck of the TPU AmoebaNet code.
 ``stem='cifar'`` uses a stride-1 3×3 stem of ``3F`` filters and no stem cells.
 
@@ -50,7 +52,7 @@ from nasir.ops import (
 from nasir.space import Space
 from nasir.spaces._cells import cell_blocks, conv_out2, used_refs
 
-__all__ = ["OPS", "REFERENCES", "build", "build_cells", "tf_cell"]
+__all__ = ["OPS", "REFERENCES", "REFERENCE_OPTIONS", "build", "build_cells", "tf_cell"]
 
 OPS = ("identity", "conv_1x3_3x1", "conv_1x7_7x1", "dil_conv_3x3", "avg_pool_3x3",
        "max_pool_3x3", "max_pool_5x5", "max_pool_7x7", "conv_1x1", "conv_3x3",
@@ -101,8 +103,9 @@ REFERENCES = {
                   [1, 0, 0, 2, 1, 0, 4, 0, 1, 0], keep=[2, 4])},
 }
 
-#: per-reference macro settings used by :data:`REFERENCE_MACRO` (N cells per stage, F)
-REFERENCE_MACRO = {"nasnet_a": (4, 44), "amoebanet_a": (4, 50)}
+#: build options of each reference's published mobile configuration (N=4 cells per stage;
+#: NASNet-A F=44 is the default, AmoebaNet-A's paper reports F=50)
+REFERENCE_OPTIONS = {"nasnet_a": {}, "amoebanet_a": {"filters": 50}}
 
 
 def _keep_options(blocks: int) -> list[tuple[int, ...]]:
