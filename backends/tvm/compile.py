@@ -31,7 +31,7 @@ from nasir.backends.tvm.targets import TargetSpec, resolve_target
 from nasir.errors import BackendError, NasirError
 from nasir.graph import Graph
 
-__all__ = ["Compiled", "compile_graph", "example_inputs", "tune"]
+__all__ = ["Compiled", "compile_graph", "example_inputs", "tune", "tuning_records"]
 
 
 def example_inputs(shapes: list[tuple[int, ...]], batch: int, seed: int = 0) -> list[np.ndarray]:
@@ -87,14 +87,23 @@ class Compiled:
         return [out.numpy()]
 
 
-def tune(mod: Any, target: TargetSpec, trials: int, work_dir: str | None = None) -> Any:
+def tune(mod: Any, target: TargetSpec, trials: int, work_dir: str | None = None, *,
+         build_timeout_s: float = 180.0, run_timeout_s: float = 60.0) -> Any:
     """MetaSchedule-tune ``mod`` for ``target`` with a global trial budget and build it.
 
-    Tuning measures candidates with MetaSchedule's local builder and runner, so it is
-    available for targets that run on this machine.
+    The steps of TVM's ``static_shape_tuning_pipeline`` (decompose for inference, the zero
+    pipeline, ``tune_relax``, apply the tuning database), with MetaSchedule's local builder
+    and runner given generous timeouts (their 30 s default kills every build on a loaded
+    2-core machine) and the XGBoost cost model when ``xgboost`` is installed, else the random
+    model (evolutionary search still measures every candidate). Tuning measures candidates
+    on this machine, so it is available for targets that run here. The number of measured
+    candidates is logged in ``work_dir``'s database (``database_tuning_record.json``).
     """
+    import importlib.util
+
     import tvm
     from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
 
     if target.cross:
         raise BackendError(f"tuning for {target} needs the device; tuning runs locally",
@@ -107,11 +116,32 @@ def tune(mod: Any, target: TargetSpec, trials: int, work_dir: str | None = None)
         # MetaSchedule needs the physical core count to size its parallel loops
         cfg.setdefault("num-cores", psutil.cpu_count(logical=False) or os.cpu_count() or 1)
     tgt = tvm.target.Target(cfg)
+    cost_model = "xgb" if importlib.util.find_spec("xgboost") else "random"
     with tempfile.TemporaryDirectory() as tmp:
-        pipeline = relax.pipeline.static_shape_tuning_pipeline(
-            total_trials=trials, target=tgt, work_dir=work_dir or tmp)
-        tuned = pipeline(mod)
-        return tvm.compile(tuned, target=tgt)
+        wd = work_dir or tmp
+        with tgt:
+            mod = tvm.transform.Sequential([
+                relax.transform.DecomposeOpsForInference(),
+                relax.transform.CanonicalizeBindings(),
+                relax.pipeline.zero_pipeline(),
+            ])(mod)
+            ms.relax_integration.tune_relax(
+                mod, params={}, target=tgt, work_dir=wd, max_trials_global=trials,
+                num_trials_per_iter=min(64, trials),
+                builder=ms.builder.LocalBuilder(timeout_sec=build_timeout_s),
+                runner=ms.runner.LocalRunner(timeout_sec=run_timeout_s),
+                cost_model=cost_model)
+            mod = relax.transform.MetaScheduleApplyDatabase(wd)(mod)
+        return tvm.compile(mod, target=tgt)
+
+
+def tuning_records(work_dir: str) -> int:
+    """How many measured candidates a MetaSchedule work directory holds."""
+    path = os.path.join(work_dir, "database_tuning_record.json")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return sum(1 for line in f if line.strip())
 
 
 @lru_cache(maxsize=1)
