@@ -88,13 +88,14 @@ class Compiled:
 
 
 def tune(mod: Any, target: TargetSpec, trials: int, work_dir: str | None = None, *,
-         build_timeout_s: float = 180.0, run_timeout_s: float = 60.0) -> Any:
+         build_timeout_s: float = 600.0, run_timeout_s: float = 600.0) -> Any:
     """MetaSchedule-tune ``mod`` for ``target`` with a global trial budget and build it.
 
     The steps of TVM's ``static_shape_tuning_pipeline`` (decompose for inference, the zero
     pipeline, ``tune_relax``, apply the tuning database), with MetaSchedule's local builder
-    and runner given generous timeouts (their 30 s default kills every build on a loaded
-    2-core machine) and the XGBoost cost model when ``xgboost`` is installed, else the random
+    and runner given generous timeouts (their 30 s default includes starting a worker
+    process that imports TVM — measured at 150 s on a loaded 2-core machine — and so killed
+    every build there) and the XGBoost cost model when ``xgboost`` is installed, else the random
     model (evolutionary search still measures every candidate). Tuning measures candidates
     on this machine, so it is available for targets that run here. The number of measured
     candidates is logged in ``work_dir``'s database (``database_tuning_record.json``).
