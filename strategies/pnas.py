@@ -8,15 +8,26 @@ best ranked, and refits. After the last level it keeps refining there: the child
 top architecture are then its one-step changes that stay at the last level.
 
 A complexity order works on option-index rows: ``max_level``, ``level(row)``,
-``roots()`` and ``children(row)`` (:class:`ComplexityOrder`).
+``roots()`` and ``children(row)`` (:class:`ComplexityOrder`). An order may also offer
+``features(rows)``, the surrogate's input (None to use the one-hot encoding and the numba
+kernel): :class:`PrefixOrder` on a space with a block-count decision gives PNAS's
+block-shared encoding, so the surrogate can rank cells one block larger than any it saw.
 
 * :class:`NullOpOrder`: cell spaces whose edges may be ``none``; the level is the number
   of edges that are not (NB201: 1..6).
 * :class:`PrefixOrder`: cell spaces built from blocks (decisions labelled ``…_b{k}_…``,
-  the NASNet and PNAS spaces); level ``b`` fixes blocks ``b+1…`` to their first options,
-  so a child specifies one more block. The built-in PNAS/NASNet spaces always build all
-  ``B`` blocks, so a level-``b`` architecture there is a ``b``-block specification with
-  the remaining blocks at their defaults, not a smaller cell.
+  the NASNet and PNAS spaces). When the space has a block-count decision (``cell_blocks``
+  of ``get_space("pnas", progressive=True)``, options ``"1"``…``"B"``), level ``b`` is a
+  real ``b``-block cell, as in the paper: the later blocks are not built (their decisions
+  are inactive and sit at index 0), and a child adds block ``b+1`` in every possible
+  setting. Without one (the plain NASNet/PNAS spaces, which always build ``B`` blocks)
+  level ``b`` fixes blocks ``b+1…`` to their first options, so a child specifies one more
+  block of a full-size cell.
+
+``first=n`` evaluates a seeded random sample of ``n`` level-1 architectures instead of all
+of them (the paper trains all 136 distinct 1-block cells; a short run with a training
+estimator cannot). Each surrogate-ranked proposal carries its prediction in
+``provenance["pnas_pred"]`` (rank correlation of the surrogate on the trained children).
 
 :data:`ORDERS` maps space names to their default order.
 
@@ -112,13 +123,20 @@ class NullOpOrder:
 
 
 class PrefixOrder:
-    """Level ``b`` = the first ``b`` blocks are specified, later blocks sit at their first
-    options. Blocks are read from labels ``…_b{k}_…`` (decisions of every cell kind with
-    the same ``k`` form one block); other decisions stay at their first option."""
+    """Level ``b`` = cells of ``b`` blocks. Blocks are read from labels ``…_b{k}_…``
+    (decisions of every cell kind with the same ``k`` form one block); other decisions stay
+    at their first option.
+
+    ``count``: label of a block-count op decision (options ``"1"``…``"B"``) that builds only
+    the first ``b`` blocks; by default the decision labelled ``…blocks`` with exactly those
+    options, if the space has one. With it, level = the count and a child sets the count
+    to ``b+1`` and block ``b+1`` to any setting; without it, level = 1 + the last block not
+    at its first options and a child gives the next block any non-default setting.
+    """
 
     _BLOCK = re.compile(r"_b(\d+)_")
 
-    def __init__(self, space: Space) -> None:
+    def __init__(self, space: Space, count: str | None = None) -> None:
         groups: dict[int, list[int]] = {}
         for k, d in enumerate(space.decisions):
             m = self._BLOCK.search(d.label)
@@ -131,10 +149,24 @@ class PrefixOrder:
         self.groups = [groups[k] for k in sorted(groups)]
         self.sizes = sizes_of(space)
         self.max_level = len(self.groups)
+        counts = tuple(str(b) for b in range(1, self.max_level + 1))
+        labels = [d.label for d in space.decisions]
+        if count is None:
+            found = [k for k, d in enumerate(space.decisions)
+                     if d.label.endswith("blocks") and d.options == counts]
+            self.count: int | None = found[0] if found else None
+        elif count not in labels or space.decisions[labels.index(count)].options != counts:
+            raise SpecError(f"{space.name}: {count!r} is not a block-count decision with "
+                            f"options {list(counts)}", where="PrefixOrder count",
+                            hint="build the space with progressive=True, or omit count")
+        else:
+            self.count = labels.index(count)
 
     def level(self, row: Row) -> int:
-        """1 + the last block that differs from its defaults (at least 1)."""
+        """The block count (or 1 + the last block not at its defaults, at least 1)."""
         r = np.asarray(row)
+        if self.count is not None:
+            return int(r[self.count]) + 1
         last = [b for b, g in enumerate(self.groups) if (r[g] != 0).any()]
         return max(1, last[-1] + 1 if last else 1)
 
@@ -145,19 +177,49 @@ class PrefixOrder:
             combos = combos[(combos != 0).any(1)]
         rows = np.repeat(base[None, :], len(combos), axis=0)
         rows[:, g] = combos
+        if self.count is not None:
+            rows[:, self.count] = b
         return rows
 
     def roots(self) -> np.ndarray:
         """Every setting of the first block."""
         return self._block_rows(np.zeros(len(self.sizes), np.int64), 0, False)
 
+    def features(self, rows: np.ndarray) -> np.ndarray | None:
+        """PNAS's block-count-invariant surrogate input (with a count decision; else None):
+        per position within a block (input a, op a, …) a one-hot of the option, averaged
+        over the cell's built blocks, then a one-hot of every decision outside the blocks.
+
+        All blocks share the weights of a position, so what the surrogate learns from
+        ``b``-block cells carries over to the new block of a ``b+1``-block child (the
+        paper's MLP averages per-block embeddings in the same way); a position-wise one-hot
+        would know nothing about a block no trained cell had.
+        """
+        if self.count is None or len({len(g) for g in self.groups}) != 1:
+            return None
+        r = np.asarray(rows, dtype=np.int64).reshape(-1, len(self.sizes))
+        g = np.array(self.groups)  # blocks × positions
+        width = self.sizes[g].max(0)
+        offs = np.concatenate([[0], np.cumsum(width)[:-1]])
+        built = np.arange(len(g))[None, :] < (r[:, self.count] + 1)[:, None]  # rows × blocks
+        X = np.zeros((len(r), int(width.sum())))
+        for pos in range(g.shape[1]):
+            for b in range(len(g)):
+                np.add.at(X, (np.arange(len(r)), offs[pos] + r[:, g[b, pos]]),
+                          built[:, b].astype(np.float64))
+        X /= built.sum(1, keepdims=True)
+        inside = {self.count, *g.ravel().tolist()}
+        rest = [d for d in range(len(self.sizes)) if d not in inside]
+        extra = [np.eye(int(self.sizes[d]))[r[:, d]] for d in rest]
+        return np.concatenate([X, *extra], axis=1) if extra else X
+
     def children(self, row: Row) -> np.ndarray:
-        """Every non-default setting of the next block."""
+        """Every setting of the next block (every non-default one without a count)."""
         r = np.asarray(row, dtype=np.int64)
         b = self.level(r)
         if b >= self.max_level:
             return np.zeros((0, len(r)), np.int64)
-        return self._block_rows(r, b, True)
+        return self._block_rows(r, b, self.count is None)
 
 
 #: space name → default complexity order
@@ -185,10 +247,15 @@ class PNAS(Strategy):
     def __init__(self, space: Space, seed: int = 0, objective: str = "accuracy", *,
                  beam: int = 16, order: ComplexityOrder | None = None,
                  surrogate: str = "mlp", members: int = 5, hidden: int = 32,
-                 epochs: int = 200, target: str = "rank") -> None:
+                 epochs: int = 200, target: str = "rank", first: int | None = None) -> None:
         super().__init__(space, seed, objective)
         if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1:
             raise SpecError(f"pnas beam must be an int >= 1, got {beam!r}")
+        if first is not None and (isinstance(first, bool) or not isinstance(first, int)
+                                  or first < 1):
+            raise SpecError(f"pnas first must be an int >= 1 or None, got {first!r}",
+                            hint="None evaluates every level-1 architecture")
+        self.first = first
         if surrogate not in ("mlp", "ridge"):
             raise SpecError(f"unknown surrogate {surrogate!r}", hint="use mlp or ridge")
         self.beam = beam
@@ -215,11 +282,45 @@ class PNAS(Strategy):
     def _feedback(self, a: Assignment, metrics: dict[str, Any]) -> None:
         self.seen.record(a, self.score(metrics))
 
+    def report(self) -> dict[int, dict[str, Any]]:
+        """Per level of the evaluated results: ``trained`` (count), ``best`` score, and
+        ``tau``, the Kendall τ-b between the surrogate's predictions (``pnas_pred``) and the
+        scores of the surrogate-ranked architectures trained there (None with fewer than 2,
+        or at level 1, which is not ranked).
+
+        >>> from nasir.spaces import get_space
+        >>> s = PNAS(get_space("nb201"), beam=2, epochs=5)
+        >>> for k, a in enumerate(s.propose(3)):
+        ...     s.feedback(a, {"accuracy": 0.5 + 0.1 * k})
+        >>> s.report()
+        {1: {'trained': 3, 'best': 0.7, 'tau': None}}
+        """
+        from scipy.stats import kendalltau
+
+        out: dict[int, dict[str, Any]] = {}
+        pairs: dict[int, list[tuple[float, float]]] = {}
+        for a, m in self.results:
+            lv = self.order.level(np.array(self.space.indices(a), dtype=np.int64))
+            sc = self.score(m)
+            r = out.setdefault(lv, {"trained": 0, "best": float("-inf"), "tau": None})
+            r["trained"] += 1
+            r["best"] = max(r["best"], sc)
+            if "pnas_pred" in a.provenance and np.isfinite(sc):
+                pairs.setdefault(lv, []).append((float(a.provenance["pnas_pred"]), sc))
+        for lv, ps in pairs.items():
+            p, y = np.array(ps).T
+            if len(ps) >= 2 and np.ptp(p) > 0 and np.ptp(y) > 0:
+                out[lv]["tau"] = float(kendalltau(p, y)[0])
+        return dict(sorted(out.items()))
+
     # -- steps --------------------------------------------------------------------------
     def _advance(self) -> None:
         if self.level == 0:
             self.level = 1
-            self._enqueue(self.order.roots(), None)
+            roots = self.order.roots()
+            if self.first is not None:
+                roots = roots[self.rng.permutation(len(roots))]
+            self._enqueue(roots, self.first, ranked=False)
         else:
             parents = self._best_at(self.level)
             if self.level < self.order.max_level:
@@ -249,31 +350,47 @@ class PNAS(Strategy):
         done.sort(key=lambda t: (-t[0], t[1]))
         return [row for _, _, row in done[: self.beam]]
 
-    def _enqueue(self, rows: np.ndarray, limit: int | None) -> None:
-        """Queue new architectures from ``rows``: all of them in order (``limit`` None), or
-        the ``limit`` best ranked by the surrogate; repeats (by canonical hash) skipped."""
+    def _enqueue(self, rows: np.ndarray, limit: int | None, ranked: bool = True) -> None:
+        """Queue new architectures from ``rows``: the first ``limit`` (all with None) in
+        order, or (``ranked``) the ``limit`` best ranked by the surrogate, each with its
+        prediction as ``pnas_pred``; repeats (by canonical hash) skipped."""
         if not len(rows):
             return
         _, first = np.unique(rows, axis=0, return_index=True)
         rows = rows[np.sort(first)]
-        order = self._rank(rows) if limit is not None else np.arange(len(rows))
+        pred: np.ndarray | None = None
+        if ranked and limit is not None:
+            order, pred = self._rank(rows)
+        else:
+            order = np.arange(len(rows))
         for k in order:
-            a = self.space.from_indices(rows[k], {"pnas_level": self.level})
+            prov: dict[str, Any] = {"pnas_level": self.level}
+            if pred is not None:
+                prov["pnas_pred"] = float(pred[k])
+            a = self.space.from_indices(rows[k], prov)
             if self.seen.add(a):
                 self.queue.append(a)
                 if limit is not None and len(self.queue) >= limit:
                     return
 
-    def _rank(self, rows: np.ndarray) -> np.ndarray:
-        """Row positions, best predicted first (a random order before 2 distinct results)."""
+    def _rank(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Row positions, best predicted first, and the predictions (a random order and
+        None before 2 distinct results)."""
         idx, y = training_set(self.space, [(a, self.score(m)) for a, m in self.results])
         if len(y) < 2 or len(np.unique(y)) < 2:
-            return self.rng.permutation(len(rows))
+            return self.rng.permutation(len(rows)), None
         model: MLPEnsemble | Ridge
         if self.surrogate == "mlp":
             model = MLPEnsemble(seed=int(self.rng.integers(2**31)), **self.model_options)
         else:
             model = Ridge(target=str(self.model_options["target"]))
+        features: Callable[[np.ndarray], np.ndarray | None] | None = getattr(
+            self.order, "features", None)
+        X = features(rows) if features is not None else None
+        Xt = features(idx) if features is not None and X is not None else None
+        if X is not None and Xt is not None:  # the order's own encoding (numpy, not the kernel)
+            pred = model.fit(Xt, y).predict(X)[0].astype(np.float64)
+            return np.argsort(-pred, kind="stable"), pred
         s = bounded_scorer(self.space, None, None, idx, y, model).score(rows)
-        pred = s.mean if self.surrogate == "mlp" else s.ridge
-        return np.argsort(-pred.astype(np.float64), kind="stable")
+        pred = (s.mean if self.surrogate == "mlp" else s.ridge).astype(np.float64)
+        return np.argsort(-pred, kind="stable"), pred
