@@ -24,7 +24,12 @@ import json
 import torch
 import torch.nn.functional as F
 
-from nasir.backends.torch.memory import measure_training_step, predict_training_memory
+from nasir.backends.torch.memory import (
+    ResourceError,
+    check_memory,
+    measure_training_step,
+    predict_training_memory,
+)
 from nasir.backends.torch.supernet import Supernet
 from nasir.dsl import SpaceBuilder
 from nasir.ops import (
@@ -82,6 +87,8 @@ def measure(module: torch.nn.Module, params: list, x: torch.Tensor, y: torch.Ten
     # drop the gradients before the measured step: the profiler cannot see frees of
     # blocks allocated before it started, so they must not happen inside it
     opt.zero_grad(set_to_none=True)
+    for p in params:
+        p.grad = None
     torch.manual_seed(0)
     return measure_training_step(module, step).total
 
@@ -94,77 +101,157 @@ def _peak(net: Supernet, arch: dict, value: float) -> None:
             a[opts.index(arch[label])] = value
 
 
-def _short(net: Supernet) -> str:
-    return "".join(str(OPS.index(v)) for v in net.last_path.values())
+def _short(path: dict) -> str:
+    return "".join(str(OPS.index(v)) for v in path.values())
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--cells", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    b = args.batch
-    sp = nb201_subspace(OPS, args.cells)
-    arch = dict(get_space("nb201").reference("best_cifar10"))
-    x = torch.randn(b, 3, 32, 32)
-    y = torch.randint(0, 10, (b,))
-    net = Supernet(sp, mode="single", seed=0)
+def _arch_grad(net: Supernet, on: bool) -> None:
     for p in net.arch_parameters():
-        p.requires_grad_(False)
+        p.requires_grad_(on)
+        p.grad = None
+
+
+def run_config(channels: int, batch: int, cells: int, full: bool) -> tuple[list, dict]:
+    """Rows ``(what, predicted, measured)`` of one configuration, plus the measured
+    child / binarized / darts figures. ``full`` adds the rows of the main table."""
+    sp = nb201_subspace(OPS, cells, channels)
+    arch = dict(get_space("nb201").reference("best_cifar10"))
+    torch.manual_seed(0)
+    x = torch.randn(batch, 3, 32, 32)
+    y = torch.randint(0, 10, (batch,))
+    net = Supernet(sp, mode="single", seed=0)
+    _arch_grad(net, False)
     child = net.child(arch)
     rows = []
-    pc = predict_training_memory(net.child_graph(arch), b).total
     mc = measure(child, list(child.parameters()), x, y)
-    rows.append(("child (best_cifar10)", pc, mc))
-    results = {}
+    rows.append(("child (best_cifar10)", predict_training_memory(net.child_graph(arch),
+                                                                 batch).total, mc))
+    figs = {"child": mc}
     for mode in ("single", "binarized", "gumbel", "darts"):
         net.set_mode(mode)
         net.set_path(arch)
-        pred = net.predict_memory(b, mode=mode, assignment=arch).total
+        if mode == "single" and not full:
+            continue
+        pred = net.predict_memory(batch, mode=mode, assignment=arch).total
         if mode == "binarized":
             # logits peaked on the child's architecture: the sampled path is the child's,
             # so the comparison is like for like (the sampling itself is real)
             _peak(net, arch, 30.0)
             meas = measure(net, net.weight_parameters(), x, y)
             assert net.last_path == {k: v for k, v in arch.items() if k in net.last_path}
-            rows.append(("supernet binarized (weight step, child's path)", pred, meas))
+            rows.append(("binarized, weight step (child's path)", pred, meas))
+            figs["binarized"] = meas
+            if full:
+                _peak(net, arch, 0.0)
+                meas_u = measure(net, net.weight_parameters(), x, y)
+                path = dict(net.last_path)
+                pred_u = net.predict_memory(batch, mode=mode, assignment=path).total
+                rows.append((f"binarized, weight step (uniform, path {_short(path)})",
+                             pred_u, meas_u))
+            # the architecture step: logits train through the straight-through gate
+            _peak(net, arch, 30.0)
+            _arch_grad(net, True)
+            pred_a = net.predict_memory(batch, mode=mode, assignment=arch).total
+            meas_a = measure(net, list(net.parameters()), x, y)
+            rows.append(("binarized, logits train (gate on)", pred_a, meas_a))
+            _arch_grad(net, False)
             _peak(net, arch, 0.0)
-            torch.manual_seed(1)
-            meas_u = measure(net, net.weight_parameters(), x, y)
-            rows.append((f"supernet binarized (uniform logits, path {_short(net)})", None,
-                         meas_u))
-        else:
+            continue
+        if mode == "single":
             meas = measure(net, net.weight_parameters(), x, y)
-            rows.append((f"supernet {mode}", pred, meas))
-        results[mode] = meas
-    for p in net.arch_parameters():
-        p.requires_grad_(True)
-    net.set_mode("binarized")
-    _peak(net, arch, 30.0)
-    meas_arch = measure(net, net.parameters(), x, y)
-    rows.append(("supernet binarized (arch step, gate on)", None, meas_arch))
-    print(f"NB201 skeleton, C=16, 32x32, {args.cells} cells/stage, batch {b}, SGD; MiB")
-    print(f"{'what':50s} {'predicted':>10s} {'measured':>10s} {'pred/meas':>10s} "
+            rows.append(("single path (child's)", pred, meas))
+            continue
+        meas = measure(net, net.weight_parameters(), x, y)
+        rows.append((f"{mode}, weight step (logits frozen)", pred, meas))
+        figs[mode] = meas
+        if mode == "darts" or full:
+            # logits require grad (DARTS' architecture step, or a weight step that does
+            # not freeze them): every weighted candidate output is kept for backward
+            _arch_grad(net, True)
+            pred_a = net.predict_memory(batch, mode=mode).total
+            meas_a = measure(net, list(net.parameters()), x, y)
+            rows.append((f"{mode}, logits train", pred_a, meas_a))
+            _arch_grad(net, False)
+    return rows, figs
+
+
+def _print(rows: list, mc: int) -> None:
+    print(f"  {'what':48s} {'predicted':>10s} {'measured':>10s} {'pred/meas':>10s} "
           f"{'vs child':>9s}")
     for what, pred, meas in rows:
-        ps = f"{pred / MIB:10.1f}" if pred else f"{'-':>10s}"
-        rs = f"{pred / meas:10.3f}" if pred else f"{'-':>10s}"
-        print(f"{what:50s} {ps} {meas / MIB:10.1f} {rs} {meas / mc:9.2f}")
-    print("\nDARTS mode growth with candidates per edge (measured vs the child above):")
+        print(f"  {what:48s} {pred / MIB:10.1f} {meas / MIB:10.1f} {pred / meas:10.3f} "
+              f"{meas / mc:9.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--channels", type=int, default=16)
+    ap.add_argument("--cells", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--grid", default="8x16,8x48,16x16,16x48",
+                    help="more CxB configurations (width x batch) to validate on; '' for none")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    b, c = args.batch, args.channels
+    errors: list[float] = []
+    print(f"NB201 skeleton, C={c}, 32x32, {args.cells} cell(s)/stage, batch {b}, SGD; MiB "
+          "(measured: allocator bytes from the profiler + resident weights)")
+    rows, figs = run_config(c, b, args.cells, True)
+    mc = figs["child"]
+    _print(rows, mc)
+    errors += [abs(p / m - 1) for _, p, m in rows]
+
+    print("\nDARTS mode with k candidates per edge (same skeleton, C, batch):")
+    print(f"  {'k':>2s} {'candidates':42s} {'logits frozen':>25s} {'logits train':>25s}")
+    print(f"  {'':>2s} {'':42s} {'pred':>10s} {'meas':>8s} {'/child':>6s}"
+          f" {'pred':>10s} {'meas':>8s} {'/child':>6s}")
     order = ("nor_conv_3x3", "skip_connect", "nor_conv_1x1", "avg_pool_3x3", "none")
+    torch.manual_seed(0)
+    x = torch.randn(b, 3, 32, 32)
+    y = torch.randint(0, 10, (b,))
     for k in range(1, 6):
-        sub = nb201_subspace(order[:k], args.cells)
-        sn = Supernet(sub, mode="darts", seed=0)
-        for p in sn.arch_parameters():
-            p.requires_grad_(False)
-        pred = sn.predict_memory(b).total
-        meas = measure(sn, sn.weight_parameters(), x, y)
-        print(f"  {k} candidate(s): predicted {pred / MIB:7.1f}  measured {meas / MIB:7.1f}  "
-              f"pred/meas {pred / meas:.3f}  vs child {meas / mc:.2f}")
-    print(json.dumps({"binarized_vs_child_memory_ratio": round(results["binarized"] / mc, 3),
-                      "darts_vs_child_memory_ratio": round(results["darts"] / mc, 3)}))
+        sn = Supernet(nb201_subspace(order[:k], args.cells, c), mode="darts", seed=0)
+        assert all(set(opts) == set(order[:k]) for opts in sn.decisions().values())
+        out = []
+        for on in (False, True):
+            _arch_grad(sn, on)
+            pred = sn.predict_memory(b).total
+            params = list(sn.parameters()) if on else sn.weight_parameters()
+            meas = measure(sn, params, x, y)
+            errors.append(abs(pred / meas - 1))
+            out.append(f"{pred / MIB:10.1f} {meas / MIB:8.1f} {meas / mc:6.2f}")
+        names = "+".join(o.replace("_connect", "").replace("nor_", "") for o in order[:k])
+        print(f"  {k:2d} {names:42s} {out[0]} {out[1]}")
+    print("  (logits frozen: a candidate costs what its ops save -- skip and none cost ~0; "
+          "logits train: every candidate output is kept, none's zeros included)")
+
+    for cfg in filter(None, args.grid.split(",")):
+        cc, bb = (int(v) for v in cfg.split("x"))
+        rows_g, figs_g = run_config(cc, bb, args.cells, False)
+        print(f"\nvalidation: C={cc}, batch {bb}")
+        _print(rows_g, figs_g["child"])
+        errors += [abs(p / m - 1) for _, p, m in rows_g]
+
+    # refuse what does not fit: a budget between the binarized and the DARTS prediction
+    net = Supernet(nb201_subspace(OPS, args.cells, c), mode="darts", seed=0)
+    _arch_grad(net, False)
+    arch = dict(get_space("nb201").reference("best_cifar10"))
+    pb = net.predict_memory(b, mode="binarized", assignment=arch)
+    pd = net.predict_memory(b, mode="darts")
+    budget = (pb.total + pd.total) // 2
+    check_memory(pb, budget, "binarized supernet")
+    try:
+        check_memory(pd, budget, "DARTS supernet")
+        raise AssertionError("the DARTS supernet should have been refused")
+    except ResourceError as e:
+        print(f"\nbudget {budget / MIB:.1f} MiB: binarized accepted; DARTS refused: {e.message}")
+
+    worst = max(errors)
+    print(f"\nworst |predicted/measured - 1| over {len(errors)} rows: {worst:.3f}")
+    print(json.dumps({"binarized_vs_child_memory_ratio": round(figs["binarized"] / mc, 3),
+                      "darts_vs_child_memory_ratio": round(figs["darts"] / mc, 3),
+                      "memory_prediction_max_error": round(worst, 3)}))
 
 
 if __name__ == "__main__":
