@@ -136,6 +136,20 @@ class _Cells:
         return s.op(CellOutputOp(used=used_refs(kind, self.blocks), keep=keep), *states)
 
 
+def stem_input(s: SpaceBuilder, input_shape: Sequence[int], filters: int,
+               stem: str) -> tuple[Node, int]:
+    """The macro network's stem conv + BN and the resolution after it: ImageNet's stride-2
+    3×3 conv to 32 channels, or the CIFAR stem (3×3 conv to ``3·filters``, no stride)."""
+    if stem == "imagenet":
+        x = s.op(BatchNormOp(), s.op(Conv2dOp(out_channels=32, kernel=3, stride=2, padding=0),
+                                     s.input))
+        h = conv_out(int(input_shape[1]), 3, 2, 0)
+    else:
+        x = s.op(BatchNormOp(), s.op(Conv2dOp(out_channels=3 * filters, kernel=3), s.input))
+        h = int(input_shape[1])
+    return x, h
+
+
 def build_cells(s: SpaceBuilder, input_shape: Sequence[int], filters: int, cells: int,
                 blocks: int, ops: Sequence[str], stem: str, concat: str,
                 reductions: Sequence[int], separate_reduction: bool,
@@ -146,13 +160,7 @@ def build_cells(s: SpaceBuilder, input_shape: Sequence[int], filters: int, cells
     ``reductions``; PNASNet makes those cells themselves stride (``skip_reduction_layer_input``
     is then 1: a cell's ``h_{i-2}`` is the output two cells back).
     """
-    if stem == "imagenet":
-        x = s.op(BatchNormOp(), s.op(Conv2dOp(out_channels=32, kernel=3, stride=2, padding=0),
-                                     s.input))
-        h = conv_out(int(input_shape[1]), 3, 2, 0)
-    else:
-        x = s.op(BatchNormOp(), s.op(Conv2dOp(out_channels=3 * filters, kernel=3), s.input))
-        h = int(input_shape[1])
+    x, h = stem_input(s, input_shape, filters, stem)
     b = _Cells(s, h, blocks, ops, concat, kinds)
     outs: list[Node | None] = [None, x]
     if stem == "imagenet":

@@ -44,17 +44,14 @@ from nasir.dsl import SpaceBuilder
 from nasir.errors import SpecError
 from nasir.graph import Node
 from nasir.ops import (
-    BatchNormOp,
     CellAlignOp,
     ConcatOp,
-    Conv2dOp,
     ReLUConvBNOp,
     ReLUOp,
-    conv_out,
 )
 from nasir.space import Space
 from nasir.spaces._cells import cell_blocks, conv_out2
-from nasir.spaces.nasnet import build_cells, head, tf_cell
+from nasir.spaces.nasnet import build_cells, head, stem_input, tf_cell
 
 __all__ = ["COUNT_LABEL", "OPS", "REFERENCES", "build"]
 
@@ -117,13 +114,7 @@ def _growing_network(s: SpaceBuilder, input_shape: Sequence[int], filters: int, 
                      blocks: int, ops: Sequence[str], stem: str) -> Node:
     """:func:`nasir.spaces.nasnet.build_cells` for PNAS (reductions are strided cells),
     with cells of ``cell_blocks`` blocks."""
-    if stem == "imagenet":
-        x = s.op(BatchNormOp(), s.op(Conv2dOp(out_channels=32, kernel=3, stride=2, padding=0),
-                                     s.input))
-        h = conv_out(int(input_shape[1]), 3, 2, 0)
-    else:
-        x = s.op(BatchNormOp(), s.op(Conv2dOp(out_channels=3 * filters, kernel=3), s.input))
-        h = int(input_shape[1])
+    x, h = stem_input(s, input_shape, filters, stem)
     c = _GrowingCells(s, h, blocks, ops)
     outs: list[Node | None] = [None, x]
     if stem == "imagenet":
