@@ -25,6 +25,7 @@ __all__ = [
     "TargetError",
     "TrialError",
     "VerifyError",
+    "located",
 ]
 
 
@@ -106,3 +107,18 @@ class TrialError(NasirError):
 
 class StoreError(NasirError):
     """The experiment store cannot be read or written."""
+
+
+def located(e: NasirError, where: str) -> NasirError:
+    """``e`` itself when it already says where; else the same error with ``where`` added.
+
+    >>> print(located(ParseError("bad value"), "$.nodes[3]"))
+    bad value
+      where: $.nodes[3]
+    """
+    if e.where or (e.loc is not None and str(e.loc)):
+        return e
+    try:
+        return type(e)(e.message, where=where, hint=e.hint, context=e.context)
+    except TypeError:  # a subclass with another constructor
+        return NasirError(e.message, where=where, hint=e.hint, context=e.context)

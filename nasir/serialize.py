@@ -8,10 +8,11 @@ True
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import fields
 from typing import Any
 
-from nasir.errors import NasirError, ParseError, SpecError
+from nasir.errors import NasirError, ParseError, SpecError, located
 from nasir.graph import Graph
 from nasir.loc import SourceLoc
 from nasir.ops import Op, Ref
@@ -30,14 +31,21 @@ def value_to_json(v: Any) -> Any:
     return v
 
 
-def value_from_json(v: Any) -> Any:
+#: deepest list nesting accepted in an attribute value
+MAX_DEPTH = 64
+
+
+def value_from_json(v: Any, _depth: int = 0) -> Any:
     """JSON → attribute value (lists become tuples)."""
+    if _depth > MAX_DEPTH:
+        raise ParseError(f"attribute value nested deeper than {MAX_DEPTH} lists")
     if isinstance(v, dict):
         if set(v) == {"$ref"} and isinstance(v["$ref"], str):
             return Ref(v["$ref"])
-        raise ParseError(f"bad attribute value {v!r}", hint='only {"$ref": label} objects')
+        raise ParseError(f"bad attribute value {reprlib.repr(v)}",
+                         hint='only {"$ref": label} objects')
     if isinstance(v, list):
-        return tuple(value_from_json(x) for x in v)
+        return tuple(value_from_json(x, _depth + 1) for x in v)
     return v
 
 
@@ -79,6 +87,15 @@ def _need(obj: dict, key: str, typ: type | tuple, where: str) -> Any:
     return v
 
 
+def _attrs(nd: dict, where: str) -> dict[str, Any]:
+    if not isinstance(nd.get("attrs", {}), dict):
+        raise ParseError("field 'attrs' must be an object", where=where)
+    try:
+        return {a: value_from_json(v) for a, v in nd.get("attrs", {}).items()}
+    except NasirError as e:
+        raise located(e, f"{where}.attrs") from None
+
+
 def graph_from_json(obj: object, path: str = "$") -> Graph:
     """Read the JSON form; every error names the JSON path of the offending entry."""
     if not isinstance(obj, dict):
@@ -92,37 +109,44 @@ def graph_from_json(obj: object, path: str = "$") -> Graph:
             raise ParseError("a node must be a JSON object", where=where)
         name = _need(nd, "name", str, where)
         ins = _need(nd, "inputs", list, where)
-        attrs = {a: value_from_json(v) for a, v in nd.get("attrs", {}).items()}
+        attrs = _attrs(nd, where)
         try:
             op = make_op(_need(nd, "op", str, where), attrs, f"{where} (%{name})")
         except NasirError as e:
             raise type(e)(e.message, where=f"{where} (%{name})", hint=e.hint) from None
         missing = [i for i in ins if not isinstance(i, str) or i not in g._names]
         if missing:
-            pending[name] = [str(m) for m in missing]
-            names = {n.get("name") for n in nodes if isinstance(n, dict)}
-            if all(m in names for m in missing):
+            pending[name] = [reprlib.repr(m) for m in missing]
+            names = {n.get("name") for n in nodes
+                     if isinstance(n, dict) and isinstance(n.get("name"), str)}
+            if all(isinstance(m, str) and m in names for m in missing):
                 raise SpecError(
                     f"node %{name} uses %{missing[0]} before it is defined: "
                     "the graph has a cycle or is out of order",
                     where=where,
                     hint="list nodes in a topological order without cycles",
                 )
-            raise SpecError(f"node %{name} uses undefined value %{missing[0]}", where=where)
+            raise SpecError(f"node %{name} uses undefined value %{reprlib.repr(missing[0])}",
+                            where=where)
         regions = None
         if "regions" in nd:
             regions = {
                 key: graph_from_json(r, f"{where}.regions.{key}")
                 for key, r in _need(nd, "regions", dict, where).items()
             }
-        node = g.add(op, [g._names[i] for i in ins], name=name, regions=regions)
-        if "loc" in nd:
-            node.loc = SourceLoc.parse(str(nd["loc"]))
-        if "type" in nd:
-            node.type = TensorType.from_json(nd["type"])
+        try:
+            node = g.add(op, [g._names[i] for i in ins], name=name, regions=regions)
+            if "loc" in nd:
+                if not isinstance(nd["loc"], str):
+                    raise ParseError("field 'loc' must be a string", where=where)
+                node.loc = SourceLoc.parse(nd["loc"])
+            if "type" in nd:
+                node.type = TensorType.from_json(nd["type"])
+        except NasirError as e:
+            raise located(e, where) from None
     out = obj.get("output")
     if out is not None:
-        if out not in g._names:
-            raise ParseError(f"output %{out} is not a node", where=f"{path}.output")
+        if not isinstance(out, str) or out not in g._names:
+            raise ParseError(f"output %{reprlib.repr(out)} is not a node", where=f"{path}.output")
         g.set_output(g._names[out])
     return g

@@ -350,10 +350,15 @@ class Space:
             except NasirError as e:
                 raise located(e, f"$.decisions[{i}]") from None
         cons = []
+        if not isinstance(obj.get("constraints", []), list):
+            raise ParseError("constraints must be a list", where="$.constraints")
         for i, c in enumerate(obj.get("constraints", [])):
             if not isinstance(c, dict) or not isinstance(c.get("max"), int | float):
                 raise ParseError("a constraint needs metric and max", where=f"$.constraints[{i}]")
-            cons.append(Constraint(str(c.get("metric")), float(c["max"])))
+            if not isinstance(c.get("metric"), str):
+                raise ParseError("a constraint's metric must be a string",
+                                 where=f"$.constraints[{i}].metric")
+            cons.append(Constraint(c["metric"], float(c["max"])))
         refs = obj.get("references", {})
         if not isinstance(refs, dict):
             raise ParseError("references must be an object", where="$.references")

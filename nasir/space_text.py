@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+from nasir.errors import NasirError, located
 from nasir.space import Constraint, Decision, Space
 from nasir.text import Lexer, _parse_graph_body, format_value, parse_attrs, parse_value, print_graph
 
@@ -34,6 +35,30 @@ def print_space(sp: Space) -> str:
     return "\n".join(lines)
 
 
+def _parse_decision(lx: Lexer) -> Decision:
+    """``$label : kind [options] loc("file:line")`` (after the ``decision`` keyword)."""
+    from nasir.loc import SourceLoc
+
+    label = lx.expect("ref")[1:]
+    lx.expect("punct", ":")
+    kind = lx.expect("id")
+    at = lx.i
+    opts = parse_value(lx)
+    loc = ""
+    if lx.accept("id", "loc"):
+        lx.expect("punct", "(")
+        loc = lx.string()
+        lx.expect("punct", ")")
+    if not isinstance(opts, tuple):
+        lx.i = at
+        raise lx.error(f"decision ${label} needs a list of options, found {opts!r}")
+    try:
+        return Decision(label, kind, opts, SourceLoc.parse(loc))
+    except NasirError as e:
+        lx.i = at
+        raise lx.error(e.message + (f" ({e.hint})" if e.hint else "")) from None
+
+
 def parse_space(text: str, source: str = "<space>") -> Space:
     """Parse the text form of a space."""
     lx = Lexer(text, source)
@@ -48,30 +73,25 @@ def parse_space(text: str, source: str = "<space>") -> Space:
         k, v = lx.peek()
         if k == "id" and v == "decision":
             lx.next()
-            label = lx.expect("ref")[1:]
-            lx.expect("punct", ":")
-            kind = lx.expect("id")
-            opts = parse_value(lx)
-            loc = ""
-            if lx.accept("id", "loc"):
-                lx.expect("punct", "(")
-                loc = json.loads(lx.expect("str"))
-                lx.expect("punct", ")")
-            from nasir.loc import SourceLoc
-
-            decisions.append(Decision(label, kind, tuple(opts), SourceLoc.parse(loc)))
+            decisions.append(_parse_decision(lx))
         elif k == "id" and v == "constraint":
             lx.next()
             metric = lx.expect("id")
             lx.expect("punct", "<")
             lx.expect("punct", "=")
-            cons.append(Constraint(metric, float(parse_value(lx))))
+            bound = parse_value(lx)
+            if isinstance(bound, bool) or not isinstance(bound, int | float):
+                lx.i -= 1
+                raise lx.error(f"constraint {metric} needs a number, found {bound!r}")
+            cons.append(Constraint(metric, float(bound)))
         elif k == "id" and v == "reference":
             lx.next()
-            rname = json.loads(lx.expect("str"))
+            rname = lx.string()
             refs[rname] = parse_attrs(lx)
         elif k == "id" and v == "meta":
             lx.next()
+            if lx.peek() != ("punct", "{"):
+                raise lx.error("meta must be a JSON object")
             start = lx.toks[lx.i][2]
             depth = 0
             while True:
@@ -83,11 +103,19 @@ def parse_space(text: str, source: str = "<space>") -> Space:
                     if depth == 0:
                         break
             end = lx.toks[lx.i - 1][2] + 1
-            meta = json.loads(lx.text[start:end])
+            try:
+                meta = json.loads(lx.text[start:end])
+            except (ValueError, RecursionError) as e:
+                raise lx.error_at(start, f"meta is not a JSON object: {e}") from None
+            if not isinstance(meta, dict):
+                raise lx.error_at(start, "meta must be a JSON object")
         else:
             break
     body = _parse_graph_body(lx)
     lx.expect("punct", "}")
-    sp = Space(name, body, tuple(decisions), refs, tuple(cons), meta)
-    sp.validate()
+    try:
+        sp = Space(name, body, tuple(decisions), refs, tuple(cons), meta)
+        sp.validate()
+    except NasirError as e:
+        raise located(e, f"{source} (space @{name})") from None
     return sp

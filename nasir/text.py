@@ -113,7 +113,7 @@ class Lexer:
     def error_at(self, pos: int, msg: str) -> ParseError:
         line = self.text.count("\n", 0, pos) + 1
         col = pos - (self.text.rfind("\n", 0, pos) + 1) + 1
-        src_line = self.text.splitlines()[line - 1] if self.text else ""
+        src_line = self.text.split("\n")[line - 1] if self.text else ""
         return ParseError(
             msg,
             where=f"{self.source}:{line}:{col}",
@@ -145,6 +145,15 @@ class Lexer:
         self.i += 1
         return v
 
+    def string(self) -> str:
+        """The next token, a string literal, decoded (a bad escape is a located error)."""
+        tok = self.expect("str")
+        try:
+            return str(json.loads(tok))
+        except ValueError as e:
+            self.i -= 1
+            raise self.error(f"bad string literal: {e.args[0] if e.args else e}") from None
+
     def accept(self, kind: str, value: str | None = None) -> str | None:
         k, v = self.peek()
         if k == kind and (value is None or v == value):
@@ -153,15 +162,22 @@ class Lexer:
         return None
 
 
-def parse_value(lx: Lexer) -> Any:
+#: deepest list nesting accepted in a value
+MAX_DEPTH = 64
+
+
+def parse_value(lx: Lexer, _depth: int = 0) -> Any:
     """Parse one attribute value."""
+    if _depth > MAX_DEPTH:
+        raise lx.error(f"value nested deeper than {MAX_DEPTH} lists")
     k, v = lx.next()
     if k == "num":
         if v in ("inf", "-inf", "nan"):
             return float(v)
         return float(v) if any(c in v for c in ".eE") else int(v)
     if k == "str":
-        return json.loads(v)
+        lx.i -= 1
+        return lx.string()
     if k == "ref":
         return Ref(v[1:])
     if k == "id" and v in ("true", "false", "null"):
@@ -170,7 +186,7 @@ def parse_value(lx: Lexer) -> Any:
         items = []
         if not lx.accept("punct", "]"):
             while True:
-                items.append(parse_value(lx))
+                items.append(parse_value(lx, _depth + 1))
                 if lx.accept("punct", "]"):
                     break
                 lx.expect("punct", ",")
@@ -253,7 +269,7 @@ def _parse_node(lx: Lexer, g: Graph) -> Node:
     if lx.accept("punct", "["):
         regions = {}
         while not lx.accept("punct", "]"):
-            key = json.loads(lx.expect("str"))
+            key = lx.string()
             lx.expect("punct", ":")
             regions[key] = _parse_graph_body(lx)
     try:
@@ -271,10 +287,13 @@ def _parse_node(lx: Lexer, g: Graph) -> Node:
             while not lx.accept("punct", "]"):
                 dims.append(lx.next()[1])
             ty = f"{v}[{''.join(dims)}]"
-        node.type = TensorType.parse(ty)
+        try:
+            node.type = TensorType.parse(ty)
+        except NasirError as e:
+            raise lx.error(e.message) from None
     if lx.accept("id", "loc"):
         lx.expect("punct", "(")
-        node.loc = SourceLoc.parse(json.loads(lx.expect("str")))
+        node.loc = SourceLoc.parse(lx.string())
         lx.expect("punct", ")")
     return node
 

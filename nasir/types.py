@@ -14,6 +14,7 @@ nasir.errors.SpecError: tensor dimension must be a positive int, got -1 in shape
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass, field
 
 from nasir.errors import ParseError, SpecError
@@ -102,8 +103,9 @@ class TensorType:
     def from_json(obj: object) -> TensorType:
         """Read the JSON form."""
         if not isinstance(obj, dict) or "shape" not in obj:
-            raise ParseError(f"bad tensor type JSON {obj!r}", hint='use {"shape": [3,32,32]}')
+            raise ParseError(f"bad tensor type JSON {reprlib.repr(obj)}",
+                             hint='use {"shape": [3,32,32]}')
         shape = obj["shape"]
         if not isinstance(shape, list):
-            raise ParseError(f"tensor shape must be a list, got {shape!r}")
+            raise ParseError(f"tensor shape must be a list, got {reprlib.repr(shape)}")
         return TensorType(tuple(shape), obj.get("dtype", "f32"))

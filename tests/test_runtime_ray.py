@@ -56,6 +56,19 @@ def test_search_through_a_local_ray_instance(tmp_path):
         while not out:
             out = ex.poll(5.0)
         assert out[0]["status"] == "failed" and "ray worker died" in out[0]["error"]
+        # a Ray worker killed (SIGKILL) mid-trial inside a real run: Ray retries the trial
+        # once, then it is failed with the reason, and the run finishes (issue 11)
+        fd = {**d, "estimator": {"kind": "fault", "options": {"faults": {"kill": 0.25}}},
+              "strategy": {"name": "random"}, "budget": {"trials": 6}, "seed": 0}
+        fexp = Experiment.from_dict(fd)
+        ffolder = str(tmp_path / "ray_kill")
+        fs = run_search(fexp, ffolder, executor=RayExecutor(fexp.to_dict(), ffolder, workers=2))
+        assert fs["status"] == "finished" and fs["counts"]["failed"] == 1, fs["counts"]
+        assert fs["counts"]["done"] == 5
+        st3 = RunStore.open(ffolder)
+        killed = [t for t in st3.trials() if t["status"] == "failed"]
+        st3.close()
+        assert "ray worker died on all 2 attempts" in killed[0]["error"]
     finally:
         ray.shutdown()
 

@@ -12,6 +12,7 @@ True
 Traceback (most recent call last):
 ...
 nasir.errors.TargetError: unknown target 'tpu'
+  where: tpu
   fix:   give a registry name (host, cuda, aarch64, armv7), a TVM JSON dict such as ...
 """
 
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import json
 import platform
+import re
+import reprlib
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -117,10 +120,11 @@ def _parse_cli(text: str) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": parts[0]}
     for tok in parts[1:]:
         if not tok.startswith("-"):
-            raise TargetError(f"cannot read target option {tok!r} in {text!r}", hint=_FORMS)
+            raise TargetError(f"cannot read target option {tok!r} in {text!r}", where=text,
+                              hint=_FORMS)
         k, eq, v = tok.lstrip("-").partition("=")
         if not k:
-            raise TargetError(f"empty option in target {text!r}", hint=_FORMS)
+            raise TargetError(f"empty option in target {text!r}", where=text, hint=_FORMS)
         if not eq:
             out[k] = True
         elif k in ("mattr", "libs", "keys", "cl-opt"):
@@ -136,12 +140,16 @@ def _normalise(spec: Any) -> tuple[str, dict[str, Any]]:
     if isinstance(spec, Mapping):
         return "custom", dict(spec)
     if not isinstance(spec, str) or not spec.strip():
-        raise TargetError(f"a target must be a name, a dict or a string, got {spec!r}",
-                          hint=_FORMS)
+        raise TargetError(f"a target must be a name, a dict or a string, got "
+                          f"{reprlib.repr(spec)}",
+                          where="target", hint=_FORMS)
     text = spec.strip()
     if text.startswith("{"):
         try:
             obj = json.loads(text)
+        except RecursionError:
+            raise TargetError("target JSON is nested too deeply", where=text[:80],
+                              hint=_FORMS) from None
         except json.JSONDecodeError as e:
             raise TargetError(f"target JSON is malformed: {e.msg} at column {e.colno}",
                               where=text, hint=_FORMS) from None
@@ -153,7 +161,39 @@ def _normalise(spec: Any) -> tuple[str, dict[str, Any]]:
         return name, dict(REGISTRY[name])
     if " " in text or text in KINDS:
         return "custom", _parse_cli(text)
-    raise TargetError(f"unknown target {text!r}", hint=_FORMS)
+    raise TargetError(f"unknown target {text!r}", where=text, hint=_FORMS)
+
+
+#: what a target option's text may hold: TVM 0.27 segfaults on, e.g., a backslash in mtriple
+_SAFE_TEXT = re.compile(r"[A-Za-z0-9_.,+\-=:/ ]*")
+
+
+#: architectures (the triple's first part) LLVM knows; TVM 0.27 segfaults on some unknown
+#: ones that start like a known one (``aarch64ref-linux-gnu``), so others are refused first
+_ARCH = re.compile(r"x86_64|x86-64|amd64|i[3-6]86|aarch64(_be|_32)?|arm64(e|_32)?|"
+                   r"armv[0-9][0-9a-z.]*(eb)?|arm(eb)?|thumb(v[0-9][0-9a-z.]*)?(eb)?|"
+                   r"riscv(32|64)|wasm(32|64)|mips(64)?(el)?(r6)?|powerpc(64)?(le)?|"
+                   r"ppc(64)?(le)?|s390x|systemz|hexagon|nvptx(64)?|amdgcn|r600|"
+                   r"sparc(v9|el)?|loongarch(32|64)|bpf(el|eb)?|msp430|avr|m68k|csky|ve")
+
+
+def _check_values(cfg: Mapping[str, Any], where: str) -> None:
+    """Refuse keys and text values TVM cannot take before handing the dict to TVM."""
+    triple = cfg.get("mtriple")
+    if isinstance(triple, str) and not _ARCH.fullmatch(triple.split("-")[0]):
+        raise TargetError(f"unknown architecture {triple.split('-')[0]!r} in mtriple "
+                          f"{triple!r}", where=where,
+                          hint="write a triple such as x86_64-linux-gnu or aarch64-linux-gnu")
+    for k, v in cfg.items():
+        items = v if isinstance(v, list) else [v]
+        if any(x is None or isinstance(x, list | dict) for x in items):
+            raise TargetError(f"target option {reprlib.repr(k)} must be text, a number or a "
+                              f"list of them, not {reprlib.repr(v)}", where=where, hint=_FORMS)
+        if not isinstance(k, str) or not _SAFE_TEXT.fullmatch(k) or any(
+                isinstance(x, str) and not _SAFE_TEXT.fullmatch(x) for x in items):
+            raise TargetError(f"target option {reprlib.repr(k)} = {reprlib.repr(v)} has "
+                              "characters TVM cannot take",
+                              where=where, hint="use letters, digits and _ . , + - = : /")
 
 
 def resolve_target(spec: str | Mapping[str, Any] | TargetSpec) -> TargetSpec:
@@ -169,8 +209,11 @@ def resolve_target(spec: str | Mapping[str, Any] | TargetSpec) -> TargetSpec:
         return spec
     name, cfg = _normalise(spec)
     kind = cfg.get("kind")
+    where = reprlib.repr(spec) if isinstance(spec, Mapping) else str(spec)
     if kind not in KINDS:
-        raise TargetError(f"unsupported target kind {kind!r}", where=str(spec), hint=_FORMS)
+        raise TargetError(f"unsupported target kind {reprlib.repr(kind)}", where=where,
+                          hint=_FORMS)
+    _check_values(cfg, where)
     if kind == "llvm" and "mtriple" not in cfg and "mcpu" not in cfg:
         cfg["mcpu"] = host_cpu()
     triple = str(cfg.get("mtriple", ""))
@@ -181,7 +224,7 @@ def resolve_target(spec: str | Mapping[str, Any] | TargetSpec) -> TargetSpec:
         Target(dict(cfg))
     except Exception as e:
         raise TargetError(f"TVM rejects target {json.dumps(cfg)}: {str(e).splitlines()[0]}",
-                          hint=_FORMS) from None
+                          where=where, hint=_FORMS) from None
     if name == "host" and cross:  # pragma: no cover - registry host is never cross
         cross = False
     return TargetSpec(name, cfg, cross)

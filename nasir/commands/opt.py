@@ -22,13 +22,17 @@ def load_graph(path: str):
             with open(path, encoding="utf-8") as fh:
                 text = fh.read()
     except OSError as e:
-        raise ParseError(f"cannot read {path}: {e.strerror}") from None
+        raise ParseError(f"cannot read {path!r}: {e.strerror}", where=f"file {path!r}") from None
+    except UnicodeDecodeError as e:
+        raise ParseError(f"{path} is not UTF-8 text: {e.reason}", where=path) from None
     if text.lstrip().startswith("{"):
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as e:
             raise ParseError(f"{path} is not valid JSON: {e.msg}",
                              where=f"{path}:{e.lineno}:{e.colno}") from None
+        except RecursionError:
+            raise ParseError(f"{path} nests JSON too deeply", where=path) from None
         return Graph.from_json(obj)
     return parse_graph(text, path)
 

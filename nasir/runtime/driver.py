@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from nasir.errors import NasirError
+from nasir.errors import NasirError, located
 from nasir.runtime.executors import Executor, make_executor
 from nasir.runtime.experiment import Experiment
 from nasir.runtime.store import FINAL, RunStore
@@ -74,10 +74,20 @@ class Driver:
         self.exp_dict = exp.to_dict()
         self.space = build_space(self.exp_dict)
         self._hash = assignment_hash
-        self.strategy = make_strategy(resolve_strategy(exp.strategy.name), self.space,
-                                      seed=exp.seed, objective="reward",
-                                      **exp.strategy.options)
-        self.reward = make_reward(exp.reward.spec())
+        try:
+            self.strategy = make_strategy(resolve_strategy(exp.strategy.name), self.space,
+                                          seed=exp.seed, objective="reward",
+                                          **exp.strategy.options)
+        except NasirError as e:
+            raise located(e, "experiment option strategy.name / strategy.options") from None
+        except TypeError as e:  # an option named like an argument: name, seed, objective
+            raise NasirError(f"bad strategy option: {e}",
+                             where="experiment option strategy.options",
+                             hint="name, space, seed and objective are not options") from None
+        try:
+            self.reward = make_reward(exp.reward.spec())
+        except NasirError as e:
+            raise located(e, "experiment option reward") from None
         self.executor = executor
         self.callback = callback or (lambda kind, info: None)
         self._written = 0

@@ -277,6 +277,15 @@ def build_estimator(exp: Mapping[str, Any], run_dir: str | None = None) -> Combi
         parts.append(OneShotEstimator(e.estimator.options,
                                       threads=max(1, int(e.executor.cpus_per_trial)),
                                       run_dir=run_dir))
+    elif kind == "fault":  # fault injection over the NB201 table (nasir.runtime.faults)
+        from nasir.runtime.faults import FaultEstimator
+
+        try:
+            parts.append(FaultEstimator(**e.estimator.options))
+        except TypeError as err:
+            raise NasirError(f"bad fault estimator option: {err}", where="--estimator-opt",
+                             hint="valid options: faults, sleep_s, simulate_s, "
+                                  "memory_budget_bytes") from None
     else:
         raise NasirError(f"unknown estimator {kind!r}",
                          hint="use --estimator training, nb201 or oneshot")

@@ -39,6 +39,8 @@ __all__ = ["EXECUTORS", "Executor", "InProcessExecutor", "PoolExecutor", "RayExe
            "make_executor"]
 
 EXECUTORS = ("inprocess", "pool", "ray")
+#: seconds a fresh pool worker may take to start (imports) before its trial's clock runs
+STARTUP_S = 120.0
 
 
 class Executor:
@@ -143,12 +145,20 @@ def _pool_worker(conn: Any, exp: dict[str, Any], run_dir: str | None, threads: i
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TVM_NUM_THREADS"):
         os.environ[var] = str(threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides when workers stop
+    with contextlib.suppress(Exception):  # build space + estimator before any trial's clock
+        from nasir.runtime.worker import _context  # runs; a failure is reported per trial
+
+        _context(exp, run_dir)
     while True:
         try:
             task = conn.recv()
         except (EOFError, OSError):
             return
         if task is None:
+            return
+        try:  # the trial's clock starts now, not while this worker was still starting up
+            conn.send({"started": task.get("trial")})
+        except (BrokenPipeError, OSError):
             return
         result = run_trial(exp, run_dir, task, "pool")
         try:
@@ -164,6 +174,7 @@ class _Slot:
         self.conn: Any = None
         self.task: dict[str, Any] | None = None
         self.started = 0.0
+        self.begun = False  # the worker said it started the trial (startup is not timed)
 
 
 class PoolExecutor(Executor):
@@ -228,7 +239,7 @@ class PoolExecutor(Executor):
                 self._queue.appendleft(task)
                 self._kill(s)
                 continue
-            s.task, s.started = task, time.monotonic()
+            s.task, s.started, s.begun = task, time.monotonic(), False
 
     @property
     def pending(self) -> int:
@@ -270,8 +281,12 @@ class PoolExecutor(Executor):
         for s in busy:
             result, eof = None, False
             try:
-                if s.conn.poll():
-                    result = s.conn.recv()
+                while result is None and s.conn.poll():
+                    msg = s.conn.recv()
+                    if isinstance(msg, dict) and "started" in msg:
+                        s.started, s.begun = time.monotonic(), True
+                    else:
+                        result = msg
             except (EOFError, OSError):
                 eof = True
             if result is not None:
@@ -280,7 +295,8 @@ class PoolExecutor(Executor):
                 s.task = None
             elif eof or s.proc.sentinel in ready or not s.proc.is_alive():
                 self._died(s, out)
-            elif self.timeout_s is not None and now - s.started >= self.timeout_s:
+            elif self.timeout_s is not None and now - s.started >= self.timeout_s + (
+                    0.0 if s.begun else STARTUP_S):
                 out.append(_failed(s.task or {}, f"timeout after {self.timeout_s:g} s",
                                    f"pool worker {s.index} (pid {s.proc.pid})", now - s.started))
                 self._kill(s)

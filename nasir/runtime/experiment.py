@@ -41,7 +41,7 @@ __all__ = [
     "load_experiment",
 ]
 
-ESTIMATORS = ("training", "nb201", "oneshot")
+ESTIMATORS = ("training", "nb201", "oneshot", "fault")
 EXECUTORS = ("inprocess", "pool", "ray")
 TARGET_KINDS = ("host", "cuda", "rpc")
 REWARDS = ("mnasnet", "accuracy")
@@ -84,7 +84,7 @@ class EstimatorConfig(_Model):
     Training defaults to ``TRAINING_DEFAULTS`` (3 epochs) under the given options.
     """
 
-    kind: Literal["training", "nb201", "oneshot"] = "training"
+    kind: Literal["training", "nb201", "oneshot", "fault"] = "training"
     options: dict[str, Any] = Field(default_factory=dict)
     latency: Literal["auto", "on", "off"] = "auto"
 
@@ -266,7 +266,7 @@ def load_experiment(path: str) -> Experiment:
         else:
             raise ConfigError(f"unknown experiment file type {ext or '(none)'!r}", where=path,
                               hint="use a .toml or .json file")
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise ConfigError(f"{path} is not valid {ext[1:].upper()}: {e}", where=path) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a table/object at the top", where=path)

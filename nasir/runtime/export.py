@@ -142,7 +142,12 @@ def _weights(folder: str, trial: Mapping[str, Any], module: Any) -> tuple[dict, 
 
     path = os.path.join(folder, "weights", f"{trial['hash']}.pt")
     if os.path.exists(path):
-        saved = torch.load(path, weights_only=True)
+        try:  # weights only: a crafted pickle is refused, never run
+            saved = torch.load(path, weights_only=True)
+        except Exception as e:
+            raise NasirError(f"refusing to load kept weights: {str(e).splitlines()[0]}",
+                             where=path, hint="delete the file to export the seeded initial "
+                                              "weights, or re-run the trial") from None
         want = module.state_dict()
         missing = [k for k in want if k not in saved]
         if missing:

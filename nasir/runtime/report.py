@@ -48,6 +48,23 @@ def _save(fig: Any, out_dir: str, stem: str) -> list[str]:
     return paths
 
 
+#: most points drawn in one scatter (a 100,000-trial run plots an even sample; the best-so-far
+#: curve and the Pareto front are always drawn in full)
+MAX_SCATTER = 4000
+
+
+def _thin(items: list) -> list:
+    """An evenly spaced sample of at most ``MAX_SCATTER`` items (all of them if fewer)."""
+    if len(items) <= MAX_SCATTER:
+        return items
+    step = len(items) / MAX_SCATTER
+    return [items[int(k * step)] for k in range(MAX_SCATTER)]
+
+
+def _of(shown: list, all_: list) -> str:
+    return "" if len(shown) == len(all_) else f" ({len(shown):,} of {len(all_):,} shown)"
+
+
 def plot_best_so_far(trials: Sequence[Mapping[str, Any]], out_dir: str) -> list[str]:
     """Reward of every finished trial and the best-so-far curve, by trial number."""
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
@@ -58,13 +75,15 @@ def plot_best_so_far(trials: Sequence[Mapping[str, Any]], out_dir: str) -> list[
         if v is not None:
             pts.append((int(t["id"]), v))
     if pts:
-        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14, alpha=0.5, color="tab:gray",
-                   label="trial reward")
+        shown = _thin(pts)
+        ax.scatter([p[0] for p in shown], [p[1] for p in shown], s=14, alpha=0.5,
+                   color="tab:gray", label="trial reward" + _of(shown, pts))
     curve = best_so_far(trials)
     ax.step(ids, curve, where="post", color="tab:blue", lw=2, label="best so far")
     bad = [t["id"] for t in trials if t["status"] in ("failed", "infeasible")]
     if bad and pts:
         lo = min(p[1] for p in pts)
+        bad = _thin(bad)
         ax.scatter(bad, [lo] * len(bad), marker="x", color="tab:red", s=20,
                    label="failed / infeasible")
     ax.set_xlabel("trial")
@@ -89,8 +108,9 @@ def plot_pareto(trials: Sequence[Mapping[str, Any]], objectives: Mapping[str, st
         x, y = _val(t, xk), _val(t, yk)
         if t["status"] == "done" and x is not None and y is not None:
             pts.append((x, y))
-    ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=16, alpha=0.5, color="tab:gray",
-               label="trials")
+    shown = _thin(pts)
+    ax.scatter([p[0] for p in shown], [p[1] for p in shown], s=16, alpha=0.5,
+               color="tab:gray", label="trials" + _of(shown, pts))
     front = pareto_trials(trials, objs)
     fx = [_val(t, xk) or 0.0 for t in front]
     fy = [_val(t, yk) or 0.0 for t in front]

@@ -50,7 +50,8 @@ def find_run(name: str, root: str | None = None) -> str:
     if name in ("latest", "last"):
         runs = _list(base)
         if not runs:
-            raise StoreError(f"no runs under {base}", hint="start one with `nasir search`")
+            raise StoreError(f"no runs under {base}", where=base,
+                             hint="start one with `nasir search`")
         return runs[-1]
     for cand in (name, os.path.join(base, name)):
         if os.path.exists(os.path.join(cand, DB_NAME)):

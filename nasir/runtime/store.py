@@ -22,6 +22,7 @@ import math
 import os
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -127,16 +128,37 @@ class RunStore:
         try:
             conn = cls._connect(path)
             conn.execute("SELECT 1 FROM trials LIMIT 1")
+        except sqlite3.OperationalError:
+            # a read-only folder or file (or a full disk): open it read-only, so that
+            # `nasir show/runs/report` still work; writes then raise StoreError
+            conn = cls._read_only(path)
         except sqlite3.DatabaseError as e:
             raise StoreError(f"cannot read the run store: {e}", where=path) from None
         return cls(folder, conn)
+
+    @staticmethod
+    def _read_only(path: str) -> sqlite3.Connection:
+        # mode=ro needs the WAL's -shm file; on a read-only filesystem without it, nobody
+        # can be writing, so the file is opened as immutable
+        err: sqlite3.Error | None = None
+        for query in ("mode=ro", "immutable=1"):
+            try:
+                conn = sqlite3.connect(f"file:{urllib.parse.quote(path)}?{query}", uri=True,
+                                       timeout=30.0,
+                                       isolation_level=None)
+                conn.row_factory = sqlite3.Row
+                conn.execute("SELECT 1 FROM trials LIMIT 1")
+                return conn
+            except sqlite3.DatabaseError as e:
+                err = e
+        raise StoreError(f"cannot read the run store: {err}", where=path)
 
     def close(self) -> None:
         """Close the connection (checkpoints the WAL)."""
         self.conn.close()
 
     def _tx(self):
-        return _Transaction(self.conn)
+        return _Transaction(self.conn, os.path.join(self.folder, DB_NAME))
 
     # -- meta ----------------------------------------------------------------------------------
     def _set_meta_raw(self, key: str, value: str) -> None:
@@ -259,14 +281,39 @@ class RunStore:
 
 
 class _Transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (or ``ROLLBACK`` on error) on an autocommit connection."""
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (or ``ROLLBACK`` on error) on an autocommit connection.
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    A write SQLite refuses (disk full, read-only folder or file, I/O error) rolls back and
+    becomes a :class:`StoreError`: the store keeps every transaction committed before it.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: str = DB_NAME) -> None:
         self.conn = conn
+        self.path = path
+
+    def _error(self, e: sqlite3.Error) -> StoreError:
+        return StoreError(f"cannot write the run store: {e}", where=self.path,
+                          hint="free disk space or make the run folder writable; everything "
+                               "recorded so far is kept, and `nasir resume RUN` continues")
 
     def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            raise self._error(e) from None
         return self.conn
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is None:
+            try:
+                self.conn.execute("COMMIT")
+                return
+            except sqlite3.OperationalError as e:
+                exc = e
+        try:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+        except sqlite3.Error:  # the write already failed; keep its error
+            pass
+        if isinstance(exc, sqlite3.OperationalError):
+            raise self._error(exc) from None

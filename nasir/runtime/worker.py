@@ -26,9 +26,9 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
-from nasir.errors import NasirError
+from nasir.errors import NasirError, located
 
-__all__ = ["build_space", "run_trial", "trial_seed", "worker_name"]
+__all__ = ["build_context", "build_space", "run_trial", "trial_seed", "worker_name"]
 
 _CONTEXTS: dict[str, tuple[Any, Any]] = {}
 
@@ -53,16 +53,29 @@ def build_space(exp: Mapping[str, Any]):
     from nasir.spaces import get_space
 
     sp = dict(exp.get("space") or {})
-    return get_space(sp.get("name", "tiny_mnasnet"), **dict(sp.get("options") or {}))
+    try:
+        return get_space(sp.get("name", "tiny_mnasnet"), **dict(sp.get("options") or {}))
+    except NasirError as e:
+        raise located(e, "experiment option space.name / space.options") from None
+
+
+def build_context(exp: Mapping[str, Any], run_dir: str | None) -> tuple[Any, Any]:
+    """The space and the estimator of an experiment dict (what each worker builds once);
+    a bad option is a :class:`NasirError` naming the experiment key."""
+    from nasir.runtime.estimators import build_estimator
+
+    space = build_space(exp)
+    try:
+        return space, build_estimator(exp, run_dir)
+    except NasirError as e:
+        raise located(e, "experiment option estimator.*") from None
 
 
 def _context(exp: Mapping[str, Any], run_dir: str | None) -> tuple[Any, Any]:
     key = json.dumps([exp, run_dir], sort_keys=True)
     ctx = _CONTEXTS.get(key)
     if ctx is None:
-        from nasir.runtime.estimators import build_estimator
-
-        ctx = (build_space(exp), build_estimator(exp, run_dir))
+        ctx = build_context(exp, run_dir)
         _CONTEXTS.clear()
         _CONTEXTS[key] = ctx
     return ctx
