@@ -95,6 +95,18 @@ def test_a_store_of_5000_trials_lists_shows_and_reports_fast(tmp_path):
     times = time_commands(folder)
     # generous bounds for a loaded 2-core machine; the benchmark states the real figures
     assert times["runs"] < 5 and times["show"] < 10 and times["report"] < 30, times
+    # `show` reads objectives with SQLite's json_extract: same front as the full trials
+    from nasir.runtime.results import pareto_trials
+
+    st = RunStore.open(folder)
+    try:
+        obj = {"accuracy": "max", "params": "min"}
+        full = [t["id"] for t in pareto_trials(st.trials(), obj)]
+        light = [t["id"] for t in pareto_trials(st.objective_rows(list(obj)), obj)]
+        assert full == light and len(full) > 1
+        assert [t["id"] for t in st.last_trials(3)] == [4998, 4999, 5000]
+    finally:
+        st.close()
 
 
 def test_eight_concurrent_workers_lose_nothing(tmp_path):

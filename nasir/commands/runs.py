@@ -79,11 +79,14 @@ def show_run(args: argparse.Namespace) -> int:
     summary = run_summary(folder)
     st = RunStore.open(folder)
     try:
-        trials = st.trials()
         objectives = st.config.get("objectives", {"accuracy": "max"})
+        keys = [k for k in objectives if k != "reward"]
+        light = pareto_trials(st.objective_rows(keys), objectives)
+        full = {t["id"]: t for t in st.trials_by_id([t["id"] for t in light])}
+        front = [full[t["id"]] for t in light]
+        trials = st.last_trials(10)
     finally:
         st.close()
-    front = pareto_trials(trials, objectives)
     if getattr(args, "json", False):
         summary["pareto"] = [{"trial": t["id"], "metrics": t["metrics"], "reward": t["reward"],
                               "assignment": t["assignment"]} for t in front]
@@ -106,7 +109,7 @@ def show_run(args: argparse.Namespace) -> int:
     if front:
         con.print(pareto_table(front, list(objectives)))
     metrics = [k for k in objectives if k != "reward"]
-    con.print(trials_table(trials[-10:], metrics, title="last 10 trials"))
+    con.print(trials_table(trials, metrics, title="last 10 trials"))
     return 0
 
 
