@@ -10,8 +10,13 @@ from nasir.backends.torch.supernet import Supernet
 from nasir.errors import NasirError
 from nasir.spaces import get_space
 from nasir.strategies.base import make_strategy
-from nasir.strategies.oneshot.common import search_data
-from nasir.strategies.oneshot.darts import DartsSearch, discretize
+from nasir.strategies.oneshot.common import (
+    additive_latency,
+    derive_from_probs,
+    is_connected,
+    search_data,
+)
+from nasir.strategies.oneshot.darts import DartsSearch, arch_probs, discretize
 from nasir.strategies.oneshot.enas import EnasSearch
 from nasir.strategies.oneshot.fbnet import FBNetSearch
 from nasir.strategies.oneshot.proxylessnas import ProxylessSearch
@@ -72,7 +77,7 @@ def test_darts_second_order_gradient_differs_from_first():
 
 def test_registry_entries_propose_the_derived_assignment():
     sp = _nb201()
-    s = make_strategy("darts", sp, seed=0, epochs=1, data_fraction=0.1)
+    s = make_strategy("darts", sp, seed=0, epochs=2, warmup=1, data_fraction=0.1)
     a = s.propose(1)[0]
     assert a == s.searcher.net.space.check(discretize(s.searcher.net))
     assert s.propose(2) == [a, a]
@@ -98,6 +103,8 @@ def test_latency_loss_lowers_expected_latency(cls):
             beta=2.0, alpha=5.0, **kw).search()
     assert r.extra["expected_latency_us"] < 0.8 * start
     assert r.extra["predicted_latency_us"] < start
+    # none/skip are the cheap ops here: the connectivity-aware derivation keeps a path
+    assert is_connected(sp, r.assignment)
 
 
 def test_bad_options_are_nasir_errors():
@@ -107,7 +114,11 @@ def test_bad_options_are_nasir_errors():
     with pytest.raises(NasirError, match="target_us"):
         ProxylessSearch(sp, target_us=0.5)
     with pytest.raises(NasirError, match="weight optimizer"):
-        DartsSearch(sp, epochs=1, data_fraction=0.1, w_optimizer="lamb").search()
+        DartsSearch(sp, epochs=2, warmup=1, data_fraction=0.1, w_optimizer="lamb").search()
+    with pytest.raises(NasirError, match="warmup"):
+        DartsSearch(sp, epochs=2, warmup=2)
+    with pytest.raises(NasirError, match="target_us"):
+        FBNetSearch(sp, target_us=0.0)
 
 
 @pytest.mark.slow
@@ -129,3 +140,48 @@ def test_netadapt_meets_a_budget_by_shrinking_filters():
     assert r.assignment["b4_filters"] < a["b4_filters"]
     with pytest.raises(NasirError, match="budget_ms"):
         NetAdaptSearch(sp, budget_ms=0.0, latency_fn=mmacs)
+
+
+def test_connectivity_aware_derivation():
+    sp = _nb201()
+    # every edge prefers none (a latency loss' favourite): plain argmax disconnects
+    probs = {d.label: np.array([0.5, 0.1, 0.15, 0.05, 0.2]) for d in sp.decisions}
+    probs["edge_1_3"] = np.array([0.4, 0.35, 0.05, 0.05, 0.15])
+    keep = derive_from_probs(sp, probs, none="keep")
+    assert not is_connected(sp, keep)
+    a = derive_from_probs(sp, probs, none="connect")
+    assert is_connected(sp, a)
+    # one switch reconnects (0 → 3 directly); edge_1_3's cheaper switch alone would not
+    changed = {k for k in a if a[k] != keep[k]}
+    assert changed == {"edge_0_3"} and a["edge_0_3"] == "avg_pool_3x3"
+    ex = derive_from_probs(sp, probs, none="exclude")
+    assert "none" not in ex.values()
+    with pytest.raises(NasirError, match="none policy"):
+        derive_from_probs(sp, probs, none="drop")
+
+
+def test_lower_latency_target_gives_a_faster_derived_child():
+    sp = _nb201()
+    rows = {d.label: np.array([10.0, 10.0, 60.0, 100.0, 30.0]) for d in sp.decisions}
+    got = {}
+    for t in (1000.0, 90.0):
+        # beta=0 leaves FBNet's own latency term out: only the target constraint acts
+        r = FBNetSearch(sp, seed=0, epochs=3, warmup=1, data_fraction=0.2, a_lr=0.1,
+                        beta=0.0, latency_rows=rows, target_us=t).search()
+        got[t] = additive_latency(sp, rows, r.assignment)
+        assert r.extra["target_us"] == t
+    assert got[90.0] < got[1000.0]
+    assert got[90.0] <= 1.1 * 90.0
+
+
+def test_darts_perturbation_selection_pins_a_non_none_op_per_edge():
+    sp = _nb201()
+    s = DartsSearch(sp, seed=0, epochs=2, warmup=1, data_fraction=0.2, select="pt")
+    r = s.search()
+    assert "none" not in r.assignment.values()
+    probs = arch_probs(s.net)
+    for lb, p in probs.items():
+        assert sorted(p.tolist())[-1] == 1.0  # pinned one-hot
+        assert r.assignment[lb] == sp.decision(lb).options[int(np.argmax(p))]
+    with pytest.raises(NasirError, match="selection"):
+        DartsSearch(sp, select="best")

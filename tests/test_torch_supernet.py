@@ -166,7 +166,76 @@ def test_type_changing_decisions_must_be_pinned():
 def test_memory_prediction_orders_the_modes(nb201):
     sp, net = nb201
     a = sp.reference("best_cifar10")
-    darts = net.predict_memory(32, mode="darts").total
-    binar = net.predict_memory(32, mode="binarized", assignment=a).total
-    single = net.predict_memory(32, mode="single", assignment=a).total
-    assert darts > 2 * binar and binar == single
+    def pred(mode, arch_grad):
+        return net.predict_memory(32, mode=mode, assignment=a, arch_grad=arch_grad).total
+
+    darts, darts_a = pred("darts", False), pred("darts", True)
+    binar, binar_a = pred("binarized", False), pred("binarized", True)
+    single = pred("single", True)  # no gate in single mode: arch_grad does not matter
+    # trained logits keep every weighted candidate output (darts) or the gated output
+    assert darts_a > 1.5 * darts and darts > 1.5 * binar and binar == single
+    assert binar_a > binar and pred("gumbel", False) == darts
+
+
+def test_affine_false_freezes_candidate_batchnorm_only():
+    sp = get_space("nb201", input_shape=(1, 8, 8), channels=4, cells_per_stage=1)
+    net = Supernet(sp, mode="darts", seed=0, affine=False)
+    frozen = [p for p in net.parameters() if not p.requires_grad]
+    assert frozen and all(float(p.abs().sum()) in (0.0, float(p.numel())) for p in frozen)
+    ids = {id(p) for p in net.weight_parameters()}
+    assert not any(id(p) in ids for p in frozen)
+    # the stem's BatchNorm is not a candidate: it keeps its affine parameters
+    stem_bn = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert any(m.weight.requires_grad for m in stem_bn)
+    torch.nn.functional.cross_entropy(net(torch.randn(4, 1, 8, 8)),
+                                      torch.tensor([0, 1, 2, 3])).backward()
+    assert all(p.grad is None for p in frozen)
+    a = sp.reference("best_cifar10")
+    net.set_mode("single")
+    net.set_path(a)
+    net.eval()
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(net(x), net.child(a).eval()(x))
+
+
+@pytest.mark.parametrize("channels,batch", [(4, 48), (8, 16)])
+def test_supernet_memory_prediction_within_20_percent(channels, batch):
+    """Predicted vs measured (profiler allocator events) peak of one training step, per
+    mode, logits frozen and trained; and a budget between binarized and DARTS refuses
+    DARTS only."""
+    from nasir.backends.torch.memory import ResourceError, check_memory, measure_training_step
+
+    torch.set_num_threads(1)  # tiny tensors: a second thread only spins on a busy machine
+    sp = get_space("nb201", input_shape=(3, 8, 8), channels=channels, cells_per_stage=1)
+    a = sp.reference("best_cifar10")
+    net = Supernet(sp, mode="darts", seed=0)
+    x, y = torch.randn(batch, 3, 8, 8), torch.randint(0, 10, (batch,))
+    for mode, arch_grad in [("darts", False), ("darts", True), ("binarized", True),
+                            ("single", False)]:
+        net.set_mode(mode)
+        net.set_path(a)
+        with torch.no_grad():  # peaked logits: binarized samples the path of ``a``
+            for label, opts in net.decisions().items():
+                logits = net.alphas[label.replace(".", "__")]
+                logits.zero_()
+                logits[opts.index(a[label])] = 0.0 if mode == "darts" else 30.0
+        for p in net.arch_parameters():
+            p.requires_grad_(arch_grad)
+        params = [p for p in net.parameters() if p.requires_grad]
+        opt = torch.optim.SGD(params, lr=0.01)
+
+        def step(opt=opt):
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+
+        step()
+        opt.zero_grad(set_to_none=True)
+        measured = measure_training_step(net, step).total
+        predicted = net.predict_memory(batch, assignment=a, arch_grad=arch_grad).total
+        assert 0.8 < predicted / measured < 1.2, (mode, arch_grad, predicted, measured)
+    binar = net.predict_memory(batch, mode="binarized", assignment=a, arch_grad=False)
+    darts = net.predict_memory(batch, mode="darts", arch_grad=False)
+    budget = (binar.total + darts.total) // 2
+    check_memory(binar, budget, "binarized supernet")
+    with pytest.raises(ResourceError, match="DARTS supernet exceeds the budget"):
+        check_memory(darts, budget, "DARTS supernet")

@@ -160,11 +160,21 @@ class _Emit:
             key = tuple(self.path[lb] for lb in labels)
             if key not in cands:
                 raise AssignmentError(f"no valid candidate for {dict(zip(labels, key))}")
-            return cands[key]()
-        outs = [fn() for fn in cands.values()]
-        # w·o keeps o for backward and makes a new tensor: a mul of o by itself does too
-        prods = [self.g.add(MulOp(), [o, o]) for o in outs]
-        return prods[0] if len(prods) == 1 else self.g.add(AddOp(), prods)
+            out = cands[key]()
+            # memory model: binarized mode's gate saves this output when the logits train
+            out.meta = {**(out.meta or {}), "mix_out": True}
+            return out
+        # in _Ctx.mix's order (candidate, w·o, running sum), so that the memory model
+        # sees the real lifetimes. w·o makes a new tensor and keeps o for backward when w
+        # requires grad (logits trained): a mul of o by itself, tagged for the model
+        total: Node | None = None
+        for fn in cands.values():
+            o = fn()
+            p = self.g.add(MulOp(), [o, o])
+            p.meta = {"mix_weight": True}
+            total = p if total is None else self.g.add(AddOp(), [total, p])
+        assert total is not None
+        return total
 
 
 def _tiny(op: Op, in_types: list[TensorType]) -> Graph:
@@ -492,11 +502,16 @@ class Supernet(nn.Module):
         fixed: decisions pinned to one value (needed for those that change types).
         seed: seeds candidate weights (each candidate from its own derived seed).
         tau: Gumbel-softmax temperature.
+        affine: ``False`` freezes the BatchNorm scale and shift of every candidate of a
+            free choice at 1 and 0 (DARTS' and NAS-Bench-201's search cells use
+            ``affine=False``: a candidate cannot rescale its output against its mixing
+            weight, so the architecture gradient compares the ops themselves). Children
+            inherit the frozen 1 and 0 and may train them again.
     """
 
     def __init__(self, space: Space, *, mode: str = "darts",
                  fixed: Mapping[str, Any] | None = None, seed: int = 0,
-                 tau: float = 1.0) -> None:
+                 tau: float = 1.0, affine: bool = True) -> None:
         super().__init__()
         self.space = space
         fixed = dict(space.check(fixed or {}, where="fixed decisions"))
@@ -517,6 +532,20 @@ class Supernet(nn.Module):
         self._path_index: dict[str, int] = {}
         #: the path sampled by the last binarized forward (label → value)
         self.last_path: dict[str, Any] = {}
+        self.affine = bool(affine)
+        if not affine:
+            for m in self.modules():
+                free = (isinstance(m, _OpChoice) and not m.fixed) or \
+                    (isinstance(m, _ValueChoice) and m.labels)
+                if not free:
+                    continue
+                for bn in m.modules():
+                    if isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.affine:
+                        with torch.no_grad():
+                            bn.weight.fill_(1.0)
+                            bn.bias.zero_()
+                        bn.weight.requires_grad_(False)
+                        bn.bias.requires_grad_(False)
 
     # -- modes and paths ---------------------------------------------------------------
     def set_mode(self, mode: str, tau: float | None = None) -> None:
@@ -543,9 +572,10 @@ class Supernet(nn.Module):
         return list(self.alphas.parameters())
 
     def weight_parameters(self) -> list[nn.Parameter]:
-        """Every weight except the architecture logits."""
+        """Every trainable weight except the architecture logits (frozen BatchNorm affine
+        parameters of ``affine=False`` are left out)."""
         arch = {id(p) for p in self.arch_parameters()}
-        return [p for p in self.parameters() if id(p) not in arch]
+        return [p for p in self.parameters() if id(p) not in arch and p.requires_grad]
 
     def decisions(self) -> dict[str, tuple]:
         """Free decisions of the supernet and their options."""
@@ -608,10 +638,13 @@ class Supernet(nn.Module):
 
     def predict_memory(self, batch_size: int, *, mode: str | None = None,
                        assignment: Mapping[str, Any] | None = None,
-                       optimizer: str = "sgd") -> Any:
+                       optimizer: str = "sgd", arch_grad: bool | None = None) -> Any:
         """Predicted peak memory of one weight-training step in ``mode`` (default: the
         current one). Single / binarized use ``assignment`` (default: :meth:`derive`).
-        All supernet weights stay resident; gradients exist only for the weights used."""
+        All supernet weights stay resident; gradients exist only for the weights used.
+        ``arch_grad``: whether the logits require grad in that step (default: as they do
+        now); then autograd keeps every weighted candidate output (darts / gumbel) or the
+        gated sampled outputs (binarized). See :mod:`nasir.backends.torch.memory`."""
         from nasir.backends.torch.memory import MemoryEstimate, predict_training_memory
 
         mode = mode or self.mode
@@ -619,7 +652,10 @@ class Supernet(nn.Module):
             raise BackendError(f"unknown supernet mode {mode!r}")
         g = self.mixed_graph() if mode in ("darts", "gumbel") else \
             self.child_graph(assignment or self.derive())
-        est = predict_training_memory(g, batch_size, optimizer)
+        if arch_grad is None:
+            arch_grad = any(p.requires_grad for p in self.arch_parameters())
+        est = predict_training_memory(g, batch_size, optimizer,
+                                      arch_grad=arch_grad and mode != "single")
         resident = sum(t.numel() * t.element_size() for t in self.parameters())
         resident += sum(t.numel() * t.element_size() for t in self.buffers())
         return MemoryEstimate(resident, est.gradients, est.optimizer, est.activations,

@@ -30,8 +30,10 @@ from nasir.errors import SpecError
 from nasir.space import Assignment, Space
 from nasir.strategies.base import Strategy
 
-__all__ = ["OneShotResult", "OneShotStrategy", "SearchData", "cycle", "decision_latency",
-           "expected_table", "search_data", "weight_optimizer"]
+__all__ = ["ZERO_OPTIONS", "LatencyCalibration", "OneShotResult", "OneShotStrategy",
+           "SearchData", "additive_latency", "calibrate_rows", "cycle", "decision_latency",
+           "derive_from_probs", "expected_table", "is_connected", "search_data",
+           "tvm_measure_us", "weight_optimizer"]
 
 
 @dataclass
@@ -157,3 +159,199 @@ def weight_optimizer(net: torch.nn.Module, kind: str, lr: float, momentum: float
     if kind == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     raise SpecError(f"unknown weight optimizer {kind!r}", hint="use 'adam' or 'sgd'")
+
+
+ZERO_OPTIONS = ("none", "zero")
+
+
+def _is_zero_option(v: Any) -> bool:
+    return isinstance(v, str) and v in ZERO_OPTIONS
+
+
+def is_connected(space: Space, assignment: Mapping[str, Any]) -> bool:
+    """Whether the network of ``assignment`` still carries its input to its output.
+
+    ``zero`` ops (a cell's ``none`` edge) output zeros whatever they read, so a path through
+    one carries nothing; a derived cell whose every input-to-output path crosses one is
+    disconnected (its output is a constant).
+
+    >>> from nasir.spaces import get_space
+    >>> sp = get_space("nb201", input_shape=(1, 8, 8), channels=4, cells_per_stage=1)
+    >>> is_connected(sp, {d.label: "none" for d in sp.decisions})
+    False
+    >>> is_connected(sp, sp.reference("resnet"))
+    True
+    """
+    g = space.instantiate(space.check(assignment))
+    live: set[str] = set()
+    for n in g.nodes():
+        carries = n.op.name != "zero" and any(i.name in live for i in n.inputs)
+        if n.op.name == "input" or carries:
+            live.add(n.name)
+    return g.output is not None and g.output.name in live
+
+
+def derive_from_probs(space: Space, probs: Mapping[str, np.ndarray],
+                      fixed: Mapping[str, Any] | None = None, none: str = "connect"
+                      ) -> dict[str, Any]:
+    """A discrete assignment from per-decision option probabilities.
+
+    ``none`` says what to do with ``none``/``zero`` options:
+
+    ``keep``     plain argmax (a derived cell may come out disconnected);
+    ``exclude``  argmax over the other options (DARTS' derivation);
+    ``connect``  argmax, then, while the network is disconnected (:func:`is_connected`),
+                 switch the ``none`` decision whose best other option loses the least
+                 probability (the first single switch that reconnects, else the cheapest).
+
+    >>> from nasir.spaces import get_space
+    >>> sp = get_space("nb201", input_shape=(1, 8, 8), channels=4, cells_per_stage=1)
+    >>> p = {d.label: np.array([0.6, 0.1, 0.1, 0.1, 0.1]) for d in sp.decisions}
+    >>> p["edge_0_3"] = np.array([0.5, 0.4, 0.0, 0.0, 0.1])
+    >>> a = derive_from_probs(sp, p)
+    >>> [k for k, v in a.items() if v != "none"]
+    ['edge_0_3']
+    >>> a["edge_0_3"]
+    'skip_connect'
+    """
+    if none not in ("keep", "exclude", "connect"):
+        raise SpecError(f"unknown none policy {none!r}", where="derive_from_probs",
+                        hint="use 'keep', 'exclude' or 'connect'")
+    out = dict(fixed or {})
+    labels = [d.label for d in space.decisions if d.label in probs]
+    opts = {d.label: d.options for d in space.decisions}
+
+    def best(lb: str, drop_zero: bool) -> int:
+        p = np.asarray(probs[lb], dtype=np.float64).copy()
+        if drop_zero and any(not _is_zero_option(o) for o in opts[lb]):
+            for i, o in enumerate(opts[lb]):
+                if _is_zero_option(o):
+                    p[i] = -np.inf
+        return int(np.argmax(p))
+
+    for lb in labels:
+        out[lb] = opts[lb][best(lb, none == "exclude")]
+    if none == "connect" and not is_connected(space, out):
+        _reconnect(space, probs, labels, opts, out, lambda lb: best(lb, True))
+    return out
+
+
+def _reconnect(space: Space, probs: Mapping[str, np.ndarray], labels: list[str],
+               opts: Mapping[str, tuple], out: dict[str, Any], best: Callable[[str], int]
+               ) -> None:
+    """Switch ``none`` decisions of ``out`` (in place) until it is connected."""
+    while True:
+        cands = []
+        for lb in labels:
+            j = best(lb)
+            if _is_zero_option(out[lb]) and not _is_zero_option(opts[lb][j]):
+                p = np.asarray(probs[lb], dtype=np.float64)
+                i = opts[lb].index(out[lb])
+                loss = float(np.log(p[i] + 1e-12) - np.log(p[j] + 1e-12))
+                cands.append((loss, lb, opts[lb][j]))
+        if not cands:
+            return  # nothing left to switch: every path is pinned through zeros
+        cands.sort(key=lambda c: c[0])
+        for _, lb, v in cands:
+            if is_connected(space, out | {lb: v}):
+                out[lb] = v
+                return
+        out[cands[0][1]] = cands[0][2]
+        if is_connected(space, out):
+            return
+
+
+@dataclass
+class LatencyCalibration:
+    """An affine correction ``measured ≈ scale · additive + offset`` (µs) of the additive
+    per-layer latency model, fitted on whole networks compiled and measured with TVM."""
+
+    scale: float
+    offset: float
+    points: list[tuple[float, float]] = field(default_factory=list)
+
+    def apply(self, rows: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Rows whose sum over decisions is the calibrated whole-network latency."""
+        n = max(1, len(rows))
+        return {k: self.scale * np.asarray(v, dtype=np.float64) + self.offset / n
+                for k, v in rows.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON-able dict."""
+        return {"scale": self.scale, "offset": self.offset,
+                "points": [list(p) for p in self.points]}
+
+
+def additive_latency(space: Space, rows: Mapping[str, np.ndarray],
+                     assignment: Mapping[str, Any]) -> float:
+    """Sum over decisions of the row entry of the chosen option."""
+    return float(sum(rows[d.label][d.index(assignment[d.label])] for d in space.decisions
+                     if d.label in rows and d.label in assignment))
+
+
+def calibrate_rows(space: Space, rows: Mapping[str, np.ndarray],
+                   measure_us: Callable[[Mapping[str, Any]], float], *, children: int = 6,
+                   seed: int = 0, fixed: Mapping[str, Any] | None = None
+                   ) -> LatencyCalibration:
+    """Fit ``measured = scale · additive + offset`` on ``children`` whole networks.
+
+    The children are the two extremes of the additive model (cheapest and dearest option
+    everywhere) plus random ones; ``measure_us(assignment)`` compiles and measures one
+    (TVM, host). Least squares; if the slope comes out non-positive (measurement noise on
+    a flat space) a pure ratio fit is used instead.
+
+    >>> from nasir.spaces import get_space
+    >>> sp = get_space("nb201", input_shape=(1, 8, 8), channels=4, cells_per_stage=1)
+    >>> rows = {d.label: np.array([1.0, 1.0, 5.0, 9.0, 2.0]) for d in sp.decisions}
+    >>> fake = lambda a: 0.25 * additive_latency(sp, rows, a) + 30.0
+    >>> c = calibrate_rows(sp, rows, fake, children=4)
+    >>> round(c.scale, 3), round(c.offset, 1)
+    (0.25, 30.0)
+    >>> round(additive_latency(sp, c.apply(rows), sp.reference("resnet")), 3) == \\
+    ...     round(fake(sp.reference("resnet")), 3)
+    True
+    """
+    from nasir.passes.sampling import sample
+
+    if children < 2:
+        raise SpecError(f"calibration needs >= 2 children, got {children}")
+    fixed = dict(fixed or {})
+    free = [d for d in space.decisions if d.label in rows and d.label not in fixed]
+    lo = {d.label: d.options[int(np.argmin(rows[d.label]))] for d in free} | fixed
+    hi = {d.label: d.options[int(np.argmax(rows[d.label]))] for d in free} | fixed
+    picks: list[dict[str, Any]] = [lo, hi]
+    rng = np.random.default_rng(seed)
+    tries = 0
+    while len(picks) < children and tries < 50 * children:
+        tries += 1
+        a = dict(sample(space, rng, 1)[0]) | fixed
+        if a not in picks:
+            picks.append(a)
+    points = []
+    for a in picks:
+        a = dict(space.check(a))
+        points.append((additive_latency(space, rows, a), float(measure_us(a))))
+    x = np.array([p[0] for p in points])
+    y = np.array([p[1] for p in points])
+    if np.ptp(x) > 0:
+        scale, offset = (float(v) for v in np.polyfit(x, y, 1))
+    else:
+        scale, offset = 0.0, 0.0
+    if not scale > 0:
+        scale, offset = float(y.sum() / max(x.sum(), 1e-12)), 0.0
+    return LatencyCalibration(scale, offset, points)
+
+
+def tvm_measure_us(space: Space, config: Any = None) -> Callable[[Mapping[str, Any]], float]:
+    """``assignment -> µs``: compile the child with TVM and measure it on the host."""
+    from nasir.backends.tvm.measure import MeasureConfig, measure
+
+    cfg = config or MeasureConfig(repeats=7, min_repeat_ms=5)
+
+    def run(a: Mapping[str, Any]) -> float:
+        r = measure(space.instantiate(space.check(a)), "host", cfg)
+        if r.median_ms is None:
+            raise SpecError(f"TVM could not measure {dict(a)}: {r.reason}")
+        return float(r.median_ms) * 1000.0
+
+    return run

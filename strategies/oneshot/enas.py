@@ -11,7 +11,9 @@ samples (shared weights, one child's compute). Each epoch alternates
 
 Derivation (as ENAS): ``derive_samples`` children sampled from the trained controller (its
 greedy choice among them) are scored with shared weights on the whole architecture half;
-the best is returned. Works on macro (``enas_macro``) and cell (``enas_micro``, NB201)
+the best is returned. Shared-weight accuracies (rewards and derivation) use BatchNorm
+batch statistics: the running statistics average all sampled paths and misdescribe any
+one child. Works on macro (``enas_macro``) and cell (``enas_micro``, NB201)
 spaces alike: the controller emits one decision per step over the free decisions.
 
 >>> from nasir.spaces import get_space
@@ -89,13 +91,12 @@ class EnasSearch:
 
     @torch.no_grad()
     def _accuracy(self, net: Supernet, batches: list[tuple[Any, Any]]) -> float:
-        net.eval()
-        ok = n = 0
-        for x, y in batches:
-            ok += int((net(x).argmax(1) == y).sum())
-            n += len(y)
+        # BatchNorm on batch statistics: the running ones average every sampled path and
+        # misdescribe any single child (the reason SPOS recalibrates them per path)
         net.train()
-        return ok / max(1, n)
+        x = torch.cat([b[0] for b in batches])
+        y = torch.cat([b[1] for b in batches])
+        return float((net(x).argmax(1) == y).float().mean()) if len(y) else 0.0
 
     def search(self, data: SearchData | None = None) -> OneShotResult:
         """Train shared weights and controller alternately, then derive."""

@@ -1,17 +1,26 @@
 """FBNet (Wu et al., CVPR 2019): Gumbel-softmax search with a latency-aware loss.
 
 The supernet runs in ``gumbel`` mode: every layer's candidates are mixed by a
-Gumbel-softmax sample of its logits at temperature ``τ``, annealed per epoch
-``τ ← τ0 · decay^epoch`` (paper: τ0 = 5, decay 0.956). The loss is
+Gumbel-softmax sample of its logits at temperature ``τ``, annealed exponentially from
+``τ0 = 5`` to the paper's end point ``5 · 0.956^90 ≈ 0.09`` over the epochs after the
+warm-up (the paper's schedule compressed to digits' epochs). The loss is
 
-    CE(w, α) · α_l · log(LAT(α))^β        (α_l = 0.2, β = 0.6 as in the paper)
+    CE(w, α) · α_l · log(LAT(α))^β · max(1, LAT/T)^γ      (α_l = 0.2, β = 0.6)
 
 with ``LAT`` the expected latency: per decision, the softmax of its logits dotted with the
 latency each option adds, measured with TVM on the host through the per-layer LUT
 (:func:`~nasir.strategies.oneshot.common.decision_latency`). Latency is in µs so its log is
-positive at digits' sub-millisecond scale. As in FBNet, weights train on the first half
-of the training split for ``warmup`` epochs first, then weights and logits alternate.
-The derived network takes the argmax per decision.
+positive at digits' sub-millisecond scale. The last factor is only there with a target
+``T`` (``target_us``): MnasNet's hard constraint, 1 under the target and steep above it
+(``γ = constraint``); FBNet's own term does not depend on any target. The additive
+per-layer table overestimates a compiled whole network (fusion, one runtime call), so
+``calibrate=k`` fits ``measured = a · additive + b`` on ``k`` whole children compiled and
+measured with TVM (:func:`~nasir.strategies.oneshot.common.calibrate_rows`) and uses the
+corrected rows. As in FBNet, weights train on the first half of the training split for
+``warmup`` epochs first, then weights and logits alternate. Derivation: the argmax per
+decision, connectivity-aware (``none="connect"``: a cell whose every path crosses a
+``none`` edge gets its cheapest-to-switch edge back;
+:func:`~nasir.strategies.oneshot.common.derive_from_probs`).
 
 ``latency_rows`` may be given directly (label → per-option µs) instead of a LUT.
 
@@ -19,7 +28,7 @@ The derived network takes the argmax per decision.
 >>> from nasir.spaces import get_space
 >>> sp = get_space("nb201", input_shape=(1, 8, 8), channels=4, cells_per_stage=1)
 >>> rows = {d.label: np.array([1.0, 1.0, 50.0, 90.0, 20.0]) for d in sp.decisions}
->>> r = FBNetSearch(sp, seed=0, epochs=1, warmup=0, data_fraction=0.1,
+>>> r = FBNetSearch(sp, seed=0, epochs=2, warmup=1, data_fraction=0.1,
 ...                 latency_rows=rows).search()
 >>> r.extra["expected_latency_us"] > 0
 True
@@ -43,9 +52,12 @@ from nasir.strategies.oneshot.common import (
     OneShotResult,
     OneShotStrategy,
     SearchData,
+    calibrate_rows,
     cycle,
     decision_latency,
+    derive_from_probs,
     search_data,
+    tvm_measure_us,
     weight_optimizer,
 )
 
@@ -58,13 +70,24 @@ class LatencySearch:
     method: ClassVar[str] = "latency"
     mode: ClassVar[str] = "gumbel"
 
-    def __init__(self, space: Space, seed: int = 0, *, epochs: int = 5, warmup: int = 1,
-                 w_lr: float = 3e-3, a_lr: float = 1e-2, batch_size: int = 64,
+    def __init__(self, space: Space, seed: int = 0, *, epochs: int = 8, warmup: int = 2,
+                 w_lr: float = 3e-3, a_lr: float = 5e-2, batch_size: int = 64,
                  data_fraction: float = 1.0, fixed: Mapping[str, Any] | None = None,
                  lut: Any = None, lut_path: str | None = None,
-                 latency_rows: Mapping[str, Any] | None = None) -> None:
-        if epochs < 1 or warmup < 0:
-            raise SpecError(f"need epochs >= 1 and warmup >= 0, got {epochs}, {warmup}")
+                 latency_rows: Mapping[str, Any] | None = None,
+                 target_us: float | None = None, constraint: float = 4.0,
+                 calibrate: int = 0, none: str = "connect") -> None:
+        if epochs < 1 or not 0 <= warmup < epochs:
+            raise SpecError(f"need epochs >= 1 and 0 <= warmup < epochs, got {epochs}, "
+                            f"{warmup}")
+        if target_us is not None and not target_us > 1.0:
+            raise SpecError(f"target_us must be > 1 µs, got {target_us}",
+                            hint="the latency target T in microseconds")
+        if constraint < 0 or calibrate < 0:
+            raise SpecError("constraint and calibrate must be >= 0")
+        self.target_us = None if target_us is None else float(target_us)
+        self.constraint, self.calibrate, self.none = float(constraint), int(calibrate), none
+        self.calibration: Any = None
         self.space, self.seed, self.epochs, self.warmup = space, int(seed), epochs, warmup
         self.w_lr, self.a_lr = w_lr, a_lr
         self.batch_size, self.data_fraction = batch_size, data_fraction
@@ -85,6 +108,11 @@ class LatencySearch:
                                  config=MeasureConfig(repeats=5, min_repeat_ms=2))
             ms = decision_latency(self.space, lut, self.fixed)
             self.latency_rows = {k: v * 1000.0 for k, v in ms.items()}
+            if self.calibrate:
+                self.calibration = calibrate_rows(
+                    self.space, self.latency_rows, tvm_measure_us(self.space),
+                    children=self.calibrate, seed=self.seed, fixed=self.fixed)
+                self.latency_rows = self.calibration.apply(self.latency_rows)
         out = {}
         for k, v in self.latency_rows.items():
             v = np.asarray(v, dtype=np.float64)
@@ -108,6 +136,14 @@ class LatencySearch:
     def arch_loss(self, ce: torch.Tensor, lat: torch.Tensor) -> torch.Tensor:
         """The latency-aware architecture loss."""
         raise NotImplementedError
+
+    def over_target(self, lat: torch.Tensor) -> torch.Tensor:
+        """MnasNet's hard-constraint factor ``max(1, LAT/T)^γ`` (1 without a target): no
+        effect under the target, a steep latency gradient above it, so a lower ``T``
+        gives a faster network (the papers' own terms only rescale with ``T``)."""
+        if self.target_us is None or self.constraint == 0:
+            return torch.ones(())
+        return (lat / self.target_us).clamp_min(1.0) ** self.constraint
 
     def _set_tau(self, net: Supernet, epoch: int) -> None:
         """Per-epoch hook (temperature annealing)."""
@@ -142,11 +178,17 @@ class LatencySearch:
                     losses.append(loss.item())
                 history.append({"epoch": ep, "loss": float(np.mean(losses)),
                                 "expected_latency_us": float(expected().detach())})
-            a = self.space.check(net.derive())
+            probs = {lb: F.softmax(net.alphas[lb.replace(".", "__")].detach(), -1).numpy()
+                     for lb in net.decisions()}
+            a = self.space.check(derive_from_probs(self.space, probs, net.fixed, self.none))
             lat = float(expected().detach())
+        extra = {"expected_latency_us": lat, "predicted_latency_us": self.predict(a),
+                 "target_us": self.target_us,
+                 "arch_probs": {k: v.round(4).tolist() for k, v in probs.items()}}
+        if self.calibration is not None:
+            extra["calibration"] = self.calibration.to_json()
         return OneShotResult(self.method, a, time.perf_counter() - t0, self.epochs, history,
-                             {"expected_latency_us": lat,
-                              "predicted_latency_us": self.predict(a)})
+                             extra)
 
     def predict(self, a: Mapping[str, Any]) -> float:
         """Additive-table latency (µs) of an assignment."""
@@ -162,16 +204,25 @@ class FBNetSearch(LatencySearch):
     mode: ClassVar[str] = "gumbel"
 
     def __init__(self, space: Space, seed: int = 0, *, alpha: float = 0.2, beta: float = 0.6,
-                 tau0: float = 5.0, tau_decay: float = 0.956, **kw: Any) -> None:
+                 tau0: float = 5.0, tau_end: float = 5.0 * 0.956 ** 90, **kw: Any) -> None:
         super().__init__(space, seed, **kw)
-        self.alpha, self.beta, self.tau0, self.tau_decay = alpha, beta, tau0, tau_decay
+        if not 0 < tau_end <= tau0:
+            raise SpecError(f"need 0 < tau_end <= tau0, got {tau_end}, {tau0}")
+        self.alpha, self.beta, self.tau0, self.tau_end = alpha, beta, tau0, tau_end
+
+    def tau(self, epoch: int) -> float:
+        """Exponential annealing from ``tau0`` to ``tau_end`` over the epochs after the
+        warm-up (FBNet: 5 · 0.956^epoch over 90 epochs; the same end points here)."""
+        span = max(1, self.epochs - self.warmup - 1)
+        k = min(max(0, epoch - self.warmup), span)
+        return float(self.tau0 * (self.tau_end / self.tau0) ** (k / span))
 
     def _set_tau(self, net: Supernet, epoch: int) -> None:
-        net.set_mode("gumbel", tau=self.tau0 * self.tau_decay ** epoch)
+        net.set_mode("gumbel", tau=self.tau(epoch))
 
     def arch_loss(self, ce: torch.Tensor, lat: torch.Tensor) -> torch.Tensor:
-        """``CE · α · log(LAT)^β``."""
-        return ce * self.alpha * torch.log(lat) ** self.beta
+        """``CE · α · log(LAT)^β``, times :meth:`over_target` when a target is given."""
+        return ce * self.alpha * torch.log(lat) ** self.beta * self.over_target(lat)
 
 
 class FBNet(OneShotStrategy):

@@ -6,17 +6,22 @@ gradient through the supernet's straight-through gate (``∂L/∂α`` from ``∂
 sampled path's gate, one sampled path per step rather than the paper's two). The
 architecture loss is the official code's default
 
-    α · CE · (log E[LAT] / log T)^β      (α = 0.2, β = 0.3)
+    α · CE · (log E[LAT] / log T)^β · max(1, E[LAT]/T)^γ      (α = 0.2, β = 0.3)
 
-with ``E[LAT]`` the softmax-expected latency from the TVM per-layer LUT (µs) and ``T`` the
-target (µs). Runs on the per-layer MBConv space (``proxylessnas``, with its ``zero`` ops);
-widths that change types must be pinned in ``fixed``.
+with ``E[LAT]`` the softmax-expected latency from the TVM per-layer LUT (µs, optionally
+calibrated against measured whole networks: ``calibrate=k``) and ``T`` the target (µs).
+The official term alone only rescales with ``T`` (under Adam the step does not change),
+so the MnasNet hard-constraint factor (``γ = constraint``, 1 below ``T``) makes ``T``
+bind: above it the latency gradient is steep. Derivation is connectivity-aware as in
+:mod:`~nasir.strategies.oneshot.fbnet`. Runs on the per-layer MBConv space
+(``proxylessnas``, with its ``zero`` ops); widths that change types must be pinned in
+``fixed``.
 
 >>> import numpy as np
 >>> from nasir.spaces import get_space
 >>> sp = get_space("nb201", input_shape=(1, 8, 8), channels=4, cells_per_stage=1)
 >>> rows = {d.label: np.array([1.0, 1.0, 50.0, 90.0, 20.0]) for d in sp.decisions}
->>> r = ProxylessSearch(sp, seed=0, epochs=1, warmup=0, data_fraction=0.1,
+>>> r = ProxylessSearch(sp, seed=0, epochs=2, warmup=1, data_fraction=0.1,
 ...                     latency_rows=rows, target_us=100.0).search()
 >>> r.method
 'proxylessnas'
@@ -46,13 +51,14 @@ class ProxylessSearch(LatencySearch):
                  alpha: float = 0.2, beta: float = 0.3, **kw: Any) -> None:
         if not target_us > 1.0:
             raise SpecError(f"target_us must be > 1 µs, got {target_us}")
-        super().__init__(space, seed, **kw)
-        self.target_us, self.alpha, self.beta = float(target_us), alpha, beta
+        super().__init__(space, seed, target_us=target_us, **kw)
+        self.alpha, self.beta = alpha, beta
 
     def arch_loss(self, ce: torch.Tensor, lat: torch.Tensor) -> torch.Tensor:
-        """``α · CE · (log E[LAT] / log T)^β``."""
+        """``α · CE · (log E[LAT] / log T)^β · max(1, E[LAT]/T)^γ``."""
+        assert self.target_us is not None
         ratio = torch.log(lat) / torch.log(torch.tensor(self.target_us))
-        return self.alpha * ce * ratio ** self.beta
+        return self.alpha * ce * ratio ** self.beta * self.over_target(lat)
 
 
 class Proxyless(OneShotStrategy):
