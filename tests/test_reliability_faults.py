@@ -35,10 +35,10 @@ def fault_experiment(trials: int = 16, seed: int = 27, **over) -> Experiment:
     """A pool run over the fault estimator (also used by benchmarks/reliability_*.py)."""
     d = {"space": SMALL_NB201,
          "estimator": {"kind": "fault", "latency": "off",
-                       "options": {"faults": FAULT_SHARES, "sleep_s": 60}},
+                       "options": {"faults": FAULT_SHARES, "sleep_s": 90}},
          "strategy": {"name": "random"}, "reward": {"kind": "accuracy"},
          "objectives": {"accuracy": "max", "params": "min"},
-         "executor": {"kind": "pool", "workers": 2, "trial_timeout_s": 25},
+         "executor": {"kind": "pool", "workers": 2, "trial_timeout_s": 45},
          "budget": {"trials": trials}, "seed": seed}
     d.update(over)
     return Experiment.from_dict(d)
