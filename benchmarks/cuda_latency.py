@@ -130,13 +130,14 @@ def _load_cuda_runtime() -> None:
         return
     if torch.cuda.is_available():
         torch.cuda.init()
-    for pattern in ("/usr/local/cuda*/lib64/libcudart.so.*", "/usr/local/cuda*/lib/libcudart.so.*"):
-        for path in sorted(glob.glob(pattern)):
-            try:
-                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
-                break
-            except OSError:
-                continue
+    candidates = sorted(glob.glob("/usr/local/cuda*/lib64/libcudart.so.*")) + \
+        sorted(glob.glob("/usr/local/cuda*/lib/libcudart.so.*"))
+    for path in candidates:  # the first one that loads
+        try:
+            ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+            break
+        except OSError:
+            continue
     lib = os.path.join(os.path.dirname(tvm.__file__), "lib", "libtvm_runtime_cuda.so")
     ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
     # TVM 0.27 stores CUDA kernels as source and compiles them when the library is loaded

@@ -189,8 +189,11 @@ def run_targets(sp, rows, raw, meas, lo, t_loose) -> dict:
     runs = (("fbnet", FBNetSearch, {}, None), ("proxylessnas", ProxylessSearch, {}, t_loose),
             ("fbnet_constraint", FBNetSearch, {"beta": 0.0}, None))
     for name, cls, kw, t0 in runs:
-        free = cls(sp, seed=0, epochs=SEARCH_EPOCHS, latency_rows=rows, target_us=t0,
-                   **kw).search()
+        def search(t_us, cls=cls, kw=kw):
+            return cls(sp, seed=0, epochs=SEARCH_EPOCHS, latency_rows=rows, target_us=t_us,
+                       **kw).search()
+
+        free = search(t0)
         l0 = meas(free.assignment)
         targets[f"{name}@free"] = {"measured_us": round(l0, 1), "target_us": t0,
                                    "arch": free.assignment.text()}
@@ -202,8 +205,7 @@ def run_targets(sp, rows, raw, meas, lo, t_loose) -> dict:
             continue
         for f in TARGET_FRACTIONS:
             t_us = round(lo + f * (l0 - lo), 1)
-            res = cls(sp, seed=0, epochs=SEARCH_EPOCHS, latency_rows=rows,
-                      target_us=t_us, **kw).search()
+            res = search(t_us)
             lat = meas(res.assignment)
             rec = {"target_us": t_us, "measured_us": round(lat, 1), "met": lat <= t_us,
                    "within_10pct": lat <= 1.1 * t_us,
