@@ -239,3 +239,87 @@ def test_supernet_memory_prediction_within_20_percent(channels, batch):
     check_memory(binar, budget, "binarized supernet")
     with pytest.raises(ResourceError, match="DARTS supernet exceeds the budget"):
         check_memory(darts, budget, "DARTS supernet")
+
+
+def test_two_path_binarized_estimator():
+    """ProxylessNAS' two-path estimator: the forward is the active path's; only the two
+    sampled logits of each decision get a CE gradient, equal to
+    Σ_j ⟨∂L/∂out_j, o_j⟩ · p_j(δ_ij − p_i) over the pair; the rescaling keeps their
+    log-sum-exp and leaves the other options' logits alone."""
+    import torch.nn.functional as F
+
+    from nasir.strategies.oneshot.proxylessnas import ProxylessSearch
+
+    sp = get_space("nb201", input_shape=(3, 8, 8), channels=4, cells_per_stage=1)
+    net = Supernet(sp, mode="binarized", seed=0, binary_paths=2)
+    with torch.no_grad():
+        for p in net.arch_parameters():
+            p.copy_(torch.randn(p.shape))
+    x, y = torch.randn(6, 3, 8, 8), torch.randint(0, 10, (6,))
+    torch.manual_seed(3)
+    out = net(x)
+    pairs, path = dict(net.last_pairs), dict(net.last_path)
+    assert set(pairs) == {d.label for d in sp.decisions}
+    assert all(a != b for a, b in pairs.values())
+    F.cross_entropy(out, y).backward()
+    # the forward equals the active path run alone (same weights, batch statistics)
+    single = Supernet(sp, mode="single", seed=0)
+    single.load_state_dict(net.state_dict())
+    single.set_path(path)
+    assert torch.allclose(single(x), out, atol=1e-6)
+    moved = 0
+    for lb, (ia, ib) in pairs.items():
+        g = net.alphas[lb].grad
+        others = [i for i in range(len(g)) if i not in (ia, ib)]
+        assert torch.all(g[others] == 0)
+        # a softmax over two logits: the pair's gradients are opposite
+        assert torch.allclose(g[ia], -g[ib], atol=1e-7)
+        moved += int(g[ia].abs() > 0)
+    assert moved >= 3
+    # the paper's rescaling after an optimizer step
+    before = {k: v.detach().clone() for k, v in net.alphas.items()}
+    torch.optim.Adam(net.arch_parameters(), lr=0.1).step()
+    ProxylessSearch.after_arch_step(None, net, before)  # type: ignore[arg-type]
+    for lb, (ia, ib) in pairs.items():
+        new, old = net.alphas[lb].detach(), before[lb]
+        idx = torch.tensor([ia, ib])
+        assert torch.allclose(torch.logsumexp(new[idx], 0), torch.logsumexp(old[idx], 0),
+                              atol=1e-5)
+        rest = [i for i in range(len(new)) if i not in (ia, ib)]
+        assert torch.allclose(new[rest], old[rest])
+    with pytest.raises(BackendError, match="binary_paths"):
+        Supernet(sp, binary_paths=3)
+
+
+def test_two_path_memory_prediction_within_20_percent():
+    """The two-path architecture step keeps one more output per choice; the prediction
+    follows the measured peak (and exceeds the one-path step's)."""
+    from nasir.backends.torch.memory import measure_training_step
+
+    torch.set_num_threads(1)
+    sp = get_space("nb201", input_shape=(3, 8, 8), channels=8, cells_per_stage=1)
+    a = sp.reference("best_cifar10")
+    x, y = torch.randn(32, 3, 8, 8), torch.randint(0, 10, (32,))
+    got = {}
+    for paths in (1, 2):
+        net = Supernet(sp, mode="binarized", seed=0, binary_paths=paths)
+        with torch.no_grad():  # the path of ``a`` active, a definite second option
+            for label, opts in net.decisions().items():
+                logits = net.alphas[label.replace(".", "__")]
+                i = opts.index(a[label])
+                logits.zero_()
+                logits[i], logits[(i + 1) % len(opts)] = 30.0, 29.0
+        opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.01)
+
+        def step(net=net, opt=opt):
+            torch.manual_seed(0)
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+
+        step()
+        opt.zero_grad(set_to_none=True)
+        measured = measure_training_step(net, step).total
+        predicted = net.predict_memory(32, assignment=a, arch_grad=True).total
+        assert 0.8 < predicted / measured < 1.2, (paths, predicted, measured)
+        got[paths] = predicted
+    assert got[2] > got[1]

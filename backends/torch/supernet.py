@@ -18,7 +18,13 @@ the label) weight the candidates according to ``mode``:
 ``binarized``  one path sampled from the softmax per forward; only it runs, so only its
                activations are kept (ProxylessNAS). When the logits require grad, the
                sampled output passes a straight-through gate ``1 + p - stop_grad(p)`` so
-               the logits get ProxylessNAS' single-path gradient estimate;
+               the logits get a single-path gradient estimate; with ``binary_paths=2``
+               (the paper's estimator) each decision samples two options from the
+               softmax, the active one from the softmax of their two logits, the other
+               runs without grad, and the two logits get
+               ``∂L/∂α_i = Σ_j ∂L/∂g_j · p_j(δ_ij − p_i)`` over the pair, ``∂L/∂g_j`` the
+               gradient of the binary gate of option ``j`` (:attr:`Supernet.last_pairs`
+               names the pairs, for the paper's rescaling of the updated logits);
 ``single``     the path set by :meth:`Supernet.set_path` (an external sampler: ENAS, SPOS).
 
 Every value in the body must have one type whatever is chosen (mixing sums outputs):
@@ -88,6 +94,8 @@ class _Ctx:
         self.weights: dict[str, torch.Tensor] = {}
         self.index: dict[str, int] = {}
         self.probs: dict[str, torch.Tensor] = {}
+        #: binarized, two-path estimator: label → (option a, option b, softmax over a, b)
+        self.pairs: dict[str, tuple[int, int, torch.Tensor]] = {}
         self.gate = False
         alphas = net.alphas
         if self.mode in ("darts", "gumbel"):
@@ -98,11 +106,19 @@ class _Ctx:
         elif self.mode == "binarized":
             self.gate = torch.is_grad_enabled() and any(p.requires_grad
                                                         for p in alphas.parameters())
+            two = self.gate and net.binary_paths == 2
             for label, k in net._label_keys.items():
                 p = F.softmax(alphas[k], -1)
                 self.probs[label] = p
-                self.index[label] = int(torch.multinomial(p.detach(), 1))
+                if two and p.numel() > 1:
+                    ia, ib = (int(i) for i in torch.multinomial(p.detach(), 2))
+                    pt = F.softmax(alphas[k][[ia, ib]], -1)
+                    self.pairs[label] = (ia, ib, pt)
+                    self.index[label] = ia if float(torch.rand(())) < pt[0].item() else ib
+                else:
+                    self.index[label] = int(torch.multinomial(p.detach(), 1))
             net.last_path = {lb: net._options[lb][i] for lb, i in self.index.items()}
+            net.last_pairs = {lb: (a, b) for lb, (a, b, _) in self.pairs.items()}
         else:
             self.index = net._path_index
 
@@ -114,6 +130,28 @@ class _Ctx:
                 f"the supernet path leaves out decision {label!r}",
                 hint="call set_path with a full assignment (single mode)") from None
 
+    def _pair_terms(self, labels: tuple[str, ...], key: tuple[int, ...],
+                    cands: dict[tuple[int, ...], Any], out: torch.Tensor) -> torch.Tensor:
+        """Zero in the forward; its gradient gives each sampled pair's softmax ``p_j``
+        the binary-gate gradient ``∂L/∂g_j = ⟨∂L/∂out, o_j⟩`` (ProxylessNAS, two paths).
+        The inactive option's output ``o_j`` runs without grad (its weights get none)."""
+        total = torch.zeros(())
+        for pos, lb in enumerate(labels):
+            if lb not in self.pairs:
+                continue
+            ia, ib, pt = self.pairs[lb]
+            for j, idx in enumerate((ia, ib)):
+                if idx == key[pos]:
+                    o = out.detach()
+                else:
+                    alt = cands.get((*key[:pos], idx, *key[pos + 1:]))
+                    if alt is None:  # that combination does not verify: no gate term
+                        continue
+                    with torch.no_grad():
+                        o = alt()
+                total = total + (pt[j] - pt[j].detach()) * o
+        return total
+
     def mix(self, labels: tuple[str, ...], cands: dict[tuple[int, ...], Any]) -> torch.Tensor:
         """Combine candidate thunks keyed by option-index tuples of ``labels``."""
         if self.mode in ("single", "binarized"):
@@ -123,6 +161,8 @@ class _Ctx:
                 raise AssignmentError(f"no valid candidate for {dict(zip(labels, key))}",
                                       hint="this combination of values does not verify")
             out = fn()
+            if self.pairs:
+                return out + self._pair_terms(labels, key, cands, out)
             if self.gate:
                 g = torch.ones(())
                 for lb, i in zip(labels, key):
@@ -507,11 +547,13 @@ class Supernet(nn.Module):
             ``affine=False``: a candidate cannot rescale its output against its mixing
             weight, so the architecture gradient compares the ops themselves). Children
             inherit the frozen 1 and 0 and may train them again.
+        binary_paths: binarized mode's architecture-gradient estimator when the logits
+            train: 1 (the sampled path's gate) or 2 (ProxylessNAS' pair of paths).
     """
 
     def __init__(self, space: Space, *, mode: str = "darts",
                  fixed: Mapping[str, Any] | None = None, seed: int = 0,
-                 tau: float = 1.0, affine: bool = True) -> None:
+                 tau: float = 1.0, affine: bool = True, binary_paths: int = 1) -> None:
         super().__init__()
         self.space = space
         fixed = dict(space.check(fixed or {}, where="fixed decisions"))
@@ -527,6 +569,13 @@ class Supernet(nn.Module):
         self.alphas = nn.ParameterDict({_key(lb): nn.Parameter(torch.zeros(len(o)))
                                         for lb, o in b.labels.items()})
         self.tau = float(tau)
+        if binary_paths not in (1, 2):
+            raise BackendError(f"binary_paths must be 1 or 2, got {binary_paths}",
+                               hint="2 is ProxylessNAS' two-path gradient estimator")
+        #: binarized mode's architecture-gradient estimator: 1 or 2 sampled paths
+        self.binary_paths = int(binary_paths)
+        #: the option pairs (label → index pair) of the last two-path binarized forward
+        self.last_pairs: dict[str, tuple[int, int]] = {}
         self.mode = "single"
         self.set_mode(mode)
         self._path_index: dict[str, int] = {}
@@ -644,7 +693,8 @@ class Supernet(nn.Module):
         All supernet weights stay resident; gradients exist only for the weights used.
         ``arch_grad``: whether the logits require grad in that step (default: as they do
         now); then autograd keeps every weighted candidate output (darts / gumbel) or the
-        gated sampled outputs (binarized). See :mod:`nasir.backends.torch.memory`."""
+        gated sampled outputs (binarized; with ``binary_paths=2`` also each choice's
+        second, no-grad output). See :mod:`nasir.backends.torch.memory`."""
         from nasir.backends.torch.memory import MemoryEstimate, predict_training_memory
 
         mode = mode or self.mode
@@ -658,5 +708,12 @@ class Supernet(nn.Module):
                                       arch_grad=arch_grad and mode != "single")
         resident = sum(t.numel() * t.element_size() for t in self.parameters())
         resident += sum(t.numel() * t.element_size() for t in self.buffers())
-        return MemoryEstimate(resident, est.gradients, est.optimizer, est.activations,
-                              est.transient)
+        extra = 0
+        if mode == "binarized" and arch_grad and self.binary_paths == 2:
+            # the two-path estimator keeps each choice's second (no-grad) output for the
+            # gate gradient: one more output per mixed op, alive until backward
+            from nasir.backends.torch.memory import _gated, _nbytes
+
+            extra = batch_size * sum(_nbytes(n) for n in _gated(g, prepare(g)))
+        return MemoryEstimate(resident, est.gradients, est.optimizer,
+                              est.activations + extra, est.transient)

@@ -76,7 +76,8 @@ class LatencySearch:
                  lut: Any = None, lut_path: str | None = None,
                  latency_rows: Mapping[str, Any] | None = None,
                  target_us: float | None = None, constraint: float = 4.0,
-                 calibrate: int = 0, none: str = "connect") -> None:
+                 calibrate: int = 0, none: str = "connect", arch_every: int = 1,
+                 a_betas: tuple[float, float] = (0.5, 0.999)) -> None:
         if epochs < 1 or not 0 <= warmup < epochs:
             raise SpecError(f"need epochs >= 1 and 0 <= warmup < epochs, got {epochs}, "
                             f"{warmup}")
@@ -90,6 +91,10 @@ class LatencySearch:
         self.calibration: Any = None
         self.space, self.seed, self.epochs, self.warmup = space, int(seed), epochs, warmup
         self.w_lr, self.a_lr = w_lr, a_lr
+        if arch_every < 1:
+            raise SpecError(f"arch_every must be >= 1, got {arch_every}")
+        self.arch_every = int(arch_every)
+        self.a_betas = (float(a_betas[0]), float(a_betas[1]))
         self.batch_size, self.data_fraction = batch_size, data_fraction
         self.fixed = dict(fixed or {})
         self.lut, self.lut_path = lut, lut_path
@@ -137,6 +142,13 @@ class LatencySearch:
         """The latency-aware architecture loss."""
         raise NotImplementedError
 
+    def supernet_options(self) -> dict[str, Any]:
+        """Extra :class:`~nasir.backends.torch.supernet.Supernet` arguments."""
+        return {}
+
+    def after_arch_step(self, net: Supernet, before: Mapping[str, torch.Tensor]) -> None:
+        """Hook after each architecture step (``before``: the logits before it)."""
+
     def over_target(self, lat: torch.Tensor) -> torch.Tensor:
         """MnasNet's hard-constraint factor ``max(1, LAT/T)^γ`` (1 without a target): no
         effect under the target, a steep latency gradient above it, so a lower ``T``
@@ -155,22 +167,24 @@ class LatencySearch:
             torch.manual_seed(self.seed)
             data = data or search_data(self.batch_size, self.seed, self.data_fraction)
             net = self.net = Supernet(self.space, mode=self.mode, seed=self.seed,
-                                      fixed=self.fixed)
+                                      fixed=self.fixed, **self.supernet_options())
             expected = self._lat_fn(net)
             wopt = weight_optimizer(net, "adam", self.w_lr, 0.9, 0.0)
-            aopt = torch.optim.Adam(net.arch_parameters(), lr=self.a_lr, betas=(0.5, 0.999))
+            aopt = torch.optim.Adam(net.arch_parameters(), lr=self.a_lr, betas=self.a_betas)
             arch_it = cycle(data.train_a)
             history: list[dict[str, Any]] = []
             for ep in range(self.epochs):
                 self._set_tau(net, ep)
                 losses = []
-                for x, y in data.train_w:
-                    if ep >= self.warmup:
+                for step, (x, y) in enumerate(data.train_w):
+                    if ep >= self.warmup and step % self.arch_every == 0:
                         xa, ya = next(arch_it)
                         aopt.zero_grad()
                         loss_a = self.arch_loss(F.cross_entropy(net(xa), ya), expected())
                         loss_a.backward()
+                        before = {k: v.detach().clone() for k, v in net.alphas.items()}
                         aopt.step()
+                        self.after_arch_step(net, before)
                     wopt.zero_grad()
                     loss = F.cross_entropy(net(x), y)
                     loss.backward()

@@ -1,9 +1,14 @@
 """ProxylessNAS (Cai et al., ICLR 2019): binarized paths with a latency target.
 
-The supernet runs in ``binarized`` mode: each forward samples one path from the softmax of
-the logits and runs only it (a single child's memory); the logits get the paper's
-gradient through the supernet's straight-through gate (``∂L/∂α`` from ``∂L/∂g`` of the
-sampled path's gate, one sampled path per step rather than the paper's two). The
+The supernet runs in ``binarized`` mode: each weight step samples one path from the
+softmax of the logits and runs only it (a single child's memory). Architecture steps use
+the paper's two-path estimator (``paths=2``, the official code's ``two`` mode): per
+decision two options are sampled from the softmax, the active one from the softmax of
+their two logits; the inactive one runs without grad, and the pair's logits get
+``∂L/∂α_i = Σ_j ∂L/∂g_j · p_j(δ_ij − p_i)`` from the binary gates' gradients
+``∂L/∂g_j = ⟨∂L/∂out, o_j⟩``; after each step the two updated logits are shifted so that
+their log-sum-exp is unchanged (the options not sampled keep their probabilities).
+``paths=1`` is the cruder single-gate estimator (no comparison between options). The
 architecture loss is the official code's default
 
     α · CE · (log E[LAT] / log T)^β · max(1, E[LAT]/T)^γ      (α = 0.2, β = 0.3)
@@ -13,9 +18,11 @@ calibrated against measured whole networks: ``calibrate=k``) and ``T`` the targe
 The official term alone only rescales with ``T`` (under Adam the step does not change),
 so the MnasNet hard-constraint factor (``γ = constraint``, 1 below ``T``) makes ``T``
 bind: above it the latency gradient is steep. Derivation is connectivity-aware as in
-:mod:`~nasir.strategies.oneshot.fbnet`. Runs on the per-layer MBConv space
-(``proxylessnas``, with its ``zero`` ops); widths that change types must be pinned in
-``fixed``.
+:mod:`~nasir.strategies.oneshot.fbnet`. Runs on the per-layer MBConv spaces
+(``proxylessnas``; ``tiny_proxyless``, its digits-sized version, needs nothing pinned),
+whose ``zero`` ops skip a residual layer; widths that change types must be pinned in
+``fixed``. On NAS-Bench-201's cell the gate gradient favours ``skip_connect`` (a longer
+search collapses to all-skip cells, DARTS' failure; notes/issue-9.md).
 
 >>> import numpy as np
 >>> from nasir.spaces import get_space
@@ -29,10 +36,12 @@ bind: above it the latency gradient is steep. Derivation is connectivity-aware a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 
+from nasir.backends.torch.supernet import Supernet
 from nasir.errors import SpecError
 from nasir.space import Space
 from nasir.strategies.oneshot.common import OneShotStrategy
@@ -48,11 +57,30 @@ class ProxylessSearch(LatencySearch):
     mode: ClassVar[str] = "binarized"
 
     def __init__(self, space: Space, seed: int = 0, *, target_us: float = 1000.0,
-                 alpha: float = 0.2, beta: float = 0.3, **kw: Any) -> None:
+                 alpha: float = 0.2, beta: float = 0.3, paths: int = 2, **kw: Any) -> None:
         if not target_us > 1.0:
             raise SpecError(f"target_us must be > 1 µs, got {target_us}")
+        if paths not in (1, 2):
+            raise SpecError(f"paths must be 1 or 2, got {paths}",
+                            hint="2: the paper's two-path binary-gate gradient")
+        self.paths = int(paths)
         super().__init__(space, seed, target_us=target_us, **kw)
         self.alpha, self.beta = alpha, beta
+
+    def supernet_options(self) -> dict[str, Any]:
+        """The paper's two-path binary-gate gradient (``binary_paths``)."""
+        return {"binary_paths": self.paths}
+
+    @torch.no_grad()
+    def after_arch_step(self, net: Supernet, before: Mapping[str, torch.Tensor]) -> None:
+        """The paper's rescaling (two paths): shift the two updated logits of each pair so
+        that their log-sum-exp is what it was before the step, which keeps the
+        probabilities of the options that were not sampled unchanged."""
+        for lb, (ia, ib) in net.last_pairs.items():
+            k = lb.replace(".", "__")
+            new, old = net.alphas[k], before[k]
+            idx = torch.tensor([ia, ib])
+            new[idx] -= torch.logsumexp(new[idx], 0) - torch.logsumexp(old[idx], 0)
 
     def arch_loss(self, ce: torch.Tensor, lat: torch.Tensor) -> torch.Tensor:
         """``α · CE · (log E[LAT] / log T)^β · max(1, E[LAT]/T)^γ``."""
