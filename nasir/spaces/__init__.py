@@ -23,6 +23,7 @@ SPACES: dict[str, str] = {
     "mnasnet": "nasir.spaces.mnasnet",
     "tiny_mnasnet": "nasir.spaces.tiny_mnasnet",
     "proxylessnas": "nasir.spaces.proxyless",
+    "tiny_proxyless": "nasir.spaces.tiny_proxyless",
     "fbnet": "nasir.spaces.fbnet",
     "mobilenet_v3": "nasir.spaces.mobilenet_v3",
     "efficientnet": "nasir.spaces.efficientnet",
