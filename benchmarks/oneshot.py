@@ -1,15 +1,19 @@
 """Search cost of the one-shot methods vs training one child for the same epochs.
 
-Space: NB201 on digits (1×8×8, C=8, one cell per stage). Each search runs ``EPOCHS``
-epochs over the weight half of the training split with its default settings (DARTS and the
-latency searches: the first 2 epochs train weights only, then one architecture step per
-batch on the other half; DARTS adds its perturbation selection, ENAS its controller steps).
-The baseline, measured in the same run, trains ``CHILDREN`` uniform random children of the
-space for ``EPOCHS`` epochs over the whole training split with the training estimator
-(mean per child). Both sides are timed with ``time.process_time`` (CPU seconds of this
-process, one torch thread), so other jobs on a shared machine inflate neither; wall times
-and the load average are printed beside them. The TVM latency table of FBNet/ProxylessNAS
-is built before timing (amortised over searches, as in FBNet) and printed apart.
+Each method on the space its quality figures use (``benchmarks/oneshot_quality.py``):
+DARTS and ENAS on NB201 on digits (1×8×8, C=8, one cell per stage), FBNet and
+ProxylessNAS on ``tiny_proxyless`` (the per-layer MBConv space at digits size); FBNet and
+ProxylessNAS are also timed on NB201 (keys ``fbnet_nb201``, ``proxylessnas_nb201``). Each
+search runs its default epochs (ENAS 150, the others ``EPOCHS``) over the weight half of
+the training split (DARTS and the latency searches: the first 2 epochs train weights only,
+then one architecture step per batch on the other half; DARTS adds its perturbation
+selection, ENAS its controller steps). The baseline, measured in the same run, trains
+``CHILDREN`` uniform random children of the same space for the same number of epochs over
+the whole training split with the training estimator (mean per child). Both sides are timed
+with ``time.process_time`` (CPU seconds of this process, one torch thread), so other jobs on
+a shared machine inflate neither; wall times and the load average are printed beside them.
+The TVM latency tables of FBNet/ProxylessNAS are built before timing (amortised over
+searches, as in FBNet) and printed apart.
 
     .venv/bin/python benchmarks/oneshot.py
 
@@ -41,44 +45,64 @@ EPOCHS = 8
 CHILDREN = 3
 
 
-def main() -> None:
-    torch.set_num_threads(1)
-    digits_splits()  # load the data set once, outside every timing
-    sp = get_space("nb201", input_shape=(1, 8, 8), num_classes=10, channels=8,
-                   cells_per_stage=1)
-    print(f"load average at start: {os.getloadavg()[0]:.2f}")
+def child_cpu(sp, epochs: int) -> float:
+    """Mean CPU seconds of training ``CHILDREN`` random children for ``epochs`` epochs."""
     cpu = wall = 0.0
     for a in sample(sp, np.random.default_rng(100), CHILDREN):
         t, w = time.process_time(), time.perf_counter()
-        TrainingEstimator(TrainConfig(epochs=EPOCHS, seed=0)).estimate(sp.instantiate(a))
+        TrainingEstimator(TrainConfig(epochs=epochs, seed=0)).estimate(sp.instantiate(a))
         cpu += time.process_time() - t
         wall += time.perf_counter() - w
-    child_cpu, child_wall = cpu / CHILDREN, wall / CHILDREN
-    print(f"child training ({EPOCHS} epochs, full train split, mean of {CHILDREN} random "
-          f"children): {child_cpu:.2f} CPU s, {child_wall:.2f} wall s")
+    print(f"child training on {sp.name} ({epochs} epochs, full train split, mean of "
+          f"{CHILDREN} random children): {cpu / CHILDREN:.2f} CPU s, "
+          f"{wall / CHILDREN:.2f} wall s", flush=True)
+    return cpu / CHILDREN
+
+
+def rows_of(sp) -> dict:
     t = time.perf_counter()
     lut = LatencyLUT("runs/oneshot_lut.db", "host",
                      config=MeasureConfig(repeats=5, min_repeat_ms=2))
     rows = {k: v * 1000 for k, v in decision_latency(sp, lut).items()}
-    print(f"latency table rows (TVM host, amortised, not in ratios): "
-          f"{time.perf_counter() - t:.1f}s")
+    print(f"latency table rows of {sp.name} (TVM host, amortised, not in ratios): "
+          f"{time.perf_counter() - t:.1f}s", flush=True)
+    return rows
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    digits_splits()  # load the data set once, outside every timing
+    nb = get_space("nb201", input_shape=(1, 8, 8), num_classes=10, channels=8,
+                   cells_per_stage=1)
+    mb = get_space("tiny_proxyless")
+    print(f"load average at start: {os.getloadavg()[0]:.2f}")
+    enas_epochs = EnasSearch(nb).epochs
+    base = {(nb.name, EPOCHS): child_cpu(nb, EPOCHS), (nb.name, enas_epochs):
+            child_cpu(nb, enas_epochs), (mb.name, EPOCHS): child_cpu(mb, EPOCHS)}
+    nb_rows, mb_rows = rows_of(nb), rows_of(mb)
     searches = {
-        "enas": lambda: EnasSearch(sp, seed=0, epochs=EPOCHS),
-        "darts": lambda: DartsSearch(sp, seed=0, epochs=EPOCHS),
-        "fbnet": lambda: FBNetSearch(sp, seed=0, epochs=EPOCHS, latency_rows=rows),
-        "proxylessnas": lambda: ProxylessSearch(sp, seed=0, epochs=EPOCHS,
-                                                latency_rows=rows, target_us=1000.0),
+        "enas": (nb, enas_epochs, lambda: EnasSearch(nb, seed=0)),
+        "darts": (nb, EPOCHS, lambda: DartsSearch(nb, seed=0, epochs=EPOCHS)),
+        "fbnet": (mb, EPOCHS, lambda: FBNetSearch(mb, seed=0, epochs=EPOCHS,
+                                                  latency_rows=mb_rows)),
+        "proxylessnas": (mb, EPOCHS, lambda: ProxylessSearch(
+            mb, seed=0, epochs=EPOCHS, latency_rows=mb_rows, target_us=1000.0)),
+        "fbnet_nb201": (nb, EPOCHS, lambda: FBNetSearch(nb, seed=0, epochs=EPOCHS,
+                                                        latency_rows=nb_rows)),
+        "proxylessnas_nb201": (nb, EPOCHS, lambda: ProxylessSearch(
+            nb, seed=0, epochs=EPOCHS, latency_rows=nb_rows, target_us=1000.0)),
     }
     ratios = {}
-    print(f"{'method':>13} {'search cpu':>10} {'child cpu':>9} {'ratio':>6} "
-          f"{'search wall':>11} {'load':>5}")
-    for name, make in searches.items():
+    print(f"{'method':>18} {'space':>14} {'epochs':>6} {'search cpu':>10} {'child cpu':>9} "
+          f"{'ratio':>6} {'search wall':>11} {'load':>5}")
+    for name, (sp, epochs, make) in searches.items():
         t, w = time.process_time(), time.perf_counter()
         res = make().search()
         s, sw = time.process_time() - t, time.perf_counter() - w
-        ratios[name] = round(s / child_cpu, 2)
-        print(f"{name:>13} {s:10.2f} {child_cpu:9.2f} {ratios[name]:6.2f} {sw:11.2f} "
-              f"{os.getloadavg()[0]:5.2f}  {res.assignment.text()}", flush=True)
+        c = base[(sp.name, epochs)]
+        ratios[name] = round(s / c, 2)
+        print(f"{name:>18} {sp.name:>14} {epochs:6d} {s:10.2f} {c:9.2f} {ratios[name]:6.2f} "
+              f"{sw:11.2f} {os.getloadavg()[0]:5.2f}  {res.assignment.text()}", flush=True)
     print(json.dumps(ratios))
 
 

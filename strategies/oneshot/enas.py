@@ -56,14 +56,17 @@ class EnasSearch:
     Args:
         space: the search space (type-changing decisions pinned in ``fixed``).
         seed: seeds weights, controller, data order and sampling.
-        epochs: alternations (one weight pass + ``controller_steps`` controller steps).
+        epochs: alternations (one weight pass + ``controller_steps`` controller steps);
+            150 as in the paper. On digits an epoch is ≈ 9 weight steps: with 5-8 epochs
+            the shared weights are barely trained (children score 10-60 % with them) and
+            the rewards rank pass-through cells first (notes/issue-9.md).
         w_lr: shared-weight SGD learning rate (cosine-annealed).
         c_lr, entropy, baseline_decay, tanh_constant: controller settings (ENAS').
     """
 
     method: ClassVar[str] = "enas"
 
-    def __init__(self, space: Space, seed: int = 0, *, epochs: int = 5,
+    def __init__(self, space: Space, seed: int = 0, *, epochs: int = 150,
                  controller_steps: int = 20, derive_samples: int = 10, w_lr: float = 3e-3,
                  w_momentum: float = 0.9, w_optimizer: str = "adam",
                  w_weight_decay: float = 0.0, c_lr: float = 3.5e-3,
