@@ -5,13 +5,16 @@ decision at its largest option, MBConv6, kernel 5, SE, skips), measures its late
 on the host (whole compiled network, median of 7, one TVM thread, SQLite latency cache so
 no network is compiled twice), sets the budget to ``--budget`` × that latency and runs
 :class:`~nasir.strategies.oneshot.netadapt.NetAdaptSearch` with the *measured* latency as
-its latency function (each step: shrink one width decision, short-term fine-tune each
-proposal, keep the most accurate). Both the start and the simplified network are then
-trained from scratch with the same budget and seeds (long-term fine-tune) and compared.
+its latency function (the start network trained ``--pretrain`` epochs first; each step:
+shrink one width decision, short-term fine-tune each proposal from the weights of the
+network it was pruned from, keep the most accurate with its weights; ``--no-inherit``
+retrains every proposal from scratch instead). Both the start and the simplified network
+are then trained from scratch with the same budget and seeds and compared; the simplified
+one is also long-term fine-tuned from its NetAdapt weights (NetAdapt's last step).
 
 Run: ``.venv/bin/python benchmarks/netadapt.py [--budget 0.6]``.
 Last line JSON: ``{"budget_met": …, "latency_ratio": …, "start_acc": …, "final_acc": …,
-"iterations": …}``.
+"final_finetuned_acc": …, "iterations": …}``.
 """
 
 from __future__ import annotations
@@ -40,9 +43,13 @@ def main() -> None:
                     help="latency budget as a fraction of the start network's")
     ap.add_argument("--epochs", type=int, default=5, help="long-term training epochs")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--finetune", type=int, default=3,
-                    help="short-term fine-tune epochs per proposal (1 leaves every "
-                         "proposal of this network at chance: no signal to choose by)")
+    ap.add_argument("--finetune", type=int, default=1,
+                    help="short-term fine-tune epochs per proposal (from scratch, "
+                         "--no-inherit, 1 leaves every proposal at chance: use 3)")
+    ap.add_argument("--pretrain", type=int, default=5,
+                    help="epochs the start network trains before simplification")
+    ap.add_argument("--no-inherit", action="store_true",
+                    help="train every proposal from scratch (no weight inheritance)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     sp = get_space("tiny_mnasnet", input_shape=(1, 8, 8), num_classes=10)
@@ -66,13 +73,17 @@ def main() -> None:
     budget = args.budget * lat0
     print(f"start: {lat0 * 1000:.1f} µs; budget {budget * 1000:.1f} µs", flush=True)
     t = time.perf_counter()
-    res = NetAdaptSearch(sp, seed=0, budget_ms=budget, latency_fn=latency_ms,
-                         finetune_epochs=args.finetune).search(start)
+    searcher = NetAdaptSearch(sp, seed=0, budget_ms=budget, latency_fn=latency_ms,
+                              finetune_epochs=args.finetune, pretrain_epochs=args.pretrain,
+                              inherit=not args.no_inherit)
+    res = searcher.search(start)
     search_s = time.perf_counter() - t
     for h in res.history:
         acc = h.get("val_accuracy")
         print(f"iter {h['iter']}: {h['latency_ms'] * 1000:.1f} µs"
-              + (f", short-term val {acc:.3f} of {h['proposals']} proposals" if acc else ""))
+              + (f", short-term val {acc:.3f} of {h['proposals']} proposals"
+                 if "proposals" in h else
+                 f", start trained {args.pretrain} epochs: val {acc:.3f}" if acc else ""))
     final = dict(res.assignment)
     lat1 = float(res.extra["latency_ms"])
     # re-measure the result without the cache (a fresh compile) to check the figure
@@ -91,11 +102,20 @@ def main() -> None:
     print(f"trained from scratch, {args.epochs} epochs, seeds 0-{args.seeds - 1}: start "
           f"{np.mean(acc0):.4f} {np.round(acc0, 3).tolist()}, simplified {np.mean(acc1):.4f} "
           f"{np.round(acc1, 3).tolist()}")
+    tuned = None
+    if searcher.state is not None:
+        tuned = [TrainingEstimator(TrainConfig(epochs=args.epochs, seed=s)).estimate(
+            sp.instantiate(res.assignment), init=searcher.state).val_accuracy
+            for s in range(args.seeds)]
+        print(f"simplified, long-term fine-tuned {args.epochs} epochs from its NetAdapt "
+              f"weights: {np.mean(tuned):.4f} {np.round(tuned, 3).tolist()}")
     print(json.dumps({"budget_met": bool(res.extra["met"]),
                       "latency_ratio": round(lat1 / lat0, 3),
                       "start_us": round(lat0 * 1000, 1), "final_us": round(lat1 * 1000, 1),
                       "start_acc": round(float(np.mean(acc0)), 4),
                       "final_acc": round(float(np.mean(acc1)), 4),
+                      "final_finetuned_acc": None if tuned is None else
+                      round(float(np.mean(tuned)), 4), "inherit": not args.no_inherit,
                       "iterations": res.epochs, "search_s": round(search_s, 1)}))
 
 

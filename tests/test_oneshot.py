@@ -202,3 +202,27 @@ def test_proxylessnas_on_the_digits_mbconv_space():
     probs = r.extra["arch_probs"]
     assert all(abs(sum(p) - 1) < 1e-3 for p in probs.values())
     assert max(max(p) for p in probs.values()) > 1.5 / len(sp.decisions[1].options)
+
+
+def test_netadapt_proposals_inherit_the_pruned_networks_weights():
+    """A narrowed network starts from the wider one's weights (leading filters / input
+    channels, every tensor of matching name), and the estimator trains from them."""
+    from nasir.backends.torch.estimator import TrainConfig, TrainingEstimator
+    from nasir.backends.torch.lowering import inherit_weights, lower
+
+    sp = get_space("tiny_mnasnet", input_shape=(1, 8, 8), num_classes=10)
+    wide = {d.label: d.options[-1] for d in sp.decisions}
+    narrow = wide | {"b4_filters": 32}
+    est = TrainingEstimator(TrainConfig(epochs=1, seed=0, data_fraction=0.2))
+    r = est.estimate(sp.instantiate(sp.check(wide)), keep_state=True)
+    state = est.last_state
+    assert r.ok and r.inherited == 0 and state is not None
+    m = lower(sp.instantiate(sp.check(narrow)), seed=1)
+    assert inherit_weights(m, state) == len(m.state_dict())
+    shrunk = [k for k, v in m.state_dict().items() if v.shape != state[k].shape]
+    assert shrunk  # b4's filters and the head's input channels
+    for k in shrunk:
+        v = m.state_dict()[k]
+        assert torch.equal(v, state[k][tuple(slice(0, d) for d in v.shape)])
+    r2 = est.estimate(sp.instantiate(sp.check(narrow)), init=state)
+    assert r2.ok and r2.inherited == len(m.state_dict()) and est.last_state is None

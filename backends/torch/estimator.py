@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -139,6 +140,8 @@ class TrainResult:
     epochs_run: int = 0
     stopped_early: bool = False
     predicted_memory_bytes: int = 0
+    #: tensors taken from ``estimate(..., init=...)`` (0: trained from scratch)
+    inherited: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-able dict."""
@@ -211,6 +214,8 @@ class TrainingEstimator:
         self.data = self._splits(data)
         #: best validation accuracy so far (used by early stopping)
         self.best: float | None = None
+        #: the trained state dict of the last ``estimate(..., keep_state=True)``
+        self.last_state: dict[str, torch.Tensor] | None = None
 
     @staticmethod
     def _splits(data: Any) -> DataSplits:
@@ -226,10 +231,20 @@ class TrainingEstimator:
                                 "datasets or DataLoaders")
 
     # -- public ------------------------------------------------------------------------
-    def estimate(self, graph: Graph, *, best: float | None = None) -> TrainResult:
-        """Train ``graph`` and return its :class:`TrainResult` (never raises on the graph)."""
+    def estimate(self, graph: Graph, *, best: float | None = None,
+                 init: Mapping[str, torch.Tensor] | None = None,
+                 keep_state: bool = False) -> TrainResult:
+        """Train ``graph`` and return its :class:`TrainResult` (never raises on the graph).
+
+        ``init``: weights to start from instead of a fresh initialisation (a state dict
+        of a related network, e.g. the wider one NetAdapt pruned this from): every tensor
+        whose name matches and whose shape is no larger in any dimension takes the
+        leading slice (first filters / input channels) of it
+        (:func:`~nasir.backends.torch.lowering.inherit_weights`). ``keep_state``: keep
+        the trained state dict in :attr:`last_state` (``None`` otherwise)."""
         cfg = self.config
         result = TrainResult(ok=False)
+        self.last_state = None
         try:
             g = self._prepare(graph)
             from nasir.passes import analyze
@@ -243,7 +258,7 @@ class TrainingEstimator:
                 result.reason = (f"out of memory budget: predicted {mem.total:,} B > "
                                  f"{cfg.memory_budget_bytes:,} B ({mem})")
                 return result
-            self._train(g, result, self.best if best is None else best)
+            self._train(g, result, self.best if best is None else best, init, keep_state)
         except _Diverged as e:
             result.reason = f"diverged: {e}"
         except _Timeout as e:
@@ -294,12 +309,18 @@ class TrainingEstimator:
             m = _attach_aux(m, g, g.output.type.shape[0])  # type: ignore[union-attr]
         return m
 
-    def _train(self, g: Graph, result: TrainResult, best: float | None) -> None:
+    def _train(self, g: Graph, result: TrainResult, best: float | None,
+               init: Mapping[str, torch.Tensor] | None = None, keep_state: bool = False
+               ) -> None:
+        from nasir.backends.torch.lowering import inherit_weights
+
         cfg = self.config
         t0 = time.perf_counter()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             model = self._build(g)
+            if init is not None:
+                result.inherited = inherit_weights(model, init)
             train, val, test = self._loaders()
             opt = self._optimizer(model)
             sched = ScheduledDropPath(cfg.drop_path)
@@ -326,6 +347,9 @@ class TrainingEstimator:
                     break
             if cfg.test and test is not None:
                 result.test_accuracy = self._accuracy(model, test)
+            if keep_state:
+                self.last_state = {k: v.detach().clone() for k, v in
+                                   model.state_dict().items()}
         result.train_time_s = time.perf_counter() - t0
         result.ok = True
 

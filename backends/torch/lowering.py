@@ -48,6 +48,7 @@ __all__ = [
     "BatchNorm1d",
     "BatchNorm2d",
     "expression_hashes",
+    "inherit_weights",
     "load_weights",
     "lower",
     "lowerable_ops",
@@ -330,6 +331,37 @@ def lower(graph: Graph, *, seed: int | None = 0, init: str = "default",
     cls = "".join(c if c.isalnum() else "_" for c in g.name).capitalize() or "Net"
     gm = fx.GraphModule(root, fg, class_name=f"Lowered{cls}")
     return gm
+
+
+def inherit_weights(module: nn.Module, weights: Mapping[str, Any]) -> int:
+    """Start ``module`` from a related network's ``weights`` (name → tensor): every tensor
+    of ``module.state_dict()`` whose name is in ``weights`` and whose shape is no larger in
+    any dimension takes the leading slice of it (the first output filters and input
+    channels; a layer NetAdapt narrowed keeps its first filters and the next layer the
+    matching input channels). Others keep their initialisation. Returns how many tensors
+    were taken.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> wide, narrow = nn.Conv2d(4, 8, 3), nn.Conv2d(4, 6, 3)
+    >>> inherit_weights(narrow, wide.state_dict())
+    2
+    >>> torch.equal(narrow.weight, wide.weight[:6])
+    True
+    """
+    state = module.state_dict()
+    n = 0
+    with torch.no_grad():
+        for k, dst in state.items():
+            src = weights.get(k)
+            if src is None:
+                continue
+            src = torch.as_tensor(src)
+            if src.dim() != dst.dim() or any(a > b for a, b in zip(dst.shape, src.shape)):
+                continue
+            dst.copy_(src[tuple(slice(0, d) for d in dst.shape)])
+            n += 1
+    return n
 
 
 def load_weights(module: nn.Module, weights: Mapping[str, Any], *, strict: bool = True) -> None:

@@ -4,10 +4,16 @@ Given an assignment and a latency budget, shrink the network one layer group at 
 each iteration, for every numeric width decision (``*filters*``/``*width*`` labels, or
 those named in ``decisions``) that can still shrink, propose the largest smaller option that
 cuts latency by at least ``step_ms`` (latency from the TVM per-layer LUT, or any
-``latency_fn(graph) -> ms``); briefly train each proposal (``finetune_epochs``; our
-lowering has no weight surgery for pruned filters, so a proposal is retrained from scratch
-for the short-term fine-tune) and keep the most accurate. Stop when the budget is met or
-nothing can shrink. Each step's latency target decays by ``step_decay`` (as in NetAdapt).
+``latency_fn(graph) -> ms``); short-term fine-tune each proposal (``finetune_epochs``)
+and keep the most accurate, with its fine-tuned weights. As in NetAdapt the network is
+trained first (``pretrain_epochs``) and every proposal starts from the weights of the
+network it was pruned from (``inherit=True``:
+:func:`~nasir.backends.torch.lowering.inherit_weights` — the narrowed layer keeps its
+first filters, the next layer the matching input channels; NetAdapt keeps the filters of
+largest L2 norm instead). ``inherit=False`` trains every proposal from scratch. Stop when
+the budget is met or nothing can shrink. Each step's latency target decays by
+``step_decay`` (as in NetAdapt). The result's ``extra["val_accuracy"]`` is the final
+network's accuracy after its last short-term fine-tune.
 
 >>> from nasir.spaces import get_space
 >>> sp = get_space("tiny_mnasnet", input_shape=(1, 8, 8), num_classes=10)
@@ -39,6 +45,7 @@ class NetAdaptSearch:
                  latency_fn: Callable[[Graph], float] | None = None, lut: Any = None,
                  decisions: Sequence[str] | None = None, step_ms: float | None = None,
                  step_decay: float = 0.98, finetune_epochs: int = 1,
+                 pretrain_epochs: int = 5, inherit: bool = True,
                  data_fraction: float = 1.0, max_iters: int = 20) -> None:
         if not budget_ms > 0:
             raise SpecError(f"budget_ms must be > 0, got {budget_ms}")
@@ -59,7 +66,9 @@ class NetAdaptSearch:
         self.names = [space.decision(n).label for n in names]
         self.step_ms, self.step_decay = step_ms, step_decay
         self.cfg = TrainConfig(epochs=finetune_epochs, seed=seed, data_fraction=data_fraction)
-        self.max_iters = max_iters
+        self.pre_cfg = TrainConfig(epochs=pretrain_epochs, seed=seed,
+                                   data_fraction=data_fraction)
+        self.max_iters, self.inherit = max_iters, bool(inherit)
 
     def _lat(self, a: Mapping[str, Any]) -> float:
         return float(self.latency_fn(self.space.instantiate(self.space.check(a))))
@@ -91,7 +100,13 @@ class NetAdaptSearch:
         lat = self._lat(a)
         step = self.step_ms if self.step_ms is not None else max(0.0, (lat - self.budget) / 4)
         est = TrainingEstimator(self.cfg)
-        history: list[dict[str, Any]] = [{"iter": 0, "latency_ms": lat}]
+        state = None
+        acc: float | None = None
+        if self.inherit:  # NetAdapt starts from a trained network
+            pre = TrainingEstimator(self.pre_cfg)
+            r = pre.estimate(self.space.instantiate(a), keep_state=True)
+            state, acc = pre.last_state, r.val_accuracy
+        history: list[dict[str, Any]] = [{"iter": 0, "latency_ms": lat, "val_accuracy": acc}]
         it = 0
         while lat > self.budget and it < self.max_iters:
             it += 1
@@ -100,15 +115,21 @@ class NetAdaptSearch:
                 break
             scored = []
             for b, lb in props:
-                r = est.estimate(self.space.instantiate(self.space.check(b)))
-                scored.append((r.val_accuracy if r.ok else -1.0, -lb, b, lb))
-            acc, _, a, lat = max(scored, key=lambda s: (s[0], s[1]))
+                r = est.estimate(self.space.instantiate(self.space.check(b)), init=state,
+                                 keep_state=self.inherit)
+                scored.append((r.val_accuracy if r.ok else -1.0, -lb, b, lb,
+                               est.last_state))
+            acc, _, a, lat, state = max(scored, key=lambda s: (s[0], s[1]))
             history.append({"iter": it, "latency_ms": lat, "val_accuracy": acc,
                             "proposals": len(props)})
             step *= self.step_decay
+        #: the final network's fine-tuned weights (``inherit=True``), for a long-term
+        #: fine-tune: ``TrainingEstimator(...).estimate(graph, init=searcher.state)``
+        self.state = state
         return OneShotResult(self.method, self.space.check(a), time.perf_counter() - t0, it,
                              history, {"latency_ms": lat, "budget_ms": self.budget,
-                                       "met": lat <= self.budget})
+                                       "met": lat <= self.budget, "val_accuracy": acc,
+                                       "inherit": self.inherit})
 
 
 class NetAdapt(OneShotStrategy):
