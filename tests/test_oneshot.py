@@ -226,3 +226,16 @@ def test_netadapt_proposals_inherit_the_pruned_networks_weights():
         assert torch.equal(v, state[k][tuple(slice(0, d) for d in v.shape)])
     r2 = est.estimate(sp.instantiate(sp.check(narrow)), init=state)
     assert r2.ok and r2.inherited == len(m.state_dict()) and est.last_state is None
+
+
+@pytest.mark.slow
+def test_darts_on_its_cell_space_without_pinning():
+    """DARTS on the DARTS space searches every decision (reduction-cell inputs included:
+    one mixed edge per input) and derives two distinct inputs per block."""
+    sp = get_space("darts", input_shape=(1, 8, 8), num_classes=10, channels=2, layers=3)
+    r = DartsSearch(sp, seed=0, epochs=2, warmup=1, data_fraction=0.05).search()
+    assert sorted(r.assignment) == sorted(d.label for d in sp.decisions)
+    for kind in ("normal", "reduce"):
+        for b in range(4):
+            assert r.assignment[f"{kind}_b{b}_in_a"] != r.assignment[f"{kind}_b{b}_in_b"]
+    sp.instantiate(r.assignment)

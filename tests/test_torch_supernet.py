@@ -323,3 +323,48 @@ def test_two_path_memory_prediction_within_20_percent():
         assert 0.8 < predicted / measured < 1.2, (paths, predicted, measured)
         got[paths] = predicted
     assert got[2] > got[1]
+
+
+def test_per_input_ops_free_the_reduction_cell_inputs():
+    """Cell spaces: with one mixed edge per candidate input (DARTS/ENAS), a reduction
+    cell's input choices (different resolutions) need no pinning; the child extracted for
+    any path equals the supernet on it; the memory model follows the measured peak."""
+    import numpy as np
+
+    from nasir.backends.torch.memory import measure_training_step
+    from nasir.passes.sampling import sample
+
+    torch.set_num_threads(1)
+    sp = get_space("darts", input_shape=(1, 8, 8), num_classes=10, channels=2, layers=3)
+    with pytest.raises(BackendError, match="reduce_b"):
+        Supernet(sp, mode="darts")  # one op on the mixed inputs: must be pinned
+    net = Supernet(sp, mode="single", seed=0, per_input_ops=True)
+    assert set(net.decisions()) == {d.label for d in sp.decisions}
+    x = torch.randn(3, 1, 8, 8)
+    for a in sample(sp, np.random.default_rng(0), 3):
+        net.set_path(a)
+        net.eval()
+        assert torch.allclose(net(x), net.child(a).eval()(x), atol=1e-5)
+    net.set_mode("darts")
+    net.train()
+    xb, yb = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.01)
+
+    def step():
+        torch.nn.functional.cross_entropy(net(xb), yb).backward()
+        opt.step()
+
+    step()
+    opt.zero_grad(set_to_none=True)
+    measured = measure_training_step(net, step).total
+    predicted = net.predict_memory(8, arch_grad=True).total
+    assert 0.8 < predicted / measured < 1.2
+
+
+def test_combinatorial_value_choice_is_refused_with_a_hint():
+    """ENAS-micro's cell output depends on all ten input choices of its cell (518,400
+    combinations): the supernet says so at once instead of lowering them all."""
+    sp = get_space("enas_micro", input_shape=(1, 8, 8), num_classes=10, filters=4, cells=1)
+    with pytest.raises(BackendError, match="518,400 value combinations") as e:
+        Supernet(sp, mode="single", per_input_ops=True)
+    assert "pin" in str(e.value) and "enas_micro.py" in str(e.value)

@@ -65,6 +65,8 @@ from nasir.types import TensorType
 __all__ = ["MODES", "Supernet"]
 
 MODES = ("darts", "gumbel", "binarized", "single")
+#: most candidates a value choice may enumerate (one lowered module each)
+MAX_VALUE_CANDIDATES = 4096
 
 
 def _key(label: str) -> str:
@@ -226,10 +228,12 @@ def _tiny(op: Op, in_types: list[TensorType]) -> Graph:
 
 
 class _Builder:
-    def __init__(self, space: Space, fixed: Mapping[str, Any], seed: int) -> None:
+    def __init__(self, space: Space, fixed: Mapping[str, Any], seed: int,
+                 per_input: bool = False) -> None:
         self.space = space
         self.fixed = dict(fixed)
         self.seed = seed
+        self.per_input = per_input
         self.labels: dict[str, tuple] = {}
         self.count = 0
 
@@ -265,14 +269,25 @@ class _Region(nn.Module):
         super().__init__()
         self.steps: list[tuple[str, int, tuple[int, ...], str]] = []
         self.mods = nn.ModuleDict()
-        types: list[TensorType] = []
+        types: list[Any] = []
         nodes = r.nodes()
         pos = {n: k for k, n in enumerate(nodes)}
+        edges = _edge_pairs(b, r) if b.per_input else {}
         for n in nodes:
             ins = tuple(pos[i] for i in n.inputs)
             its = [types[i] for i in ins]
             key = "n" + "".join(c if c.isalnum() else "_" for c in n.name)
             op = n.op
+            if n in edges.values():  # a select feeding one choose: its operands pass on
+                self.steps.append(("operands", 0, ins, key))
+                types.append(tuple(its))
+                continue
+            if n in edges:
+                step_e = _EdgeChoice(b, edges[n], n, list(its[0]))
+                self.mods[key] = step_e
+                self.steps.append(("step", 0, ins, key))
+                types.append(step_e.out_type)
+                continue
             if op.name == "input":
                 self.steps.append(("input", 0, ins, key))
                 types.append(op.infer(()))
@@ -313,6 +328,8 @@ class _Region(nn.Module):
                 vals.append(args[extra])
             elif kind == "input":
                 vals.append(args[0])
+            elif kind == "operands":
+                vals.append([vals[i] for i in pos])
             else:
                 m = self.mods[key]
                 ins = [vals[i] for i in pos]
@@ -353,6 +370,17 @@ class _ValueChoice(nn.Module):
         self.ops: dict[str, Op] = {}
         types = []
         opts = [b.space.decision(lb).options for lb in free]
+        combos = 1
+        for o in opts:
+            combos *= len(o)
+        if combos > MAX_VALUE_CANDIDATES:
+            raise BackendError(
+                f"%{n.name} ({n.op.name}) depends on {len(free)} decisions with {combos:,} "
+                f"value combinations; a supernet builds one candidate per combination "
+                f"(at most {MAX_VALUE_CANDIDATES:,})", loc=n.loc,
+                where=f"decisions {', '.join(free[:4])}{', …' if len(free) > 4 else ''}",
+                hint="pin some of them with fixed={...} (e.g. ENAS-micro's cell output "
+                     "depends on every input choice of its cell)")
         for idx in itertools.product(*(range(len(o)) for o in opts)):
             values = {lb: b.fixed[lb] for lb in labels if lb in b.fixed}
             values.update({lb: o[i] for lb, o, i in zip(free, opts, idx)})
@@ -533,6 +561,79 @@ class _InputChoice(nn.Module):
         return e.mix((self.label,), self._thunks(ins, e))
 
 
+def _edge_pairs(b: _Builder, r: Graph) -> dict[Node, Node]:
+    """``choose`` node → the ``select`` node it alone consumes, where the select picks a
+    single operand (a cell block's input and op decisions: one mixed edge per input)."""
+    users: dict[Node, int] = {}
+    for n in r.nodes():
+        for i in n.inputs:
+            users[i] = users.get(i, 0) + 1
+    out: dict[Node, Node] = {}
+    for n in r.nodes():
+        if n.op.name != "choose" or len(n.inputs) != 1:
+            continue
+        s = n.inputs[0]
+        if s.op.name != "select" or users.get(s, 0) != 1 or s is r.output:
+            continue
+        opts = b.space.decision(s.op.label).options  # type: ignore[attr-defined]
+        if all(isinstance(o, int) for o in opts):
+            out[n] = s
+    return out
+
+
+class _EdgeChoice(nn.Module):
+    """A cell block operand as DARTS/ENAS build it: the op choice applied to every
+    candidate input with weights of its own (one mixed edge per input), mixed over
+    (input, op) by both decisions. Inputs of different resolutions (a reduction cell's
+    cell inputs and its intermediate states) are fine: each edge's op is lowered for its
+    input's type, and only the outputs must agree."""
+
+    def __init__(self, b: _Builder, sel: Node, ch: Node, its: list[TensorType]) -> None:
+        super().__init__()
+        self.in_label = sel.op.label  # type: ignore[attr-defined]
+        self.op_label = ch.op.label  # type: ignore[attr-defined]
+        in_opts = b.space.decision(self.in_label).options
+        op_opts = b.space.decision(self.op_label).options
+        labels = []
+        for lb in (self.in_label, self.op_label):
+            if lb not in b.fixed:
+                b.use(lb)
+                labels.append(lb)
+        self.labels = tuple(labels)
+        self.edges = nn.ModuleDict()
+        self.keys: dict[str, tuple[int, int, int]] = {}  # module key → (in idx, input, op)
+        types = []
+        for i, j in enumerate(in_opts):
+            if self.in_label in b.fixed and j != b.fixed[self.in_label]:
+                continue
+            for k, o in enumerate(op_opts):
+                if self.op_label in b.fixed and o != b.fixed[self.op_label]:
+                    continue
+                reg = _Region(b, ch.regions[o], [its[j]])  # type: ignore[index]
+                self.edges[f"i{i}_o{k}"] = reg
+                self.keys[f"i{i}_o{k}"] = (i, j, k)
+                types.append(reg.out_type)
+        self.out_type: TensorType = b.uniform(types, f"%{ch.name} (choose on select)",
+                                              self.op_label, ch.loc)
+
+    def _thunks(self, ctx: Any, ins: list[Any], emit: bool) -> dict[tuple[int, ...], Any]:
+        out = {}
+        for name, reg in self.edges.items():
+            i, j, k = self.keys[name]
+            key = tuple(v for lb, v in ((self.in_label, i), (self.op_label, k))
+                        if lb in self.labels)
+            out[key] = (lambda reg=reg, j=j: reg.run(ctx, [ins[j]], emit))
+        return out
+
+    def forward(self, ctx: Any, ins: list[Any]) -> Any:
+        th = self._thunks(ctx, ins[0], False)
+        return th[()]() if not self.labels else ctx.mix(self.labels, th)
+
+    def emit(self, e: _Emit, ins: list[Node]) -> Node:
+        th = self._thunks(e, ins[0], True)  # type: ignore[arg-type]
+        return th[()]() if not self.labels else e.mix(self.labels, th)
+
+
 class Supernet(nn.Module):
     """A weight-sharing network for a whole space; see the module docstring.
 
@@ -549,15 +650,22 @@ class Supernet(nn.Module):
             inherit the frozen 1 and 0 and may train them again.
         binary_paths: binarized mode's architecture-gradient estimator when the logits
             train: 1 (the sampled path's gate) or 2 (ProxylessNAS' pair of paths).
+        per_input_ops: cell spaces (a block operand = an input choice feeding an op
+            choice): ``True`` gives every candidate input its own op candidates (one
+            mixed edge per input, as DARTS and ENAS build cells; mixing weight
+            ``w_in · w_op``), so a reduction cell's input choices need no pinning;
+            ``False`` mixes the inputs first and applies one op to the mixture.
     """
 
     def __init__(self, space: Space, *, mode: str = "darts",
                  fixed: Mapping[str, Any] | None = None, seed: int = 0,
-                 tau: float = 1.0, affine: bool = True, binary_paths: int = 1) -> None:
+                 tau: float = 1.0, affine: bool = True, binary_paths: int = 1,
+                 per_input_ops: bool = False) -> None:
         super().__init__()
         self.space = space
         fixed = dict(space.check(fixed or {}, where="fixed decisions"))
-        b = _Builder(space, fixed, seed)
+        b = _Builder(space, fixed, seed, per_input_ops)
+        self.per_input_ops = bool(per_input_ops)
         inputs = space.body.inputs
         if len(inputs) != 1 or inputs[0].op.name != "input":
             raise BackendError("a supernet needs a space with exactly one input")

@@ -207,7 +207,7 @@ class DartsSearch:
     def _build(self) -> Supernet:
         torch.manual_seed(self.seed)
         return Supernet(self.space, mode="darts", seed=self.seed, fixed=self.fixed,
-                        affine=self.affine)
+                        affine=self.affine, per_input_ops=True)
 
     def _arch_grad_unrolled(self, net: Supernet, xw: Any, yw: Any, xa: Any, ya: Any
                             ) -> list[torch.Tensor]:

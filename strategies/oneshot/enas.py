@@ -109,7 +109,7 @@ class EnasSearch:
             torch.manual_seed(self.seed)
             data = data or search_data(self.batch_size, self.seed, self.data_fraction)
             net = self.net = Supernet(self.space, mode="single", seed=self.seed,
-                                      fixed=self.fixed)
+                                      fixed=self.fixed, per_input_ops=True)
             labels = list(net.decisions())
             ctrl = Controller([len(net.decisions()[lb]) for lb in labels], rng=rng,
                               tanh_constant=self.tanh_constant)
