@@ -78,7 +78,7 @@ CALIB = 6
 #: latency targets as fractions of the way from the cheapest calibration child to the
 #: method's own child without a binding target (the loose target of the accuracy runs is
 #: the dearest calibration child)
-TARGET_FRACTIONS = (0.5, 0.25)
+TARGET_FRACTIONS = (0.75, 0.5, 0.25)
 
 
 def main() -> None:
