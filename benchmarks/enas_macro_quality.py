@@ -1,12 +1,16 @@
-"""ENAS on its own macro space (digits): derived child vs the median random child.
+"""ENAS on its own spaces (digits): derived child vs the median random child.
 
-``enas_macro`` at 1×8×8 (12 layers, 36 filters, per-layer op + skip subsets). Random
+``--space enas_macro`` (default): 1×8×8, 12 layers, 36 filters, per-layer op + skip
+subsets. ``--space enas_micro``: the cell space at 1×8×8 with 8 filters and one cell per
+stage (every decision searched: one mixed edge per input, the cell output's projection
+sliced per path). Random
 baseline: ``--random`` uniform children (rng 100), each trained from scratch with training
 seeds 0..``--train-seeds``-1 (training estimator, ``--epochs`` epochs); a child's score is
 its mean; the baseline is the median child. ENAS searches with seeds 0..``--seeds``-1
-(``--search-epochs``) and its derived child is trained and scored the same way.
+(``--search-epochs``, default ENAS' own 150) and its derived child is trained and scored
+the same way.
 
-Run: ``.venv/bin/python benchmarks/enas_macro_quality.py``.
+Run: ``.venv/bin/python benchmarks/enas_macro_quality.py [--space enas_micro]``.
 Last line JSON: ``{"random_median_acc": …, "enas_acc": […], "enas_median_acc": …,
 "beats": …}``.
 """
@@ -33,10 +37,12 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--train-seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--search-epochs", type=int, default=8)
+    ap.add_argument("--search-epochs", type=int, default=None)
+    ap.add_argument("--space", choices=("enas_macro", "enas_micro"), default="enas_macro")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    sp = get_space("enas_macro", input_shape=(1, 8, 8), num_classes=10)
+    opts = {"filters": 8, "cells": 1} if args.space == "enas_micro" else {}
+    sp = get_space(args.space, input_shape=(1, 8, 8), num_classes=10, **opts)
 
     def score(a) -> tuple[float, list[float]]:
         accs = [TrainingEstimator(TrainConfig(epochs=args.epochs, seed=s)).estimate(
@@ -53,7 +59,8 @@ def main() -> None:
     found = []
     for s in range(args.seeds):
         t = time.process_time()
-        res = EnasSearch(sp, seed=s, epochs=args.search_epochs).search()
+        kw = {} if args.search_epochs is None else {"epochs": args.search_epochs}
+        res = EnasSearch(sp, seed=s, **kw).search()
         cpu = time.process_time() - t
         m, accs = score(res.assignment)
         found.append(m)
@@ -62,7 +69,7 @@ def main() -> None:
     med = statistics.median(found)
     print(f"enas per seed {[round(x, 4) for x in found]} (median {med:.4f}) vs random median "
           f"{base:.4f}: beats {sum(x > base for x in found)}/{len(found)}")
-    print(json.dumps({"random_median_acc": round(base, 4),
+    print(json.dumps({"space": args.space, "random_median_acc": round(base, 4),
                       "enas_acc": [round(x, 4) for x in found],
                       "enas_median_acc": round(med, 4), "beats": med > base}))
 

@@ -239,3 +239,13 @@ def test_darts_on_its_cell_space_without_pinning():
         for b in range(4):
             assert r.assignment[f"{kind}_b{b}_in_a"] != r.assignment[f"{kind}_b{b}_in_b"]
     sp.instantiate(r.assignment)
+
+
+def test_enas_on_its_micro_space_searches_every_decision():
+    micro = get_space("enas_micro", input_shape=(1, 8, 8), num_classes=10, filters=4,
+                      cells=1)
+    e = EnasSearch(micro, seed=0, epochs=1, data_fraction=0.05, controller_steps=3,
+                   derive_samples=2).search()
+    assert sorted(e.assignment) == sorted(d.label for d in micro.decisions)
+    assert len(e.extra["derive_scores"]) == 2
+    micro.instantiate(e.assignment)

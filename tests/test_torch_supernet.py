@@ -362,9 +362,33 @@ def test_per_input_ops_free_the_reduction_cell_inputs():
 
 
 def test_combinatorial_value_choice_is_refused_with_a_hint():
-    """ENAS-micro's cell output depends on all ten input choices of its cell (518,400
-    combinations): the supernet says so at once instead of lowering them all."""
-    sp = get_space("enas_micro", input_shape=(1, 8, 8), num_classes=10, filters=4, cells=1)
-    with pytest.raises(BackendError, match="518,400 value combinations") as e:
+    """NASNet's cell output (its loose ends, concatenated, no projection) depends on all
+    input choices of its cell: the supernet says so at once instead of lowering 66M
+    candidates."""
+    sp = get_space("nasnet", input_shape=(1, 8, 8), num_classes=10)
+    with pytest.raises(BackendError, match="66,355,200 value combinations") as e:
         Supernet(sp, mode="single", per_input_ops=True)
-    assert "pin" in str(e.value) and "enas_micro.py" in str(e.value)
+    assert "pin" in str(e.value) and "nasnet.py" in str(e.value)
+
+
+def test_enas_micro_cell_output_is_sliced_per_path():
+    """ENAS-micro's projected cell output: one weight over all states, the loose ends'
+    columns per path — every decision free, the child equals the supernet on its path,
+    mixed modes refuse it with a hint."""
+    import numpy as np
+
+    from nasir.passes.sampling import sample
+
+    torch.set_num_threads(1)
+    sp = get_space("enas_micro", input_shape=(1, 8, 8), num_classes=10, filters=4, cells=1)
+    net = Supernet(sp, mode="single", seed=0, per_input_ops=True)
+    assert set(net.decisions()) == {d.label for d in sp.decisions}
+    x = torch.randn(3, 1, 8, 8)
+    for a in sample(sp, np.random.default_rng(1), 3):
+        net.set_path(a)
+        net.eval()
+        assert torch.allclose(net(x), net.child(a).eval()(x), atol=1e-5)
+    assert net.predict_memory(4, assignment=a).total > 0
+    net.set_mode("darts")
+    with pytest.raises(BackendError, match="single or binarized"):
+        net(x)

@@ -302,6 +302,8 @@ class _Region(nn.Module):
                 step = _Repeat(b, n, its)
             elif op.name == "select":
                 step = _InputChoice(b, n, its)
+            elif op.name == "cell_output" and has_refs(op) and bool(getattr(op, "project", False)):
+                step = _CellOutput(b, n, its)
             elif has_refs(op):
                 step = _ValueChoice(b, n, its)
             else:
@@ -379,8 +381,8 @@ class _ValueChoice(nn.Module):
                 f"value combinations; a supernet builds one candidate per combination "
                 f"(at most {MAX_VALUE_CANDIDATES:,})", loc=n.loc,
                 where=f"decisions {', '.join(free[:4])}{', …' if len(free) > 4 else ''}",
-                hint="pin some of them with fixed={...} (e.g. ENAS-micro's cell output "
-                     "depends on every input choice of its cell)")
+                hint="pin some of them with fixed={...} (e.g. a NASNet cell's output, the "
+                     "concatenated loose ends, depends on every input choice of its cell)")
         for idx in itertools.product(*(range(len(o)) for o in opts)):
             values = {lb: b.fixed[lb] for lb in labels if lb in b.fixed}
             values.update({lb: o[i] for lb, o, i in zip(free, opts, idx)})
@@ -632,6 +634,114 @@ class _EdgeChoice(nn.Module):
     def emit(self, e: _Emit, ins: list[Node]) -> Node:
         th = self._thunks(e, ins[0], True)  # type: ignore[arg-type]
         return th[()]() if not self.labels else e.mix(self.labels, th)
+
+
+class _CellOutput(nn.Module):
+    """A searched cell's output (:class:`~nasir.ops.CellOutputOp` with ``project``): the
+    states no block consumed — which depends on every input choice of the cell — are
+    concatenated and projected by ReLU-1×1-conv-BN. As in ENAS, one projection weight spans
+    all states and each path uses the columns of its loose ends (enumerating the
+    combinations instead is 518,400 candidates for ENAS-micro). Single-path modes only."""
+
+    def __init__(self, b: _Builder, n: Node, its: list[TensorType]) -> None:
+        super().__init__()
+        op: Any = n.op
+        self.name = n.name
+        self.its = list(its)
+        self.op = op
+        self.options = {lb: b.space.decision(lb).options for lb in self._labels(op)}
+        self.fixed = {lb: b.fixed[lb] for lb in self.options if lb in b.fixed}
+        for lb in self.options:
+            b.use(lb)
+        final = its[-1].shape
+        self.reduce = nn.ModuleDict()
+        self.reduce_ops: dict[str, Op] = {}
+        from nasir.ops import PathReduceOp
+
+        for i, t in enumerate(its):
+            if t.shape[0] != final[0] or t.shape[1] != final[1]:
+                rop = PathReduceOp(final[0], 2 if t.shape[1] != final[1] else 1)
+                self.reduce[str(i)], _ = b.lower_op(rop, [t])
+                self.reduce_ops[str(i)] = rop
+        width = final[0] * len(its)
+        full = TensorType((width, *final[1:]), its[-1].dtype)
+        self.proj, self.out_type = b.lower_op(_relu_conv_bn(op.project), [full])
+        self.conv = next(m for m in self.proj.modules() if isinstance(m, nn.Conv2d))
+        self.bn = next(m for m in self.proj.modules()
+                       if isinstance(m, nn.modules.batchnorm._BatchNorm))
+        self.chan = final[0]
+
+    @staticmethod
+    def _labels(op: Any) -> list[str]:
+        keep = op.keep if isinstance(op.keep, tuple) else (op.keep,)
+        out = []
+        for v in (*op.used, *keep):
+            lb = getattr(v, "label", None)
+            if isinstance(lb, str) and lb not in out:
+                out.append(lb)
+        return out
+
+    def _values(self, index_of: Any) -> dict[str, Any]:
+        return {lb: self.fixed[lb] if lb in self.fixed else opts[index_of(lb)]
+                for lb, opts in self.options.items()}
+
+    def _picked(self, values: Mapping[str, Any]) -> list[int]:
+        concrete: Any = resolve_refs(self.op, dict(values))
+        used, keep = set(concrete.used), set(concrete.keep)
+        return [i for i in range(len(self.its)) if i not in used or i in keep]
+
+    def forward(self, ctx: Any, ins: list[Any]) -> Any:
+        if ctx.mode not in ("single", "binarized"):
+            raise BackendError(
+                f"%{self.name} (cell_output) depends on the sampled path; mixed ({ctx.mode}) "
+                "supernets cannot run it", hint="use single or binarized mode (ENAS, "
+                "SPOS, ProxylessNAS), or pin the cell's input decisions")
+        picked = self._picked(self._values(ctx.pick))
+        parts = [self.reduce[str(i)](ins[i]) if str(i) in self.reduce else ins[i]
+                 for i in picked]
+        y = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+        c = self.chan
+        cols = torch.cat([torch.arange(i * c, (i + 1) * c) for i in picked])
+        w = self.conv.weight[:, cols]
+        y = F.conv2d(F.relu(y), w, self.conv.bias, self.conv.stride, self.conv.padding,
+                     self.conv.dilation)
+        return self.bn(y)
+
+    def emit(self, e: _Emit, ins: list[Node]) -> Node:
+        if e.path is None:
+            raise BackendError(f"%{self.name} (cell_output) has no mixed graph",
+                               hint="predict memory for one path (single/binarized mode)")
+        path = e.path
+        values = self._values(lambda lb: path[lb])
+        concrete: Any = resolve_refs(self.op, values)
+        picked = self._picked(values)
+        # the concrete op's lowered weights, in its own order: reductions, then the
+        # projection with the loose ends' columns
+        tensors: list[torch.Tensor] = []
+        for i in picked:
+            if str(i) in self.reduce:
+                tensors += list(self.reduce[str(i)].state_dict().values())
+        c = self.chan
+        cols = torch.cat([torch.arange(i * c, (i + 1) * c) for i in picked])
+        for t in self.proj.state_dict().values():
+            tensors.append(t[:, cols] if t is not None and t.dim() == 4 and
+                           t.shape == self.conv.weight.shape else t)
+        return e.add(concrete, ins, _Tensors(tensors))
+
+
+def _relu_conv_bn(width: int) -> Op:
+    from nasir.ops import ReLUConvBNOp
+
+    return ReLUConvBNOp(out_channels=width, kernel=1)
+
+
+class _Tensors(nn.Module):
+    """Weights for :meth:`Supernet.child`, in the order of the child's lowered op."""
+
+    def __init__(self, tensors: list[torch.Tensor]) -> None:
+        super().__init__()
+        for k, t in enumerate(tensors):
+            self.register_buffer(f"t{k}", t.detach().clone())
 
 
 class Supernet(nn.Module):
