@@ -8,7 +8,12 @@ weights, shared by every architecture that picks them:
 * a node with ``$label`` attributes (value choice): one candidate per combination of its
   labels' values (candidates that do not verify are left out);
 * ``repeat`` (depth): the deepest stack; shallower choices exit early;
-* ``select`` (input choice): every pick of the operands, reduced like the space says.
+* ``select`` (input choice): every pick of the operands, reduced like the space says;
+  with ``per_input_ops=True`` a select feeding one op choice (a cell block's operand)
+  becomes one mixed edge per candidate input, each with its own op candidates (DARTS,
+  ENAS), so inputs of different resolutions need no pinning;
+* a projected cell output (``cell_output`` with ``project``, ENAS-micro): one 1×1
+  projection over all states, sliced to the path's loose ends (single-path modes).
 
 Architecture parameters (one logit vector per decision label, shared by every node using
 the label) weight the candidates according to ``mode``:
