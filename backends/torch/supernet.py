@@ -608,7 +608,8 @@ class _EdgeChoice(nn.Module):
                 labels.append(lb)
         self.labels = tuple(labels)
         self.edges = nn.ModuleDict()
-        self.keys: dict[str, tuple[int, int, int]] = {}  # module key → (in idx, input, op)
+        #: module key → (its mixing key over the free labels, the operand it reads)
+        self.keys: dict[str, tuple[tuple[int, ...], int]] = {}
         types = []
         for i, j in enumerate(in_opts):
             if self.in_label in b.fixed and j != b.fixed[self.in_label]:
@@ -618,7 +619,9 @@ class _EdgeChoice(nn.Module):
                     continue
                 reg = _Region(b, ch.regions[o], [its[j]])  # type: ignore[index]
                 self.edges[f"i{i}_o{k}"] = reg
-                self.keys[f"i{i}_o{k}"] = (i, j, k)
+                mix_key = tuple(v for lb, v in ((self.in_label, i), (self.op_label, k))
+                                if lb in self.labels)
+                self.keys[f"i{i}_o{k}"] = (mix_key, j)
                 types.append(reg.out_type)
         self.out_type: TensorType = b.uniform(types, f"%{ch.name} (choose on select)",
                                               self.op_label, ch.loc)
@@ -626,9 +629,7 @@ class _EdgeChoice(nn.Module):
     def _thunks(self, ctx: Any, ins: list[Any], emit: bool) -> dict[tuple[int, ...], Any]:
         out = {}
         for name, reg in self.edges.items():
-            i, j, k = self.keys[name]
-            key = tuple(v for lb, v in ((self.in_label, i), (self.op_label, k))
-                        if lb in self.labels)
+            key, j = self.keys[name]
             out[key] = (lambda reg=reg, j=j: reg.run(ctx, [ins[j]], emit))
         return out
 
@@ -660,14 +661,12 @@ class _CellOutput(nn.Module):
             b.use(lb)
         final = its[-1].shape
         self.reduce = nn.ModuleDict()
-        self.reduce_ops: dict[str, Op] = {}
         from nasir.ops import PathReduceOp
 
         for i, t in enumerate(its):
             if t.shape[0] != final[0] or t.shape[1] != final[1]:
                 rop = PathReduceOp(final[0], 2 if t.shape[1] != final[1] else 1)
                 self.reduce[str(i)], _ = b.lower_op(rop, [t])
-                self.reduce_ops[str(i)] = rop
         width = final[0] * len(its)
         full = TensorType((width, *final[1:]), its[-1].dtype)
         self.proj, self.out_type = b.lower_op(_relu_conv_bn(op.project), [full])
@@ -686,14 +685,20 @@ class _CellOutput(nn.Module):
                 out.append(lb)
         return out
 
-    def _values(self, index_of: Any) -> dict[str, Any]:
-        return {lb: self.fixed[lb] if lb in self.fixed else opts[index_of(lb)]
-                for lb, opts in self.options.items()}
+    def _concrete(self, index_of: Any) -> Any:
+        """The cell output op of the path (``index_of(label)`` → option index)."""
+        values = {lb: self.fixed[lb] if lb in self.fixed else opts[index_of(lb)]
+                  for lb, opts in self.options.items()}
+        return resolve_refs(self.op, values)
 
-    def _picked(self, values: Mapping[str, Any]) -> list[int]:
-        concrete: Any = resolve_refs(self.op, dict(values))
+    def _picked(self, concrete: Any) -> list[int]:
         used, keep = set(concrete.used), set(concrete.keep)
         return [i for i in range(len(self.its)) if i not in used or i in keep]
+
+    def _cols(self, picked: list[int]) -> torch.Tensor:
+        """The projection's input columns of the ``picked`` states."""
+        c = self.chan
+        return torch.cat([torch.arange(i * c, (i + 1) * c) for i in picked])
 
     def forward(self, ctx: Any, ins: list[Any]) -> Any:
         if ctx.mode not in ("single", "binarized"):
@@ -701,13 +706,11 @@ class _CellOutput(nn.Module):
                 f"%{self.name} (cell_output) depends on the sampled path; mixed ({ctx.mode}) "
                 "supernets cannot run it", hint="use single or binarized mode (ENAS, "
                 "SPOS, ProxylessNAS), or pin the cell's input decisions")
-        picked = self._picked(self._values(ctx.pick))
+        picked = self._picked(self._concrete(ctx.pick))
         parts = [self.reduce[str(i)](ins[i]) if str(i) in self.reduce else ins[i]
                  for i in picked]
         y = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
-        c = self.chan
-        cols = torch.cat([torch.arange(i * c, (i + 1) * c) for i in picked])
-        w = self.conv.weight[:, cols]
+        w = self.conv.weight[:, self._cols(picked)]
         y = F.conv2d(F.relu(y), w, self.conv.bias, self.conv.stride, self.conv.padding,
                      self.conv.dilation)
         return self.bn(y)
@@ -717,17 +720,15 @@ class _CellOutput(nn.Module):
             raise BackendError(f"%{self.name} (cell_output) has no mixed graph",
                                hint="predict memory for one path (single/binarized mode)")
         path = e.path
-        values = self._values(lambda lb: path[lb])
-        concrete: Any = resolve_refs(self.op, values)
-        picked = self._picked(values)
+        concrete = self._concrete(lambda lb: path[lb])
+        picked = self._picked(concrete)
         # the concrete op's lowered weights, in its own order: reductions, then the
         # projection with the loose ends' columns
         tensors: list[torch.Tensor] = []
         for i in picked:
             if str(i) in self.reduce:
                 tensors += list(self.reduce[str(i)].state_dict().values())
-        c = self.chan
-        cols = torch.cat([torch.arange(i * c, (i + 1) * c) for i in picked])
+        cols = self._cols(picked)
         for t in self.proj.state_dict().values():
             tensors.append(t[:, cols] if t is not None and t.dim() == 4 and
                            t.shape == self.conv.weight.shape else t)

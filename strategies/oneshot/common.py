@@ -33,7 +33,7 @@ from nasir.strategies.base import Strategy
 __all__ = ["ZERO_OPTIONS", "LatencyCalibration", "OneShotResult", "OneShotStrategy",
            "SearchData", "additive_latency", "calibrate_rows", "cycle", "decision_latency",
            "derive_from_probs", "expected_table", "is_connected", "search_data",
-           "tvm_measure_us", "weight_optimizer"]
+           "set_arch_grads", "tvm_measure_us", "weight_optimizer"]
 
 
 @dataclass
@@ -147,6 +147,15 @@ class OneShotStrategy(Strategy):
             self.result = self.searcher.search()
             self.result.wall_s = time.perf_counter() - t
         return [self.result.assignment] * n
+
+
+def set_arch_grads(net: Any, loss: torch.Tensor) -> None:
+    """Set the architecture logits' ``.grad`` to ``∂loss/∂α`` and nothing else: autograd
+    then skips every weight gradient of an architecture step (they would be thrown away;
+    the weight step computes its own)."""
+    arch = net.arch_parameters()
+    for p, g in zip(arch, torch.autograd.grad(loss, arch, allow_unused=True)):
+        p.grad = torch.zeros_like(p) if g is None else g
 
 
 def weight_optimizer(net: torch.nn.Module, kind: str, lr: float, momentum: float,

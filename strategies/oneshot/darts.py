@@ -61,6 +61,7 @@ from nasir.strategies.oneshot.common import (
     cycle,
     derive_from_probs,
     search_data,
+    set_arch_grads,
     weight_optimizer,
 )
 
@@ -267,11 +268,8 @@ class DartsSearch:
                     if ep >= self.warmup:
                         xa, ya = next(arch_it)
                         aopt.zero_grad()
-                        if self.order == 1:  # logits only: no weight gradients here
-                            arch = net.arch_parameters()
-                            for p, g in zip(arch, torch.autograd.grad(
-                                    F.cross_entropy(net(xa), ya), arch, allow_unused=True)):
-                                p.grad = torch.zeros_like(p) if g is None else g
+                        if self.order == 1:
+                            set_arch_grads(net, F.cross_entropy(net(xa), ya))
                         else:
                             for p, g in zip(net.arch_parameters(),
                                             self._arch_grad_unrolled(net, xw, yw, xa, ya)):

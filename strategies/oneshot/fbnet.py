@@ -57,6 +57,7 @@ from nasir.strategies.oneshot.common import (
     decision_latency,
     derive_from_probs,
     search_data,
+    set_arch_grads,
     tvm_measure_us,
     weight_optimizer,
 )
@@ -181,12 +182,7 @@ class LatencySearch:
                         xa, ya = next(arch_it)
                         aopt.zero_grad()
                         loss_a = self.arch_loss(F.cross_entropy(net(xa), ya), expected())
-                        # gradients for the logits only: autograd then skips every
-                        # weight gradient of this step (the weight step makes its own)
-                        arch = net.arch_parameters()
-                        for p, g in zip(arch, torch.autograd.grad(loss_a, arch,
-                                                                  allow_unused=True)):
-                            p.grad = torch.zeros_like(p) if g is None else g
+                        set_arch_grads(net, loss_a)
                         before = {k: v.detach().clone() for k, v in net.alphas.items()}
                         aopt.step()
                         self.after_arch_step(net, before)

@@ -1,10 +1,12 @@
 """ProxylessNAS (Cai et al., ICLR 2019): binarized paths with a latency target.
 
-The supernet runs in ``binarized`` mode: each weight step samples one path from the
-softmax of the logits and runs only it (a single child's memory). Architecture steps use
-the paper's two-path estimator (``paths=2``, the official code's ``two`` mode): per
-decision two options are sampled from the softmax, the active one from the softmax of
-their two logits; the inactive one runs without grad, and the pair's logits get
+The supernet runs in ``binarized`` mode: a step trains only the sampled path's weights
+(a single child's memory for them). Paths are sampled as in the paper's two-path
+estimator (``paths=2``, the official code's ``two`` mode): per decision two options are
+sampled from the softmax, the active one from the softmax of their two logits. The logits
+keep ``requires_grad`` in weight steps too, so those also run the inactive option without
+grad and compute gate gradients that the next architecture step discards (wasted work,
+left as measured). In architecture steps the pair's logits get
 ``∂L/∂α_i = Σ_j ∂L/∂g_j · p_j(δ_ij − p_i)`` from the binary gates' gradients
 ``∂L/∂g_j = ⟨∂L/∂out, o_j⟩``; after each step the two updated logits are shifted so that
 their log-sum-exp is unchanged (the options not sampled keep their probabilities).
