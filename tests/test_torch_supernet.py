@@ -28,6 +28,40 @@ def nb201():
     return sp, Supernet(sp, mode="single", seed=0)
 
 
+def _measured_step(net, x, y, seed=None):
+    """Measured peak (profiler allocator events) of one SGD training step of ``net`` on
+    ``(x, y)`` over its trainable parameters, after one warm-up step; ``seed`` reseeds
+    torch before each forward (binarized sampling)."""
+    from nasir.backends.torch.memory import measure_training_step
+
+    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.01)
+
+    def step():
+        if seed is not None:
+            torch.manual_seed(seed)
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+
+    step()
+    opt.zero_grad(set_to_none=True)
+    return measure_training_step(net, step).total
+
+
+def _assert_children_match(sp, net, seed, n=3):
+    """For ``n`` random paths, the extracted child equals the supernet on that path."""
+    import numpy as np
+
+    from nasir.passes.sampling import sample
+
+    x = torch.randn(3, *sp.body.inputs[0].op.shape)
+    a = None
+    for a in sample(sp, np.random.default_rng(seed), n):
+        net.set_path(a)
+        net.eval()
+        assert torch.allclose(net(x), net.child(a).eval()(x), atol=1e-5)
+    return a
+
+
 def _toy_space():
     """Every kind of choice point: value, op, depth (repeat) and input (select)."""
     s = SpaceBuilder("toy", (1, 8, 8))
@@ -203,7 +237,7 @@ def test_supernet_memory_prediction_within_20_percent(channels, batch):
     """Predicted vs measured (profiler allocator events) peak of one training step, per
     mode, logits frozen and trained; and a budget between binarized and DARTS refuses
     DARTS only."""
-    from nasir.backends.torch.memory import ResourceError, check_memory, measure_training_step
+    from nasir.backends.torch.memory import ResourceError, check_memory
 
     torch.set_num_threads(1)  # tiny tensors: a second thread only spins on a busy machine
     sp = get_space("nb201", input_shape=(3, 8, 8), channels=channels, cells_per_stage=1)
@@ -221,16 +255,7 @@ def test_supernet_memory_prediction_within_20_percent(channels, batch):
                 logits[opts.index(a[label])] = 0.0 if mode == "darts" else 30.0
         for p in net.arch_parameters():
             p.requires_grad_(arch_grad)
-        params = [p for p in net.parameters() if p.requires_grad]
-        opt = torch.optim.SGD(params, lr=0.01)
-
-        def step(opt=opt):
-            torch.nn.functional.cross_entropy(net(x), y).backward()
-            opt.step()
-
-        step()
-        opt.zero_grad(set_to_none=True)
-        measured = measure_training_step(net, step).total
+        measured = _measured_step(net, x, y)
         predicted = net.predict_memory(batch, assignment=a, arch_grad=arch_grad).total
         assert 0.8 < predicted / measured < 1.2, (mode, arch_grad, predicted, measured)
     binar = net.predict_memory(batch, mode="binarized", assignment=a, arch_grad=False)
@@ -294,8 +319,6 @@ def test_two_path_binarized_estimator():
 def test_two_path_memory_prediction_within_20_percent():
     """The two-path architecture step keeps one more output per choice; the prediction
     follows the measured peak (and exceeds the one-path step's)."""
-    from nasir.backends.torch.memory import measure_training_step
-
     torch.set_num_threads(1)
     sp = get_space("nb201", input_shape=(3, 8, 8), channels=8, cells_per_stage=1)
     a = sp.reference("best_cifar10")
@@ -309,16 +332,7 @@ def test_two_path_memory_prediction_within_20_percent():
                 i = opts.index(a[label])
                 logits.zero_()
                 logits[i], logits[(i + 1) % len(opts)] = 30.0, 29.0
-        opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.01)
-
-        def step(net=net, opt=opt):
-            torch.manual_seed(0)
-            torch.nn.functional.cross_entropy(net(x), y).backward()
-            opt.step()
-
-        step()
-        opt.zero_grad(set_to_none=True)
-        measured = measure_training_step(net, step).total
+        measured = _measured_step(net, x, y, seed=0)
         predicted = net.predict_memory(32, assignment=a, arch_grad=True).total
         assert 0.8 < predicted / measured < 1.2, (paths, predicted, measured)
         got[paths] = predicted
@@ -329,34 +343,17 @@ def test_per_input_ops_free_the_reduction_cell_inputs():
     """Cell spaces: with one mixed edge per candidate input (DARTS/ENAS), a reduction
     cell's input choices (different resolutions) need no pinning; the child extracted for
     any path equals the supernet on it; the memory model follows the measured peak."""
-    import numpy as np
-
-    from nasir.backends.torch.memory import measure_training_step
-    from nasir.passes.sampling import sample
-
     torch.set_num_threads(1)
     sp = get_space("darts", input_shape=(1, 8, 8), num_classes=10, channels=2, layers=3)
     with pytest.raises(BackendError, match="reduce_b"):
         Supernet(sp, mode="darts")  # one op on the mixed inputs: must be pinned
     net = Supernet(sp, mode="single", seed=0, per_input_ops=True)
     assert set(net.decisions()) == {d.label for d in sp.decisions}
-    x = torch.randn(3, 1, 8, 8)
-    for a in sample(sp, np.random.default_rng(0), 3):
-        net.set_path(a)
-        net.eval()
-        assert torch.allclose(net(x), net.child(a).eval()(x), atol=1e-5)
+    _assert_children_match(sp, net, seed=0)
     net.set_mode("darts")
     net.train()
     xb, yb = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
-    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.01)
-
-    def step():
-        torch.nn.functional.cross_entropy(net(xb), yb).backward()
-        opt.step()
-
-    step()
-    opt.zero_grad(set_to_none=True)
-    measured = measure_training_step(net, step).total
+    measured = _measured_step(net, xb, yb)
     predicted = net.predict_memory(8, arch_grad=True).total
     assert 0.8 < predicted / measured < 1.2
 
@@ -375,20 +372,12 @@ def test_enas_micro_cell_output_is_sliced_per_path():
     """ENAS-micro's projected cell output: one weight over all states, the loose ends'
     columns per path — every decision free, the child equals the supernet on its path,
     mixed modes refuse it with a hint."""
-    import numpy as np
-
-    from nasir.passes.sampling import sample
-
     torch.set_num_threads(1)
     sp = get_space("enas_micro", input_shape=(1, 8, 8), num_classes=10, filters=4, cells=1)
     net = Supernet(sp, mode="single", seed=0, per_input_ops=True)
     assert set(net.decisions()) == {d.label for d in sp.decisions}
-    x = torch.randn(3, 1, 8, 8)
-    for a in sample(sp, np.random.default_rng(1), 3):
-        net.set_path(a)
-        net.eval()
-        assert torch.allclose(net(x), net.child(a).eval()(x), atol=1e-5)
+    a = _assert_children_match(sp, net, seed=1)
     assert net.predict_memory(4, assignment=a).total > 0
     net.set_mode("darts")
     with pytest.raises(BackendError, match="single or binarized"):
-        net(x)
+        net(torch.randn(3, 1, 8, 8))
