@@ -207,7 +207,7 @@ def test_memory_prediction_orders_the_modes(nb201):
     binar, binar_a = pred("binarized", False), pred("binarized", True)
     single = pred("single", True)  # no gate in single mode: arch_grad does not matter
     # trained logits keep every weighted candidate output (darts) or the gated output
-    assert darts_a > 1.5 * darts and darts > 1.5 * binar and binar == single
+    assert darts_a > 1.3 * darts and darts > 1.5 * binar and binar == single
     assert binar_a > binar and pred("gumbel", False) == darts
 
 
@@ -381,3 +381,99 @@ def test_enas_micro_cell_output_is_sliced_per_path():
     net.set_mode("darts")
     with pytest.raises(BackendError, match="single or binarized"):
         net(torch.randn(3, 1, 8, 8))
+
+
+def _grads(net, x, y):
+    net.zero_grad(set_to_none=True)
+    out = net(x)
+    torch.nn.functional.cross_entropy(out, y).backward()
+    return out.detach(), {n: p.grad.clone() for n, p in net.named_parameters()
+                          if p.grad is not None}
+
+
+def test_zero_and_zero_weight_candidates_are_skipped_exactly():
+    """Mixed modes do not run ``zero`` candidates nor candidates whose weight is exactly 0
+    (logit −inf); the output and every gradient are those of running them."""
+    from nasir.backends.torch.supernet import _EdgeChoice, _OpChoice
+
+    sp = get_space("nb201", input_shape=(1, 8, 8), channels=4, cells_per_stage=1)
+    net = Supernet(sp, mode="darts", seed=0, affine=False, per_input_ops=True)
+    x, y = torch.randn(6, 1, 8, 8), torch.randint(0, 10, (6,))
+    choices = [m for m in net.modules() if isinstance(m, (_OpChoice, _EdgeChoice))]
+    assert all(len(m.zeros) == 1 for m in choices)  # nb201's `none` on every edge
+    out, g = _grads(net, x, y)
+    saved = [m.zeros for m in choices]
+    for m in choices:
+        m.zeros = frozenset()  # run the zero candidates too
+    out_all, g_all = _grads(net, x, y)
+    for m, z in zip(choices, saved):
+        m.zeros = z
+    torch.testing.assert_close(out, out_all)
+    assert g.keys() == g_all.keys()
+    for k in g:
+        torch.testing.assert_close(g[k], g_all[k], msg=k)
+    # logit −inf: that candidate does not run; −30 (weight ≈ 1e-13, runs) gives the same
+    label = "edge_0_3"  # one label, shared by the cell of every stage
+    cands = [m.regions["o3"] for m in choices if m.label == label]  # nor_conv_3x3
+    assert len(cands) == 3
+    skipped = {id(p) for c in cands for p in c.parameters()}
+    names = [n for n, p in net.named_parameters() if id(p) not in skipped]
+    calls = []
+    for c in cands:
+        c.mods["n1"].register_forward_pre_hook(lambda *a: calls.append(1))
+    with torch.no_grad():
+        net.alphas[label][3] = -30.0
+    out_f, g_f = _grads(net, x, y)
+    assert calls  # a tiny but non-zero weight: the candidate runs
+    calls.clear()
+    with torch.no_grad():
+        net.alphas[label][3] = float("-inf")
+    out_i, g_i = _grads(net, x, y)
+    assert not calls
+    assert not any(id(p) in skipped for n, p in net.named_parameters() if n in g_i)
+    torch.testing.assert_close(out_i, out_f)
+    for k in names:
+        if k in g_f:
+            torch.testing.assert_close(g_i[k], g_f[k], msg=k, atol=1e-6, rtol=1e-4)
+
+
+def test_gumbel_hard_runs_one_path_with_straight_through_logit_gradients(nb201):
+    """``gumbel_hard``: the forward is the sampled path's (a Gumbel-max draw from
+    softmax(α)); only its weights get gradients; each logit vector gets the
+    straight-through gradient ⟨∂L/∂out, o_k⟩ · ∂y_k/∂α; memory as a single path."""
+    from nasir.backends.torch.supernet import _Ctx
+
+    sp, net = nb201
+    x = torch.randn(4, 3, 8, 8)
+    net.train()
+    with torch.no_grad():
+        for p in net.arch_parameters():
+            p.zero_()
+            p[0] = float("-inf")  # never `none`: every sampled cell reaches the output
+            p[3] = 1.0  # nor_conv_3x3 favoured: probability e / (e + 3) ≈ 0.475
+    net.set_mode("gumbel_hard", tau=0.7)
+    torch.manual_seed(0)
+    draws = [_Ctx(net).index["edge_0_1"] for _ in range(2000)]
+    freq = draws.count(3) / len(draws)
+    assert abs(freq - torch.e / (torch.e + 3)) < 0.04, freq  # drawn from softmax(α), not τ
+    torch.manual_seed(3)
+    net.zero_grad(set_to_none=True)
+    out = net(x)
+    path = dict(net.last_path)
+    torch.nn.functional.cross_entropy(out, torch.tensor([0, 1, 2, 3])).backward()
+    used = sum(p.grad is not None for p in net.weight_parameters())
+    assert 0 < used < len(net.weight_parameters())
+    for lb in path:  # every logit of every decision: ∂y_k/∂α is dense
+        g = net.alphas[lb.replace(".", "__")].grad
+        assert g is not None and bool((g[1:] != 0).all()) and float(g[0]) == 0, (lb, g)
+    # the same path in single mode gives the same output (the gate's value is 1)
+    net.set_mode("single")
+    net.set_path(path | {d.label: path.get(d.label, d.options[0]) for d in sp.decisions})
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), out.detach())
+    a = sp.reference("best_cifar10")
+    assert (net.predict_memory(8, mode="gumbel_hard", assignment=a, arch_grad=True).total
+            == net.predict_memory(8, mode="binarized", assignment=a, arch_grad=True).total)
+    with torch.no_grad():
+        for p in net.arch_parameters():
+            p.zero_()

@@ -20,6 +20,13 @@ the label) weight the candidates according to ``mode``:
 
 ``darts``      softmax-weighted sum of all candidates (DARTS);
 ``gumbel``     Gumbel-softmax weighted sum with temperature ``tau`` (FBNet);
+``gumbel_hard`` straight-through Gumbel-softmax, one path per forward (GDAS, Dong &
+               Yang 2019): per decision the option ``k`` of largest Gumbel-softmax sample
+               ``y = softmax((α + g) / τ)`` runs (Gumbel-max: drawn from
+               ``softmax(α)``), passed through the gate ``1 + y_k − stop_grad(y_k)``
+               (value 1), so only it runs and keeps activations, and the logits get
+               ``∂L/∂α = ⟨∂L/∂out, o_k⟩ · ∂y_k/∂α`` — FBNet's Gumbel relaxation at the
+               cost of a single path;
 ``binarized``  one path sampled from the softmax per forward; only it runs, so only its
                activations are kept (ProxylessNAS). When the logits require grad, the
                sampled output passes a straight-through gate ``1 + p - stop_grad(p)`` so
@@ -31,6 +38,12 @@ the label) weight the candidates according to ``mode``:
                gradient of the binary gate of option ``j`` (:attr:`Supernet.last_pairs`
                names the pairs, for the paper's rescaling of the updated logits);
 ``single``     the path set by :meth:`Supernet.set_path` (an external sampler: ENAS, SPOS).
+
+Mixed modes skip work that cannot change the output or a gradient: ``zero`` candidates
+(``w · 0``; ``∂L/∂w = ⟨∂L/∂out, 0⟩ = 0``), candidates whose mixing weight is exactly 0 (a
+logit at ``-inf``: pinned off, as DARTS-PT's selection does), and repeated weightless ops
+on the same operand (every edge leaving a cell state pools it once). Results equal running
+them up to floating-point summation order.
 
 Every value in the body must have one type whatever is chosen (mixing sums outputs):
 decisions that change a type (channel counts, a depth whose first layer strides) must be
@@ -67,9 +80,11 @@ from nasir.ops import AddOp, ConcatOp, InputOp, MulOp, Op, has_refs, resolve_ref
 from nasir.space import Space
 from nasir.types import TensorType
 
-__all__ = ["MODES", "Supernet"]
+__all__ = ["MODES", "ONE_PATH", "Supernet"]
 
-MODES = ("darts", "gumbel", "binarized", "single")
+MODES = ("darts", "gumbel", "gumbel_hard", "binarized", "single")
+#: modes that run one path per forward (the others mix every candidate)
+ONE_PATH = ("single", "binarized", "gumbel_hard")
 #: most candidates a value choice may enumerate (one lowered module each)
 MAX_VALUE_CANDIDATES = 4096
 
@@ -103,13 +118,35 @@ class _Ctx:
         self.probs: dict[str, torch.Tensor] = {}
         #: binarized, two-path estimator: label → (option a, option b, softmax over a, b)
         self.pairs: dict[str, tuple[int, int, torch.Tensor]] = {}
+        #: mixed modes: outputs of pure (weightless, deterministic) ops, by op signature
+        #: and operands — the same pool of one state in every edge leaving it runs once
+        self.memo: dict[tuple, tuple[tuple, torch.Tensor]] | None = (
+            {} if self.mode in ("darts", "gumbel") else None)
+        #: darts/gumbel: label → indices of options whose mixing weight is exactly 0
+        self.dead: dict[str, frozenset[int]] = {}
         self.gate = False
         alphas = net.alphas
         if self.mode in ("darts", "gumbel"):
             for label, k in net._label_keys.items():
                 a = alphas[k]
-                self.weights[label] = (F.softmax(a, -1) if self.mode == "darts"
-                                       else F.gumbel_softmax(a, tau=net.tau, hard=False))
+                w = (F.softmax(a, -1) if self.mode == "darts"
+                     else F.gumbel_softmax(a, tau=net.tau, hard=False))
+                self.weights[label] = w
+                if self.mode == "gumbel":
+                    net.last_mask[label] = w
+                if bool((w == 0).any()):
+                    self.dead[label] = frozenset(
+                        i for i, z in enumerate((w == 0).tolist()) if z)
+        elif self.mode == "gumbel_hard":
+            self.gate = torch.is_grad_enabled() and any(p.requires_grad
+                                                        for p in alphas.parameters())
+            for label, k in net._label_keys.items():
+                y = F.gumbel_softmax(alphas[k], tau=net.tau, hard=False)
+                self.probs[label] = y  # the gate's straight-through term
+                i = self.index[label] = int(y.detach().argmax())
+                net.last_mask[label] = F.one_hot(torch.tensor(i), y.numel()).to(y) \
+                    * (1 + y[i] - y[i].detach())
+            net.last_path = {lb: net._options[lb][i] for lb, i in self.index.items()}
         elif self.mode == "binarized":
             self.gate = torch.is_grad_enabled() and any(p.requires_grad
                                                         for p in alphas.parameters())
@@ -159,9 +196,11 @@ class _Ctx:
                 total = total + (pt[j] - pt[j].detach()) * o
         return total
 
-    def mix(self, labels: tuple[str, ...], cands: dict[tuple[int, ...], Any]) -> torch.Tensor:
-        """Combine candidate thunks keyed by option-index tuples of ``labels``."""
-        if self.mode in ("single", "binarized"):
+    def mix(self, labels: tuple[str, ...], cands: dict[tuple[int, ...], Any],
+            zeros: frozenset[tuple[int, ...]] = frozenset()) -> torch.Tensor:
+        """Combine candidate thunks keyed by option-index tuples of ``labels``;
+        ``zeros``: the keys whose candidate outputs all-zeros (a ``zero`` op)."""
+        if self.mode in ONE_PATH:
             key = tuple(self.pick(lb) for lb in labels)
             fn = cands.get(key)
             if fn is None:
@@ -178,7 +217,18 @@ class _Ctx:
                 out = _Gate.apply(out, g)
             return out
         total: torch.Tensor | None = None
-        for key, fn in cands.items():
+        dead = [self.dead.get(lb, frozenset()) for lb in labels]
+        # Candidates that add exactly 0 to the output and to every gradient are not run:
+        # a ``zero`` op (w·0 = 0, ∂L/∂w = ⟨∂L/∂out, 0⟩ = 0) and a candidate whose weight
+        # is exactly 0 (a logit at -inf: an option pinned off or removed, as DARTS-PT's
+        # selection sets them; ∂softmax_i/∂α = 0 where softmax_i = 0). If nothing else is
+        # left, one of them runs, for the output's shape.
+        live = {key: fn for key, fn in cands.items() if key not in zeros and
+                not any(i in d for i, d in zip(key, dead))}
+        if not live:
+            key = next(iter(cands))
+            live = {key: cands[key]}
+        for key, fn in live.items():
             w = self.weights[labels[0]][key[0]]
             for lb, i in zip(labels[1:], key[1:]):
                 w = w * self.weights[lb][i]
@@ -195,6 +245,8 @@ class _Emit:
         self.g = Graph("child")
         self.path = path
         self.sources: dict[str, nn.Module] = {}
+        #: mixed graph: pure ops by signature and operands (see ``_Fixed``)
+        self.memo: dict[tuple, Node] = {}
 
     def add(self, op: Op, ins: list[Node], source: nn.Module | None = None) -> Node:
         n = self.g.add(op, ins)
@@ -202,7 +254,8 @@ class _Emit:
             self.sources[n.name] = source
         return n
 
-    def mix(self, labels: tuple[str, ...], cands: dict[tuple[int, ...], Any]) -> Node:
+    def mix(self, labels: tuple[str, ...], cands: dict[tuple[int, ...], Any],
+            zeros: frozenset[tuple[int, ...]] = frozenset()) -> Node:
         if self.path is not None:
             key = tuple(self.path[lb] for lb in labels)
             if key not in cands:
@@ -215,7 +268,9 @@ class _Emit:
         # sees the real lifetimes. w·o makes a new tensor and keeps o for backward when w
         # requires grad (logits trained): a mul of o by itself, tagged for the model
         total: Node | None = None
-        for fn in cands.values():
+        live = [fn for key, fn in cands.items() if key not in zeros] or [next(iter(
+            cands.values()))]  # _Ctx.mix does not run zero candidates either
+        for fn in live:
             o = fn()
             p = self.g.add(MulOp(), [o, o])
             p.meta = {"mix_weight": True}
@@ -318,6 +373,8 @@ class _Region(nn.Module):
             types.append(step.out_type)
         self.out = pos[r.output]
         self.out_type = types[self.out]
+        #: the region's value is all zeros (its output is a ``zero`` op)
+        self.zero = r.output.op.name == "zero"
         # drop each value after its last use, as fx's generated code does: holding every
         # intermediate until the region ends would keep tensors autograd does not need
         last: dict[int, int] = {}
@@ -352,11 +409,30 @@ class _Fixed(nn.Module):
         super().__init__()
         self.op = op
         self.net, self.out_type = b.lower_op(op, its)
+        #: no weights, no state, no randomness: equal operands give an equal output
+        self.pure = (op.name != "zero" and not any(True for _ in self.net.parameters())
+                     and not any(True for _ in self.net.buffers())
+                     and not any("drop" in type(m).__name__.lower()
+                                 for m in self.net.modules()))
 
     def forward(self, ctx: Any, ins: list[Any]) -> Any:
-        return self.net(*ins)
+        memo = getattr(ctx, "memo", None)
+        if memo is None or not self.pure:
+            return self.net(*ins)
+        key = (self.op.signature(), *(id(t) for t in ins))
+        hit = memo.get(key)
+        if hit is not None and all(a is b for a, b in zip(hit[0], ins)):
+            return hit[1]
+        out = self.net(*ins)
+        memo[key] = (tuple(ins), out)  # the operands stay referenced: ids stay unique
+        return out
 
     def emit(self, e: _Emit, ins: list[Node]) -> Node:
+        if e.path is None and self.pure:  # the mixed graph shares them as _Ctx does
+            key = (self.op.signature(), *(n.name for n in ins))
+            if key not in e.memo:
+                e.memo[key] = e.add(self.op, ins, self.net)
+            return e.memo[key]
         return e.add(self.op, ins, self.net)
 
 
@@ -442,6 +518,7 @@ class _OpChoice(nn.Module):
             self.index[f"o{i}"] = i
             types.append(r.out_type)
         self.out_type = b.uniform(types, f"%{n.name} (choose)", label, n.loc)
+        self.zeros = frozenset((self.index[k],) for k, r in self.regions.items() if r.zero)
 
     def _only(self) -> Any:
         return next(iter(self.regions.values()))
@@ -453,12 +530,12 @@ class _OpChoice(nn.Module):
     def forward(self, ctx: Any, ins: list[Any]) -> Any:
         if self.fixed:
             return self._only().run(ctx, ins)
-        return ctx.mix((self.label,), self._thunks(ctx, ins, False))
+        return ctx.mix((self.label,), self._thunks(ctx, ins, False), self.zeros)
 
     def emit(self, e: _Emit, ins: list[Node]) -> Node:
         if self.fixed:
             return self._only().run(e, ins, True)
-        return e.mix((self.label,), self._thunks(e, ins, True))
+        return e.mix((self.label,), self._thunks(e, ins, True), self.zeros)
 
 
 class _Repeat(nn.Module):
@@ -498,7 +575,7 @@ class _Repeat(nn.Module):
     def _go(self, ctx: Any, x: Any, emit: bool) -> Any:
         if self.fixed:
             return self._outs(ctx, x, emit, self.counts[0])[self.counts[0]]
-        one = ctx.path is not None if emit else ctx.mode in ("single", "binarized")
+        one = ctx.path is not None if emit else ctx.mode in ONE_PATH
         if one:
             idx = ctx.path[self.label] if emit else ctx.pick(self.label)
             count = self._count_of(idx)
@@ -625,6 +702,7 @@ class _EdgeChoice(nn.Module):
                 types.append(reg.out_type)
         self.out_type: TensorType = b.uniform(types, f"%{ch.name} (choose on select)",
                                               self.op_label, ch.loc)
+        self.zeros = frozenset(self.keys[k][0] for k, r in self.edges.items() if r.zero)
 
     def _thunks(self, ctx: Any, ins: list[Any], emit: bool) -> dict[tuple[int, ...], Any]:
         out = {}
@@ -635,11 +713,11 @@ class _EdgeChoice(nn.Module):
 
     def forward(self, ctx: Any, ins: list[Any]) -> Any:
         th = self._thunks(ctx, ins[0], False)
-        return th[()]() if not self.labels else ctx.mix(self.labels, th)
+        return th[()]() if not self.labels else ctx.mix(self.labels, th, self.zeros)
 
     def emit(self, e: _Emit, ins: list[Node]) -> Node:
         th = self._thunks(e, ins[0], True)  # type: ignore[arg-type]
-        return th[()]() if not self.labels else e.mix(self.labels, th)
+        return th[()]() if not self.labels else e.mix(self.labels, th, self.zeros)
 
 
 class _CellOutput(nn.Module):
@@ -701,11 +779,11 @@ class _CellOutput(nn.Module):
         return torch.cat([torch.arange(i * c, (i + 1) * c) for i in picked])
 
     def forward(self, ctx: Any, ins: list[Any]) -> Any:
-        if ctx.mode not in ("single", "binarized"):
+        if ctx.mode not in ONE_PATH:
             raise BackendError(
                 f"%{self.name} (cell_output) depends on the sampled path; mixed ({ctx.mode}) "
                 "supernets cannot run it", hint="use single or binarized mode (ENAS, "
-                "SPOS, ProxylessNAS), or pin the cell's input decisions")
+                "SPOS, ProxylessNAS, hard Gumbel), or pin the cell's input decisions")
         picked = self._picked(self._concrete(ctx.pick))
         parts = [self.reduce[str(i)](ins[i]) if str(i) in self.reduce else ins[i]
                  for i in picked]
@@ -755,7 +833,8 @@ class Supernet(nn.Module):
 
     Args:
         space: the search space.
-        mode: ``darts``, ``gumbel``, ``binarized`` or ``single`` (changeable later).
+        mode: ``darts``, ``gumbel``, ``gumbel_hard``, ``binarized`` or ``single``
+            (changeable later).
         fixed: decisions pinned to one value (needed for those that change types).
         seed: seeds candidate weights (each candidate from its own derived seed).
         tau: Gumbel-softmax temperature.
@@ -805,6 +884,9 @@ class Supernet(nn.Module):
         self._path_index: dict[str, int] = {}
         #: the path sampled by the last binarized forward (label → value)
         self.last_path: dict[str, Any] = {}
+        #: gumbel modes: per label, the Gumbel-softmax mask of the last forward (soft
+        #: sample; gumbel_hard: its straight-through one-hot) — FBNet's ``m_l``
+        self.last_mask: dict[str, torch.Tensor] = {}
         self.affine = bool(affine)
         if not affine:
             for m in self.modules():
