@@ -3,7 +3,10 @@
 Each method on the space its quality figures use (``benchmarks/oneshot_quality.py``):
 DARTS and ENAS on NB201 on digits (1×8×8, C=8, one cell per stage), FBNet and
 ProxylessNAS on ``tiny_proxyless`` (the per-layer MBConv space at digits size); FBNet and
-ProxylessNAS are also timed on NB201 (keys ``fbnet_nb201``, ``proxylessnas_nb201``). Each
+ProxylessNAS are also timed on NB201 (keys ``fbnet_nb201``, ``proxylessnas_nb201``), and
+FBNet's soft mixture (``hard=False``, the paper's form) on ``tiny_proxyless``
+(``fbnet_soft``); ``darts_pt_all`` is DARTS with its perturbation selection scored on the
+whole architecture half instead of its default 256 images. Each
 search runs its default epochs (ENAS 150, the others ``EPOCHS``) over the weight half of
 the training split (DARTS and the latency searches: the first 2 epochs train weights only,
 then one architecture step per batch on the other half; DARTS adds its perturbation
@@ -83,8 +86,12 @@ def main() -> None:
     searches = {
         "enas": (nb, enas_epochs, lambda: EnasSearch(nb, seed=0)),
         "darts": (nb, EPOCHS, lambda: DartsSearch(nb, seed=0, epochs=EPOCHS)),
+        "darts_pt_all": (nb, EPOCHS, lambda: DartsSearch(nb, seed=0, epochs=EPOCHS,
+                                                         pt_images=None)),
         "fbnet": (mb, EPOCHS, lambda: FBNetSearch(mb, seed=0, epochs=EPOCHS,
                                                   latency_rows=mb_rows)),
+        "fbnet_soft": (mb, EPOCHS, lambda: FBNetSearch(mb, seed=0, epochs=EPOCHS,
+                                                       latency_rows=mb_rows, hard=False)),
         "proxylessnas": (mb, EPOCHS, lambda: ProxylessSearch(
             mb, seed=0, epochs=EPOCHS, latency_rows=mb_rows, target_us=1000.0)),
         "fbnet_nb201": (nb, EPOCHS, lambda: FBNetSearch(nb, seed=0, epochs=EPOCHS,

@@ -4,10 +4,13 @@ TVM host latency and MACs; against the median random child of the same space.
 Spaces (each method on the kind of space its paper searched):
 
 * ``nb201`` (1×8×8, C=8, one cell per stage; the real weight-sharing supernet): DARTS
-  (DARTS-PT selection; ``darts_argmax``, DARTS' own argmax rule on the same kind of
+  (DARTS-PT selection on 256 images; ``darts_pt_all`` scores the perturbations on the
+  whole architecture half; ``darts_argmax``, DARTS' own argmax rule on the same kind of
   search, for the collapse question) and ENAS (150 epochs, the paper's);
 * ``tiny_proxyless`` (the per-layer MBConv space of ProxylessNAS at digits size, ``zero``
-  ops skip residual layers): FBNet and ProxylessNAS with their latency-aware losses over
+  ops skip residual layers): FBNet (straight-through single-path Gumbel, the default;
+  ``fbnet_soft``, the paper's soft mixture) and ProxylessNAS with their latency-aware
+  losses over
   the TVM per-layer table, corrected by an affine fit on ``CALIB`` whole children
   measured with TVM (printed).
 
@@ -115,12 +118,16 @@ def main() -> None:
     groups = {
         "nb201": (nb201, nb_meas, {
             "darts": lambda s: DartsSearch(nb201, seed=s, epochs=SEARCH_EPOCHS, select="pt"),
+            "darts_pt_all": lambda s: DartsSearch(nb201, seed=s, epochs=SEARCH_EPOCHS,
+                                                  select="pt", pt_images=None),
             "darts_argmax": lambda s: DartsSearch(nb201, seed=s, epochs=SEARCH_EPOCHS,
                                                   select="argmax"),
             "enas": lambda s: EnasSearch(nb201, seed=s)}),
         "tiny_proxyless": (mbconv, meas, {
             "fbnet": lambda s: FBNetSearch(mbconv, seed=s, epochs=SEARCH_EPOCHS,
                                            latency_rows=rows),
+            "fbnet_soft": lambda s: FBNetSearch(mbconv, seed=s, epochs=SEARCH_EPOCHS,
+                                                latency_rows=rows, hard=False),
             "proxylessnas": lambda s: ProxylessSearch(mbconv, seed=s, epochs=SEARCH_EPOCHS,
                                                       latency_rows=rows,
                                                       target_us=t_loose)}),

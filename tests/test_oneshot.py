@@ -93,14 +93,17 @@ def test_enas_macro_space_derives_a_valid_child():
     assert g.output is not None
 
 
-@pytest.mark.parametrize("cls", [FBNetSearch, ProxylessSearch])
-def test_latency_loss_lowers_expected_latency(cls):
+@pytest.mark.parametrize("cls,kw", [
+    (FBNetSearch, {"epochs": 3, "data_fraction": 0.4}),  # straight-through: one sample a step
+    (FBNetSearch, {"hard": False}),
+    (ProxylessSearch, {"target_us": 50.0})], ids=["fbnet", "fbnet_soft", "proxylessnas"])
+def test_latency_loss_lowers_expected_latency(cls, kw):
     sp = _nb201()
     rows = _rows(sp)
     start = float(sum(r.mean() for r in rows.values()))
-    kw = {"target_us": 50.0} if cls is ProxylessSearch else {}
-    r = cls(sp, seed=0, epochs=2, warmup=0, data_fraction=0.2, a_lr=0.1, latency_rows=rows,
-            beta=2.0, alpha=5.0, **kw).search()
+    kw = {"epochs": 2, "data_fraction": 0.2} | kw
+    r = cls(sp, seed=0, warmup=0, a_lr=0.1, latency_rows=rows, beta=2.0, alpha=5.0,
+            **kw).search()
     assert r.extra["expected_latency_us"] < 0.8 * start
     assert r.extra["predicted_latency_us"] < start
     # none/skip are the cheap ops here: the connectivity-aware derivation keeps a path
@@ -119,6 +122,12 @@ def test_bad_options_are_nasir_errors():
         DartsSearch(sp, epochs=2, warmup=2)
     with pytest.raises(NasirError, match="target_us"):
         FBNetSearch(sp, target_us=0.0)
+    with pytest.raises(NasirError, match="latency estimate"):
+        FBNetSearch(sp, latency="median")
+    with pytest.raises(NasirError, match="Gumbel"):
+        ProxylessSearch(sp, latency="sampled")
+    with pytest.raises(NasirError, match="pt_images"):
+        DartsSearch(sp, pt_images=0)
 
 
 @pytest.mark.slow
@@ -160,14 +169,17 @@ def test_connectivity_aware_derivation():
         derive_from_probs(sp, probs, none="drop")
 
 
-def test_lower_latency_target_gives_a_faster_derived_child():
+@pytest.mark.parametrize("kw", [{"epochs": 6, "data_fraction": 0.4},
+                                {"hard": False, "epochs": 3, "data_fraction": 0.2}],
+                         ids=["fbnet", "fbnet_soft"])
+def test_lower_latency_target_gives_a_faster_derived_child(kw):
     sp = _nb201()
     rows = {d.label: np.array([10.0, 10.0, 60.0, 100.0, 30.0]) for d in sp.decisions}
     got = {}
     for t in (1000.0, 90.0):
         # beta=0 leaves FBNet's own latency term out: only the target constraint acts
-        r = FBNetSearch(sp, seed=0, epochs=3, warmup=1, data_fraction=0.2, a_lr=0.1,
-                        beta=0.0, latency_rows=rows, target_us=t).search()
+        r = FBNetSearch(sp, seed=0, warmup=1, a_lr=0.1, beta=0.0, latency_rows=rows,
+                        target_us=t, **kw).search()
         got[t] = additive_latency(sp, rows, r.assignment)
         assert r.extra["target_us"] == t
     assert got[90.0] < got[1000.0]
@@ -185,6 +197,42 @@ def test_darts_perturbation_selection_pins_a_non_none_op_per_edge():
         assert r.assignment[lb] == sp.decision(lb).options[int(np.argmax(p))]
     with pytest.raises(NasirError, match="selection"):
         DartsSearch(sp, select="best")
+
+
+def test_darts_perturbations_are_scored_on_pt_images(monkeypatch):
+    from nasir.strategies.oneshot import darts
+
+    seen = []
+    real = darts.perturbation_select
+
+    def spy(net, batches, *a, **k):
+        seen.append(sum(len(b[1]) for b in batches))
+        return real(net, batches, *a, **k)
+
+    monkeypatch.setattr(darts, "perturbation_select", spy)
+    sp = _nb201()
+    for n in (40, None):
+        DartsSearch(sp, seed=0, epochs=2, warmup=1, data_fraction=0.2, pt_images=n).search()
+    assert seen[0] == 40 and seen[1] > 40  # None: the whole architecture half
+
+
+def test_fbnet_straight_through_trains_one_path_per_step():
+    """FBNet's default: the supernet runs ``gumbel_hard`` (one candidate per layer and
+    step), the logits still move, and ``latency="sampled"`` uses the step's Gumbel mask."""
+    sp = get_space("tiny_proxyless")
+    rows = {d.label: np.linspace(10.0, 80.0, d.size) for d in sp.decisions}
+    s = FBNetSearch(sp, seed=0, epochs=2, warmup=1, data_fraction=0.2, latency_rows=rows)
+    r = s.search()
+    assert s.net.mode == "gumbel_hard" and s.latency == "sampled"
+    assert set(s.net.last_mask) == {d.label for d in sp.decisions}
+    for m in s.net.last_mask.values():  # one-hot in value, a gradient through the gate
+        assert int((m.detach() != 0).sum()) == 1 and abs(float(m.detach().sum()) - 1) < 1e-6
+    moved = [max(p) - min(p) for p in r.extra["arch_probs"].values()]
+    assert max(moved) > 1e-3
+    soft = FBNetSearch(sp, seed=0, epochs=2, warmup=1, data_fraction=0.2,
+                       latency_rows=rows, hard=False)
+    soft.search()
+    assert soft.net.mode == "gumbel" and soft.latency == "expected"
 
 
 def test_proxylessnas_on_the_digits_mbconv_space():

@@ -16,6 +16,7 @@ and returns the derived assignment (later calls return it again); feedback is re
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -156,6 +157,24 @@ def set_arch_grads(net: Any, loss: torch.Tensor) -> None:
     arch = net.arch_parameters()
     for p, g in zip(arch, torch.autograd.grad(loss, arch, allow_unused=True)):
         p.grad = torch.zeros_like(p) if g is None else g
+
+
+@contextlib.contextmanager
+def frozen_logits(net: Any) -> Iterator[None]:
+    """Within: the architecture logits do not require grad, so a weight step's backward
+    skips their gradients (and the mixing weights' products it would need) — the weight
+    gradients are the same. Mixed (darts/gumbel) and hard-Gumbel supernets sample the same
+    way either way; a two-path binarized supernet would not (it samples pairs only when
+    the logits train)."""
+    arch = net.arch_parameters()
+    before = [p.requires_grad for p in arch]
+    for p in arch:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, r in zip(arch, before):
+            p.requires_grad_(r)
 
 
 def weight_optimizer(net: torch.nn.Module, kind: str, lr: float, momentum: float,

@@ -57,6 +57,7 @@ class ProxylessSearch(LatencySearch):
 
     method: ClassVar[str] = "proxylessnas"
     mode: ClassVar[str] = "binarized"
+    freeze_in_weight_steps: ClassVar[bool] = False  # as measured (module docstring)
 
     def __init__(self, space: Space, seed: int = 0, *, target_us: float = 1000.0,
                  alpha: float = 0.2, beta: float = 0.3, paths: int = 2, **kw: Any) -> None:
