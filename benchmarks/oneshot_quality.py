@@ -31,7 +31,8 @@ Per space:
   the cheapest calibration child to the method's own unconstrained child, search seed
   0); the derived children are measured against ``T``. ``ONESHOT_ONLY_TARGETS=1`` runs
   the calibration and this part alone; ``ONESHOT_NO_TARGETS=1`` leaves it out;
-  ``ONESHOT_METHODS=a,b`` picks methods.
+  ``ONESHOT_METHODS=a,b`` picks methods; ``ONESHOT_TRAIN_SEEDS=n`` and
+  ``ONESHOT_RANDOM=n`` change the number of training seeds and random children.
 * NB201 rank: where the derived cell's CIFAR-10 accuracy ranks in ``NB201Table``
   (1 = best of 15,625); skip / none edge counts (the all-skip collapse).
 
@@ -75,8 +76,8 @@ from nasir.strategies.oneshot.proxylessnas import ProxylessSearch
 SEEDS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
 SEARCH_EPOCHS = 8  # DARTS, FBNet, ProxylessNAS; ENAS runs its default (150)
 TRAIN_EPOCHS = 5
-TRAIN_SEEDS = (0, 1, 2)
-RANDOM = 12
+TRAIN_SEEDS = tuple(range(int(os.environ.get("ONESHOT_TRAIN_SEEDS", "3"))))
+RANDOM = int(os.environ.get("ONESHOT_RANDOM", "12"))
 CALIB = 6
 #: latency targets as fractions of the way from the cheapest calibration child to the
 #: method's own child without a binding target (the loose target of the accuracy runs is
