@@ -66,6 +66,7 @@ True
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -124,8 +125,11 @@ class _Ctx:
             {} if self.mode in ("darts", "gumbel") else None)
         #: darts/gumbel: label → indices of options whose mixing weight is exactly 0
         self.dead: dict[str, frozenset[int]] = {}
-        self.gate = False
         alphas = net.alphas
+        sampled = self.mode in ("gumbel_hard", "binarized")
+        #: a sampled path passes the straight-through gate when the logits train
+        self.gate = sampled and torch.is_grad_enabled() and any(
+            p.requires_grad for p in alphas.parameters())
         if self.mode in ("darts", "gumbel"):
             for label, k in net._label_keys.items():
                 a = alphas[k]
@@ -134,22 +138,17 @@ class _Ctx:
                 self.weights[label] = w
                 if self.mode == "gumbel":
                     net.last_mask[label] = w
-                if bool((w == 0).any()):
-                    self.dead[label] = frozenset(
-                        i for i, z in enumerate((w == 0).tolist()) if z)
+                dead = frozenset(i for i, z in enumerate((w == 0).tolist()) if z)
+                if dead:
+                    self.dead[label] = dead
         elif self.mode == "gumbel_hard":
-            self.gate = torch.is_grad_enabled() and any(p.requires_grad
-                                                        for p in alphas.parameters())
             for label, k in net._label_keys.items():
                 y = F.gumbel_softmax(alphas[k], tau=net.tau, hard=False)
                 self.probs[label] = y  # the gate's straight-through term
                 i = self.index[label] = int(y.detach().argmax())
                 net.last_mask[label] = F.one_hot(torch.tensor(i), y.numel()).to(y) \
                     * (1 + y[i] - y[i].detach())
-            net.last_path = {lb: net._options[lb][i] for lb, i in self.index.items()}
         elif self.mode == "binarized":
-            self.gate = torch.is_grad_enabled() and any(p.requires_grad
-                                                        for p in alphas.parameters())
             two = self.gate and net.binary_paths == 2
             for label, k in net._label_keys.items():
                 p = F.softmax(alphas[k], -1)
@@ -161,10 +160,11 @@ class _Ctx:
                     self.index[label] = ia if float(torch.rand(())) < pt[0].item() else ib
                 else:
                     self.index[label] = int(torch.multinomial(p.detach(), 1))
-            net.last_path = {lb: net._options[lb][i] for lb, i in self.index.items()}
             net.last_pairs = {lb: (a, b) for lb, (a, b, _) in self.pairs.items()}
         else:
             self.index = net._path_index
+        if sampled:
+            net.last_path = {lb: net._options[lb][i] for lb, i in self.index.items()}
 
     def pick(self, label: str) -> int:
         try:
@@ -221,14 +221,9 @@ class _Ctx:
         # Candidates that add exactly 0 to the output and to every gradient are not run:
         # a ``zero`` op (w·0 = 0, ∂L/∂w = ⟨∂L/∂out, 0⟩ = 0) and a candidate whose weight
         # is exactly 0 (a logit at -inf: an option pinned off or removed, as DARTS-PT's
-        # selection sets them; ∂softmax_i/∂α = 0 where softmax_i = 0). If nothing else is
-        # left, one of them runs, for the output's shape.
-        live = {key: fn for key, fn in cands.items() if key not in zeros and
-                not any(i in d for i, d in zip(key, dead))}
-        if not live:
-            key = next(iter(cands))
-            live = {key: cands[key]}
-        for key, fn in live.items():
+        # selection sets them; ∂softmax_i/∂α = 0 where softmax_i = 0).
+        for key, fn in _live(cands, lambda key: key in zeros or any(
+                i in d for i, d in zip(key, dead))).items():
             w = self.weights[labels[0]][key[0]]
             for lb, i in zip(labels[1:], key[1:]):
                 w = w * self.weights[lb][i]
@@ -236,6 +231,16 @@ class _Ctx:
             total = term if total is None else total + term
         assert total is not None
         return total
+
+
+def _live(cands: dict[tuple[int, ...], Any], skip: Any) -> dict[tuple[int, ...], Any]:
+    """The candidates that ``skip(key)`` does not leave out, or, if it leaves out all of
+    them, the first one (it runs for the output's shape)."""
+    live = {key: fn for key, fn in cands.items() if not skip(key)}
+    if not live:
+        key = next(iter(cands))
+        live = {key: cands[key]}
+    return live
 
 
 class _Emit:
@@ -268,9 +273,8 @@ class _Emit:
         # sees the real lifetimes. w·o makes a new tensor and keeps o for backward when w
         # requires grad (logits trained): a mul of o by itself, tagged for the model
         total: Node | None = None
-        live = [fn for key, fn in cands.items() if key not in zeros] or [next(iter(
-            cands.values()))]  # _Ctx.mix does not run zero candidates either
-        for fn in live:
+        # _Ctx.mix does not run zero candidates either
+        for fn in _live(cands, lambda key: key in zeros).values():
             o = fn()
             p = self.g.add(MulOp(), [o, o])
             p.meta = {"mix_weight": True}
@@ -410,13 +414,13 @@ class _Fixed(nn.Module):
         self.op = op
         self.net, self.out_type = b.lower_op(op, its)
         #: no weights, no state, no randomness: equal operands give an equal output
-        self.pure = (op.name != "zero" and not any(True for _ in self.net.parameters())
+        self.pure = (not any(True for _ in self.net.parameters())
                      and not any(True for _ in self.net.buffers())
                      and not any("drop" in type(m).__name__.lower()
                                  for m in self.net.modules()))
 
     def forward(self, ctx: Any, ins: list[Any]) -> Any:
-        memo = getattr(ctx, "memo", None)
+        memo = ctx.memo
         if memo is None or not self.pure:
             return self.net(*ins)
         key = (self.op.signature(), *(id(t) for t in ins))
@@ -453,9 +457,7 @@ class _ValueChoice(nn.Module):
         self.ops: dict[str, Op] = {}
         types = []
         opts = [b.space.decision(lb).options for lb in free]
-        combos = 1
-        for o in opts:
-            combos *= len(o)
+        combos = math.prod(len(o) for o in opts)
         if combos > MAX_VALUE_CANDIDATES:
             raise BackendError(
                 f"%{n.name} ({n.op.name}) depends on {len(free)} decisions with {combos:,} "
