@@ -5,7 +5,7 @@ of its logits at temperature ``τ``, annealed exponentially from ``τ0 = 5`` to 
 end point ``5 · 0.956^90 ≈ 0.09`` over the epochs after the warm-up (the paper's schedule
 compressed to digits' epochs). The loss is
 
-    CE(w, α) · α_l · log(LAT)^β · max(1, LAT/T)^γ      (α_l = 0.2, β = 0.6)
+    CE(w, α) · α_l · log(LAT)^β · max(1, E[LAT]/T)^γ      (α_l = 0.2, β = 0.6)
 
 with latencies from the TVM per-layer LUT, measured on the host
 (:func:`~nasir.strategies.oneshot.common.decision_latency`), in µs so the log is positive
@@ -25,15 +25,15 @@ at digits' sub-millisecond scale. Two forms:
   by ``m``) with ``LAT`` the expected latency (softmax of the logits · per-option latency).
 
 The last factor is only there with a target ``T`` (``target_us``): MnasNet's hard
-constraint, 1 under the target and steep above it (``γ = constraint``); FBNet's own term
-does not depend on any target. The additive per-layer table overestimates a compiled whole
-network (fusion, one runtime call), so ``calibrate=k`` fits ``measured = a · additive + b``
-on ``k`` whole children compiled and measured with TVM
-(:func:`~nasir.strategies.oneshot.common.calibrate_rows`) and uses the corrected rows. As
-in FBNet, weights train on the first half of the training split for ``warmup`` epochs first
-(logits frozen), then weights and logits alternate. Derivation: the argmax per decision,
-connectivity-aware (``none="connect"``: a cell whose every path crosses a ``none`` edge
-gets its cheapest-to-switch edge back;
+constraint on the expected latency ``E[LAT]``, 1 under the target and steep above it
+(``γ = constraint``); FBNet's own term does not depend on any target. The additive
+per-layer table overestimates a compiled whole network (fusion, one runtime call), so
+``calibrate=k`` fits ``measured = a · additive + b`` on ``k`` whole children compiled and
+measured with TVM (:func:`~nasir.strategies.oneshot.common.calibrate_rows`) and uses the
+corrected rows. As in FBNet, weights train on the first half of the training split for
+``warmup`` epochs first (logits frozen), then weights and logits alternate. Derivation:
+the argmax per decision, connectivity-aware (``none="connect"``: a cell whose every path
+crosses a ``none`` edge gets its cheapest-to-switch edge back;
 :func:`~nasir.strategies.oneshot.common.derive_from_probs`).
 
 ``latency_rows`` may be given directly (label → per-option µs) instead of a LUT.
@@ -154,28 +154,30 @@ class LatencySearch:
             out[k] = np.where(np.isfinite(v), v, 10 * (finite.max() if finite.size else 1))
         return out
 
-    def _lat_fn(self, net: Supernet) -> Any:
+    def _lat_fns(self, net: Supernet) -> tuple[Any, Any]:
+        """``(expected, sampled)``: the latency (µs) under the softmax of the logits, and
+        under the last forward's Gumbel mask (:attr:`Supernet.last_mask`)."""
         rows = self.rows()
         keys = {lb: lb.replace(".", "__") for lb in net.decisions()}
         tabs = {lb: torch.tensor(rows[lb], dtype=torch.float32) for lb in keys if lb in rows}
 
-        def expected() -> torch.Tensor:
+        def latency(weights: Any) -> torch.Tensor:
             lat = torch.zeros(())
             for lb, t in tabs.items():
-                lat = lat + (F.softmax(net.alphas[keys[lb]], -1) * t).sum()
+                lat = lat + (weights(lb) * t).sum()
             return lat.clamp_min(1.0 + 1e-6)
+
+        def expected() -> torch.Tensor:
+            return latency(lambda lb: F.softmax(net.alphas[keys[lb]], -1))
 
         def sampled() -> torch.Tensor:
-            lat = torch.zeros(())
-            for lb, t in tabs.items():
-                lat = lat + (net.last_mask[lb] * t).sum()
-            return lat.clamp_min(1.0 + 1e-6)
+            return latency(lambda lb: net.last_mask[lb])
 
-        self._sampled_lat, self._expected_lat = sampled, expected
-        return expected
+        return expected, sampled
 
     def arch_loss(self, ce: torch.Tensor, lat: torch.Tensor) -> torch.Tensor:
-        """The latency-aware architecture loss."""
+        """The method's own latency-aware architecture loss; the search multiplies it by
+        :meth:`over_target` of the expected latency."""
         raise NotImplementedError
 
     def supernet_options(self) -> dict[str, Any]:
@@ -204,7 +206,7 @@ class LatencySearch:
             data = data or search_data(self.batch_size, self.seed, self.data_fraction)
             net = self.net = Supernet(self.space, mode=self.mode, seed=self.seed,
                                       fixed=self.fixed, **self.supernet_options())
-            expected = self._lat_fn(net)
+            expected, sampled = self._lat_fns(net)
             wopt = weight_optimizer(net, "adam", self.w_lr, 0.9, 0.0)
             aopt = torch.optim.Adam(net.arch_parameters(), lr=self.a_lr, betas=self.a_betas)
             arch_it = cycle(data.train_a)
@@ -217,10 +219,13 @@ class LatencySearch:
                         xa, ya = next(arch_it)
                         aopt.zero_grad()
                         ce = F.cross_entropy(net(xa), ya)
-                        lat_a = (self._sampled_lat() if self.latency == "sampled"
-                                 else expected())
-                        loss_a = self.arch_loss(ce, lat_a)
-                        set_arch_grads(net, loss_a)
+                        exp = expected()
+                        lat = sampled() if self.latency == "sampled" else exp
+                        # the target constrains the expected latency (its exact gradient,
+                        # whichever LAT the own term uses): with a sampled one, a single
+                        # draw's gradient barely moves the logits once a draw is under T
+                        # while the argmax child is still above it
+                        set_arch_grads(net, self.arch_loss(ce, lat) * self.over_target(exp))
                         before = {k: v.detach().clone() for k, v in net.alphas.items()}
                         aopt.step()
                         self.after_arch_step(net, before)
@@ -279,12 +284,8 @@ class FBNetSearch(LatencySearch):
         net.set_mode(self.mode, tau=self.tau(epoch))
 
     def arch_loss(self, ce: torch.Tensor, lat: torch.Tensor) -> torch.Tensor:
-        """``CE · α · log(LAT)^β``, times :meth:`over_target` when a target is given. The
-        target constrains the expected latency (its exact gradient, whichever ``LAT`` the
-        own term uses): with the sampled one, a single draw's gradient barely moves the
-        logits once a draw is under ``T`` while the argmax child is still above it."""
-        return ce * self.alpha * torch.log(lat) ** self.beta * self.over_target(
-            lat if self.latency == "expected" else self._expected_lat())
+        """``CE · α · log(LAT)^β`` (FBNet's loss; the target factor is the search's)."""
+        return ce * self.alpha * torch.log(lat) ** self.beta
 
 
 class FBNet(OneShotStrategy):

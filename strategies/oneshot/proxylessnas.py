@@ -86,10 +86,11 @@ class ProxylessSearch(LatencySearch):
             new[idx] -= torch.logsumexp(new[idx], 0) - torch.logsumexp(old[idx], 0)
 
     def arch_loss(self, ce: torch.Tensor, lat: torch.Tensor) -> torch.Tensor:
-        """``α · CE · (log E[LAT] / log T)^β · max(1, E[LAT]/T)^γ``."""
+        """``α · CE · (log E[LAT] / log T)^β`` (the search multiplies it by
+        ``max(1, E[LAT]/T)^γ``, :meth:`over_target`)."""
         assert self.target_us is not None
         ratio = torch.log(lat) / torch.log(torch.tensor(self.target_us))
-        return self.alpha * ce * ratio ** self.beta * self.over_target(lat)
+        return self.alpha * ce * ratio ** self.beta
 
 
 class Proxyless(OneShotStrategy):
