@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code. Errors print one clear message, no traceback."""
+    """Run the CLI; returns the exit code. Errors print one clear line (what, where, how to
+    fix; the IR around it below when there is some), no traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
@@ -43,8 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.run(args) or 0)
-    except NasirError as e:
-        print(f"nasir: error: {e}", file=sys.stderr)
+    except NasirError as e:  # one line unless there is IR around the error to show
+        print(f"nasir: error: {e if e.context else e.one_line()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nasir: interrupted", file=sys.stderr)

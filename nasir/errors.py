@@ -56,6 +56,21 @@ class NasirError(Exception):
         self.context = context
         super().__init__(self._render())
 
+    def one_line(self) -> str:
+        """The message, where and fix on one line (what the CLI prints when there is no
+        IR context to show).
+
+        >>> print(SpecError("bad width", where="space.options", hint="use 8").one_line())
+        bad width (where: space.options) — fix: use 8
+        """
+        out = self.message
+        places = [str(p) for p in (self.where, self.loc) if p is not None and str(p)]
+        if places:
+            out += f" (where: {'; at '.join(places)})"
+        if self.hint:
+            out += f" — fix: {self.hint}"
+        return out
+
     def _render(self) -> str:
         lines = [self.message]
         if self.where:

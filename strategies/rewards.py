@@ -18,6 +18,14 @@ A reward is described by a JSON-able spec so it can live in a strategy's options
 (0.75, 0.375)
 >>> make_reward("accuracy")({"status": "failed"})
 0.0
+
+``{"kind": "objective", "metric": "latency_ms", "direction": "min"}`` makes any metric the
+thing strategies maximise: the value itself for ``max``, its negation for ``min`` (failed
+trials and missing values score ``-inf``).
+
+>>> r = make_reward({"kind": "objective", "metric": "latency_ms", "direction": "min"})
+>>> r({"latency_ms": 2.5}), r({"status": "failed"})
+(-2.5, -inf)
 """
 
 from __future__ import annotations
@@ -29,7 +37,8 @@ from typing import Any
 
 from nasir.errors import SpecError
 
-__all__ = ["MNASNET_MODES", "AccuracyReward", "MnasNetReward", "Reward", "finite", "make_reward"]
+__all__ = ["MNASNET_MODES", "AccuracyReward", "MnasNetReward", "ObjectiveReward", "Reward",
+           "finite", "make_reward"]
 
 #: MnasNet's two settings: mode → (alpha, beta)
 MNASNET_MODES: dict[str, tuple[float, float]] = {"soft": (-0.07, -0.07), "hard": (0.0, -1.0)}
@@ -111,6 +120,29 @@ class MnasNetReward(Reward):
                 "alpha": self.alpha, "beta": self.beta, "key": self.key}
 
 
+@dataclass(frozen=True)
+class ObjectiveReward(Reward):
+    """``metrics[metric]`` for ``direction="max"``, ``-metrics[metric]`` for ``"min"``."""
+
+    metric: str = "accuracy"
+    direction: str = "max"
+    worst: float = float("-inf")
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("max", "min"):
+            raise SpecError(f"objective direction must be max or min, got {self.direction!r}",
+                            hint=f"write {self.metric}:max or {self.metric}:min")
+
+    def __call__(self, metrics: Mapping[str, Any]) -> float:
+        v = _ok(metrics, self.metric)
+        if v is None:
+            return self.worst
+        return float(v if self.direction == "max" else -v)
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": "objective", "metric": self.metric, "direction": self.direction}
+
+
 def make_reward(spec: str | Mapping[str, Any] | Reward | None = None) -> Reward:
     """Build a reward from its spec (see the module docstring); ``None`` is accuracy."""
     if isinstance(spec, Reward):
@@ -141,6 +173,9 @@ def make_reward(spec: str | Mapping[str, Any] | Reward | None = None) -> Reward:
                 raise SpecError("the MnasNet reward needs a target",
                                 hint="add 'target': T (same unit as the metric)")
             return MnasNetReward(**opts)
+        if kind == "objective":
+            return ObjectiveReward(**opts)
     except TypeError as e:
         raise SpecError(f"bad option in reward spec {spec!r}: {e}") from None
-    raise SpecError(f"unknown reward kind {kind!r}", hint="use 'accuracy' or 'mnasnet'")
+    raise SpecError(f"unknown reward kind {kind!r}",
+                    hint="use 'accuracy', 'mnasnet' or 'objective'")

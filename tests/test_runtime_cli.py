@@ -26,7 +26,6 @@ def test_every_command_has_help(command, capsys):
     (["search", "--executor", "slurm"], ["--executor", "'slurm'", "inprocess", "pool", "ray"]),
     (["search", "--strategy", "nope"], ["--strategy", "'nope'", "regularized_evolution",
                                         "random"]),
-    (["search", "--space", "imagenet"], ["--space", "nb201", "tiny_mnasnet"]),
     (["search", "--trials", "0"], ["--trials", "integer >= 1", "'0'"]),
     (["search", "--estimator", "magic"], ["--estimator", "training", "nb201", "oneshot"]),
     (["search", "--constraint", "params<lots"], ["--constraint", "METRIC<=NUMBER"]),
@@ -42,6 +41,14 @@ def test_bad_options_give_one_line_naming_option_and_values(argv, needles, capsy
     assert "Traceback" not in err
     for n in needles:
         assert n in err.replace("'inprocess', 'pool', 'ray'", "inprocess, pool, ray"), (n, err)
+
+
+def test_unknown_space_is_one_line_naming_the_built_ins_and_the_user_forms(capsys):
+    assert main(["search", "--space", "imagenet"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    for n in ("'imagenet'", "nb201", "tiny_mnasnet", "file.py:function"):
+        assert n in err, (n, err)
 
 
 def test_bad_experiment_file_names_the_key_and_valid_values(tmp_path, capsys):

@@ -15,7 +15,7 @@ __all__ = ["add_parser"]
 
 
 def _space_at(spec: str, resolution: int | None):
-    from nasir.commands.show import resolve_arch
+    from nasir.commands.show import resolve_arch, split_arch
     from nasir.spaces import get_space
 
     sp, a = resolve_arch(spec)
@@ -23,7 +23,7 @@ def _space_at(spec: str, resolution: int | None):
         if resolution < 1:
             raise NasirError(f"--resolution must be positive, got {resolution}")
         c = sp.body.inputs[0].op.shape[0] if sp.body.inputs else 3
-        sp = get_space(sp.name, input_shape=(c, resolution, resolution))
+        sp = get_space(split_arch(spec)[0], input_shape=(c, resolution, resolution))
         a = sp.check(dict(a))
     return sp, a
 

@@ -37,10 +37,28 @@ def load_graph(path: str):
     return parse_graph(text, path)
 
 
+def _graph(target: str):
+    """A graph file, or (when no such file exists) an architecture ``SPACE[:ARCH]``."""
+    import os
+
+    if target == "-" or os.path.exists(target):
+        return load_graph(target)
+    from nasir.commands.show import resolve_arch
+
+    try:
+        sp, a = resolve_arch(target)
+    except ParseError:
+        raise
+    except Exception as e:
+        raise ParseError(f"{target!r} is neither a graph file nor an architecture",
+                         where=target, hint=f"{getattr(e, 'message', e)}") from None
+    return sp.instantiate(a)
+
+
 def _run(args) -> int:
     from nasir.passes.base import parse_pipeline
 
-    g = load_graph(args.file)
+    g = _graph(args.file)
     pm = parse_pipeline(args.pipeline, verify_each=not args.no_verify)
     pm.run(g)
     if args.json:
@@ -56,7 +74,8 @@ def add_parser(sub) -> None:
     """Register the subcommand."""
     p = sub.add_parser("opt", help="run a pass pipeline on a saved graph",
                        description="Run a pass pipeline on a graph file and print the result.")
-    p.add_argument("file", help="graph as JSON or text ('-' for stdin)")
+    p.add_argument("file", help="graph as JSON or text ('-' for stdin), or an architecture "
+                                "SPACE[:ARCH] (any space spec, e.g. mine.py:build:small)")
     p.add_argument("-p", "--pipeline", required=True,
                    help="comma-separated passes, e.g. expand-composites,infer-shapes")
     p.add_argument("--json", action="store_true", help="print the JSON form")

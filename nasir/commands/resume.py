@@ -33,12 +33,16 @@ def _run(args: argparse.Namespace) -> int:
               f"{counts['done'] + counts['failed'] + counts['infeasible']} trials finished, "
               f"{counts['pending'] + counts['running']} to run again")
     cb = None if args.no_progress else ProgressCallback(con, "resume")
+    notes: list[str] = []
     try:
         summary = resume_run(folder, trials=args.trials, wall_time_s=args.wall_time,
-                             executor_overrides=over, callback=cb)
+                             executor_overrides=over, callback=cb, notes=notes)
     finally:
         if cb is not None:
             cb.close()
+        if cb is None:  # the progress display printed them as they came
+            for note in notes:
+                con.print(f"[yellow]note:[/] {note}")
     st = RunStore.open(folder)
     try:
         exp = Experiment.from_dict(st.config)

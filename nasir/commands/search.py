@@ -6,6 +6,7 @@ Options override an experiment file (``-c FILE.toml``), which overrides the defa
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from nasir.commands._runtime_cli import (
@@ -48,10 +49,17 @@ def add_experiment_options(p: argparse.ArgumentParser) -> None:
     strategies = sorted(set(STRATEGIES) | set(STRATEGY_ALIASES))
     p.add_argument("-c", "--config", metavar="FILE", help="experiment file (.toml or .json)")
     g = p.add_argument_group("search")
-    g.add_argument("--space", choices=sorted(SPACES), metavar="SPACE",
-                   help=f"search space ({', '.join(sorted(SPACES))}); default tiny_mnasnet")
+    g.add_argument("--space", metavar="SPACE",
+                   help=f"search space: a built-in ({', '.join(sorted(SPACES))}), "
+                        "path/to/file.py:function or package.module:function; "
+                        "default tiny_mnasnet")
     g.add_argument("--space-opt", action="append", type=parse_kv("--space-opt"), default=[],
                    metavar="KEY=VALUE", help="option of the space's build, e.g. num_classes=10")
+    g.add_argument("--data", metavar="DATA",
+                   help="data trials train on: digits (default), cifar10, cifar100, mnist, "
+                        "fashion_mnist, svhn, npz:PATH, imagefolder:PATH or module:function")
+    g.add_argument("--data-opt", action="append", type=parse_kv("--data-opt"), default=[],
+                   metavar="KEY=VALUE", help="data option, e.g. root=~/data download=true")
     g.add_argument("--strategy", choices=strategies, metavar="NAME",
                    help=f"search strategy ({', '.join(strategies)}); default evolution")
     g.add_argument("--strategy-opt", action="append", type=parse_kv("--strategy-opt"),
@@ -62,9 +70,16 @@ def add_experiment_options(p: argparse.ArgumentParser) -> None:
                    help="training (torch on digits), nb201 (table), oneshot")
     e.add_argument("--estimator-opt", action="append", type=parse_kv("--estimator-opt"),
                    default=[], metavar="KEY=VALUE", help="estimator option, e.g. epochs=3")
+    e.add_argument("--evaluator", metavar="FUNCTION",
+                   help="your objective: module:function or file.py:function taking a trial "
+                        "and returning metrics (replaces the training estimator)")
+    e.add_argument("--evaluator-opt", action="append", type=parse_kv("--evaluator-opt"),
+                   default=[], metavar="KEY=VALUE", help="option handed to it (trial.options)")
     e.add_argument("--latency", choices=("auto", "on", "off"),
                    help="measure TVM latency (auto: when the reward/objectives need it)")
-    e.add_argument("--reward", choices=REWARDS, help="mnasnet (default) or accuracy")
+    e.add_argument("--reward", choices=REWARDS,
+                   help="auto (default: mnasnet for accuracy vs latency_ms, else the first "
+                        "objective in its direction), mnasnet, accuracy or objective")
     e.add_argument("--latency-target", type=positive_float, metavar="MS",
                    help="the MnasNet reward's target T (ms; default 0.5)")
     e.add_argument("--objective", action="append", type=_objective, default=[],
@@ -104,6 +119,7 @@ def experiment_from_args(args: argparse.Namespace, base: Any = None):
     exp = load_experiment(args.config) if args.config else (base or Experiment())
     over: dict[str, Any] = {
         "name": args.name, "space.name": args.space, "strategy.name": args.strategy,
+        "data.name": args.data, "evaluator.function": args.evaluator,
         "seed": args.seed, "estimator.kind": args.estimator, "estimator.latency": args.latency,
         "reward.kind": args.reward, "reward.target": args.latency_target,
         "target.kind": args.target, "target.spec": args.target_spec, "target.rpc_key":
@@ -124,8 +140,11 @@ def experiment_from_args(args: argparse.Namespace, base: Any = None):
     d = exp.to_dict()
     if args.space and args.space != exp.space.name:
         over["space.options"] = {}
+    if args.data and args.data != exp.data.name:
+        over["data.options"] = {}
     for flag, key in (("space_opt", "space.options"), ("strategy_opt", "strategy.options"),
-                      ("estimator_opt", "estimator.options")):
+                      ("estimator_opt", "estimator.options"), ("data_opt", "data.options"),
+                      ("evaluator_opt", "evaluator.options")):
         pairs = getattr(args, flag)
         if pairs:
             section, field = key.split(".")
@@ -148,21 +167,28 @@ def run_experiment(exp, args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from nasir.runtime.console import ProgressCallback
-    from nasir.runtime.driver import default_run_dir, run_search
+    from nasir.runtime.driver import default_run_dir, start_run
+    from nasir.runtime.preflight import prepare
 
+    base_dir = os.path.dirname(os.path.abspath(args.config)) if args.config else None
+    prepared = prepare(exp, base_dir)  # every check before a run folder exists
+    exp = prepared.exp
     run_dir = args.run_dir or default_run_dir(exp)
     con = Console(stderr=True)
     con.print(f"[bold]nasir search[/] space={exp.space.name} strategy={exp.strategy.name} "
               f"estimator={exp.estimator.kind}"
               f"{'+latency@' + exp.target.kind if exp.needs_latency else ''} "
-              f"reward={exp.reward.kind} trials={exp.budget.trials} "
+              f"{'data=' + exp.data_name + ' ' if exp.data_name else ''}"
+              f"reward={exp.reward_spec()['kind']} trials={exp.budget.trials} "
               f"executor={exp.executor.kind}"
               f"{'' if exp.executor.kind == 'inprocess' else f'x{exp.executor.workers}'} "
               f"→ {run_dir}")
     cb = None if args.no_progress else ProgressCallback(con)
+    store, driver = start_run(exp, run_dir, callback=cb, prepared=prepared)
     try:
-        summary = run_search(exp, run_dir, callback=cb)
+        summary = driver.run()
     finally:
+        store.close()
         if cb is not None:
             cb.close()
     finish(summary, exp, args)

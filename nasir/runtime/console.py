@@ -80,6 +80,8 @@ class ProgressCallback:
             self.progress.update(self.task, completed=info["done"], failed=self.failed,
                                  best=f"{best['reward']:.4f}" if best and best.get("reward")
                                  is not None else "-", eta=self._eta(int(info["done"])))
+        elif kind == "note":
+            self.console.print(f"[yellow]note:[/] {info['text']}")
         elif kind == "end":
             self.close()
 

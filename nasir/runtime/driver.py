@@ -28,6 +28,8 @@ Failing trials (exception, NaN, compile error, timeout, dead worker) are recorde
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -35,10 +37,11 @@ from typing import Any
 from nasir.errors import NasirError, located
 from nasir.runtime.executors import Executor, make_executor
 from nasir.runtime.experiment import Experiment
-from nasir.runtime.store import FINAL, RunStore
+from nasir.runtime.store import DB_NAME, FINAL, RunStore
 from nasir.runtime.worker import build_space, trial_seed
 
-__all__ = ["STRATEGY_ALIASES", "Driver", "resolve_strategy", "run_search"]
+__all__ = ["STRATEGY_ALIASES", "Driver", "default_run_dir", "resolve_strategy", "run_label",
+           "run_search", "start_run"]
 
 #: CLI-friendly names for registered strategies
 STRATEGY_ALIASES = {"evolution": "regularized_evolution", "re": "regularized_evolution"}
@@ -64,7 +67,7 @@ class Driver:
     """Runs (or resumes) the search stored in ``store`` with experiment ``exp``."""
 
     def __init__(self, store: RunStore, exp: Experiment, *, executor: Executor | None = None,
-                 callback: Callback | None = None) -> None:
+                 callback: Callback | None = None, space: Any = None) -> None:
         from nasir.passes.hashing import assignment_hash
         from nasir.strategies import make_strategy
         from nasir.strategies.rewards import make_reward
@@ -72,7 +75,10 @@ class Driver:
         self.store = store
         self.exp = exp
         self.exp_dict = exp.to_dict()
-        self.space = build_space(self.exp_dict)
+        #: what a user should hear about the run's space (e.g. its file changed)
+        self.notes: list[str] = []
+        self.space = space if space is not None else build_space(self.exp_dict, store.folder,
+                                                                 self.notes)
         self._hash = assignment_hash
         try:
             self.strategy = make_strategy(resolve_strategy(exp.strategy.name), self.space,
@@ -85,12 +91,18 @@ class Driver:
                              where="experiment option strategy.options",
                              hint="name, space, seed and objective are not options") from None
         try:
-            self.reward = make_reward(exp.reward.spec())
+            self.reward = make_reward(exp.reward_spec())
         except NasirError as e:
             raise located(e, "experiment option reward") from None
         self.executor = executor
         self.callback = callback or (lambda kind, info: None)
         self._written = 0
+        ev = exp.evaluator
+        self._pruning = exp.estimator.kind == "evaluator" and ev.prune != "none"
+        self._trials: dict[int, Any] = {}
+        self._order: list[int] = []
+        #: the strategy found no new architecture (a small space used up)
+        self.exhausted: str | None = None
 
     # -- helpers ------------------------------------------------------------------------------
     def _new_events(self) -> list[dict[str, Any]]:
@@ -129,6 +141,7 @@ class Driver:
         self._written = len(self.strategy.history)
         trials = {t["id"]: t for t in store.trials()}
         order = sorted(trials)
+        self._trials, self._order = trials, order
         fed = sum(1 for t in trials.values() if t["fed"])
         if any(not trials[i]["fed"] for i in order[:fed]):
             raise NasirError("the run store's feedback is not a prefix of its trials",
@@ -161,7 +174,8 @@ class Driver:
                     self.callback("trial", {"trial": trials[order[fed - 1]], "done": fed,
                                             "best": store.best()})
                     self._fill(order, trials, fed, window, out_of_time)
-                if fed == len(order) and (len(order) >= exp.budget.trials or out_of_time):
+                if fed == len(order) and (len(order) >= exp.budget.trials or out_of_time
+                                          or self.exhausted):
                     break
                 if fed < len(order) and trials[order[fed]]["status"] not in FINAL:
                     for r in ex.poll(1.0):
@@ -179,16 +193,26 @@ class Driver:
 
     def _fill(self, order: list[int], trials: dict[int, Any], fed: int, window: int,
               out_of_time: bool) -> None:
+        from nasir.strategies.dedup import SpaceExhausted
+
         while (len(order) < self.exp.budget.trials and not out_of_time
-               and len(order) - fed < window):
-            t = self._propose()
+               and len(order) - fed < window and not self.exhausted):
+            try:
+                t = self._propose(fed)
+            except SpaceExhausted as e:  # the search ends early; what ran is kept
+                self.exhausted = e.message
+                self.store.set_meta("exhausted", e.message)
+                self.callback("note", {"text": f"{e.message}; the search stops here"})
+                break
             trials[t["id"]] = t
             order.append(t["id"])
 
-    def _propose(self) -> dict[str, Any]:
+    def _propose(self, fed: int) -> dict[str, Any]:
         a = self.strategy.propose(1)[0]
         h = self._hash(self.space, a)
         tid = self.store.add_trial(a.to_json(), h, self._new_events())
+        if self._pruning:  # a pruner compares with the trials fed so far: fixed per trial
+            self.store.set_meta(f"peers.{tid}", fed)
         t = self.store.trial(tid)
         static, violation = self._static_violation(a)
         if violation is not None:
@@ -206,8 +230,23 @@ class Driver:
     def _submit(self, t: Mapping[str, Any]) -> None:
         assert self.executor is not None
         self.store.start_trial(t["id"])
-        self.executor.submit({"trial": t["id"], "assignment": t["assignment"],
-                              "seed": trial_seed(self.exp.seed, t["hash"])})
+        task = {"trial": t["id"], "assignment": t["assignment"],
+                "seed": trial_seed(self.exp.seed, t["hash"])}
+        if self._pruning:
+            task["peers"] = self._peers(int(self.store.meta(f"peers.{t['id']}", 0) or 0))
+        self.executor.submit(task)
+
+    def _peers(self, n: int) -> dict[str, list[float]]:
+        """Intermediate values (step → values) of the first ``n`` trials that finished."""
+        out: dict[str, list[float]] = {}
+        for tid in self._order[:n]:
+            t = self._trials.get(tid) or self.store.trial(tid)
+            curve = (t.get("metrics") or {}).get("intermediate") if t["status"] == "done" \
+                else None
+            for step, v in dict(curve or {}).items():
+                if v is not None:
+                    out.setdefault(str(step), []).append(float(v))
+        return out
 
     def _record(self, t: Mapping[str, Any], r: Mapping[str, Any]) -> dict[str, Any]:
         tid = t["id"]
@@ -238,20 +277,72 @@ def summarize(store: RunStore) -> dict[str, Any]:
 
 
 def run_search(exp: Experiment, run_dir: str, *, executor: Executor | None = None,
-               callback: Callback | None = None) -> dict[str, Any]:
-    """Create a run in ``run_dir`` and search; returns the summary."""
-    store = RunStore.create(run_dir, exp.to_dict())
+               callback: Callback | None = None, base_dir: str | None = None,
+               prepared: Any = None) -> dict[str, Any]:
+    """Check the experiment (:func:`~nasir.runtime.preflight.prepare`; ``base_dir``: the
+    folder relative paths in it are taken from), create a run in ``run_dir`` and search;
+    returns the summary. A start that fails leaves no run folder behind."""
+    store, driver = start_run(exp, run_dir, executor=executor, callback=callback,
+                              base_dir=base_dir, prepared=prepared)
     try:
-        return Driver(store, exp, executor=executor, callback=callback).run()
+        return driver.run()
     finally:
         store.close()
+
+
+def start_run(exp: Experiment, run_dir: str, *, executor: Executor | None = None,
+              callback: Callback | None = None, base_dir: str | None = None,
+              prepared: Any = None) -> tuple[RunStore, Driver]:
+    """Check, create the run folder and its store, keep the space; ``(store, driver)``."""
+    from nasir.runtime.preflight import prepare
+    from nasir.runtime.run_space import keep_space
+
+    p = prepared if prepared is not None else prepare(exp, base_dir)
+    existed = os.path.exists(run_dir)
+    store = RunStore.create(run_dir, p.exp.to_dict())
+    try:
+        keep_space(run_dir, p.exp.to_dict(), p.space, p.source)
+        return store, Driver(store, p.exp, executor=executor, callback=callback,
+                             space=p.space)
+    except BaseException:
+        store.close()
+        _remove_run(run_dir, existed)
+        raise
+
+
+def _remove_run(run_dir: str, existed: bool) -> None:
+    """Undo a failed start: the folder if this start made it, else what it wrote there."""
+    if not existed:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    from nasir.runtime.run_space import SPACE_DIR
+
+    for name in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm"):
+        p = os.path.join(run_dir, name)
+        if os.path.exists(p):
+            os.remove(p)
+    shutil.rmtree(os.path.join(run_dir, SPACE_DIR), ignore_errors=True)
+
+
+def run_label(spec: str) -> str:
+    """A folder-safe short name for a space spec (``dir/mine.py:build`` → ``mine-build``).
+
+    >>> run_label("/tmp/x/my space.py:build"), run_label("nb201")
+    ('my_space-build', 'nb201')
+    """
+    target, sep, attr = spec.rpartition(":")
+    if sep:
+        stem = os.path.splitext(os.path.basename(target))[0] or target
+        spec = f"{stem.rsplit('.', 1)[-1]}-{attr}"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", spec).strip("._") or "space"
 
 
 def default_run_dir(exp: Experiment, root: str | None = None) -> str:
     """``ROOT/YYYYmmdd-HHMMSS-SPACE-STRATEGY`` (``ROOT``: ``$NASIR_RUNS_DIR`` or ``runs``)."""
     root = root or os.environ.get("NASIR_RUNS_DIR") or "runs"
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = os.path.join(root, exp.name or f"{stamp}-{exp.space.name}-{exp.strategy.name}")
+    name = exp.name or f"{stamp}-{run_label(exp.space.name)}-{run_label(exp.strategy.name)}"
+    base = os.path.join(root, name)
     path, k = base, 1
     while os.path.exists(os.path.join(path, "run.sqlite")):
         k += 1

@@ -39,6 +39,8 @@ __all__ = [
     "StaticEstimator",
     "TrainingEstimator",
     "build_estimator",
+    "load_run_data",
+    "save_weights",
 ]
 
 
@@ -119,7 +121,7 @@ class TrainingEstimator:
     name = "training"
 
     def __init__(self, options: Mapping[str, Any] | None = None, threads: int = 1,
-                 weights_dir: str | None = None) -> None:
+                 weights_dir: str | None = None, data: Any = None) -> None:
         import torch
 
         from nasir.backends.torch.estimator import LearningCurveStopper, TrainConfig
@@ -147,7 +149,7 @@ class TrainingEstimator:
                 return self.last
 
         torch.set_num_threads(max(1, int(threads)))
-        self.impl = _Keeping(config)
+        self.impl = _Keeping(config, data=data)
         self.weights_dir = weights_dir
 
     def evaluate(self, space: Space, assignment: Mapping[str, Any], *,
@@ -162,7 +164,7 @@ class TrainingEstimator:
         if not r.ok:
             raise TrialError(f"training failed: {r.reason}")
         if self.weights_dir and self.impl.last is not None:
-            self._keep(space, assignment, self.impl.last)
+            save_weights(space, assignment, self.impl.last, self.weights_dir)
         out = {"accuracy": float(r.val_accuracy), "loss": r.loss_curve[-1] if r.loss_curve
                else None, "val_curve": list(r.val_curve), "train_s": float(r.train_time_s),
                "epochs_run": int(r.epochs_run)}
@@ -170,19 +172,42 @@ class TrainingEstimator:
             out["test_accuracy"] = float(r.test_accuracy)
         return out
 
-    def _keep(self, space: Space, assignment: Mapping[str, Any], module: Any) -> None:
-        import torch
+def save_weights(space: Space, assignment: Mapping[str, Any], module: Any,
+                 weights_dir: str) -> str:
+    """Keep a trained module's state dict as ``weights_dir/HASH.pt`` (for ``nasir export``;
+    written atomically, CPU tensors). Returns the path."""
+    import torch
 
-        from nasir.passes.hashing import assignment_hash
+    from nasir.passes.hashing import assignment_hash
 
-        assert self.weights_dir is not None
-        net = getattr(module, "net", module)  # unwrap an auxiliary-head wrapper
-        sd = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-        os.makedirs(self.weights_dir, exist_ok=True)
-        path = os.path.join(self.weights_dir, f"{assignment_hash(space, assignment)}.pt")
-        tmp = f"{path}.{os.getpid()}.tmp"
-        torch.save(sd, tmp)
-        os.replace(tmp, path)
+    net = getattr(module, "net", module)  # unwrap an auxiliary-head wrapper
+    sd = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    os.makedirs(weights_dir, exist_ok=True)
+    path = os.path.join(weights_dir, f"{assignment_hash(space, assignment)}.pt")
+    tmp = f"{path}.{os.getpid()}.tmp"
+    torch.save(sd, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+_DATA: dict[str, Any] = {}
+
+
+def load_run_data(exp: Any) -> Any:
+    """The :class:`~nasir.backends.torch.data.DataSplits` an experiment's trials use (``None``
+    when they use none), loaded once per process."""
+    import json
+
+    name = exp.data_name
+    if name is None:
+        return None
+    key = json.dumps([name, exp.data.options], sort_keys=True, default=str)
+    if key not in _DATA:
+        from nasir.backends.torch.datasets import load_data
+
+        _DATA.clear()
+        _DATA[key] = load_data(name, exp.data.options)
+    return _DATA[key]
 
 
 class LatencyEstimator:
@@ -235,6 +260,12 @@ class CombinedEstimator:
     def __init__(self, parts: Sequence[Any]) -> None:
         self.parts = list(parts)
 
+    def set_task(self, task: Mapping[str, Any]) -> None:
+        """Hand the worker's task to the parts that want it (a user evaluator)."""
+        for part in self.parts:
+            if hasattr(part, "set_task"):
+                part.set_task(task)
+
     def evaluate(self, space: Space, assignment: Mapping[str, Any], *,
                  seed: int) -> dict[str, Any]:
         """Merged metrics; raises :class:`TrialError` on a non-finite number."""
@@ -270,13 +301,23 @@ def build_estimator(exp: Mapping[str, Any], run_dir: str | None = None) -> Combi
         parts.append(TrainingEstimator(
             {**TRAINING_DEFAULTS, **e.estimator.options},
             threads=max(1, int(e.executor.cpus_per_trial)),
+            weights_dir=os.path.join(run_dir, "weights") if run_dir else None,
+            data=load_run_data(e)))
+    elif kind == "evaluator":
+        from nasir.runtime.evaluator import FunctionEstimator
+
+        ev = e.evaluator
+        parts.append(FunctionEstimator(
+            str(ev.function), options=ev.options, objectives=e.objectives, prune=ev.prune,
+            prune_startup=ev.prune_startup, prune_warmup=ev.prune_warmup,
+            data=load_run_data(e),
             weights_dir=os.path.join(run_dir, "weights") if run_dir else None))
     elif kind == "oneshot":
         from nasir.runtime.weight_sharing import OneShotEstimator
 
         parts.append(OneShotEstimator(e.estimator.options,
                                       threads=max(1, int(e.executor.cpus_per_trial)),
-                                      run_dir=run_dir))
+                                      run_dir=run_dir, data=load_run_data(e)))
     elif kind == "fault":  # fault injection over the NB201 table (nasir.runtime.faults)
         from nasir.runtime.faults import FaultEstimator
 

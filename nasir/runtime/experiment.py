@@ -7,8 +7,12 @@ valid values.
 
 >>> e = Experiment.from_dict({"strategy": {"name": "random"}, "budget": {"trials": 5},
 ...                           "estimator": {"kind": "nb201"}, "space": {"name": "nb201"}})
->>> e.strategy.name, e.budget.trials, e.reward.kind
+>>> e.strategy.name, e.budget.trials, e.reward_spec()["kind"]
 ('random', 5, 'mnasnet')
+>>> u = Experiment.from_dict({"evaluator": {"function": "mine.py:objective"},
+...                           "objectives": {"loss": "min"}})
+>>> u.estimator.kind, u.reward_spec()
+('evaluator', {'kind': 'objective', 'metric': 'loss', 'direction': 'min'})
 >>> try:
 ...     Experiment.from_dict({"budget": {"trials": 0}})
 ... except ConfigError as e:
@@ -24,14 +28,16 @@ import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nasir.errors import NasirError
 
 __all__ = [
     "BudgetConfig",
     "ConfigError",
+    "DataConfig",
     "EstimatorConfig",
+    "EvaluatorConfig",
     "ExecutorConfig",
     "Experiment",
     "RewardConfig",
@@ -41,10 +47,12 @@ __all__ = [
     "load_experiment",
 ]
 
-ESTIMATORS = ("training", "nb201", "oneshot", "fault")
+ESTIMATORS = ("training", "nb201", "oneshot", "fault", "evaluator")
+#: estimators that train on (and so build the space for) the run's data
+DATA_ESTIMATORS = ("training", "oneshot", "evaluator")
 EXECUTORS = ("inprocess", "pool", "ray")
 TARGET_KINDS = ("host", "cuda", "rpc")
-REWARDS = ("mnasnet", "accuracy")
+REWARDS = ("auto", "mnasnet", "accuracy", "objective")
 #: training-estimator options applied under the user's (a 3-epoch low-fidelity estimate)
 TRAINING_DEFAULTS = {"epochs": 3}
 DIRECTIONS = ("max", "min")
@@ -59,7 +67,8 @@ class _Model(BaseModel):
 
 
 class SpaceConfig(_Model):
-    """Which space and the options of its ``build``."""
+    """Which space (a spec: built-in name, registered or entry-point name,
+    ``package.module:function`` or ``path/to/file.py:function``) and its build options."""
 
     name: str = "tiny_mnasnet"
     options: dict[str, Any] = Field(default_factory=dict)
@@ -84,9 +93,34 @@ class EstimatorConfig(_Model):
     Training defaults to ``TRAINING_DEFAULTS`` (3 epochs) under the given options.
     """
 
-    kind: Literal["training", "nb201", "oneshot", "fault"] = "training"
+    kind: Literal["training", "nb201", "oneshot", "fault", "evaluator"] = "training"
     options: dict[str, Any] = Field(default_factory=dict)
     latency: Literal["auto", "on", "off"] = "auto"
+
+
+class DataConfig(_Model):
+    """The data trials train on: ``digits`` (embedded), ``cifar10``, ``cifar100``, ``mnist``,
+    ``fashion_mnist``, ``svhn`` (published files under ``options.root``; ``download``),
+    ``npz:PATH``, ``imagefolder:PATH`` or ``module:function`` / ``file.py:function``
+    (see :mod:`nasir.backends.torch.datasets`). ``None``: the estimator's default (digits for
+    training and weight sharing, none for a user evaluator or a table)."""
+
+    name: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvaluatorConfig(_Model):
+    """A user objective: ``function`` (``module:function`` or ``file.py:function``) takes a
+    :class:`~nasir.runtime.evaluator.Trial` and returns metrics (a dict, or a number for the
+    first objective). ``options`` reach it as ``trial.options``. ``prune``: ``median`` stops
+    a trial whose ``trial.report(step, value)`` is worse than the median of earlier trials at
+    that step (after ``prune_startup`` trials and ``prune_warmup`` steps); ``none`` never."""
+
+    function: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    prune: Literal["median", "none"] = "median"
+    prune_startup: int = Field(default=5, ge=1)
+    prune_warmup: int = Field(default=0, ge=0)
 
 
 class TargetConfig(_Model):
@@ -110,17 +144,31 @@ class RewardConfig(_Model):
     ``mnasnet``: ``accuracy · (metric / target) ** w`` with ``w = alpha`` when the metric is
     at or under the target and ``beta`` over it; ``mode`` ``soft`` is MnasNet's
     ``alpha = beta = -0.07``, ``hard`` is ``alpha = 0, beta = -1``. ``accuracy``: accuracy.
+    ``objective``: the run's first objective in its direction (``latency_ms:min`` maximises
+    ``-latency_ms``). ``auto`` (default): ``mnasnet`` when the objectives are accuracy:max and
+    latency_ms:min, latency is measured and no user evaluator runs, else ``objective``.
     """
 
-    kind: Literal["mnasnet", "accuracy"] = "mnasnet"
+    kind: Literal["auto", "mnasnet", "accuracy", "objective"] = "auto"
     target: float = Field(default=1.0, gt=0)
     metric: str = "latency_ms"
     mode: Literal["soft", "hard"] = "soft"
 
-    def spec(self) -> dict[str, Any]:
-        """The spec for ``make_reward``."""
-        if self.kind == "accuracy":
+    def spec(self, objectives: Mapping[str, str] | None = None,
+             evaluator: bool = False, latency_off: bool = False) -> dict[str, Any]:
+        """The spec for ``make_reward`` (``auto`` and ``objective`` read ``objectives``)."""
+        objectives = dict(objectives or {"accuracy": "max"})
+        kind = self.kind
+        if kind == "auto":
+            off = latency_off and self.metric == "latency_ms"
+            mnas = (not evaluator and not off and objectives.get("accuracy") == "max"
+                    and objectives.get(self.metric) == "min" and len(objectives) == 2)
+            kind = "mnasnet" if mnas else "objective"
+        if kind == "accuracy":
             return {"kind": "accuracy"}
+        if kind == "objective":
+            metric, direction = next(iter(objectives.items()))
+            return {"kind": "objective", "metric": metric, "direction": direction}
         return {"kind": "mnasnet", "target": self.target, "metric": self.metric,
                 "mode": self.mode}
 
@@ -151,8 +199,10 @@ class Experiment(_Model):
 
     name: str | None = None
     space: SpaceConfig = SpaceConfig()
+    data: DataConfig = DataConfig()
     strategy: StrategyConfig = StrategyConfig()
     estimator: EstimatorConfig = EstimatorConfig()
+    evaluator: EvaluatorConfig = EvaluatorConfig()
     objectives: dict[str, Literal["max", "min"]] = Field(
         default={"accuracy": "max", "latency_ms": "min"})
     constraints: dict[str, float] = Field(default_factory=dict)
@@ -168,6 +218,20 @@ class Experiment(_Model):
         if not v:
             raise ValueError("give at least one objective")
         return v
+
+    @model_validator(mode="after")
+    def _evaluator_kind(self) -> Experiment:
+        fn, kind = self.evaluator.function, self.estimator.kind
+        if fn and kind == "training":  # a user evaluator replaces the default estimator
+            object.__setattr__(self, "estimator",
+                               self.estimator.model_copy(update={"kind": "evaluator"}))
+        elif fn and kind != "evaluator":
+            raise ValueError(f"evaluator.function is set but estimator.kind is {kind!r}; "
+                             "use one of them")
+        elif not fn and kind == "evaluator":
+            raise ValueError("estimator.kind is 'evaluator' but no evaluator.function is "
+                             "given")
+        return self
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -196,6 +260,20 @@ class Experiment(_Model):
         return Experiment.from_dict(data, "command line")
 
     # -- derived ---------------------------------------------------------------------------
+    def reward_spec(self) -> dict[str, Any]:
+        """The reward strategies maximise, with ``auto`` resolved (see :class:`RewardConfig`)."""
+        return self.reward.spec(self.objectives, self.estimator.kind == "evaluator",
+                                self.estimator.latency == "off"
+                                or self.estimator.kind == "nb201")
+
+    @property
+    def data_name(self) -> str | None:
+        """The data set trials use: the ``[data]`` name, digits for the estimators that train
+        when none is given, ``None`` when trials use no data set of the run's."""
+        if self.data.name:
+            return self.data.name
+        return "digits" if self.estimator.kind in ("training", "oneshot") else None
+
     @property
     def needs_latency(self) -> bool:
         """Whether trials measure latency (reward, objective or constraint uses it)."""
@@ -203,7 +281,8 @@ class Experiment(_Model):
             return self.estimator.latency == "on"
         if self.estimator.kind == "nb201":
             return False
-        return ((self.reward.kind == "mnasnet" and self.reward.metric == "latency_ms")
+        r = self.reward_spec()
+        return ((r["kind"] == "mnasnet" and r["metric"] == "latency_ms")
                 or "latency_ms" in self.objectives or "latency_ms" in self.constraints)
 
 

@@ -206,7 +206,7 @@ def write_report(folder: str, out_dir: str | None = None) -> str:
     plot_best_so_far(trials, out)
     plot_pareto(trials, objectives, out)
     if best is not None:
-        plot_best_arch(build_space(cfg), best["assignment"], out,
+        plot_best_arch(build_space(cfg, folder), best["assignment"], out,
                        f"best architecture (trial {best['id']}, reward {best['reward']:.4f})")
     front = pareto_trials(trials, objectives)
     keys = [*objectives, "reward"] + (["params"] if "params" not in objectives else [])

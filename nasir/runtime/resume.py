@@ -66,9 +66,12 @@ def find_run(name: str, root: str | None = None) -> str:
 
 def resume_run(folder: str, *, trials: int | None = None, wall_time_s: float | None = None,
                executor_overrides: Mapping[str, Any] | None = None,
-               callback: Callback | None = None) -> dict[str, Any]:
+               callback: Callback | None = None,
+               notes: list[str] | None = None) -> dict[str, Any]:
     """Continue the run in ``folder``; ``trials`` / ``wall_time_s`` extend its budget and
-    ``executor_overrides`` (``{"kind": "ray", "address": …}``) change where trials run."""
+    ``executor_overrides`` (``{"kind": "ray", "address": …}``) change where trials run.
+    ``notes`` collects what the user should hear (e.g. the space file changed since the
+    run began and the run's stored copy is used)."""
     store = RunStore.open(folder)
     try:
         exp = Experiment.from_dict(store.config, os.path.join(folder, DB_NAME))
@@ -82,6 +85,12 @@ def resume_run(folder: str, *, trials: int | None = None, wall_time_s: float | N
         if over:
             exp = exp.merged(over)
             store.set_meta("config", exp.to_dict())
-        return Driver(store, exp, callback=callback).run()
+        driver = Driver(store, exp, callback=callback)
+        if notes is not None:
+            notes.extend(driver.notes)
+        if driver.notes and callback is not None:
+            for note in driver.notes:
+                callback("note", {"text": note})
+        return driver.run()
     finally:
         store.close()

@@ -110,14 +110,16 @@ class OneShotEstimator:
 
     ``options``: :class:`OneShotConfig` fields. ``run_dir``: where the trained supernet is
     kept and shared between processes (``None``: in this object only). ``threads``: torch
-    threads for training and scoring.
+    threads for training and scoring. ``data``: a
+    :class:`~nasir.backends.torch.data.DataSplits` (``None``: digits).
     """
 
     name = "oneshot"
 
     def __init__(self, options: Mapping[str, Any] | None = None, threads: int = 1,
-                 run_dir: str | None = None) -> None:
+                 run_dir: str | None = None, data: Any = None) -> None:
         self.config = OneShotConfig.from_options(options)
+        self.splits = data
         self.threads = max(1, int(threads))
         self.run_dir = run_dir
         self._net: Any = None
@@ -146,7 +148,7 @@ class OneShotEstimator:
         from nasir.backends.torch.data import digits_splits, subset
 
         c = self.config
-        s = digits_splits()
+        s = self.splits if self.splits is not None else digits_splits()
         train = subset(s.train, c.data_fraction, c.seed)
         gen = torch.Generator().manual_seed(c.seed)
         loader = DataLoader(train, batch_size=c.batch_size, shuffle=True, generator=gen)

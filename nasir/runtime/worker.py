@@ -48,13 +48,14 @@ def trial_seed(run_seed: int, arch_hash: str) -> int:
     return (int(run_seed) * 1_000_003 + int(arch_hash[:12], 16)) % (2**31 - 1)
 
 
-def build_space(exp: Mapping[str, Any]):
-    """The space an experiment dict names."""
-    from nasir.spaces import get_space
+def build_space(exp: Mapping[str, Any], run_dir: str | None = None,
+                notes: list[str] | None = None):
+    """The space an experiment dict names — for a run folder, the space that run keeps
+    (:func:`~nasir.runtime.run_space.load_run_space`)."""
+    from nasir.runtime.run_space import load_run_space
 
-    sp = dict(exp.get("space") or {})
     try:
-        return get_space(sp.get("name", "tiny_mnasnet"), **dict(sp.get("options") or {}))
+        return load_run_space(exp, run_dir, notes)
     except NasirError as e:
         raise located(e, "experiment option space.name / space.options") from None
 
@@ -64,7 +65,7 @@ def build_context(exp: Mapping[str, Any], run_dir: str | None) -> tuple[Any, Any
     a bad option is a :class:`NasirError` naming the experiment key."""
     from nasir.runtime.estimators import build_estimator
 
-    space = build_space(exp)
+    space = build_space(exp, run_dir)
     try:
         return space, build_estimator(exp, run_dir)
     except NasirError as e:
@@ -98,6 +99,8 @@ def run_trial(exp: Mapping[str, Any], run_dir: str | None, task: Mapping[str, An
                            "attempt": int(task.get("attempt", 1))}
     try:
         space, est = _context(exp, run_dir)
+        if hasattr(est, "set_task"):
+            est.set_task(task)
         a = space.check(task["assignment"])
         metrics = est.evaluate(space, a, seed=int(task.get("seed", 0)))
         bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
