@@ -10,10 +10,16 @@ to [0, 1].
 (torch.Size([1, 8, 8]), 1797)
 >>> s.num_classes, s.input_shape
 (10, (1, 8, 8))
+>>> s.describe()
+'digits: 1079 train / 359 val / 359 test, 1×8×8, 10 classes'
+
+Other data sets (CIFAR, MNIST, SVHN, npz files, image folders, your own function) are
+loaded by :func:`nasir.backends.torch.datasets.load_data`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -30,13 +36,34 @@ __all__ = ["DataSplits", "digits_splits", "make_loader", "resize_batch", "subset
 
 @dataclass(frozen=True)
 class DataSplits:
-    """Train / validation / test datasets with their per-sample input shape."""
+    """Train / validation / test datasets with their per-sample input shape.
+
+    ``augment``: None, or ``augment(x, generator) -> x`` that the training estimator
+    applies to every *training* batch (``N×C×H×W``, on the batch's device) with a generator
+    seeded from the run's seed. ``name`` says what the data is (``digits``, ``cifar10``,
+    ``npz:data.npz``); :meth:`describe` adds the sizes.
+    """
 
     train: Any
     val: Any
     test: Any
     num_classes: int
     input_shape: tuple[int, ...]
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+    name: str = ""
+
+    def describe(self) -> str:
+        """One line: name, split sizes, input shape, classes and augmentation."""
+        def size(d: Any) -> str:
+            return str(len(d)) if hasattr(d, "__len__") else "?"
+
+        text = (f"{self.name or 'data'}: {size(self.train)} train / {size(self.val)} val"
+                + (f" / {size(self.test)} test" if self.test is not None else "")
+                + f", {'×'.join(map(str, self.input_shape))}, {self.num_classes} classes")
+        if self.augment is not None:
+            what = getattr(self.augment, "describe", None)
+            text += f", augment: {what() if callable(what) else repr(self.augment)}"
+        return text
 
 
 @lru_cache(maxsize=4)
@@ -67,7 +94,7 @@ def digits_splits(seed: int = 0, val: float = 0.2, test: float = 0.2) -> DataSpl
         idx = np.sort(np.concatenate(parts[k]))
         return TensorDataset(torch.from_numpy(x[idx]), torch.from_numpy(y[idx]))
 
-    return DataSplits(ds("train"), ds("val"), ds("test"), 10, (1, 8, 8))
+    return DataSplits(ds("train"), ds("val"), ds("test"), 10, (1, 8, 8), name="digits")
 
 
 def subset(ds: Dataset, fraction: float, seed: int) -> Dataset:

@@ -4,6 +4,8 @@
 (or any ``torch.utils.data`` dataset / DataLoader pair) and returns a :class:`TrainResult`:
 validation accuracy, loss curve, train time, params and MACs. Low-fidelity knobs: epochs,
 data fraction, resolution, channel width multiplier. Runs are deterministic for a seed.
+Training batches go through the data's ``augment`` (if any) with a generator seeded by
+the run's seed; validation and test batches are never augmented.
 
 A bad candidate never raises: a diverging loss (NaN / inf), running out of memory, a
 timeout, a predicted memory above the budget, or a graph the knobs break ends the trial
@@ -322,6 +324,9 @@ class TrainingEstimator:
             if init is not None:
                 result.inherited = inherit_weights(model, init)
             train, val, test = self._loaders()
+            augment = self.data.augment
+            # its own generator: augmenting leaves the model's random streams unchanged
+            aug_gen = torch.Generator().manual_seed(cfg.seed)
             opt = self._optimizer(model)
             sched = ScheduledDropPath(cfg.drop_path)
             for epoch in range(cfg.epochs):
@@ -329,6 +334,8 @@ class TrainingEstimator:
                 model.train()
                 total = count = 0.0
                 for x, y in train:
+                    if augment is not None:
+                        x = augment(x, aug_gen)
                     loss = self._step(model, opt, x, y)
                     total += loss * len(y)
                     count += len(y)
