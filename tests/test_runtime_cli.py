@@ -152,7 +152,12 @@ def test_export_best_plain_torch_onnx_and_tvm(trained_run, tmp_path, capsys):
         arch = json.load(fh)
     space = build_space({"space": arch["space"]})
     ref = lower(space.instantiate(arch["assignment"]), seed=0)
-    ref.load_state_dict(torch.load(os.path.join(out, "weights.pt"), weights_only=True))
+    from nasir.runtime.export import backend_weights
+
+    with open(os.path.join(out, "manifest.json")) as fh:
+        modules = json.load(fh)["modules"]
+    ref.load_state_dict(backend_weights(torch.load(os.path.join(out, "weights.pt"),
+                                                   weights_only=True), modules))
     ref.eval()
     with torch.no_grad():
         want = ref(torch.ones(2, 1, 8, 8)).sum().item()

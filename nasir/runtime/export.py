@@ -214,7 +214,7 @@ def export_trial(folder: str, trial: Mapping[str, Any], out_dir: str,
         raise NasirError(f"unknown export format {bad[0]!r}", where="--format",
                          hint=f"valid values: {', '.join(FORMATS)}")
     os.makedirs(out_dir, exist_ok=True)
-    space = build_space(cfg)
+    space = build_space(cfg, folder)
     a = space.check(trial["assignment"])
     g, scopes = scoped_instantiate(space, a)
     from nasir.passes import verify

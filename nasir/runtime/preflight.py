@@ -235,9 +235,6 @@ def smoke_batch(space: Space, data: Any, seed: int = 0, batch: int = 4) -> None:
     except Exception as e:
         raise NasirError(f"cannot read a batch of the data: {type(e).__name__}: {e}",
                          where="data") from None
-    tf = getattr(data, "transform", None)
-    if callable(tf):
-        x = tf(x)
     module = lower(space.instantiate(a), seed=0)
     try:
         out = module(x)
