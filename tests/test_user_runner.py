@@ -92,7 +92,10 @@ def _write_project(folder) -> None:
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, size=240).astype(np.int16)  # a non-int64 label dtype on purpose
     x = (0.15 + 0.3 * y[:, None, None, None] + 0.08 * rng.standard_normal((240, 1, 10, 10)))
-    np.savez(folder / "data.npz", x=x.astype(np.float32), y=y)
+    yt = rng.integers(0, 3, size=60).astype(np.int16)
+    xt = (0.15 + 0.3 * yt[:, None, None, None] + 0.08 * rng.standard_normal((60, 1, 10, 10)))
+    np.savez(folder / "data.npz", x=x.astype(np.float32), y=y, x_test=xt.astype(np.float32),
+             y_test=yt)
 
 
 def _nasir(*args: str, cwd, check: bool = True) -> subprocess.CompletedProcess:
@@ -169,7 +172,12 @@ def _check_run_from_elsewhere(run: str, project, other, expect_trials: int) -> N
     shown = _nasir("show", run, cwd=other).stdout
     assert "myspace.py:build" in shown and f"done {expect_trials}" in shown
     _nasir("report", run, cwd=other)
-    assert os.path.exists(os.path.join(run, "report", "report.md"))
+    with open(os.path.join(run, "report", "report.md")) as fh:
+        report = fh.read()
+    assert "## Test split" in report  # the kept weights of the best, scored once on test
+    row = next(line for line in report.splitlines()[report.splitlines().index("## Test split"):]
+               if line.startswith("| ") and line[2].isdigit())
+    assert float(row.split("|")[2]) > 0.6 and row.split("|")[3].strip() == "60"
     out = str(other / "export")
     _nasir("export", run, "--best", "--out", out, "--format", "json,torch", cwd=other)
     with open(os.path.join(out, "manifest.json")) as fh:

@@ -226,6 +226,7 @@ def write_report(folder: str, out_dir: str | None = None) -> str:
     for t in front:
         vals = [t.get("reward") if k == "reward" else t["metrics"].get(k) for k in keys]
         lines.append(f"| {t['id']} | " + " | ".join(_fmt(v) for v in vals) + " |")
+    lines += _test_lines(folder)
     failed = [t for t in trials if t["status"] == "failed"]
     if failed:
         lines += ["", "## Failed trials", ""]
@@ -237,6 +238,26 @@ def write_report(folder: str, out_dir: str | None = None) -> str:
     with open(os.path.join(out, "report.html"), "w", encoding="utf-8") as fh:
         fh.write(_html(md))
     return md_path
+
+
+def _test_lines(folder: str) -> list[str]:
+    """The test-split section: the best trials' kept weights scored once on the test split."""
+    from nasir.errors import NasirError
+    from nasir.runtime.final_test import final_test_scores
+
+    try:
+        scores = final_test_scores(folder)
+    except (NasirError, OSError, RuntimeError) as e:
+        return ["", "## Test split", "", f"not scored: {str(e).splitlines()[0]}"]
+    if not scores:
+        return []
+    lines = ["", "## Test split", "",
+             "The data set's test split, used only here: the best trial and the Pareto front, "
+             "with the weights their trials trained (search scored on the validation split).",
+             "", "| trial | test accuracy | images |", "|---|---|---|"]
+    lines += [f"| {tid} | {_fmt(s['test_accuracy'])} | {s['test_n']} |"
+              for tid, s in sorted(scores.items())]
+    return lines
 
 
 def _html(md: str) -> str:
