@@ -65,6 +65,9 @@ def add_experiment_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--strategy-opt", action="append", type=parse_kv("--strategy-opt"),
                    default=[], metavar="KEY=VALUE", help="strategy option, e.g. population=8")
     g.add_argument("--seed", type=int, help="random seed (default 0)")
+    g.add_argument("--device", metavar="DEVICE",
+                   help="where trials train: auto (default: CUDA when present), cpu, cuda, "
+                        "cuda:N or mps")
     e = p.add_argument_group("evaluation")
     e.add_argument("--estimator", choices=ESTIMATORS,
                    help="training (torch on digits), nb201 (table), oneshot")
@@ -120,7 +123,7 @@ def experiment_from_args(args: argparse.Namespace, base: Any = None):
     over: dict[str, Any] = {
         "name": args.name, "space.name": args.space, "strategy.name": args.strategy,
         "data.name": args.data, "evaluator.function": args.evaluator,
-        "seed": args.seed, "estimator.kind": args.estimator, "estimator.latency": args.latency,
+        "seed": args.seed, "device": args.device, "estimator.kind": args.estimator, "estimator.latency": args.latency,
         "reward.kind": args.reward, "reward.target": args.latency_target,
         "target.kind": args.target, "target.spec": args.target_spec, "target.rpc_key":
         args.rpc_key, "budget.trials": args.trials, "budget.wall_time_s": args.wall_time,

@@ -211,6 +211,10 @@ class Experiment(_Model):
     budget: BudgetConfig = BudgetConfig()
     executor: ExecutorConfig = ExecutorConfig()
     seed: int = Field(default=0, ge=0)
+    #: where trials train: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``,
+    #: ``cuda:N`` or ``mps``; honoured by the training and weight-sharing estimators, the
+    #: one-shot strategies and handed to user evaluators as ``trial.device``
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$")
 
     @field_validator("objectives")
     @classmethod
@@ -306,6 +310,8 @@ def _config_error(e: ValidationError, source: str) -> ConfigError:
         hint = f"valid values: {ctx.get('expected', '')}"
     elif kind == "extra_forbidden":
         hint = f"remove it; valid keys: {', '.join(_valid_keys(err['loc']))}"
+    elif kind == "string_pattern_mismatch" and loc == "device":
+        hint = "valid values: auto, cpu, cuda, cuda:N, mps"
     elif kind == "greater_than_equal" and isinstance(ctx.get("ge"), int):
         hint = f"give an integer >= {ctx['ge']}"
     else:
