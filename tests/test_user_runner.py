@@ -362,3 +362,27 @@ def test_median_pruning_stops_a_poor_trial_and_keeps_its_last_value(tmp_path):
         assert t["assignment"]["width"] < 12  # only narrower ones fall under the median
         assert m["accuracy"] == m["intermediate"][str(m["pruned_at"])]
     assert all("pruned_at" not in t["metrics"] for t in trials[:5])  # startup trials
+
+
+def test_a_space_object_or_registered_name_survives_a_fresh_process(tmp_path):
+    """A run made from Python with a Space object (or a name registered in that process)
+    is shown, reported and exported by fresh processes from another folder: the run keeps
+    the space's text form."""
+    from nasir.runtime.optimize import optimize
+    from nasir.spaces import get_space, register_space
+
+    sp = get_space("nb201", channels=4, cells_per_stage=1, input_shape=(1, 8, 8))
+    r = optimize(sp, "nasir.runtime.optimize:_example_objective", trials=3,
+                 objectives="params:min", run=str(tmp_path / "obj"), progress=False)
+    register_space("only_in_this_process", lambda: sp)
+    r2 = optimize("only_in_this_process", "nasir.runtime.optimize:_example_objective",
+                  trials=2, objectives="params:min", run=str(tmp_path / "reg"),
+                  progress=False)
+    for res in (r, r2):
+        shown = _nasir("show", res.run_dir, cwd=tmp_path.parent).stdout
+        assert "status=finished" in shown and "params" in shown
+        out = str(tmp_path / f"export-{os.path.basename(res.run_dir)}")
+        _nasir("export", res.run_dir, "--best", "--out", out, "--format", "json,torch",
+               cwd=tmp_path.parent)
+        with open(os.path.join(out, "arch.json")) as fh:
+            assert json.load(fh)["assignment"] == dict(res.best["assignment"])
