@@ -130,6 +130,14 @@ def _kill_after(proc: subprocess.Popen, db: str, finished: int, timeout: float =
                          f"{proc.stderr.read() if proc.stderr else ''}")
 
 
+def _start_and_kill(cmd: list[str], cwd, run: str) -> None:
+    """Start ``cmd`` in its own process group and SIGKILL it mid-run (2 trials done)."""
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    done = _kill_after(proc, os.path.join(run, "run.sqlite"), 2)
+    assert 2 <= done < TRIALS
+
+
 def _trials(run: str) -> list[dict]:
     con = sqlite3.connect(os.path.join(run, "run.sqlite"))
     con.row_factory = sqlite3.Row
@@ -194,15 +202,11 @@ def test_cli_user_space_data_evaluator_kill_resume_report_export(tmp_path):
     _write_project(project)
     other.mkdir()
     run = str(project / "runs" / "mine")
-    args = [sys.executable, "-m", "nasir", "search", "--space", "myspace.py:build",
-            "--data", "npz:data.npz", "--evaluator", "objective.py:evaluate",
-            "--evaluator-opt", "sleep=0.4", "--objective", "accuracy:max",
-            "--objective", "params:min", "--trials", str(TRIALS), "--workers", "2",
-            "--run-dir", "runs/mine", "--no-progress", "--no-report"]
-    proc = subprocess.Popen(args, cwd=project, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    done = _kill_after(proc, os.path.join(run, "run.sqlite"), 2)
-    assert 2 <= done < TRIALS
+    _start_and_kill([sys.executable, "-m", "nasir", "search", "--space", "myspace.py:build",
+                     "--data", "npz:data.npz", "--evaluator", "objective.py:evaluate",
+                     "--evaluator-opt", "sleep=0.4", "--objective", "accuracy:max",
+                     "--objective", "params:min", "--trials", str(TRIALS), "--workers", "2",
+                     "--run-dir", "runs/mine", "--no-progress", "--no-report"], project, run)
     r = _nasir("resume", run, "--no-progress", cwd=other)
     assert "finished" in r.stdout or f"{TRIALS} done" in r.stdout
     _check_run_from_elsewhere(run, project, other, TRIALS)
@@ -219,10 +223,7 @@ def test_python_entry_point_kill_rerun_resumes_report_export(tmp_path):
     other.mkdir()
     run = str(project / "runs" / "py")
     cmd = [sys.executable, "run_search.py", run]
-    proc = subprocess.Popen(cmd, cwd=project, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    done = _kill_after(proc, os.path.join(run, "run.sqlite"), 2)
-    assert 2 <= done < TRIALS
+    _start_and_kill(cmd, project, run)
     r = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert f"DONE {TRIALS}" in r.stdout
