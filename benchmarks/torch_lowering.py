@@ -1,12 +1,13 @@
-"""Forward+backward time of a lowered network next to an equivalent hand-written module.
+"""Forward+backward time of a lowered network next to torchvision's own model.
 
-MobileNetV2 (nasir's built-in space, lowered to a torch.fx GraphModule) against
-``nasir.backends.torch.handwritten.MobileNetV2`` (written like torchvision's), both with the
-same weights, measured interleaved in one process (median of repeats, after warm-up).
+MobileNetV2 and MnasNet-B1 (nasir's built-in spaces, lowered to torch.fx GraphModules)
+against torchvision's ``mobilenet_v2`` and ``mnasnet1_0``, both with the same weights,
+measured interleaved in one process (median of repeats, after warm-up). torchvision is a dev
+dependency (``pip install -e '.[dev]'``).
 
     .venv/bin/python benchmarks/torch_lowering.py [--batch 32] [--res 64] [--repeats 15]
 
-Last line: ``{"lowered_vs_handwritten_time_ratio": …}`` (lowered / hand-written; 1.0 = same).
+Last line: ``{"lowered_vs_torchvision_time_ratio": …}`` (lowered / torchvision; 1.0 = same).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 import torch
 
 from nasir.backends.torch import load_weights, lower
-from nasir.backends.torch.handwritten import MNASNet, MobileNetV2
+from nasir.backends.torch.torchvision_import import import_torchvision
 from nasir.spaces import get_space
 
 
@@ -31,13 +32,14 @@ def _step(m: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def _pair(name: str, res: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+    models = import_torchvision().models
     if name == "mobilenet_v2":
         g = get_space("mobilenet_v2", input_shape=(3, res, res), num_classes=10).instantiate({})
-        hw: torch.nn.Module = MobileNetV2(num_classes=10)
+        hw: torch.nn.Module = models.mobilenet_v2(num_classes=10)
     else:
         sp = get_space("mnasnet", input_shape=(3, res, res), num_classes=10)
         g = sp.instantiate(sp.reference("mnasnet_b1"))
-        hw = MNASNet(num_classes=10)
+        hw = models.mnasnet1_0(num_classes=10)
     low = lower(g, seed=0)
     theirs = [v for k, v in hw.state_dict().items() if not k.endswith("num_batches_tracked")]
     load_weights(low, dict(zip(low.state_dict(), theirs)))
@@ -75,10 +77,10 @@ def main() -> None:
                 tl.append(_step(low, x, y))
         ml, mh = statistics.median(tl), statistics.median(th)
         ratios.append(ml / mh)
-        print(f"{name:14s} lowered {ml * 1e3:8.1f} ms   hand-written {mh * 1e3:8.1f} ms   "
+        print(f"{name:14s} lowered {ml * 1e3:8.1f} ms   torchvision {mh * 1e3:8.1f} ms   "
               f"ratio {ml / mh:.3f}")
     ratio = statistics.median(ratios) if len(ratios) > 1 else ratios[0]
-    print(json.dumps({"lowered_vs_handwritten_time_ratio": round(ratio, 4)}))
+    print(json.dumps({"lowered_vs_torchvision_time_ratio": round(ratio, 4)}))
 
 
 if __name__ == "__main__":

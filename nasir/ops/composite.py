@@ -240,6 +240,8 @@ class MBConvOp(CompositeOp):
     SE width: ``se_base='input'`` uses ``int(C_in · se_ratio)`` (MnasNet, EfficientNet);
     ``'expanded'`` uses ``make_divisible(C_mid · se_ratio, se_divisor)`` (MobileNetV3).
     ``expand_channels`` fixes the expanded width directly (MobileNetV3's tables).
+    ``bn_eps`` is the epsilon of the block's three BatchNorms (torchvision's MobileNetV3
+    uses 1e-3).
     """
 
     name: ClassVar[str] = "mbconv"
@@ -255,6 +257,7 @@ class MBConvOp(CompositeOp):
     se_gate: str = "sigmoid"
     se_divisor: int = 8
     expand_channels: int | None = None
+    bn_eps: float = 1e-5
 
     def check(self) -> None:
         self._pos_int("out_channels")
@@ -262,6 +265,8 @@ class MBConvOp(CompositeOp):
         self._pos_int("stride")
         self._choice("act", tuple(ACTIVATIONS))
         self._choice("se_base", ("input", "expanded"))
+        if not (isinstance(self.bn_eps, float | int) and self.bn_eps > 0):
+            raise self._bad("bn_eps", f"must be > 0, got {self.bn_eps!r}")
         if not isinstance(self.expand, int | float) or self.expand < 1:
             raise self._bad("expand", f"must be a number >= 1, got {self.expand!r}")
         if not isinstance(self.se_ratio, int | float) or not 0 <= self.se_ratio < 1:
@@ -279,10 +284,10 @@ class MBConvOp(CompositeOp):
         y = x
         if mid != cin:
             y = emit(Conv2dOp(mid, 1), y)
-            y = emit(BatchNormOp(), y)
+            y = emit(BatchNormOp(eps=self.bn_eps), y)
             y = _act(emit, y, self.act)  # type: ignore[arg-type]
         y = emit(DepthwiseConv2dOp(self.kernel, self.stride, multiplier=1), y)
-        y = emit(BatchNormOp(), y)
+        y = emit(BatchNormOp(eps=self.bn_eps), y)
         y = _act(emit, y, self.act)  # type: ignore[arg-type]
         if self.se_ratio and self.se_ratio > 0:  # type: ignore[operator]
             if self.se_base == "input":
@@ -291,7 +296,7 @@ class MBConvOp(CompositeOp):
                 sq = make_divisible(mid * self.se_ratio, self.se_divisor)  # type: ignore[operator]
             y = emit(SqueezeExciteOp(sq, self.se_act, self.se_gate), y)
         y = emit(Conv2dOp(self.out_channels, 1), y)
-        y = emit(BatchNormOp(), y)
+        y = emit(BatchNormOp(eps=self.bn_eps), y)
         if self.skip and self.stride == 1 and cin == self.out_channels:
             y = emit(AddOp(), x, y)
         return y

@@ -9,7 +9,9 @@ depthwise conv) and the number of layers (B0's count −1/0/+1, at least 1). Onl
 first layer strides; identity residuals where shapes allow.
 
 At 224×224 the ``efficientnet_b0`` reference has exactly torchvision's 5,288,548
-parameters and 385.9M conv + linear MACs (the paper quotes 0.39B FLOPs).
+parameters and 385.9M conv + linear MACs (the paper quotes 0.39B FLOPs). Like torchvision's
+B0, every BatchNorm keeps PyTorch's epsilon, 1e-5 (the TensorFlow original uses 1e-3), so
+torchvision's weights give its outputs.
 
 >>> sp = build(input_shape=(1, 8, 8), num_classes=10)
 >>> len(sp.decisions), sp.reference("efficientnet_b0")["s5_layers"]
@@ -51,12 +53,11 @@ def build(input_shape: Sequence[int] = (3, 224, 224), num_classes: int = 1000,
           dropout: float = 0.2) -> Space:
     """The EfficientNet-B0 space."""
     s = SpaceBuilder("efficientnet", input_shape)
-    x = s.op(ConvBNActOp(out_channels=32, kernel=3, stride=2, act="swish", bn_eps=1e-3),
-             s.input)
+    x = s.op(ConvBNActOp(out_channels=32, kernel=3, stride=2, act="swish"), s.input)
     for i, (_, _, stride, out, n) in enumerate(B0):
         x = s.repeat(f"s{i}_layers", list(range(max(1, n - 1), n + 2)),
                      _layer(i, stride, out), x, rest=_layer(i, 1, out))
-    x = s.op(ConvBNActOp(out_channels=1280, kernel=1, act="swish", bn_eps=1e-3), x)
+    x = s.op(ConvBNActOp(out_channels=1280, kernel=1, act="swish"), x)
     x = s.op(FlattenOp(), s.op(GlobalAvgPoolOp(), x))
     x = s.op(DropoutOp(p=dropout), x)
     x = s.op(LinearOp(out_features=num_classes), x)

@@ -9,7 +9,9 @@ squeeze-excite (none or a quarter of the expanded width rounded to a multiple of
 and hard-sigmoid, placed after the depthwise conv) and activation (ReLU / hard-swish).
 
 At 224×224 the ``mobilenet_v3_large`` reference has exactly torchvision's 5,483,032
-parameters (and 216.6M conv + linear MACs; the paper quotes 219M MAdds).
+parameters (and 216.6M conv + linear MACs; the paper quotes 219M MAdds). Its BatchNorms use
+torchvision's epsilon, 1e-3, so torchvision's weights give its outputs; their momentum stays
+PyTorch's 0.1 (torchvision's 0.01 suits long ImageNet runs, not short proxy trainings).
 
 >>> sp = build(input_shape=(1, 8, 8), num_classes=10)
 >>> len(sp.decisions), sp.size == 2 ** 45 * 6 ** 15
@@ -62,7 +64,8 @@ def build(input_shape: Sequence[int] = (3, 224, 224), num_classes: int = 1000,
                           expand=s.value(f"l{i}_expand", EXPANSIONS),
                           se_ratio=s.value(f"l{i}_se", (0.0, 0.25)),
                           act=s.value(f"l{i}_act", ("relu", "hardswish")),
-                          se_base="expanded", se_act="relu", se_gate="hardsigmoid"), x)
+                          se_base="expanded", se_act="relu", se_gate="hardsigmoid",
+                          bn_eps=1e-3), x)
     x = s.op(ConvBNActOp(out_channels=960, kernel=1, act="hardswish", bn_eps=1e-3), x)
     x = s.op(FlattenOp(), s.op(GlobalAvgPoolOp(), x))
     x = s.op(HardSwishOp(), s.op(LinearOp(out_features=1280), x))
