@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -29,6 +30,16 @@ from nasir.space import Constraint, Decision, Space
 __all__ = ["SpaceBuilder"]
 
 RegionFn = Callable[..., Node]
+
+
+def _takes_index(fn: RegionFn) -> bool:
+    """Whether a repeat body takes a third positional parameter without a default."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    pos = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(pos) >= 3 and pos[2].default is inspect.Parameter.empty
 
 
 class _Registry:
@@ -114,15 +125,39 @@ class SpaceBuilder:
 
     def repeat(self, label: str, counts: Sequence[int], first: RegionFn, x: Node,
                rest: RegionFn | None = None) -> Node:
-        """Depth choice: apply ``first`` once, then ``rest`` (default ``first``) n-1 times."""
+        """Depth choice: apply ``first`` once, then ``rest`` (default ``first``) n-1 times.
+
+        A body with a third parameter, ``first(b, h, i)``, gets the repetition index ``i``
+        (0-based): one region is built per index up to ``max(counts)``, so every layer can
+        have its own decisions (label them with ``i``). A decision of layer ``i`` is active
+        only when the chosen count exceeds ``i``. ``rest`` may take the index as well.
+
+        >>> from nasir.ops import ConvBNActOp
+        >>> s = SpaceBuilder("deep", input_shape=(3, 8, 8))
+        >>> x = s.repeat("depth", [1, 2], lambda b, h, i: b.op(
+        ...     ConvBNActOp(out_channels=4, kernel=b.value(f"k{i}", [3, 5])), h), s.input)
+        >>> sp = s.build(x)
+        >>> [d.label for d in sp.decisions], sp.raw_size, sp.size
+        (['depth', 'k0', 'k1'], 8, 6)
+        >>> sorted(sp.active({"depth": 1, "k0": 5, "k1": 3}))
+        ['depth', 'k0']
+        """
         for c in counts:
             if isinstance(c, bool) or not isinstance(c, int) or c < 0:
                 raise SpecError(f"depth choice {label!r}: counts must be ints >= 0, got {c!r}",
                                 loc=caller_loc())
         self._reg.declare(label, "depth", list(counts))
-        regions = {"first": self._region(f"{label}.first", first, 1)}
-        if rest is not None:
-            regions["rest"] = self._region(f"{label}.rest", rest, 1)
+        indexed = _takes_index(first) or (rest is not None and _takes_index(rest))
+        regions: dict[str, Graph] = {}
+        if indexed:
+            for i in range(max(counts)):
+                fn = first if i == 0 or rest is None else rest
+                extra = (i,) if _takes_index(fn) else ()
+                regions[str(i)] = self._region(f"{label}.{i}", fn, 1, extra)
+        else:
+            regions["first"] = self._region(f"{label}.first", first, 1)
+            if rest is not None:
+                regions["rest"] = self._region(f"{label}.rest", rest, 1)
         return self.graph.add(RepeatOp(label=label), [x], loc=caller_loc(), regions=regions)
 
     def select(self, label: str, candidates: Sequence[Node], k: int = 1,
@@ -162,10 +197,10 @@ class SpaceBuilder:
         """Attach an upper bound on ``macs``, ``params`` or ``latency_ms`` to the space."""
         self._constraints.append(Constraint(metric, float(maximum)))
 
-    def _region(self, name: str, fn: RegionFn, nargs: int) -> Graph:
+    def _region(self, name: str, fn: RegionFn, nargs: int, extra: tuple = ()) -> Graph:
         sub = SpaceBuilder(name, None, _graph=Graph(name), _registry=self._reg)
         args = [sub.graph.add(ArgOp(index=i), name=f"a{i}") for i in range(nargs)]
-        out = fn(sub, *args)
+        out = fn(sub, *args, *extra)
         if not isinstance(out, Node) or out.graph is not sub.graph:
             raise SpecError(f"region {name} must return a value built in it", loc=caller_loc(),
                             hint="return the last node the branch function made")

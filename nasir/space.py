@@ -27,6 +27,7 @@ from nasir.errors import AssignmentError, NasirError, ParseError, SpecError, loc
 from nasir.graph import Graph, Node
 from nasir.loc import SourceLoc
 from nasir.ops import AddOp, ConcatOp, Op, has_refs, resolve_refs
+from nasir.ops.control import RepeatOp
 
 __all__ = ["DECISION_KINDS", "Assignment", "Constraint", "Decision", "Space"]
 
@@ -236,7 +237,28 @@ class Space:
     # -- schema ----------------------------------------------------------------------
     @property
     def size(self) -> int:
-        """Number of assignments (product of domain sizes)."""
+        """Number of distinct architectures as genotypes: assignments counted up to their
+        inactive decisions (a decision inside an unchosen branch or an unused repetition
+        does not multiply). Computed once by a recursion over the body's structure (see
+        :mod:`nasir.space_count`), not by enumeration; constraints and type errors are
+        not taken into account. :attr:`raw_size` is the product of all domain sizes.
+
+        >>> from nasir.spaces import get_space
+        >>> sp = get_space("metaqnn")
+        >>> sp.size < sp.raw_size
+        True
+        """
+        cached = self.__dict__.get("_size")
+        if cached is None:
+            from nasir.space_count import count_active
+
+            cached = self.__dict__["_size"] = count_active(self)
+        return cached
+
+    @property
+    def raw_size(self) -> int:
+        """Number of assignments: the product of the domain sizes (what :meth:`enumerate`
+        walks and :meth:`from_indices` indexes)."""
         return math.prod(d.size for d in self.decisions)
 
     def decision(self, label: str) -> Decision:
@@ -389,6 +411,8 @@ class Space:
                 if missing:
                     raise SpecError(f"choose %{node.name} has no region for option {missing[0]!r}",
                                     where=label, loc=node.loc)
+            if kind == "depth":
+                _check_repeat_regions(node, d)
 
     def text(self) -> str:
         """Text form (parsed back by :func:`nasir.space_text.parse_space`)."""
@@ -398,6 +422,22 @@ class Space:
 
     def __repr__(self) -> str:
         return f"<Space {self.name}: {len(self.decisions)} decisions, size {self.size}>"
+
+
+def _check_repeat_regions(node: Node, d: Decision) -> None:
+    """A repeat has ``first`` (and maybe ``rest``), or one region per index up to its
+    largest count, keyed ``"0"``, ``"1"``, …"""
+    keys = set(node.regions or {})
+    if not RepeatOp.indexed(keys):
+        want = "'first' and optionally 'rest'"
+        ok = keys <= {"first", "rest"}
+    else:
+        top = max((o for o in d.options if isinstance(o, int)), default=0)
+        want = f"one per repetition index, '0' to '{top - 1}'" if top else "none"
+        ok = keys == {str(i) for i in range(top)}
+    if not ok:
+        raise SpecError(f"repeat %{node.name} has regions {sorted(keys)}; it needs {want}",
+                        where=d.label, loc=node.loc)
 
 
 def _labels_used(g: Graph) -> list[tuple[str, str, Node]]:
@@ -525,8 +565,7 @@ class _Instantiator:
             x = ins[0]
             regions = n.regions or {}
             for i in range(count):
-                x = self.region(regions["first"] if i == 0 else regions.get("rest",
-                                regions["first"]), [x])
+                x = self.region(RepeatOp.region_for(regions, i), [x])
             return x
         v = self.value(op.label, n)
         idx = (v,) if isinstance(v, int) else v

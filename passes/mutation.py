@@ -23,6 +23,7 @@ import numpy as np
 
 from nasir.errors import NasirError, SpecError
 from nasir.graph import Graph
+from nasir.ops.control import RepeatOp
 from nasir.space import Assignment, Decision, Space
 
 __all__ = ["MUTATIONS", "always_active", "mutate", "neighbours"]
@@ -56,10 +57,9 @@ def _surely_used(g: Graph, depth_opts: dict[str, tuple]) -> set[str]:
             continue
         if op.name == "repeat":
             least = min(depth_opts.get(label, (0,)))  # type: ignore[arg-type]
-            if least >= 1:
-                used |= _surely_used(n.regions["first"], depth_opts)
-            if least >= 2 and "rest" in n.regions:
-                used |= _surely_used(n.regions["rest"], depth_opts)
+            for r in {id(r): r for r in (RepeatOp.region_for(n.regions, i)
+                                         for i in range(least))}.values():
+                used |= _surely_used(r, depth_opts)
         else:
             sets = [_surely_used(r, depth_opts) for r in n.regions.values()]
             used |= set.intersection(*sets) if sets else set()

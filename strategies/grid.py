@@ -63,7 +63,7 @@ def distinct_rows(space: Space) -> np.ndarray:
 
 
 class GridSearch(Strategy):
-    """Exhaustive search of a small space (``max_size`` assignments at most)."""
+    """Exhaustive search of a small space (``max_size`` raw assignments at most)."""
 
     name: ClassVar[str] = "grid"
 
@@ -72,8 +72,8 @@ class GridSearch(Strategy):
         super().__init__(space, seed, objective)
         if order not in ORDERS:
             raise SpecError(f"unknown grid order {order!r}", hint=f"use one of {', '.join(ORDERS)}")
-        if space.size > max_size:
-            raise SpecError(f"space {space.name} has {space.size:,} assignments, too many for "
+        if space.raw_size > max_size:  # the walk enumerates every raw assignment
+            raise SpecError(f"space {space.name} has {space.raw_size:,} assignments, too many for "
                             f"grid search (max_size={max_size:,})",
                             hint="use random search or evolution, or raise max_size")
         self.order = order
@@ -91,7 +91,7 @@ class GridSearch(Strategy):
                 yield self.space.from_indices(rows[int(i)])
             return
         sizes = [d.size for d in self.space.decisions]
-        for flat in self.rng.permutation(self.space.size):
+        for flat in self.rng.permutation(self.space.raw_size):
             yield self.space.from_indices(np.unravel_index(int(flat), sizes))
 
     def _propose(self, n: int) -> list[Assignment]:

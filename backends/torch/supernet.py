@@ -77,7 +77,7 @@ from torch import nn
 from nasir.backends.torch.lowering import _seed_of, load_weights, lower, prepare
 from nasir.errors import AssignmentError, BackendError, NasirError
 from nasir.graph import Graph, Node
-from nasir.ops import AddOp, ConcatOp, InputOp, MulOp, Op, has_refs, resolve_refs
+from nasir.ops import AddOp, ConcatOp, InputOp, MulOp, Op, RepeatOp, has_refs, resolve_refs
 from nasir.space import Space
 from nasir.types import TensorType
 
@@ -559,8 +559,7 @@ class _Repeat(nn.Module):
         types = {0: its[0]}
         t = its[0]
         for i in range(max(counts)):
-            r = _Region(b, regions["first"] if i == 0 else regions.get("rest",
-                        regions["first"]), [t])
+            r = _Region(b, RepeatOp.region_for(regions, i), [t])
             self.layers.append(r)
             t = r.out_type
             types[i + 1] = t

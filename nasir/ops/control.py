@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from nasir.errors import VerifyError
 from nasir.ops.base import Op, register_op
@@ -42,10 +43,34 @@ class ChooseOp(_SpaceOnly):
 @register_op
 @dataclass(frozen=True)
 class RepeatOp(_SpaceOnly):
-    """Depth choice: region ``first`` once, then ``rest`` (or ``first``) n-1 more times."""
+    """Depth choice: region ``first`` once, then ``rest`` (or ``first``) n-1 more times.
+
+    A body that takes the repetition index has one region per index instead, keyed
+    ``"0"``, ``"1"``, … up to the largest count: repetition ``i`` runs region ``"i"``.
+    :meth:`region_for` is the one place that says which region a repetition runs.
+
+    >>> RepeatOp.region_for({"first": "F", "rest": "R"}, 0), RepeatOp.region_for(
+    ...     {"first": "F", "rest": "R"}, 2), RepeatOp.region_for({"0": "A", "1": "B"}, 1)
+    ('F', 'R', 'B')
+    """
 
     name: ClassVar[str] = "repeat"
     label: str = ""
+
+    @staticmethod
+    def region_for(regions: Mapping[str, Any], i: int) -> Any:
+        """The region that repetition ``i`` (0-based) runs, given a repeat node's regions."""
+        r = regions.get(str(i))
+        if r is not None:
+            return r
+        if i > 0 and "rest" in regions:
+            return regions["rest"]
+        return regions["first"]
+
+    @staticmethod
+    def indexed(regions: Container[str]) -> bool:
+        """Whether the regions are one per repetition index (the body took the index)."""
+        return "first" not in regions
 
 
 @register_op
