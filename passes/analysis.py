@@ -1,5 +1,8 @@
 """Analyses: parameters, MACs (conv + linear multiply-accumulates), activation memory.
 
+A user op (:func:`nasir.ops.user_op`) counts its module's parameters and the MACs of its
+declared rule (else torch's flop counter on a batch of one).
+
 >>> from nasir.spaces import get_space
 >>> g = get_space("mobilenet_v2").instantiate({})
 >>> analyze(g)["params"]
@@ -11,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from nasir.errors import NasirError
 from nasir.graph import Graph
 from nasir.ops.expansion import activation_elements
 from nasir.passes.base import Pass
@@ -34,8 +38,12 @@ def analyze(g: Graph) -> dict[str, int]:
     for n in g.nodes():
         ins: tuple[TensorType, ...] = tuple(i.type for i in n.inputs)  # type: ignore[misc]
         out: TensorType = n.type  # type: ignore[assignment]
-        params += n.op.params(ins, out)
-        macs += n.op.macs(ins, out)
+        try:
+            params += n.op.params(ins, out)
+            macs += n.op.macs(ins, out)
+        except NasirError as e:  # a user op's rule or module: say which node
+            raise type(e)(e.message, where=e.where or f"node %{n.name} ({n.op.name})",
+                          loc=n.loc, hint=e.hint) from None
         elems = activation_elements(n.op, ins) if n.op.composite else out.numel
         act += elems * _BYTES[out.dtype]
     g.facts.update(params=params, macs=macs, activation_bytes=act)

@@ -3,7 +3,9 @@
 Every parameterised primitive node ``%N`` (after ``expand-composites``) becomes a
 submodule called ``"N"``, so ``state_dict()`` keys are ``"N.weight"``, ``"N.bias"``,
 ``"N.running_mean"``, ``"N.running_var"`` in graph order (the weight-naming convention of
-``docs/ARCHITECTURE.md``). Ops without weights become calls of ``torch`` functions. The
+``docs/ARCHITECTURE.md``). A user op (:func:`nasir.ops.user_op`) becomes the user's module
+as submodule ``"N"`` (keys ``"N."`` + its own state-dict keys), initialised by its own code
+from a seeded generator. Ops without weights become calls of ``torch`` functions. The
 result prints as plain Python (``module.code``) and works with ``torch.compile`` and
 ``torch.export``. Inputs are batched ``N×C×H×W`` tensors (IR types have no batch dim).
 
@@ -38,9 +40,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasir.backends.torch.droppath import DropPath, drop_path_operands
-from nasir.errors import BackendError
+from nasir.errors import BackendError, NasirError
 from nasir.graph import Graph, Node
-from nasir.ops import pair
+from nasir.ops import OPS, UserOp, pair
 from nasir.passes import expand_composites, verify
 
 __all__ = [
@@ -184,14 +186,15 @@ def _call(fg: fx.Graph, n: Node, args: list[fx.Node]) -> fx.Node:
 
 
 def lowerable_ops() -> tuple[str, ...]:
-    """Names of the primitive ops this backend lowers.
+    """Names of the primitive ops this backend lowers (user ops included).
 
     >>> "crop" in lowerable_ops() and "choose" not in lowerable_ops()
     True
     """
     return (*_ACTS, "input", "conv2d", "depthwise_conv2d", "batch_norm", "linear", "dropout",
             "identity", "zero", "max_pool2d", "avg_pool2d", "global_avg_pool", "add", "mul",
-            "concat", "flatten", "crop", "pad")
+            "concat", "flatten", "crop", "pad",
+            *(name for name, cls in OPS.items() if issubclass(cls, UserOp)))
 
 
 # -- initialisation -------------------------------------------------------------------
@@ -235,19 +238,30 @@ def expression_hashes(g: Graph) -> dict[Node, str]:
     return node_hashes(g)
 
 
-def _initialise(g: Graph, mods: dict[str, nn.Module], seed: int | None, init: str) -> None:
-    if seed is None:
-        seed = int.from_bytes(os.urandom(8), "little") & ((1 << 63) - 1)
-    if init == "default":
+def _initialise(g: Graph, mods: dict[str, nn.Module], seed: int,
+                hashes: dict[Node, str] | None) -> None:
+    if hashes is None:
         gen = torch.Generator().manual_seed(seed)
         for m in mods.values():
             _init_module(m, gen)
         return
-    hashes = expression_hashes(g)
     by_name = {n.name: n for n in g.nodes()}
     for name, m in mods.items():
         gen = torch.Generator().manual_seed(_seed_of(seed, hashes[by_name[name]]))
         _init_module(m, gen)
+
+
+def _user_module(n: Node, seed: int, hashes: dict[Node, str] | None) -> nn.Module:
+    """The user's module for a user-op node, initialised by its own code from a generator
+    seeded like the other nodes' (by name, or by expression hash with ``init="hash"``)."""
+    op: Any = n.op
+    t = n.inputs[0].type
+    try:
+        op.probe(t)  # the module gives the type the shape rule promised
+        return op.build_module(t, seed=_seed_of(seed, "user", hashes[n] if hashes else n.name))
+    except NasirError as e:
+        raise BackendError(e.message, where=f"node %{n.name} ({op.name})", loc=n.loc,
+                           hint=e.hint) from None
 
 
 # -- lowering -------------------------------------------------------------------------
@@ -295,9 +309,13 @@ def lower(graph: Graph, *, seed: int | None = 0, init: str = "default",
     if init not in INITS:
         raise BackendError(f"unknown init {init!r}", hint=f"use one of {', '.join(INITS)}")
     g = prepare(graph)
+    if seed is None:
+        seed = int.from_bytes(os.urandom(8), "little") & ((1 << 63) - 1)
+    hashes = expression_hashes(g) if init == "hash" else None
     fg = fx.Graph()
     env: dict[Node, fx.Node] = {}
     mods: dict[str, nn.Module] = {}
+    users: dict[str, nn.Module] = {}
     drops = drop_path_operands(g) if drop_path else {}
     for n in g.nodes():
         if "." in n.name:
@@ -313,6 +331,10 @@ def lower(graph: Graph, *, seed: int | None = 0, init: str = "default",
         if name == "identity":
             env[n] = args[0]
             continue
+        if isinstance(n.op, UserOp):
+            users[n.name] = _user_module(n, seed, hashes)
+            env[n] = fg.create_node("call_module", n.name, tuple(args), name=_fx_name(n))
+            continue
         m = _module_for(n)
         if m is not None:
             mods[n.name] = m
@@ -320,14 +342,15 @@ def lower(graph: Graph, *, seed: int | None = 0, init: str = "default",
         else:
             env[n] = _call(fg, n, args)
     fg.output(env[g.output])
+    _initialise(g, mods, seed, hashes)
+    mods.update(users)
     root = nn.Module()
-    for k, m in mods.items():
-        root.add_module(k, m)
+    for k in (n.name for n in g.nodes() if n.name in mods):  # graph order
+        root.add_module(k, mods[k])
     if drop_path:
         if "drop_path" in mods:
             raise BackendError("a node is called %drop_path", hint="rename it")
         root.add_module("drop_path", DropPath(0.0))
-    _initialise(g, mods, seed, init)
     cls = "".join(c if c.isalnum() else "_" for c in g.name).capitalize() or "Net"
     gm = fx.GraphModule(root, fg, class_name=f"Lowered{cls}")
     return gm
@@ -367,8 +390,8 @@ def inherit_weights(module: nn.Module, weights: Mapping[str, Any]) -> int:
 def load_weights(module: nn.Module, weights: Mapping[str, Any], *, strict: bool = True) -> None:
     """Copy ``weights`` (name → numpy array or tensor) into ``module``, in any key order.
 
-    With ``strict`` every tensor of ``module.state_dict()`` must be given and no other;
-    shapes must match. Raises ``BackendError`` naming the offending keys.
+    With ``strict`` every floating-point tensor of ``module.state_dict()`` must be given
+    and no other; shapes must match. Raises ``BackendError`` naming the offending keys.
 
     >>> import numpy as np
     >>> from torch import nn
@@ -378,7 +401,8 @@ def load_weights(module: nn.Module, weights: Mapping[str, Any], *, strict: bool 
     [[1.0, 1.0]]
     """
     state = module.state_dict()
-    missing = [k for k in state if k not in weights]
+    # integer buffers (a user module's BatchNorm counter) are not weights
+    missing = [k for k in state if k not in weights and state[k].is_floating_point()]
     extra = [k for k in weights if k not in state]
     if strict and (missing or extra):
         raise BackendError(

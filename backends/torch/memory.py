@@ -11,8 +11,9 @@ is what autograd and the CPU allocator do:
   it for backward. Saved, per op whose output requires grad and reaches the loss: the
   input of conv / linear / batch-norm / pooling / relu6 / hardswish / swish /
   hardsigmoid, the output of relu and sigmoid, both operands of ``mul``, dropout's byte
-  mask and max-pool's int64 indices. A value saved by several ops counts once; a value
-  whose only way to the output goes through ``zero`` dies with its graph;
+  mask and max-pool's int64 indices; a user op (opaque) is assumed to save its input,
+  as LayerNorm and GELU do (attention saves more). A value saved by several ops counts
+  once; a value whose only way to the output goes through ``zero`` dies with its graph;
 * supernets: a candidate's output times its mixing weight (a ``mul`` tagged
   ``mix_weight`` in :meth:`Supernet.mixed_graph`, emitted in the forward's order:
   candidate, product, running sum) is a new tensor; it keeps the candidate's output
@@ -57,6 +58,7 @@ import torch
 
 from nasir.errors import BackendError
 from nasir.graph import Graph, Node
+from nasir.ops import UserOp
 
 __all__ = [
     "MemoryEstimate",
@@ -165,7 +167,7 @@ def activation_profile(g: Graph, *, arch_grad: bool = False,
             saved.append(0)
             continue
         new: list[Node] = []
-        if name in _SAVES_INPUT:
+        if name in _SAVES_INPUT or isinstance(n.op, UserOp):
             new.append(base[n.inputs[0]])
         elif name in _SAVES_OUTPUT:
             new.append(base[n])
@@ -268,7 +270,7 @@ class _Step:
                 continue
             name = n.op.name
             new: list[Node] = []
-            if name in _SAVES_INPUT:
+            if name in _SAVES_INPUT or isinstance(n.op, UserOp):
                 new.append(base[n.inputs[0]])
             elif name in _SAVES_OUTPUT:
                 new.append(base[n])

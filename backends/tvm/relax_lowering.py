@@ -6,7 +6,9 @@ dropout is the identity). Inputs are batched NCHW (a batch dimension is added in
 each per-sample type). Weights follow the naming shared by the backends
 (``"N.weight"``, ``"N.bias"``, ``"N.running_mean"``, ``"N.running_var"`` for primitive
 node ``%N`` after expansion, PyTorch layouts) and are either bound as constants or
-left as function parameters.
+left as function parameters. A user op's module is imported through ``torch.export``
+(:mod:`.user_import`), called with its weights ``"N."`` + its floating-point state-dict
+keys, and inlined into the function.
 
 >>> from nasir.text import parse_graph
 >>> g = parse_graph('''graph @g {
@@ -28,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from nasir.errors import BackendError
+from nasir.errors import BackendError, NasirError
 from nasir.graph import Graph, Node
-from nasir.ops import pair
+from nasir.ops import UserOp, pair
 
 __all__ = ["LOWERINGS", "lower", "param_specs", "prepare", "random_weights"]
 
@@ -76,11 +78,37 @@ def param_specs(g: Graph) -> dict[str, tuple[int, ...]]:
             out[f"{n.name}.weight"] = (n.type.shape[0], fin)  # type: ignore[union-attr]
             if _has_bias(n):
                 out[f"{n.name}.bias"] = (n.type.shape[0],)  # type: ignore[union-attr]
+        elif isinstance(op, UserOp):
+            for k, shape in _probe(n).state.items():
+                out[f"{n.name}.{k}"] = shape
+    return out
+
+
+def _probe(n: Node) -> Any:
+    try:
+        return n.op.probe(n.inputs[0].type)  # type: ignore[attr-defined]
+    except NasirError as e:
+        raise BackendError(e.message, where=f"node %{n.name} ({n.op.name})", loc=n.loc,
+                           hint=e.hint) from None
+
+
+def _user_weights(g: Graph, seed: int) -> dict[str, np.ndarray]:
+    """Weights of user-op modules: their own initialisation, from a seeded generator."""
+    out: dict[str, np.ndarray] = {}
+    for k, n in enumerate(g.nodes()):
+        if isinstance(n.op, UserOp):
+            _probe(n)
+            op: Any = n.op
+            m = op.build_module(n.inputs[0].type, seed=(seed * 1_000_003 + k) % (1 << 63))
+            for key, v in m.state_dict().items():
+                if v.is_floating_point():
+                    out[f"{n.name}.{key}"] = v.detach().float().numpy().copy()
     return out
 
 
 def random_weights(g: Graph, seed: int = 0) -> dict[str, np.ndarray]:
-    """Well-scaled random weights for an expanded graph (He-normal convs, BN stats near 1).
+    """Well-scaled random weights for an expanded graph (He-normal convs, BN stats near 1;
+    a user op's module keeps its own initialisation, drawn from a seeded generator).
 
     >>> from nasir.text import parse_graph
     >>> g = prepare(parse_graph('''graph @g {
@@ -92,8 +120,12 @@ def random_weights(g: Graph, seed: int = 0) -> dict[str, np.ndarray]:
     {'1.weight': (2, 4), '1.bias': (2,)}
     """
     rng = np.random.default_rng(seed)
+    user = _user_weights(g, seed)
     out: dict[str, np.ndarray] = {}
     for key, shape in param_specs(g).items():
+        if key in user:
+            out[key] = user[key]
+            continue
         field = key.rsplit(".", 1)[1]
         if field == "weight" and len(shape) > 1:
             fan_in = int(np.prod(shape[1:]))
@@ -113,6 +145,8 @@ class _Emitter:
         self.bb = bb
         self.batch = batch
         self.fetch = fetch
+        #: functions were added for user ops; ``lower`` inlines them into ``main``
+        self.inlined = False
 
     def emit(self, expr: Any) -> Any:
         return self.bb.emit(expr)
@@ -260,6 +294,24 @@ def _mul(em: _Emitter, n: Node, ins: list[Any], specs: Any) -> Any:
     return em.emit(R.multiply(ins[0], ins[1]))
 
 
+def _user(em: _Emitter, n: Node, ins: list[Any], specs: Any) -> Any:
+    """A call of the user module's imported function (inlined into ``main`` afterwards)."""
+    from tvm import relax
+
+    from nasir.backends.tvm.user_import import import_user_op
+
+    _probe(n)
+    try:
+        fn, names = import_user_op(n.op, n.inputs[0].type, em.batch)  # type: ignore[arg-type]
+    except NasirError as e:
+        raise BackendError(e.message, where=f"node %{n.name} ({n.op.name})", loc=n.loc,
+                           hint=e.hint) from None
+    gv = em.bb.add_func(fn, f"user_{n.op.name}_{n.name}")
+    state = [em.fetch(f"{n.name}.{k}", specs[f"{n.name}.{k}"]) for k in names]
+    em.inlined = True
+    return em.emit(relax.Call(gv, [ins[0], *state]))
+
+
 #: primitive op name → ``fn(emitter, node, relax inputs, weight shapes) -> relax value``
 LOWERINGS: dict[str, Callable[..., Any]] = {
     "conv2d": lambda em, n, ins, sp: _conv(em, n, ins[0], sp),
@@ -339,6 +391,8 @@ def lower(graph: Graph, weights: Mapping[str, Any] | None = None, *, batch: int 
                 if n in env:
                     continue
                 fn = LOWERINGS.get(n.op.name) or unary.get(n.op.name)
+                if isinstance(n.op, UserOp):
+                    fn = _user
                 if fn is None:
                     raise BackendError(f"no Relax lowering for op {n.op.name}",
                                        where=f"%{n.name}", loc=n.loc,
@@ -349,4 +403,8 @@ def lower(graph: Graph, weights: Mapping[str, Any] | None = None, *, batch: int 
                 out = bb.emit(relax.op.add(out, relax.const(0.0, "float32")))
             out = bb.emit_output(out)
         bb.emit_func_output(out)
-    return bb.get()
+    mod = bb.get()
+    if em.inlined:
+        mod = relax.transform.InlinePrivateFunctions()(mod)
+        mod = relax.transform.DeadCodeElimination([func_name])(mod)
+    return mod

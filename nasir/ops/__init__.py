@@ -45,6 +45,7 @@ from nasir.ops.primitive import (
     conv_out,
     pair,
 )
+from nasir.ops.user import UserOp, user_op
 
 __all__ = [
     "ACTIVATIONS",
@@ -96,6 +97,7 @@ __all__ = [
     "SigmoidOp",
     "SqueezeExciteOp",
     "SwishOp",
+    "UserOp",
     "ZeroOp",
     "conv_out",
     "get_op",
@@ -104,4 +106,5 @@ __all__ = [
     "pair",
     "register_op",
     "resolve_refs",
+    "user_op",
 ]

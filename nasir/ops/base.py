@@ -71,7 +71,9 @@ def get_op(name: str) -> type[Op]:
         return OPS[name]
     except KeyError:
         known = ", ".join(sorted(OPS))
-        raise SpecError(f"unknown op {name!r}", hint=f"known ops: {known}") from None
+        raise SpecError(f"unknown op {name!r}",
+                        hint=f"known ops: {known} (a user op is known once the module "
+                             "declaring it with user_op is imported)") from None
 
 
 def _is_ref(v: object) -> bool:
