@@ -102,10 +102,13 @@ def add_experiment_options(p: argparse.ArgumentParser) -> None:
     b.add_argument("--wall-time", type=positive_float, metavar="SECONDS",
                    help="stop proposing after this long (default 200)")
     b.add_argument("--executor", choices=EXECUTORS, help="inprocess, pool (default) or ray")
-    b.add_argument("--workers", type=positive_int, help="trials at once (default 2)")
+    b.add_argument("--workers", type=positive_int,
+                   help="trials at once (default: one per GPU when training on CUDA, else 2)")
     b.add_argument("--address", metavar="ADDR", help="Ray cluster address (with --executor ray)")
     b.add_argument("--cpus-per-trial", type=positive_float, metavar="N")
-    b.add_argument("--gpus-per-trial", type=float, metavar="N")
+    b.add_argument("--gpus-per-trial", type=float, metavar="N",
+                   help="Ray: GPUs each trial runs on (default 1 on a CUDA run when the "
+                        "cluster has GPUs)")
     b.add_argument("--trial-timeout", type=positive_float, metavar="SECONDS",
                    help="fail a trial that runs longer")
     o = p.add_argument_group("output")
@@ -123,7 +126,8 @@ def experiment_from_args(args: argparse.Namespace, base: Any = None):
     over: dict[str, Any] = {
         "name": args.name, "space.name": args.space, "strategy.name": args.strategy,
         "data.name": args.data, "evaluator.function": args.evaluator,
-        "seed": args.seed, "device": args.device, "estimator.kind": args.estimator, "estimator.latency": args.latency,
+        "seed": args.seed, "device": args.device, "estimator.kind": args.estimator,
+        "estimator.latency": args.latency,
         "reward.kind": args.reward, "reward.target": args.latency_target,
         "target.kind": args.target, "target.spec": args.target_spec, "target.rpc_key":
         args.rpc_key, "budget.trials": args.trials, "budget.wall_time_s": args.wall_time,
@@ -178,13 +182,14 @@ def run_experiment(exp, args: argparse.Namespace) -> int:
     exp = prepared.exp
     run_dir = args.run_dir or default_run_dir(exp)
     con = Console(stderr=True)
+    workers = exp.executor.workers or "auto"  # unset: one per GPU on CUDA, else 2
     con.print(f"[bold]nasir search[/] space={exp.space.name} strategy={exp.strategy.name} "
               f"estimator={exp.estimator.kind}"
               f"{'+latency@' + exp.target.kind if exp.needs_latency else ''} "
               f"{'data=' + exp.data_name + ' ' if exp.data_name else ''}"
               f"reward={exp.reward_spec()['kind']} trials={exp.budget.trials} "
               f"executor={exp.executor.kind}"
-              f"{'' if exp.executor.kind == 'inprocess' else f'x{exp.executor.workers}'} "
+              f"{'' if exp.executor.kind == 'inprocess' else f'x{workers}'} "
               f"→ {run_dir}")
     cb = None if args.no_progress else ProgressCallback(con)
     store, driver = start_run(exp, run_dir, callback=cb, prepared=prepared)

@@ -9,6 +9,10 @@ A worker that dies (killed, out of memory, segfault) has its trial retried once 
 worker, then the trial is marked failed with the reason. A trial over ``timeout_s`` is
 stopped and failed (not retried: it would time out again).
 
+On a CUDA run each pool worker owns one GPU (``CUDA_VISIBLE_DEVICES``, round-robin) and a
+Ray trial trains on the GPUs Ray grants it (:mod:`nasir.runtime.gpus`); the worker name
+recorded with a trial then ends in ``:gpuI``.
+
 >>> exp = {"space": {"name": "nb201"}, "estimator": {"kind": "nb201"}}
 >>> from nasir.spaces import get_space
 >>> a = get_space("nb201").reference("resnet").to_json()
@@ -33,6 +37,15 @@ from multiprocessing.connection import wait as mp_wait
 from typing import Any
 
 from nasir.errors import NasirError
+from nasir.runtime.gpus import (
+    DEFAULT_WORKERS,
+    WORKER_DEVICE_ENV,
+    assign_gpus,
+    default_workers,
+    gpu_count,
+    ray_device,
+    ray_gpus_per_trial,
+)
 from nasir.runtime.worker import run_trial, worker_name
 
 __all__ = ["EXECUTORS", "Executor", "InProcessExecutor", "PoolExecutor", "RayExecutor",
@@ -140,7 +153,8 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _pool_worker(conn: Any, exp: dict[str, Any], run_dir: str | None, threads: int,
-                 parent: int) -> None:
+                 parent: int, env: dict[str, str] | None = None) -> None:
+    os.environ.update(env or {})  # this worker's GPU, before anything here initialises CUDA
     _die_with_parent(parent)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TVM_NUM_THREADS"):
         os.environ[var] = str(threads)
@@ -182,13 +196,23 @@ class PoolExecutor(Executor):
 
     Each worker builds the space and estimator once. The driver watches each worker's pipe
     and process sentinel, so it knows exactly which trial a dead worker was running.
+
+    On a CUDA run (the experiment's ``device``; ``gpus`` GPUs, counted here when not given)
+    worker ``i`` — and any worker that replaces it — owns GPU ``i`` mod ``gpus``, and
+    ``workers=None`` means one worker per GPU (:func:`~nasir.runtime.gpus.default_workers`).
     """
 
-    def __init__(self, exp: Mapping[str, Any], run_dir: str | None = None, workers: int = 2,
-                 timeout_s: float | None = None, retries: int = 1, threads: int = 1) -> None:
+    def __init__(self, exp: Mapping[str, Any], run_dir: str | None = None,
+                 workers: int | None = None, timeout_s: float | None = None, retries: int = 1,
+                 threads: int = 1, gpus: int | None = None) -> None:
         self.exp = dict(exp)
         self.run_dir = run_dir
-        self.slots = int(workers)
+        device = str(self.exp.get("device") or "auto")
+        if gpus is None:
+            gpus = gpu_count(device)
+        self.slots = int(workers) if workers is not None else default_workers(device, gpus)
+        #: the environment each worker slot starts with (its GPU; empty on the CPU)
+        self.envs = assign_gpus(self.slots, device, gpus)
         self.timeout_s = timeout_s
         self.retries = int(retries)
         self.threads = max(1, int(threads))
@@ -201,7 +225,7 @@ class PoolExecutor(Executor):
         parent, child = self._ctx.Pipe()
         s.proc = self._ctx.Process(target=_pool_worker, name=f"nasir-worker-{s.index}",
                                    args=(child, self.exp, self.run_dir, self.threads,
-                                         os.getpid()),
+                                         os.getpid(), self.envs[s.index]),
                                    daemon=True)
         s.proc.start()
         child.close()
@@ -318,6 +342,11 @@ class PoolExecutor(Executor):
 
 
 def _ray_trial(exp: dict[str, Any], run_dir: str | None, task: dict[str, Any]) -> dict[str, Any]:
+    import ray
+
+    # Ray points CUDA_VISIBLE_DEVICES at the GPUs it granted this task (none: the CPU)
+    os.environ[WORKER_DEVICE_ENV] = ray_device(ray.get_gpu_ids(),
+                                               str(exp.get("device") or "auto"))
     return run_trial(exp, run_dir, task, "ray")
 
 
@@ -327,26 +356,33 @@ class RayExecutor(Executor):
 
     Ray itself retries a task whose worker process died (``max_retries=retries``); after
     that the trial is failed with Ray's reason.
+
+    A trial trains on the GPUs Ray grants it (``gpus_per_trial``; left at 0 on a CUDA run it
+    is 1 when the cluster has GPUs, :func:`~nasir.runtime.gpus.ray_gpus_per_trial`), on the
+    CPU when none. ``workers=None``: as many trials at once as the cluster's GPUs allow on a
+    CUDA run, else 2.
     """
 
-    def __init__(self, exp: Mapping[str, Any], run_dir: str | None = None, workers: int = 2,
-                 address: str | None = None, cpus_per_trial: float = 1.0,
-                 gpus_per_trial: float = 0.0, timeout_s: float | None = None,
-                 retries: int = 1) -> None:
+    def __init__(self, exp: Mapping[str, Any], run_dir: str | None = None,
+                 workers: int | None = None, address: str | None = None,
+                 cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0,
+                 timeout_s: float | None = None, retries: int = 1) -> None:
         try:
             import ray
         except ImportError as e:  # pragma: no cover - ray is a dependency
             raise NasirError("ray is not installed", hint="pip install ray") from e
         self.ray = ray
         self._owns = False
+        device = str(exp.get("device") or "auto")
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if address:
                 kwargs["address"] = address
             else:
-                kwargs["num_cpus"] = max(1, round(workers * cpus_per_trial))
+                local = workers or default_workers(device, gpu_count(device))
+                kwargs["num_cpus"] = max(1, round(local * cpus_per_trial))
                 if gpus_per_trial:
-                    kwargs["num_gpus"] = max(1, round(workers * gpus_per_trial))
+                    kwargs["num_gpus"] = max(1, round(local * gpus_per_trial))
             try:
                 ray.init(**kwargs)
             except Exception as e:
@@ -355,12 +391,16 @@ class RayExecutor(Executor):
                                  hint="check the address (ray://HOST:10001 or auto) and that "
                                       "the cluster is up") from None
             self._owns = True
-        self.slots = int(workers)
+        cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
+        self.gpus_per_trial = ray_gpus_per_trial(device, gpus_per_trial, cluster_gpus)
+        if workers is None and self.gpus_per_trial > 0 and cluster_gpus > 0:
+            workers = max(1, int(cluster_gpus // self.gpus_per_trial))
+        self.slots = int(workers or DEFAULT_WORKERS)
         self.timeout_s = timeout_s
         self._exp_ref = ray.put(dict(exp))
         self.run_dir = run_dir
         self._fn = ray.remote(_ray_trial).options(
-            num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=int(retries),
+            num_cpus=cpus_per_trial, num_gpus=self.gpus_per_trial, max_retries=int(retries),
             retry_exceptions=False)
         self._running: dict[Any, tuple[dict[str, Any], float]] = {}
         self.retries = int(retries)
@@ -416,18 +456,21 @@ class RayExecutor(Executor):
             self.ray.shutdown()
 
 
-def make_executor(exp: Mapping[str, Any], run_dir: str | None = None) -> Executor:
-    """The executor an experiment dict asks for."""
+def make_executor(exp: Mapping[str, Any], run_dir: str | None = None, *,
+                  gpus: int | None = None) -> Executor:
+    """The executor an experiment dict asks for (``gpus``: the GPU count a pool assigns
+    from, instead of the one CUDA reports — tests give one on machines without a GPU)."""
     ex = dict(exp.get("executor") or {})
     kind = ex.get("kind", "pool")
     timeout = ex.get("trial_timeout_s")
+    workers = None if ex.get("workers") is None else int(ex["workers"])
     if kind == "inprocess":
         return InProcessExecutor(exp, run_dir, timeout)
     if kind == "pool":
-        return PoolExecutor(exp, run_dir, int(ex.get("workers", 2)), timeout,
-                            threads=max(1, int(ex.get("cpus_per_trial", 1))))
+        return PoolExecutor(exp, run_dir, workers, timeout,
+                            threads=max(1, int(ex.get("cpus_per_trial", 1))), gpus=gpus)
     if kind == "ray":
-        return RayExecutor(exp, run_dir, int(ex.get("workers", 2)), ex.get("address"),
+        return RayExecutor(exp, run_dir, workers, ex.get("address"),
                            float(ex.get("cpus_per_trial", 1.0)),
                            float(ex.get("gpus_per_trial", 0.0)), timeout)
     raise NasirError(f"unknown executor {kind!r}", where="--executor",

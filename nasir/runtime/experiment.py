@@ -183,10 +183,17 @@ class BudgetConfig(_Model):
 
 
 class ExecutorConfig(_Model):
-    """Where trials run: ``inprocess``, a local process ``pool`` (default) or ``ray``."""
+    """Where trials run: ``inprocess``, a local process ``pool`` (default) or ``ray``.
+
+    ``workers`` (trials at once) left unset means: one per GPU when the run trains on CUDA
+    (``device`` ``cuda``, or ``auto`` with GPUs; one for ``cuda:N``), else 2. Each pool
+    worker owns one GPU, round-robin. Under Ray a trial runs on the ``gpus_per_trial`` GPUs
+    Ray grants it; left at 0 on a CUDA run with a cluster that has GPUs, it is 1
+    (:mod:`nasir.runtime.gpus`).
+    """
 
     kind: Literal["inprocess", "pool", "ray"] = "pool"
-    workers: int = Field(default=2, ge=1)
+    workers: int | None = Field(default=None, ge=1)
     address: str | None = None
     cpus_per_trial: float = Field(default=1.0, gt=0)
     gpus_per_trial: float = Field(default=0.0, ge=0)

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from nasir.errors import NasirError, located
+from nasir.runtime.gpus import VISIBLE_ENV, WORKER_DEVICE_ENV
 
 __all__ = ["build_context", "build_space", "run_trial", "trial_seed", "worker_name"]
 
@@ -34,8 +35,14 @@ _CONTEXTS: dict[str, tuple[Any, Any]] = {}
 
 
 def worker_name(kind: str = "local") -> str:
-    """``host:kind:pid`` — recorded with each trial."""
-    return f"{socket.gethostname()}:{kind}:{os.getpid()}"
+    """``host:kind:pid`` — recorded with each trial; ``host:kind:pid:gpuI`` when the worker
+    trains on CUDA with GPU ``I`` (its ``CUDA_VISIBLE_DEVICES``) as its own
+    (:mod:`nasir.runtime.gpus`)."""
+    name = f"{socket.gethostname()}:{kind}:{os.getpid()}"
+    gpu = os.environ.get(VISIBLE_ENV)
+    if gpu and os.environ.get(WORKER_DEVICE_ENV, "").startswith("cuda"):
+        name += f":gpu{gpu}"
+    return name
 
 
 def trial_seed(run_seed: int, arch_hash: str) -> int:
