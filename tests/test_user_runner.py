@@ -387,3 +387,25 @@ def test_a_space_object_or_registered_name_survives_a_fresh_process(tmp_path):
                cwd=tmp_path.parent)
         with open(os.path.join(out, "arch.json")) as fh:
             assert json.load(fh)["assignment"] == dict(res.best["assignment"])
+
+
+def test_a_space_object_with_user_ops_survives_a_fresh_process(tmp_path):
+    """The run keeps the files declaring the space's user ops; a fresh process imports them
+    before it parses the space's text form."""
+    import pathlib
+
+    from nasir.runtime.optimize import optimize
+    from nasir.userload import load_file_module
+
+    example = pathlib.Path(__file__).parent.parent / "docs" / "examples" / "user_op_space.py"
+    src = tmp_path / "user_op_space.py"
+    src.write_text(example.read_text())
+    sp = load_file_module(str(src)).build()
+    r = optimize(sp, "nasir.runtime.optimize:_example_objective", trials=2,
+                 objectives="params:min", run=str(tmp_path / "run"), progress=False)
+    src.unlink()  # only the run's copy is left
+    out = str(tmp_path / "export")
+    _nasir("export", r.run_dir, "--best", "--out", out, "--format", "json,torch",
+           cwd=tmp_path.parent)
+    with open(os.path.join(out, "arch.json")) as fh:
+        assert json.load(fh)["assignment"] == dict(r.best["assignment"])

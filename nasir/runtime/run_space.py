@@ -66,12 +66,49 @@ def keep_space(run_dir: str, exp: Mapping[str, Any], space: Space,
             copy = os.path.basename(source.file)
             shutil.copyfile(source.file, os.path.join(folder, copy))
             record["copy"] = copy
+    ops = _user_op_files(space)
+    if ops:
+        record["user_ops"] = {}
+        for name, path in ops.items():
+            copy = f"op_{name}_{os.path.basename(path)}"
+            shutil.copyfile(path, os.path.join(folder, copy))
+            record["user_ops"][name] = {"file": path, "copy": copy}
     with open(os.path.join(folder, "space.txt"), "w") as fh:
         fh.write(space.text())
     tmp = os.path.join(folder, "source.json.tmp")
     with open(tmp, "w") as fh:
         json.dump(record, fh, indent=2, sort_keys=True)
     os.replace(tmp, os.path.join(folder, "source.json"))
+
+
+def _user_op_files(space: Space) -> dict[str, str]:
+    """User ops (``nasir.ops.user_op``) the space uses → the file that declares each."""
+    from nasir.ops import OPS
+    from nasir.ops.user import UserOp
+
+    used = set(re.findall(r"= (\w+)\(", space.text()))
+    out: dict[str, str] = {}
+    for name in sorted(used):
+        cls = OPS.get(name)
+        if isinstance(cls, type) and issubclass(cls, UserOp):
+            loc = getattr(cls.definition, "loc", None)
+            file = getattr(loc, "file", None)
+            if file and os.path.isfile(file):
+                out[name] = os.path.abspath(file)
+    return out
+
+
+def _import_user_ops(record: Mapping[str, Any], folder: str) -> None:
+    """Import the files declaring the run's user ops (the original, else the kept copy) so
+    the stored text form parses in a fresh process."""
+    from nasir.ops import OPS
+
+    for name, where in dict(record.get("user_ops") or {}).items():
+        if name in OPS:
+            continue
+        path = where["file"] if os.path.isfile(where["file"]) else os.path.join(
+            folder, where["copy"])
+        load_file_module(path)
 
 
 def _from_copy(record: Mapping[str, Any], folder: str) -> Space:
@@ -138,6 +175,7 @@ def load_run_space(exp: Mapping[str, Any], run_dir: str | None,
         return sp
     from nasir.space_text import parse_space
 
+    _import_user_ops(record, folder)
     if sp is not None:
         notes.append(f"space {name} no longer builds the space the run began with; "
                      f"using the stored text form ({os.path.join(folder, 'space.txt')})")
