@@ -7,8 +7,8 @@ valid values.
 
 >>> e = Experiment.from_dict({"strategy": {"name": "random"}, "budget": {"trials": 5},
 ...                           "estimator": {"kind": "nb201"}, "space": {"name": "nb201"}})
->>> e.strategy.name, e.budget.trials, e.reward_spec()["kind"]
-('random', 5, 'mnasnet')
+>>> e.strategy.name, e.budget.trials, e.reward_spec()["kind"], Experiment().reward_spec()["kind"]
+('random', 5, 'objective', 'mnasnet')
 >>> u = Experiment.from_dict({"evaluator": {"function": "mine.py:objective"},
 ...                           "objectives": {"loss": "min"}})
 >>> u.estimator.kind, u.reward_spec()
