@@ -17,6 +17,7 @@ __all__ = [
     "AssignmentError",
     "BackendError",
     "ConstraintError",
+    "InfeasibleTrial",
     "NasirError",
     "ParseError",
     "PassError",
@@ -118,6 +119,11 @@ class TargetError(NasirError):
 
 class TrialError(NasirError):
     """A trial failed (diverged, timed out, ran out of memory)."""
+
+
+class InfeasibleTrial(TrialError):
+    """A candidate cannot run where the trial runs (its predicted training memory is above
+    the device's free memory): the worker records the trial ``infeasible``, not failed."""
 
 
 class StoreError(NasirError):

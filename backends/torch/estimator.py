@@ -7,25 +7,35 @@ data fraction, resolution, channel width multiplier. Runs are deterministic for 
 Training batches go through the data's ``augment`` (if any) with a generator seeded by
 the run's seed; validation and test batches are never augmented.
 
-A bad candidate never raises: a diverging loss (NaN / inf), running out of memory, a
-timeout, a predicted memory above the budget, or a graph the knobs break ends the trial
-with ``ok=False`` and the reason. Bad *settings* (a negative epoch count) raise
-``BackendError`` when the estimator is made.
+Training runs where :attr:`TrainConfig.device` says (model and batches moved there;
+in-memory image sets held and batched on the device, :mod:`~nasir.backends.torch.batches`),
+under autocast when :attr:`TrainConfig.amp` asks, and the result says which device and
+precision ran (``device``, ``amp``). Before training, the predicted training memory is
+checked against the device's free memory: a candidate that cannot fit is not run
+(``reason`` starts ``infeasible:``).
+
+A bad candidate never raises: a diverging loss (NaN / inf), running out of memory (host or
+GPU: the trial's model, optimizer and the allocator's cache are released, so the next trial
+starts clean), a timeout, a predicted memory above the budget or above the device's free
+memory, or a graph the knobs break ends the trial with ``ok=False`` and the reason. Bad
+*settings* (a negative epoch count, a device this machine lacks) raise ``BackendError``
+when the estimator is made.
 
 >>> from nasir.spaces import get_space
 >>> sp = get_space("nb201", input_shape=(1, 8, 8), channels=4, cells_per_stage=1)
 >>> est = TrainingEstimator(TrainConfig(epochs=1, data_fraction=0.2, seed=0))
 >>> r = est.estimate(sp.instantiate(sp.reference("resnet")))
->>> r.ok, len(r.loss_curve), 0.0 <= r.val_accuracy <= 1.0
-(True, 1, True)
+>>> r.ok, len(r.loss_curve), 0.0 <= r.val_accuracy <= 1.0, r.device, r.amp
+(True, 1, True, 'cpu', 'off')
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -33,15 +43,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nasir.backends.torch.batches import device_loader
 from nasir.backends.torch.data import (
     DataSplits,
     digits_splits,
-    make_loader,
     resize_batch,
     subset,
 )
+from nasir.backends.torch.device import (
+    amp_name,
+    autocast,
+    check_amp,
+    check_device_spec,
+    determinism,
+    grad_scaler,
+    prepare_module,
+    release_memory,
+    resolve_amp,
+    resolve_device,
+    to_memory_format,
+)
+from nasir.backends.torch.device import (
+    free_memory as device_free_memory,
+)
 from nasir.backends.torch.droppath import ScheduledDropPath
-from nasir.backends.torch.memory import predict_training_memory
+from nasir.backends.torch.memory import MemoryEstimate, predict_training_memory
 from nasir.errors import BackendError, NasirError
 from nasir.graph import Graph
 
@@ -85,7 +111,37 @@ class LearningCurveStopper:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Settings of a training run (frozen, checked when made)."""
+    """Settings of a training run (frozen, checked when made).
+
+    Where and how it runs:
+
+    ``device``
+        ``cpu`` (the default), ``cuda``, ``cuda:N``, ``mps`` or ``auto`` (CUDA when
+        present, else MPS, else CPU). A device this machine lacks is an error when the
+        estimator is made. The runtime passes the experiment's ``device`` (a pool worker's
+        own, ``NASIR_WORKER_DEVICE``, wins).
+    ``amp``
+        mixed precision: ``auto`` (bf16 autocast on a CUDA GPU that supports it, fp16 with a
+        gradient scaler on one that does not, off on CPU and MPS), ``bf16``, ``fp16`` or
+        ``off``. Weights and optimizer state stay fp32.
+    ``channels_last``
+        model and 4-d batches in channels-last memory layout (faster convolutions on
+        tensor-core GPUs; off by default).
+    ``compile``
+        ``torch.compile`` the model (off: the compile time often exceeds a short trial's
+        training; measure before turning it on).
+    ``deterministic``
+        deterministic kernels during training (``torch.use_deterministic_algorithms`` in
+        warn-only mode, cuDNN deterministic and not autotuned; on CUDA
+        ``CUBLAS_WORKSPACE_CONFIG``). Off, a seeded run is exactly repeatable on the CPU; on a
+        GPU some kernels (atomic adds in backward) may still differ in the last bits.
+    ``num_workers``
+        DataLoader worker processes for data not held on the device (``None``: none on CPU
+        or in a pool worker, up to 4 on CUDA; pinned memory on CUDA).
+    ``seed``
+        seeds the initial weights (made on the CPU, then moved, so the same on every device),
+        the data subset and batch order, augmentation and dropout / drop-path.
+    """
 
     epochs: int = 5
     batch_size: int = 64
@@ -103,6 +159,12 @@ class TrainConfig:
     aux_weight: float = 0.0
     early_stopping: LearningCurveStopper | None = None
     test: bool = False
+    device: str = "cpu"
+    amp: str = "auto"
+    channels_last: bool = False
+    compile: bool = False
+    deterministic: bool = False
+    num_workers: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 1:
@@ -123,12 +185,27 @@ class TrainConfig:
         if self.aux_weight < 0:
             raise BackendError(f"aux_weight must be >= 0, got {self.aux_weight}")
         ScheduledDropPath(self.drop_path)
+        self._check_device_options()
+
+    def _check_device_options(self) -> None:
+        check_device_spec(self.device)
+        check_amp(self.amp)
+        if self.num_workers is not None and (not isinstance(self.num_workers, int)
+                                             or self.num_workers < 0):
+            raise BackendError(f"num_workers must be an int >= 0 or None, got "
+                               f"{self.num_workers!r}")
+        for name in ("channels_last", "compile", "deterministic"):
+            if not isinstance(getattr(self, name), bool):
+                raise BackendError(f"{name} must be true or false, got "
+                                   f"{getattr(self, name)!r}")
 
 
 @dataclass
 class TrainResult:
     """Outcome of one trial. ``ok=False`` carries ``reason`` (diverged, out of memory,
-    timeout, memory budget, invalid); the metrics then describe what ran before."""
+    timeout, memory budget, ``infeasible:`` above the device's free memory, invalid); the
+    metrics then describe what ran before. ``device`` and ``amp`` say where and in which
+    precision it ran (``off``: fp32)."""
 
     ok: bool
     reason: str | None = None
@@ -144,6 +221,13 @@ class TrainResult:
     predicted_memory_bytes: int = 0
     #: tensors taken from ``estimate(..., init=...)`` (0: trained from scratch)
     inherited: int = 0
+    device: str = "cpu"
+    amp: str = "off"
+
+    @property
+    def infeasible(self) -> bool:
+        """Whether the candidate was not run because it cannot fit the device."""
+        return bool(self.reason and self.reason.startswith("infeasible"))
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-able dict."""
@@ -202,6 +286,43 @@ def _attach_aux(module: Any, g: Graph, num_classes: int) -> nn.Module:
     return _WithAux(module, _AuxHead(feat.type.shape[0], num_classes))  # type: ignore[union-attr]
 
 
+@dataclass(frozen=True)
+class _Precision:
+    """Where a run's steps execute: device, autocast dtype (None: fp32), fp16 scaler."""
+
+    device: torch.device
+    dtype: torch.dtype | None
+    scaler: Any = None
+
+
+def device_bytes(mem: MemoryEstimate, dtype: torch.dtype | None) -> int:
+    """Predicted device bytes of a training step under autocast ``dtype``: the fp32
+    prediction with activations held in 16 bits, plus autocast's 16-bit copies of the
+    weights (None: the fp32 prediction)."""
+    if dtype is None:
+        return mem.total
+    return (mem.weights + mem.gradients + mem.optimizer + mem.activations // 2
+            + mem.transient + mem.weights // 2)
+
+
+def _failure_reason(e: BaseException) -> str:
+    """The ``reason`` of a trial that stopped with ``e``."""
+    if isinstance(e, _Diverged):
+        return f"diverged: {e}"
+    if isinstance(e, _Timeout):
+        return f"timeout: {e}"
+    if isinstance(e, torch.OutOfMemoryError | MemoryError):
+        return f"out of memory: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+    if isinstance(e, NasirError):
+        return f"invalid candidate: {e.message}"
+    if isinstance(e, RuntimeError):
+        msg = str(e)
+        if "memory" in msg.lower() and ("alloc" in msg.lower() or "out of" in msg.lower()):
+            return f"out of memory: {msg.splitlines()[0]}"
+        return f"runtime error: {msg.splitlines()[0] if msg else type(e)}"
+    return f"{type(e).__name__}: {e}"
+
+
 class TrainingEstimator:
     """Train candidates and report metrics; see the module docstring.
 
@@ -209,14 +330,24 @@ class TrainingEstimator:
         config: a :class:`TrainConfig` (keyword overrides are applied on top).
         data: ``None`` for the built-in digits split, a :class:`DataSplits`, or a
             ``(train, val)`` / ``(train, val, test)`` tuple of datasets or DataLoaders.
+        free_memory: ``device -> bytes or None``, the device's free memory before a trial
+            (default :func:`~nasir.backends.torch.device.free_memory`: CUDA's, ``None`` on
+            the CPU, which is not checked).
+
+    Raises:
+        BackendError: a setting is wrong, or the device is not on this machine.
     """
 
-    def __init__(self, config: TrainConfig | None = None, data: Any = None, **overrides: Any):
+    def __init__(self, config: TrainConfig | None = None, data: Any = None, *,
+                 free_memory: Callable[[torch.device], int | None] | None = None,
+                 **overrides: Any):
         self.config = replace(config or TrainConfig(), **overrides)
+        resolve_amp(self.config.amp, resolve_device(self.config.device))  # fail here, now
         self.data = self._splits(data)
+        self.free_memory = free_memory or device_free_memory
         #: best validation accuracy so far (used by early stopping)
         self.best: float | None = None
-        #: the trained state dict of the last ``estimate(..., keep_state=True)``
+        #: the trained state dict (CPU tensors) of the last ``estimate(..., keep_state=True)``
         self.last_state: dict[str, torch.Tensor] | None = None
 
     @staticmethod
@@ -245,7 +376,9 @@ class TrainingEstimator:
         (:func:`~nasir.backends.torch.lowering.inherit_weights`). ``keep_state``: keep
         the trained state dict in :attr:`last_state` (``None`` otherwise)."""
         cfg = self.config
-        result = TrainResult(ok=False)
+        device = resolve_device(cfg.device)
+        dtype = resolve_amp(cfg.amp, device)
+        result = TrainResult(ok=False, device=str(device), amp=amp_name(dtype))
         self.last_state = None
         try:
             g = self._prepare(graph)
@@ -256,30 +389,31 @@ class TrainingEstimator:
             mem = predict_training_memory(g, cfg.batch_size, "adam" if cfg.optimizer == "adam"
                                           else "momentum")
             result.predicted_memory_bytes = mem.total
-            if cfg.memory_budget_bytes is not None and mem.total > cfg.memory_budget_bytes:
-                result.reason = (f"out of memory budget: predicted {mem.total:,} B > "
-                                 f"{cfg.memory_budget_bytes:,} B ({mem})")
-                return result
-            self._train(g, result, self.best if best is None else best, init, keep_state)
-        except _Diverged as e:
-            result.reason = f"diverged: {e}"
-        except _Timeout as e:
-            result.reason = f"timeout: {e}"
-        except (torch.OutOfMemoryError, MemoryError) as e:
-            result.reason = f"out of memory: {e}".strip()
-        except RuntimeError as e:
-            msg = str(e)
-            if "memory" in msg.lower() and ("alloc" in msg.lower() or "out of" in msg.lower()):
-                result.reason = f"out of memory: {msg.splitlines()[0]}"
-            else:
-                result.reason = f"runtime error: {msg.splitlines()[0] if msg else type(e)}"
-        except NasirError as e:
-            result.reason = f"invalid candidate: {e.message}"
+            result.reason = self._fit_reason(mem, device, dtype)
+            if result.reason is None:
+                prec = _Precision(device, dtype, grad_scaler(device, dtype))
+                self._train(g, result, self.best if best is None else best, init,
+                            keep_state, prec)
         except Exception as e:  # a bad candidate must never crash the caller
-            result.reason = f"{type(e).__name__}: {e}"
+            result.reason = _failure_reason(e)
+        if result.reason is not None and result.reason.startswith("out of memory"):
+            release_memory(device)  # the failed step's tensors are unreachable by now
         if result.ok and (self.best is None or result.val_accuracy > self.best):
             self.best = result.val_accuracy
         return result
+
+    def _fit_reason(self, mem: MemoryEstimate, device: torch.device,
+                    dtype: torch.dtype | None) -> str | None:
+        """Why a candidate with predicted memory ``mem`` is not run (None: it is)."""
+        budget = self.config.memory_budget_bytes
+        if budget is not None and mem.total > budget:
+            return f"out of memory budget: predicted {mem.total:,} B > {budget:,} B ({mem})"
+        free = self.free_memory(device)
+        need = device_bytes(mem, dtype)
+        if free is not None and need > free:
+            return (f"infeasible: predicted {need:,} B > free {free:,} B on {device} "
+                    f"({amp_name(dtype)}; fp32 {mem})")
+        return None
 
     # -- steps -------------------------------------------------------------------------
     def _prepare(self, graph: Graph) -> Graph:
@@ -293,14 +427,21 @@ class TrainingEstimator:
             g = scale_width(g, cfg.width_multiplier)
         return g
 
-    def _loaders(self) -> tuple[Any, Any, Any]:
+    def _loaders(self, device: torch.device | None = None) -> tuple[Any, Any, Any]:
+        """Training, validation and test batches on ``device`` (default: the config's)."""
         cfg, d = self.config, self.data
+        device = resolve_device(cfg.device) if device is None else device
         train = d.train
         if cfg.data_fraction < 1.0 and hasattr(train, "__getitem__"):
             train = subset(train, cfg.data_fraction, cfg.seed)
-        return (make_loader(train, cfg.batch_size, True, cfg.seed),
-                make_loader(d.val, 256, False, cfg.seed),
-                make_loader(d.test, 256, False, cfg.seed) if d.test is not None else None)
+
+        def load(data: Any, batch_size: int, shuffle: bool) -> Any:
+            return device_loader(data, batch_size, shuffle=shuffle,
+                                 generator=torch.Generator().manual_seed(cfg.seed),
+                                 device=device, num_workers=cfg.num_workers)
+
+        return (load(train, cfg.batch_size, True), load(d.val, 256, False),
+                load(d.test, 256, False) if d.test is not None else None)
 
     def _build(self, g: Graph) -> nn.Module:
         from nasir.backends.torch.lowering import lower
@@ -312,53 +453,70 @@ class TrainingEstimator:
         return m
 
     def _train(self, g: Graph, result: TrainResult, best: float | None,
-               init: Mapping[str, torch.Tensor] | None = None, keep_state: bool = False
-               ) -> None:
+               init: Mapping[str, torch.Tensor] | None = None, keep_state: bool = False,
+               prec: _Precision | None = None) -> None:
         from nasir.backends.torch.lowering import inherit_weights
 
         cfg = self.config
+        prec = prec or _Precision(torch.device("cpu"), None)
         t0 = time.perf_counter()
-        with torch.random.fork_rng(devices=[]):
+        cuda = [prec.device.index or 0] if prec.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda), determinism(cfg.deterministic, prec.device):
             torch.manual_seed(cfg.seed)
-            model = self._build(g)
+            model: Any = self._build(g)  # made on the CPU: the same weights on every device
             if init is not None:
                 result.inherited = inherit_weights(model, init)
-            train, val, test = self._loaders()
-            augment = self.data.augment
-            # its own generator: augmenting leaves the model's random streams unchanged
-            aug_gen = torch.Generator().manual_seed(cfg.seed)
-            opt = self._optimizer(model)
-            sched = ScheduledDropPath(cfg.drop_path)
-            for epoch in range(cfg.epochs):
-                sched.update(model, epoch, cfg.epochs)
-                model.train()
-                total = count = 0.0
-                for x, y in train:
-                    if augment is not None:
-                        x = augment(x, aug_gen)
-                    loss = self._step(model, opt, x, y)
-                    total += loss * len(y)
-                    count += len(y)
-                    if cfg.timeout_s is not None and time.perf_counter() - t0 > cfg.timeout_s:
-                        raise _Timeout(f"training took over {cfg.timeout_s:g} s "
-                                       f"(epoch {epoch + 1} of {cfg.epochs})")
-                result.loss_curve.append(total / max(count, 1.0))
-                result.val_curve.append(self._accuracy(model, val))
-                result.val_accuracy = result.val_curve[-1]
-                result.epochs_run = epoch + 1
-                result.train_time_s = time.perf_counter() - t0
-                stopper = cfg.early_stopping
-                if stopper is not None and stopper.should_stop(result.val_curve, cfg.epochs,
-                                                               best):
-                    result.stopped_early = True
-                    break
-            if cfg.test and test is not None:
-                result.test_accuracy = self._accuracy(model, test)
-            if keep_state:
-                self.last_state = {k: v.detach().clone() for k, v in
-                                   model.state_dict().items()}
+            prepare_module(model, prec.device, channels_last=cfg.channels_last)
+            run = torch.compile(model) if cfg.compile else model
+            opt: Any = self._optimizer(model)
+            try:
+                self._epochs(model, run, opt, result, best, prec, t0)
+                if keep_state:
+                    self.last_state = {k: v.detach().to("cpu", copy=True) for k, v in
+                                       model.state_dict().items()}
+            finally:  # drop the references now: a failed trial's frames outlive it
+                model = run = opt = None
         result.train_time_s = time.perf_counter() - t0
         result.ok = True
+
+    def _epochs(self, model: nn.Module, run: Any, opt: torch.optim.Optimizer,
+                result: TrainResult, best: float | None, prec: _Precision, t0: float) -> None:
+        cfg = self.config
+        train, val, test = self._loaders(prec.device)
+        augment = self.data.augment
+        # its own generator: augmenting leaves the model's random streams unchanged
+        aug_gen = torch.Generator().manual_seed(cfg.seed)
+        sched = ScheduledDropPath(cfg.drop_path)
+        # float64 on the device: the same sums as Python floats, without a sync per step
+        acc = torch.float32 if prec.device.type == "mps" else torch.float64
+        for epoch in range(cfg.epochs):
+            sched.update(model, epoch, cfg.epochs)
+            model.train()
+            total = torch.zeros((), dtype=acc, device=prec.device)
+            count = 0
+            for step, (x, y) in enumerate(train):
+                if augment is not None:
+                    x = augment(x, aug_gen)
+                loss = self._step(run, opt, x, y, prec)
+                total += loss.to(acc) * len(y)
+                count += len(y)
+                if step % 32 == 31:
+                    _check_finite(total)
+                if cfg.timeout_s is not None and time.perf_counter() - t0 > cfg.timeout_s:
+                    raise _Timeout(f"training took over {cfg.timeout_s:g} s "
+                                   f"(epoch {epoch + 1} of {cfg.epochs})")
+            _check_finite(total)
+            result.loss_curve.append(float(total) / max(count, 1.0))
+            result.val_curve.append(self._accuracy(run, val, prec))
+            result.val_accuracy = result.val_curve[-1]
+            result.epochs_run = epoch + 1
+            result.train_time_s = time.perf_counter() - t0
+            stopper = cfg.early_stopping
+            if stopper is not None and stopper.should_stop(result.val_curve, cfg.epochs, best):
+                result.stopped_early = True
+                break
+        if cfg.test and test is not None:
+            result.test_accuracy = self._accuracy(run, test, prec)
 
     def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         cfg = self.config
@@ -368,30 +526,47 @@ class TrainingEstimator:
                                weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
 
     def _step(self, model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
-              y: torch.Tensor) -> float:
+              y: torch.Tensor, prec: _Precision | None = None) -> torch.Tensor:
+        """One training step; returns the (detached, device) loss."""
         cfg = self.config
-        x = resize_batch(x, cfg.resolution)
+        prec = prec or _Precision(x.device, None)
+        x = to_memory_format(resize_batch(x, cfg.resolution), cfg.channels_last)
         opt.zero_grad(set_to_none=True)
-        out = model(x)
-        if isinstance(out, tuple):
-            loss = F.cross_entropy(out[0], y) + cfg.aux_weight * F.cross_entropy(out[1], y)
+        with autocast(prec.device, prec.dtype):
+            out = model(x)
+            if isinstance(out, tuple):
+                loss = F.cross_entropy(out[0], y) + cfg.aux_weight * F.cross_entropy(out[1], y)
+            else:
+                loss = F.cross_entropy(out, y)
+        if prec.scaler is not None:
+            prec.scaler.scale(loss).backward()
+            prec.scaler.step(opt)
+            prec.scaler.update()
         else:
-            loss = F.cross_entropy(out, y)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise _Diverged(f"training loss became {value}")
-        loss.backward()
-        opt.step()
-        return value
+            loss.backward()
+            opt.step()
+        return loss.detach()
 
     @torch.no_grad()
-    def _accuracy(self, model: nn.Module, loader: Any) -> float:
+    def _accuracy(self, model: nn.Module, loader: Any, prec: _Precision | None = None
+                  ) -> float:
+        cfg = self.config
         model.eval()
-        right = total = 0
+        right: Any = 0
+        total = 0
         for x, y in loader:
-            out = model(resize_batch(x, self.config.resolution))
+            x = to_memory_format(resize_batch(x, cfg.resolution), cfg.channels_last)
+            with autocast(prec.device, prec.dtype) if prec else contextlib.nullcontext():
+                out = model(x)
             if isinstance(out, tuple):
                 out = out[0]
-            right += int((out.argmax(1) == y).sum())
+            right = right + (out.argmax(1) == y).sum()
             total += len(y)
-        return right / max(total, 1)
+        return int(right) / max(total, 1)
+
+
+
+def _check_finite(total: torch.Tensor) -> None:
+    value = float(total)
+    if not math.isfinite(value):
+        raise _Diverged(f"training loss became {value}")

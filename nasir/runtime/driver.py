@@ -11,8 +11,10 @@ Crash safety. A proposal (the trial row and the strategy events it caused), a re
 feedback (the ``fed`` flag and its events) are each one SQLite transaction. On resume the
 strategy is rebuilt by replaying its stored events, trials that were pending or running
 are run again, and finished trials whose feedback was not yet given are fed in order.
-Failing trials (exception, NaN, compile error, timeout, dead worker) are recorded as
-``failed`` with the reason and the search goes on.
+Failing trials (exception, NaN, compile error, timeout, dead worker, out of GPU memory) are
+recorded as ``failed`` with the reason and the search goes on; a candidate over a constraint,
+or one whose predicted training memory is above its device's free memory (the worker says
+``infeasible``), is recorded ``infeasible``.
 
 >>> import tempfile
 >>> from nasir.runtime.experiment import Experiment
@@ -41,7 +43,7 @@ from nasir.runtime.store import DB_NAME, FINAL, RunStore
 from nasir.runtime.worker import build_space, trial_seed
 
 __all__ = ["STRATEGY_ALIASES", "Driver", "default_run_dir", "resolve_strategy", "run_label",
-           "run_search", "start_run"]
+           "run_search", "start_run", "strategy_options"]
 
 #: CLI-friendly names for registered strategies
 STRATEGY_ALIASES = {"evolution": "regularized_evolution", "re": "regularized_evolution"}
@@ -63,6 +65,18 @@ def resolve_strategy(name: str) -> str:
                      hint=f"valid values: {', '.join(known)}")
 
 
+def strategy_options(exp: Experiment, name: str) -> dict[str, Any]:
+    """The options a strategy is made with: the experiment's, and for a one-shot search
+    (which trains its supernet in the driver's process) the run's ``device`` unless given."""
+    from nasir.strategies import STRATEGIES
+
+    opts = dict(exp.strategy.options)
+    if STRATEGIES.get(name, "").startswith("nasir.strategies.oneshot.") \
+            and "device" not in opts:
+        opts["device"] = exp.device
+    return opts
+
+
 class Driver:
     """Runs (or resumes) the search stored in ``store`` with experiment ``exp``."""
 
@@ -81,9 +95,9 @@ class Driver:
                                                                  self.notes)
         self._hash = assignment_hash
         try:
-            self.strategy = make_strategy(resolve_strategy(exp.strategy.name), self.space,
-                                          seed=exp.seed, objective="reward",
-                                          **exp.strategy.options)
+            name = resolve_strategy(exp.strategy.name)
+            self.strategy = make_strategy(name, self.space, seed=exp.seed, objective="reward",
+                                          **strategy_options(exp, name))
         except NasirError as e:
             raise located(e, "experiment option strategy.name / strategy.options") from None
         except TypeError as e:  # an option named like an argument: name, seed, objective
@@ -257,6 +271,10 @@ class Driver:
             status = "infeasible" if violation else "done"
             self.store.finish_trial(tid, status, metrics=metrics, reward=reward,
                                     error=violation, worker=r.get("worker"),
+                                    eval_s=r.get("eval_s"))
+        elif r["status"] == "infeasible":  # the worker found it cannot fit its device
+            self.store.finish_trial(tid, "infeasible", metrics=dict(r.get("metrics") or {}),
+                                    error=r.get("error"), worker=r.get("worker"),
                                     eval_s=r.get("eval_s"))
         else:
             self.store.finish_trial(tid, "failed", error=r.get("error") or "unknown error",

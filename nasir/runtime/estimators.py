@@ -28,7 +28,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from nasir.errors import NasirError, TrialError
+from nasir.errors import InfeasibleTrial, NasirError, TrialError
 from nasir.space import Space
 
 __all__ = [
@@ -114,20 +114,26 @@ class TrainingEstimator:
     ``LearningCurveStopper`` fields).
 
     The trial seed becomes the training seed, so a trial is reproducible. Accuracy is the
-    validation accuracy in [0, 1]. With ``weights_dir`` the trained state dict is kept as
-    ``weights_dir/HASH.pt`` for ``nasir export`` (workers write files, never the store).
+    validation accuracy in [0, 1]; ``device`` and ``amp`` say where and in which precision
+    it trained. ``device``: the run's device (an explicit ``device`` option wins). With
+    ``weights_dir`` the trained state dict is kept as ``weights_dir/HASH.pt`` for
+    ``nasir export`` (workers write files, never the store). A candidate whose predicted
+    training memory is above the device's free memory raises :class:`InfeasibleTrial`.
     """
 
     name = "training"
 
     def __init__(self, options: Mapping[str, Any] | None = None, threads: int = 1,
-                 weights_dir: str | None = None, data: Any = None) -> None:
+                 weights_dir: str | None = None, data: Any = None,
+                 device: str | None = None) -> None:
         import torch
 
         from nasir.backends.torch.estimator import LearningCurveStopper, TrainConfig
         from nasir.backends.torch.estimator import TrainingEstimator as _Impl
 
         opts = dict(options or {})
+        if device is not None:
+            opts.setdefault("device", device)
         if isinstance(opts.get("early_stopping"), Mapping):
             opts["early_stopping"] = LearningCurveStopper(**opts["early_stopping"])
         try:
@@ -162,12 +168,15 @@ class TrainingEstimator:
         g = space.instantiate(assignment)
         r = self.impl.estimate(g)
         if not r.ok:
+            self.impl.last = None  # a failed trial's model must not hold the GPU's memory
+            if r.infeasible:
+                raise InfeasibleTrial(f"training not run: {r.reason}", where=r.device)
             raise TrialError(f"training failed: {r.reason}")
         if self.weights_dir and self.impl.last is not None:
             save_weights(space, assignment, self.impl.last, self.weights_dir)
         out = {"accuracy": float(r.val_accuracy), "loss": r.loss_curve[-1] if r.loss_curve
                else None, "val_curve": list(r.val_curve), "train_s": float(r.train_time_s),
-               "epochs_run": int(r.epochs_run)}
+               "epochs_run": int(r.epochs_run), "device": r.device, "amp": r.amp}
         if r.test_accuracy is not None:
             out["test_accuracy"] = float(r.test_accuracy)
         return out
@@ -302,7 +311,7 @@ def build_estimator(exp: Mapping[str, Any], run_dir: str | None = None) -> Combi
             {**TRAINING_DEFAULTS, **e.estimator.options},
             threads=max(1, int(e.executor.cpus_per_trial)),
             weights_dir=os.path.join(run_dir, "weights") if run_dir else None,
-            data=load_run_data(e)))
+            data=load_run_data(e), device=_device(e)))
     elif kind == "evaluator":
         from nasir.runtime.evaluator import FunctionEstimator
 
@@ -310,14 +319,15 @@ def build_estimator(exp: Mapping[str, Any], run_dir: str | None = None) -> Combi
         parts.append(FunctionEstimator(
             str(ev.function), options=ev.options, objectives=e.objectives, prune=ev.prune,
             prune_startup=ev.prune_startup, prune_warmup=ev.prune_warmup,
-            data=load_run_data(e),
+            data=load_run_data(e), device=_device(e),
             weights_dir=os.path.join(run_dir, "weights") if run_dir else None))
     elif kind == "oneshot":
         from nasir.runtime.weight_sharing import OneShotEstimator
 
         parts.append(OneShotEstimator(e.estimator.options,
                                       threads=max(1, int(e.executor.cpus_per_trial)),
-                                      run_dir=run_dir, data=load_run_data(e)))
+                                      run_dir=run_dir, data=load_run_data(e),
+                                      device=_device(e)))
     elif kind == "fault":  # fault injection over the NB201 table (nasir.runtime.faults)
         from nasir.runtime.faults import FaultEstimator
 
@@ -333,6 +343,14 @@ def build_estimator(exp: Mapping[str, Any], run_dir: str | None = None) -> Combi
     if e.needs_latency:
         parts.append(latency_estimator(e, run_dir))
     return CombinedEstimator(parts)
+
+
+def _device(e: Any) -> str:
+    """The device setting trials train on: a pool worker's own GPU
+    (``NASIR_WORKER_DEVICE``) wins over the run's ``device``."""
+    from nasir.backends.torch.device import worker_device
+
+    return worker_device(e.device)
 
 
 def latency_estimator(e: Any, run_dir: str | None) -> LatencyEstimator:

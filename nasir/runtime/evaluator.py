@@ -46,12 +46,13 @@ class TrialPruned(Exception):
 
 
 def resolve_device(device: str | None = "auto") -> str:
-    """``auto`` → ``cuda`` when PyTorch sees a GPU, else ``cpu``; other names unchanged."""
-    if device in (None, "", "auto"):
-        import torch
+    """The device a setting names here, as text: ``auto`` → ``cuda`` when PyTorch sees a
+    GPU, else ``mps`` when present, else ``cpu``; a device this machine lacks is a
+    :class:`~nasir.errors.BackendError`
+    (:func:`nasir.backends.torch.device.resolve_device`)."""
+    from nasir.backends.torch.device import resolve_device as resolve
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
+    return str(resolve(device))
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,10 @@ def load_evaluator(spec: str, base_dir: str | None = None) -> Callable[[Trial], 
 
 
 class FunctionEstimator:
-    """Adapter: the runtime's estimator protocol over a user evaluator function."""
+    """Adapter: the runtime's estimator protocol over a user evaluator function.
+
+    ``device``: where the trial's module lives (``trial.device``, resolved here; a machine
+    without it is an error now, not in your function); the metrics say it (``device``)."""
 
     name = "evaluator"
 

@@ -122,6 +122,19 @@ def _estimator_options(exp: Experiment) -> None:
                           hint="give its options under [evaluator] options (trial.options)")
 
 
+def _training_device(exp: Experiment) -> None:
+    """A run whose trials train on a device this machine lacks (``--device cuda`` without a
+    GPU) stops here, not in every trial. One-shot strategies check theirs when built."""
+    if exp.estimator.kind not in ("training", "oneshot", "evaluator"):
+        return
+    from nasir.backends.torch.device import resolve_device
+
+    try:
+        resolve_device(exp.device)
+    except NasirError as e:
+        raise ConfigError(e.message, where="device", hint=e.hint) from None
+
+
 def _absolute(exp: Experiment, base_dir: str | None) -> Experiment:
     """Specs and paths made absolute so a run works from any folder."""
     over: dict[str, Any] = {}
@@ -162,6 +175,7 @@ def prepare(exp: Experiment, base_dir: str | None = None, *, smoke: bool = True)
 
     exp = _absolute(exp, base_dir)
     _estimator_options(exp)
+    _training_device(exp)
     data = _load_data(exp)
     shape = classes = None
     if data is not None and exp.estimator.kind in DATA_ESTIMATORS:
@@ -187,7 +201,7 @@ def prepare(exp: Experiment, base_dir: str | None = None, *, smoke: bool = True)
 def _strategy_and_reward(exp: Experiment, space: Space) -> None:
     import importlib
 
-    from nasir.runtime.driver import resolve_strategy
+    from nasir.runtime.driver import resolve_strategy, strategy_options
     from nasir.strategies import STRATEGIES, make_strategy
     from nasir.strategies.rewards import make_reward
 
@@ -197,7 +211,8 @@ def _strategy_and_reward(exp: Experiment, space: Space) -> None:
     _check_kwargs(klass.__init__, exp.strategy.options, f"{name} strategy",
                   "strategy.options", reserved=("space", "seed", "objective"))
     try:
-        make_strategy(name, space, seed=exp.seed, objective="reward", **exp.strategy.options)
+        make_strategy(name, space, seed=exp.seed, objective="reward",
+                      **strategy_options(exp, name))
     except NasirError as e:
         raise ConfigError(f"bad {name} strategy option: {e.message}",
                           where="strategy.options", hint=e.hint) from None

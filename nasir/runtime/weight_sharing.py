@@ -25,8 +25,8 @@ trial, with the reason).
 >>> sp = get_space("nb201", input_shape=(1, 8, 8), channels=4, cells_per_stage=1)
 >>> est = OneShotEstimator({"epochs": 1, "data_fraction": 0.2, "bn_batches": 1})
 >>> m = est.evaluate(sp, sp.reference("resnet"), seed=0)
->>> 0.0 <= m["accuracy"] <= 1.0, m["supernet_epochs"]
-(True, 1)
+>>> 0.0 <= m["accuracy"] <= 1.0, m["supernet_epochs"], m["device"]
+(True, 1, 'cpu')
 """
 
 from __future__ import annotations
@@ -111,14 +111,20 @@ class OneShotEstimator:
     ``options``: :class:`OneShotConfig` fields. ``run_dir``: where the trained supernet is
     kept and shared between processes (``None``: in this object only). ``threads``: torch
     threads for training and scoring. ``data``: a
-    :class:`~nasir.backends.torch.data.DataSplits` (``None``: digits).
+    :class:`~nasir.backends.torch.data.DataSplits` (``None``: digits). ``device``: where the
+    supernet trains and scores (``cpu``, ``auto``, ``cuda``, ``cuda:N``, ``mps``; in-memory
+    data is held there); the metrics say it (``device``). The kept ``supernet.pt`` holds CPU
+    tensors, so workers on other devices load it too.
     """
 
     name = "oneshot"
 
     def __init__(self, options: Mapping[str, Any] | None = None, threads: int = 1,
-                 run_dir: str | None = None, data: Any = None) -> None:
+                 run_dir: str | None = None, data: Any = None, device: str = "cpu") -> None:
+        from nasir.backends.torch.device import resolve_device
+
         self.config = OneShotConfig.from_options(options)
+        self.device = resolve_device(device)
         self.splits = data
         self.threads = max(1, int(threads))
         self.run_dir = run_dir
@@ -133,7 +139,7 @@ class OneShotEstimator:
 
         try:
             return Supernet(space, mode="single", fixed=self.config.fixed or None,
-                            seed=self.config.seed)
+                            seed=self.config.seed).to(self.device)
         except NasirError as e:
             raise NasirError(f"the oneshot estimator cannot build a weight-sharing supernet "
                              f"of space {space.name!r}: {e.message}", where=e.where,
@@ -143,19 +149,23 @@ class OneShotEstimator:
 
     def _loaders(self) -> tuple[Any, list[Any], Any]:
         import torch
-        from torch.utils.data import DataLoader
 
+        from nasir.backends.torch.batches import device_loader
         from nasir.backends.torch.data import digits_splits, subset
 
         c = self.config
         s = self.splits if self.splits is not None else digits_splits()
         train = subset(s.train, c.data_fraction, c.seed)
-        gen = torch.Generator().manual_seed(c.seed)
-        loader = DataLoader(train, batch_size=c.batch_size, shuffle=True, generator=gen)
-        calib_gen = torch.Generator().manual_seed(c.seed + 1)
-        calib = DataLoader(train, batch_size=c.batch_size, shuffle=True, generator=calib_gen)
+
+        def load(data: Any, batch_size: int, seed: int | None) -> Any:
+            gen = None if seed is None else torch.Generator().manual_seed(seed)
+            return device_loader(data, batch_size, shuffle=seed is not None, generator=gen,
+                                 device=self.device)
+
+        loader = load(train, c.batch_size, c.seed)
+        calib = load(train, c.batch_size, c.seed + 1)
         bn = [b for _, b in zip(range(c.bn_batches), calib, strict=False)]
-        val = DataLoader(s.val, batch_size=256, shuffle=False)
+        val = load(s.val, 256, None)
         return loader, bn, val
 
     def _train(self, space: Space, net: Any, loader: Any, resolution: int | None) -> None:
@@ -195,7 +205,8 @@ class OneShotEstimator:
                 n += len(y)
             losses.append(total / max(1, n))
         self.info = {"supernet_epochs": c.epochs, "supernet_train_s":
-                     round(time.perf_counter() - t0, 3), "supernet_loss": losses}
+                     round(time.perf_counter() - t0, 3), "supernet_loss": losses,
+                     "supernet_device": str(self.device)}
 
     def _ensure(self, space: Space) -> Any:
         import torch
@@ -232,11 +243,12 @@ class OneShotEstimator:
                     state = torch.load(weights, map_location="cpu", weights_only=True)
                     net.load_state_dict(state)
                     self.info = {k: stored[k] for k in ("supernet_epochs", "supernet_train_s",
-                                                        "supernet_loss") if k in stored}
+                                                        "supernet_loss", "supernet_device")
+                                 if k in stored}
                     return
                 self._train(space, net, loader, resolution)
                 tmp = f"{weights}.{os.getpid()}.tmp"
-                torch.save(net.state_dict(), tmp)
+                torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp)
                 os.replace(tmp, weights)
                 tmp_meta = f"{meta}.{os.getpid()}.tmp"
                 with open(tmp_meta, "w") as f:
@@ -278,7 +290,7 @@ class OneShotEstimator:
                 total += len(y)
         acc = correct / max(1, total)
         return {"accuracy": acc, "oneshot_eval_s": round(time.perf_counter() - t0, 4),
-                **self.info}
+                **self.info, "device": str(self.device)}
 
 
 def _recalibrate(net: Any, batches: list[Any], resolution: int | None) -> None:

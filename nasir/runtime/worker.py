@@ -1,8 +1,9 @@
 """What a worker does with one trial: build (once) the space and estimator, evaluate, report.
 
 The function never raises for a failing trial: an exception, a non-finite metric or a
-NaN loss becomes ``{"status": "failed", "error": reason}``. Workers never touch the run
-store; they return plain dicts to the driver.
+NaN loss becomes ``{"status": "failed", "error": reason}``; a candidate that cannot fit the
+device (:class:`~nasir.errors.InfeasibleTrial`) becomes ``{"status": "infeasible"}``. Workers
+never touch the run store; they return plain dicts to the driver.
 
 >>> exp = {"space": {"name": "nb201"}, "estimator": {"kind": "nb201"}}
 >>> from nasir.spaces import get_space
@@ -26,7 +27,7 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
-from nasir.errors import NasirError, located
+from nasir.errors import InfeasibleTrial, NasirError, located
 from nasir.runtime.gpus import VISIBLE_ENV, WORKER_DEVICE_ENV
 
 __all__ = ["build_context", "build_space", "run_trial", "trial_seed", "worker_name"]
@@ -114,6 +115,8 @@ def run_trial(exp: Mapping[str, Any], run_dir: str | None, task: Mapping[str, An
         if bad:
             raise NasirError(f"metric {bad[0]} is {metrics[bad[0]]}", hint="training diverged")
         out.update(status="done", metrics=dict(metrics), error=None)
+    except InfeasibleTrial as e:  # cannot fit the device: recorded as such, not failed
+        out.update(status="infeasible", metrics={}, error=_reason(e))
     except Exception as e:
         out.update(status="failed", metrics={}, error=_reason(e))
     out["eval_s"] = time.perf_counter() - t0

@@ -6,6 +6,11 @@ a ``search(...) -> OneShotResult`` API; :class:`OneShotStrategy` adapts a search
 :class:`~nasir.strategies.base.Strategy` registry: the first ``propose`` runs the search
 and returns the derived assignment (later calls return it again); feedback is recorded.
 
+Every search takes ``device`` (``cpu`` by default; ``auto``, ``cuda``, ``cuda:N``, ``mps``;
+the runtime passes the experiment's): the supernet and its batches live there (digits held
+on the device, :func:`search_data`), the RL controller and the latency tables' arithmetic
+stay small. The result's ``extra["device"]`` says where it ran. Supernets train in fp32.
+
 >>> import numpy as np
 >>> from nasir.spaces import get_space
 >>> sp = get_space("nb201", input_shape=(1, 8, 8), channels=4, cells_per_stage=1)
@@ -24,16 +29,18 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 
+from nasir.backends.torch.batches import DeviceLoader, device_loader
 from nasir.backends.torch.data import digits_splits
+from nasir.backends.torch.device import resolve_device
 from nasir.errors import SpecError
 from nasir.space import Assignment, Space
 from nasir.strategies.base import Strategy
 
 __all__ = ["ZERO_OPTIONS", "LatencyCalibration", "OneShotResult", "OneShotStrategy",
            "SearchData", "additive_latency", "calibrate_rows", "cycle", "decision_latency",
-           "derive_from_probs", "expected_table", "is_connected", "search_data",
+           "derive_from_probs", "expected_table", "is_connected", "on_device", "search_data",
            "set_arch_grads", "tvm_measure_us", "weight_optimizer"]
 
 
@@ -65,19 +72,33 @@ class SearchData:
     val: Any
 
 
-def search_data(batch_size: int = 64, seed: int = 0, fraction: float = 1.0) -> SearchData:
-    """Digits: the training split cut in two halves (weights / architecture), plus val."""
+def search_data(batch_size: int = 64, seed: int = 0, fraction: float = 1.0,
+                device: str | torch.device = "cpu") -> SearchData:
+    """Digits: the training split cut in two halves (weights / architecture), plus val,
+    held and batched on ``device`` (:func:`~nasir.backends.torch.batches.device_loader`;
+    the two halves share one seeded order generator, as their DataLoaders did)."""
+    dev = resolve_device(device)
     s = digits_splits()
     n = len(s.train)
     idx = np.random.default_rng(seed).permutation(n)[:max(2, round(n * fraction))]
     half = len(idx) // 2
     g = torch.Generator().manual_seed(seed)
-    w = DataLoader(Subset(s.train, sorted(idx[:half].tolist())), batch_size=batch_size,
-                   shuffle=True, generator=g)
-    a = DataLoader(Subset(s.train, sorted(idx[half:].tolist())), batch_size=batch_size,
-                   shuffle=True, generator=g)
-    v = DataLoader(s.val, batch_size=256, shuffle=False)
+    w = device_loader(Subset(s.train, sorted(idx[:half].tolist())), batch_size,
+                      shuffle=True, generator=g, device=dev)
+    a = device_loader(Subset(s.train, sorted(idx[half:].tolist())), batch_size,
+                      shuffle=True, generator=g, device=dev)
+    v = device_loader(s.val, 256, shuffle=False, generator=None, device=dev)
     return SearchData(w, a, v)
+
+
+def on_device(data: SearchData, device: torch.device) -> SearchData:
+    """``data`` whose batches arrive on ``device`` (your own loaders are wrapped)."""
+    def move(loader: Any) -> Any:
+        if device.type == "cpu" or getattr(loader, "device", None) == device:
+            return loader
+        return DeviceLoader(loader, device)
+
+    return SearchData(move(data.train_w), move(data.train_a), move(data.val))
 
 
 def cycle(loader: Any) -> Iterator[Any]:

@@ -53,6 +53,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nasir.backends.torch.device import resolve_device
 from nasir.backends.torch.supernet import Supernet
 from nasir.errors import SpecError
 from nasir.space import Assignment, Space
@@ -64,6 +65,7 @@ from nasir.strategies.oneshot.common import (
     cycle,
     derive_from_probs,
     frozen_logits,
+    on_device,
     search_data,
     set_arch_grads,
     weight_optimizer,
@@ -77,7 +79,7 @@ _OP = re.compile(r"^.+_op_[ab]$")
 
 def arch_probs(net: Supernet) -> dict[str, np.ndarray]:
     """Softmax of each decision's logits."""
-    return {lb: F.softmax(net.alphas[lb.replace(".", "__")].detach(), -1).numpy()
+    return {lb: F.softmax(net.alphas[lb.replace(".", "__")].detach(), -1).cpu().numpy()
             for lb in net.decisions()}
 
 
@@ -177,6 +179,7 @@ class DartsSearch:
             that is ≈ 0.8× the cost of training a child, on 256 ≈ 0.35×.
         w_lr, a_lr, a_weight_decay: weight SGD / architecture Adam settings (DARTS').
         data_fraction: fraction of the training split used (both halves).
+        device: where the supernet trains (``cpu``, ``auto``, ``cuda``, ``cuda:N``, ``mps``).
     """
 
     method: ClassVar[str] = "darts"
@@ -188,7 +191,8 @@ class DartsSearch:
                  none: str = "exclude", affine: bool = False, select: str = "pt",
                  pt_tune_steps: int = 0, pt_images: int | None = 256,
                  data_fraction: float = 1.0, fixed: Mapping[str, Any] | None = None,
-                 unroll_xi: float | None = None, grad_clip: float = 5.0) -> None:
+                 unroll_xi: float | None = None, grad_clip: float = 5.0,
+                 device: str = "cpu") -> None:
         if order not in (1, 2):
             raise SpecError(f"DARTS order must be 1 or 2, got {order!r}",
                             hint="order=1 (first-order) or order=2 (unrolled)")
@@ -213,12 +217,13 @@ class DartsSearch:
         self.fixed = dict(fixed or {})
         self.xi = (w_lr if w_optimizer == "sgd" else 0.05) if unroll_xi is None else unroll_xi
         self.grad_clip = grad_clip
+        self.device = resolve_device(device)
         self.net: Supernet | None = None
 
     def _build(self) -> Supernet:
         torch.manual_seed(self.seed)
         return Supernet(self.space, mode="darts", seed=self.seed, fixed=self.fixed,
-                        affine=self.affine, per_input_ops=True)
+                        affine=self.affine, per_input_ops=True).to(self.device)
 
     def _arch_grad_unrolled(self, net: Supernet, xw: Any, yw: Any, xa: Any, ya: Any
                             ) -> list[torch.Tensor]:
@@ -261,7 +266,8 @@ class DartsSearch:
         t0 = time.perf_counter()
         with single_thread():
             torch.manual_seed(self.seed)
-            data = data or search_data(self.batch_size, self.seed, self.data_fraction)
+            data = on_device(data, self.device) if data is not None else search_data(
+                self.batch_size, self.seed, self.data_fraction, self.device)
             net = self.net = self._build()
             wopt = weight_optimizer(net, self.w_optimizer, self.w_lr, self.w_momentum,
                                     self.w_wd)
@@ -318,7 +324,8 @@ class DartsSearch:
             a = self.space.check(discretize(net, self.none) | selected)
         probs = {k: v.round(4).tolist() for k, v in arch_probs(net).items()}
         return OneShotResult(self.method, a, time.perf_counter() - t0, self.epochs, history,
-                             {"arch_probs": probs, "order": self.order})
+                             {"arch_probs": probs, "order": self.order,
+                              "device": str(self.device)})
 
 
 class Darts(OneShotStrategy):

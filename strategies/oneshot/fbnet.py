@@ -59,6 +59,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nasir.backends.torch.device import resolve_device
 from nasir.backends.torch.supernet import Supernet
 from nasir.errors import SpecError
 from nasir.space import Space
@@ -72,6 +73,7 @@ from nasir.strategies.oneshot.common import (
     decision_latency,
     derive_from_probs,
     frozen_logits,
+    on_device,
     search_data,
     set_arch_grads,
     tvm_measure_us,
@@ -82,7 +84,8 @@ __all__ = ["FBNet", "FBNetSearch", "LatencySearch"]
 
 
 class LatencySearch:
-    """Shared machinery of the latency-aware searches (FBNet, ProxylessNAS)."""
+    """Shared machinery of the latency-aware searches (FBNet, ProxylessNAS); ``device``:
+    where the supernet trains (``cpu``, ``auto``, ``cuda``, ``cuda:N``, ``mps``)."""
 
     method: ClassVar[str] = "latency"
     mode: ClassVar[str] = "gumbel"
@@ -99,7 +102,7 @@ class LatencySearch:
                  target_us: float | None = None, constraint: float = 4.0,
                  calibrate: int = 0, none: str = "connect", arch_every: int = 1,
                  a_betas: tuple[float, float] = (0.5, 0.999),
-                 latency: str = "expected") -> None:
+                 latency: str = "expected", device: str = "cpu") -> None:
         if latency not in ("expected", "sampled"):
             raise SpecError(f"unknown latency estimate {latency!r}",
                             hint="'expected' (softmax of the logits) or 'sampled' (the "
@@ -128,6 +131,7 @@ class LatencySearch:
         self.fixed = dict(fixed or {})
         self.lut, self.lut_path = lut, lut_path
         self.latency_rows = dict(latency_rows) if latency_rows is not None else None
+        self.device = resolve_device(device)
         self.net: Supernet | None = None
 
     def rows(self) -> dict[str, np.ndarray]:
@@ -159,7 +163,8 @@ class LatencySearch:
         under the last forward's Gumbel mask (:attr:`Supernet.last_mask`)."""
         rows = self.rows()
         keys = {lb: lb.replace(".", "__") for lb in net.decisions()}
-        tabs = {lb: torch.tensor(rows[lb], dtype=torch.float32) for lb in keys if lb in rows}
+        tabs = {lb: torch.tensor(rows[lb], dtype=torch.float32, device=self.device)
+                for lb in keys if lb in rows}
 
         def latency(weights: Any) -> torch.Tensor:
             lat = torch.zeros(())
@@ -203,9 +208,11 @@ class LatencySearch:
         t0 = time.perf_counter()
         with single_thread():
             torch.manual_seed(self.seed)
-            data = data or search_data(self.batch_size, self.seed, self.data_fraction)
+            data = on_device(data, self.device) if data is not None else search_data(
+                self.batch_size, self.seed, self.data_fraction, self.device)
             net = self.net = Supernet(self.space, mode=self.mode, seed=self.seed,
-                                      fixed=self.fixed, **self.supernet_options())
+                                      fixed=self.fixed, **self.supernet_options()
+                                      ).to(self.device)
             expected, sampled = self._lat_fns(net)
             wopt = weight_optimizer(net, "adam", self.w_lr, 0.9, 0.0)
             aopt = torch.optim.Adam(net.arch_parameters(), lr=self.a_lr, betas=self.a_betas)
@@ -237,12 +244,12 @@ class LatencySearch:
                     losses.append(loss.item())
                 history.append({"epoch": ep, "loss": float(np.mean(losses)),
                                 "expected_latency_us": float(expected().detach())})
-            probs = {lb: F.softmax(net.alphas[lb.replace(".", "__")].detach(), -1).numpy()
-                     for lb in net.decisions()}
+            probs = {lb: F.softmax(net.alphas[lb.replace(".", "__")].detach(), -1).cpu()
+                     .numpy() for lb in net.decisions()}
             a = self.space.check(derive_from_probs(self.space, probs, net.fixed, self.none))
             lat = float(expected().detach())
         extra = {"expected_latency_us": lat, "predicted_latency_us": self.predict(a),
-                 "target_us": self.target_us,
+                 "target_us": self.target_us, "device": str(self.device),
                  "arch_probs": {k: v.round(4).tolist() for k, v in probs.items()}}
         if self.calibration is not None:
             extra["calibration"] = self.calibration.to_json()

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
+from nasir.backends.torch.device import resolve_device
 from nasir.backends.torch.estimator import TrainConfig, TrainingEstimator
 from nasir.errors import NasirError, SpecError
 from nasir.graph import Graph
@@ -37,7 +38,8 @@ __all__ = ["NetAdapt", "NetAdaptSearch"]
 
 
 class NetAdaptSearch:
-    """NetAdapt over a space's width decisions (see the module docstring)."""
+    """NetAdapt over a space's width decisions (see the module docstring); ``device``: where
+    the proposals train (``cpu``, ``auto``, ``cuda``, ``cuda:N``, ``mps``)."""
 
     method: ClassVar[str] = "netadapt"
 
@@ -46,7 +48,8 @@ class NetAdaptSearch:
                  decisions: Sequence[str] | None = None, step_ms: float | None = None,
                  step_decay: float = 0.98, finetune_epochs: int = 1,
                  pretrain_epochs: int = 5, inherit: bool = True,
-                 data_fraction: float = 1.0, max_iters: int = 20) -> None:
+                 data_fraction: float = 1.0, max_iters: int = 20,
+                 device: str = "cpu") -> None:
         if not budget_ms > 0:
             raise SpecError(f"budget_ms must be > 0, got {budget_ms}")
         self.space, self.seed, self.budget = space, int(seed), float(budget_ms)
@@ -65,9 +68,11 @@ class NetAdaptSearch:
                             hint="name them with decisions=[...]")
         self.names = [space.decision(n).label for n in names]
         self.step_ms, self.step_decay = step_ms, step_decay
-        self.cfg = TrainConfig(epochs=finetune_epochs, seed=seed, data_fraction=data_fraction)
+        resolve_device(device)  # a device this machine lacks: an error now, not per proposal
+        self.cfg = TrainConfig(epochs=finetune_epochs, seed=seed, data_fraction=data_fraction,
+                               device=device)
         self.pre_cfg = TrainConfig(epochs=pretrain_epochs, seed=seed,
-                                   data_fraction=data_fraction)
+                                   data_fraction=data_fraction, device=device)
         self.max_iters, self.inherit = max_iters, bool(inherit)
 
     def _lat(self, a: Mapping[str, Any]) -> float:
@@ -129,7 +134,8 @@ class NetAdaptSearch:
         return OneShotResult(self.method, self.space.check(a), time.perf_counter() - t0, it,
                              history, {"latency_ms": lat, "budget_ms": self.budget,
                                        "met": lat <= self.budget, "val_accuracy": acc,
-                                       "inherit": self.inherit})
+                                       "inherit": self.inherit,
+                                       "device": str(resolve_device(self.cfg.device))})
 
 
 class NetAdapt(OneShotStrategy):

@@ -82,7 +82,7 @@ class ProxylessSearch(LatencySearch):
         for lb, (ia, ib) in net.last_pairs.items():
             k = lb.replace(".", "__")
             new, old = net.alphas[k], before[k]
-            idx = torch.tensor([ia, ib])
+            idx = torch.tensor([ia, ib], device=new.device)
             new[idx] -= torch.logsumexp(new[idx], 0) - torch.logsumexp(old[idx], 0)
 
     def arch_loss(self, ce: torch.Tensor, lat: torch.Tensor) -> torch.Tensor:
