@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nasir.backends.torch.device import resolve_device
 from nasir.backends.torch.supernet import Supernet
 from nasir.errors import SpecError
 from nasir.space import Space
@@ -43,6 +44,7 @@ from nasir.strategies.oneshot.common import (
     OneShotStrategy,
     SearchData,
     cycle,
+    on_device,
     search_data,
     weight_optimizer,
 )
@@ -62,6 +64,8 @@ class EnasSearch:
             the rewards rank pass-through cells first (notes/issue-9.md).
         w_lr: shared-weight SGD learning rate (cosine-annealed).
         c_lr, entropy, baseline_decay, tanh_constant: controller settings (ENAS').
+        device: where the supernet trains (``cpu``, ``auto``, ``cuda``, ``cuda:N``, ``mps``;
+            the controller stays on the CPU).
     """
 
     method: ClassVar[str] = "enas"
@@ -72,7 +76,8 @@ class EnasSearch:
                  w_weight_decay: float = 0.0, c_lr: float = 3.5e-3,
                  entropy: float = 1e-3, baseline_decay: float = 0.95,
                  tanh_constant: float | None = 1.5, batch_size: int = 64,
-                 data_fraction: float = 1.0, fixed: Mapping[str, Any] | None = None) -> None:
+                 data_fraction: float = 1.0, fixed: Mapping[str, Any] | None = None,
+                 device: str = "cpu") -> None:
         if epochs < 1 or controller_steps < 0 or derive_samples < 1:
             raise SpecError("ENAS needs epochs >= 1, controller_steps >= 0, "
                             "derive_samples >= 1")
@@ -84,6 +89,7 @@ class EnasSearch:
         self.tanh_constant = tanh_constant
         self.batch_size, self.data_fraction = batch_size, data_fraction
         self.fixed = dict(fixed or {})
+        self.device = resolve_device(device)
         self.net: Supernet | None = None
 
     def _path(self, net: Supernet, labels: list[str], idx: list[int]) -> dict[str, Any]:
@@ -107,9 +113,10 @@ class EnasSearch:
         rng = np.random.default_rng(self.seed)
         with single_thread():
             torch.manual_seed(self.seed)
-            data = data or search_data(self.batch_size, self.seed, self.data_fraction)
+            data = on_device(data, self.device) if data is not None else search_data(
+                self.batch_size, self.seed, self.data_fraction, self.device)
             net = self.net = Supernet(self.space, mode="single", seed=self.seed,
-                                      fixed=self.fixed, per_input_ops=True)
+                                      fixed=self.fixed, per_input_ops=True).to(self.device)
             labels = list(net.decisions())
             ctrl = Controller([len(net.decisions()[lb]) for lb in labels], rng=rng,
                               tanh_constant=self.tanh_constant)
@@ -149,7 +156,8 @@ class EnasSearch:
                                 "reward": float(np.mean(rewards)) if rewards else None})
             a, scores = self._derive(net, ctrl, labels, data, rng)
         return OneShotResult(self.method, self.space.check(a), time.perf_counter() - t0,
-                             self.epochs, history, {"derive_scores": scores})
+                             self.epochs, history,
+                             {"derive_scores": scores, "device": str(self.device)})
 
     def _derive(self, net: Supernet, ctrl: Controller, labels: list[str], data: SearchData,
                 rng: np.random.Generator) -> tuple[dict[str, Any], list[float]]:
