@@ -7,7 +7,8 @@ samples (shared weights, one child's compute). Each epoch alternates
 2. ``controller_steps`` REINFORCE steps: sample a child, reward = its accuracy with the
    shared weights on a batch of the architecture half, advantage against a moving-average
    baseline, plus an entropy bonus (:class:`~nasir.strategies.controller.Controller`, the
-   RL controller of the black-box strategies).
+   RL controller of the black-box strategies; skip inputs by anchor attention with ENAS's
+   KL skip penalty, :func:`~nasir.strategies.controller.enas_controller`).
 
 Derivation (as ENAS): ``derive_samples`` children sampled from the trained controller (its
 greedy choice among them) are scored with shared weights on the whole architecture half;
@@ -38,7 +39,7 @@ from nasir.backends.torch.device import resolve_device
 from nasir.backends.torch.supernet import Supernet
 from nasir.errors import SpecError
 from nasir.space import Space
-from nasir.strategies.controller import Controller, single_thread
+from nasir.strategies.controller import Controller, enas_controller, single_thread
 from nasir.strategies.oneshot.common import (
     OneShotResult,
     OneShotStrategy,
@@ -118,8 +119,8 @@ class EnasSearch:
             net = self.net = Supernet(self.space, mode="single", seed=self.seed,
                                       fixed=self.fixed, per_input_ops=True).to(self.device)
             labels = list(net.decisions())
-            ctrl = Controller([len(net.decisions()[lb]) for lb in labels], rng=rng,
-                              tanh_constant=self.tanh_constant)
+            ctrl = enas_controller(self.space, net.decisions(), rng,
+                                   tanh_constant=self.tanh_constant)
             copt = torch.optim.Adam(ctrl.parameters(), lr=self.c_lr)
             wopt = weight_optimizer(net, self.w_optimizer, self.w_lr, self.w_momentum,
                                     self.w_wd)
@@ -147,9 +148,8 @@ class EnasSearch:
                     r = self._accuracy(net, [next(arch_it)])
                     baseline = r if baseline is None else \
                         self.decay * baseline + (1 - self.decay) * r
-                    logp, ent = ctrl.log_prob([idx])
                     copt.zero_grad()
-                    (-(r - baseline) * logp.sum() - self.entropy * ent.sum()).backward()
+                    ctrl.loss([idx], [r - baseline], entropy=self.entropy).backward()
                     copt.step()
                     rewards.append(r)
                 history.append({"epoch": ep, "loss": float(np.mean(losses)),
