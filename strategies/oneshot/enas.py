@@ -151,6 +151,7 @@ class EnasSearch:
                     copt.zero_grad()
                     ctrl.loss([idx], [r - baseline], entropy=self.entropy).backward()
                     copt.step()
+                    ctrl.invalidate()  # sampling reads a numpy copy of the weights
                     rewards.append(r)
                 history.append({"epoch": ep, "loss": float(np.mean(losses)),
                                 "reward": float(np.mean(rewards)) if rewards else None})
