@@ -5,15 +5,18 @@ from nasir.ops.blocks import ConvBlockOp
 from nasir.ops.cells import CELL_OPS, CellAlignOp, CellEdgeOp, CellOutputOp, PathReduceOp
 from nasir.ops.composite import (
     ACTIVATIONS,
+    SKIPS,
     ConvBNActOp,
     DilConvOp,
     FactorizedReduceOp,
+    FCStackOp,
     MBConvOp,
     ReLUConvBNOp,
     ResBlockOp,
     SepConvOp,
     SqueezeExciteOp,
     make_divisible,
+    residual,
 )
 from nasir.ops.control import ArgOp, ChooseOp, RepeatOp, SelectOp
 from nasir.ops.masked import MaskedCombineOp
@@ -51,6 +54,7 @@ __all__ = [
     "ACTIVATIONS",
     "CELL_OPS",
     "OPS",
+    "SKIPS",
     "AddOp",
     "ArgOp",
     "AvgPool2dOp",
@@ -69,6 +73,7 @@ __all__ = [
     "DilConvOp",
     "DropoutOp",
     "FBNetSkipOp",
+    "FCStackOp",
     "FactorizedReduceOp",
     "FlattenOp",
     "GlobalAvgPoolOp",
@@ -105,6 +110,7 @@ __all__ = [
     "make_divisible",
     "pair",
     "register_op",
+    "residual",
     "resolve_refs",
     "user_op",
 ]

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from nasir.ops.base import CompositeOp, Ref, register_op
-from nasir.ops.composite import ACTIVATIONS, SqueezeExciteOp
-from nasir.ops.primitive import AddOp, BatchNormOp, Conv2dOp
+from nasir.ops.composite import ACTIVATIONS, SqueezeExciteOp, _check_skip, residual
+from nasir.ops.primitive import BatchNormOp, Conv2dOp
 
 __all__ = ["ConvBlockOp"]
 
@@ -16,7 +16,8 @@ __all__ = ["ConvBlockOp"]
 @dataclass(frozen=True)
 class ConvBlockOp(CompositeOp):
     """Regular k×k conv → BN → act, optional SE (width ``int(C_in·se_ratio)``), and a
-    residual when ``skip`` and shapes allow (MnasNet's "conv" ConvOp)."""
+    residual when ``skip`` and shapes allow (MnasNet's "conv" ConvOp; ``skip="pool"``:
+    the pooling skip of :func:`~nasir.ops.composite.residual`)."""
 
     name: ClassVar[str] = "conv_block"
     out_channels: int | Ref = 16
@@ -24,13 +25,14 @@ class ConvBlockOp(CompositeOp):
     stride: int | Ref = 1
     se_ratio: float | Ref = 0.0
     act: str | Ref = "relu"
-    skip: bool | Ref = True
+    skip: bool | str | Ref = True
 
     def check(self) -> None:
         self._pos_int("out_channels")
         self._pos_int("kernel")
         self._pos_int("stride")
         self._choice("act", tuple(ACTIVATIONS))
+        _check_skip(self)
 
     def lower(self, emit, x):
         cin = emit.type(x).shape[0]
@@ -39,6 +41,4 @@ class ConvBlockOp(CompositeOp):
         y = emit(ACTIVATIONS[self.act](), y)  # type: ignore[index]
         if self.se_ratio and self.se_ratio > 0:  # type: ignore[operator]
             y = emit(SqueezeExciteOp(max(1, int(cin * self.se_ratio))), y)  # type: ignore[operator]
-        if self.skip and self.stride == 1 and cin == self.out_channels:
-            y = emit(AddOp(), x, y)
-        return y
+        return residual(emit, x, y, self.skip, self.stride)  # type: ignore[arg-type]

@@ -29,6 +29,7 @@ from nasir.ops.primitive import (
     HardSigmoidOp,
     HardSwishOp,
     IdentityOp,
+    LinearOp,
     MulOp,
     ReLU6Op,
     ReLUOp,
@@ -38,8 +39,10 @@ from nasir.ops.primitive import (
 
 __all__ = [
     "ACTIVATIONS",
+    "SKIPS",
     "ConvBNActOp",
     "DilConvOp",
+    "FCStackOp",
     "FactorizedReduceOp",
     "MBConvOp",
     "ReLUConvBNOp",
@@ -47,6 +50,7 @@ __all__ = [
     "SepConvOp",
     "SqueezeExciteOp",
     "make_divisible",
+    "residual",
 ]
 
 ACTIVATIONS = {
@@ -77,6 +81,38 @@ def _act(emit: Any, x: Any, act: str) -> Any:
     if act == "none":
         return x
     return emit(ACTIVATIONS[act](), x)
+
+
+#: a block's ``skip`` as a name (``False`` / ``True`` mean ``"none"`` / ``"identity"``)
+SKIPS = ("none", "identity", "pool")
+
+
+def _check_skip(op: Any) -> None:
+    if not isinstance(op.skip, bool) and op.skip not in SKIPS:
+        raise op._bad("skip", f"must be a bool or one of {list(SKIPS)}, got {op.skip!r}")
+
+
+def residual(emit: Any, x: Any, y: Any, skip: Any, stride: int) -> Any:
+    """A block's output ``y`` plus the shortcut from its input ``x`` that ``skip`` names
+    (MnasNet's SkipOp, Tan et al. 2019): ``"none"``; ``"identity"``, where the block keeps
+    the shape (stride 1, equal widths); ``"pool"``, the identity where it applies and
+    otherwise the input average-pooled to the block's stride (3×3, padding not counted)
+    and brought to the output width by a 1×1 conv + BN (nasir's reading of the paper's
+    "pooling" skip, which neither the paper nor the released code defines further).
+    """
+    mode = skip if isinstance(skip, str) else ("identity" if skip else "none")
+    cin, cout = emit.type(x).shape[0], emit.type(y).shape[0]
+    if mode == "none":
+        return y
+    if stride == 1 and cin == cout:
+        return emit(AddOp(), x, y)
+    if mode == "identity":
+        return y
+    if stride > 1:
+        x = emit(AvgPool2dOp(3, stride, 1, count_include_pad=False), x)
+    if cin != cout:
+        x = emit(BatchNormOp(), emit(Conv2dOp(cout, 1), x))
+    return emit(AddOp(), x, y)
 
 
 @register_op
@@ -153,6 +189,33 @@ class SepConvOp(CompositeOp):
         y = emit(DepthwiseConv2dOp(self.kernel, 1), y)
         y = emit(Conv2dOp(self.out_channels, 1), y)
         return emit(BatchNormOp(affine=self.affine), y)
+
+
+@register_op
+@dataclass(frozen=True)
+class FCStackOp(CompositeOp):
+    """Fully connected layers on a vector, each followed by ReLU: one per entry of
+    ``widths`` (MetaQNN's FC layers, whose widths are one decision).
+
+    >>> from nasir.types import TensorType
+    >>> op = FCStackOp(widths=(512, 256))
+    >>> t = TensorType((100,)); op.infer((t,)), op.params((t,), op.infer((t,)))
+    (f32[256], 183040)
+    """
+
+    name: ClassVar[str] = "fc_stack"
+    widths: tuple | Ref = (128,)
+
+    def check(self) -> None:
+        if not isinstance(self.widths, tuple) or not self.widths or any(
+                isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.widths):
+            raise self._bad("widths", f"must be a non-empty tuple of ints >= 1, got "
+                                      f"{self.widths!r}")
+
+    def lower(self, emit, x):
+        for w in self.widths:  # type: ignore[union-attr]
+            x = emit(ReLUOp(), emit(LinearOp(w), x))
+        return x
 
 
 @register_op
@@ -235,7 +298,8 @@ class MBConvOp(CompositeOp):
     """Mobile inverted bottleneck (MobileNetV2/MnasNet/EfficientNet/MobileNetV3).
 
     1×1 expand (left out when the expanded width equals the input), depthwise k×k,
-    optional squeeze-excite, 1×1 project, residual when ``skip`` and shapes allow.
+    optional squeeze-excite, 1×1 project, residual when ``skip`` and shapes allow
+    (``skip="pool"``: MnasNet's pooling skip, see :func:`residual`).
 
     SE width: ``se_base='input'`` uses ``int(C_in · se_ratio)`` (MnasNet, EfficientNet);
     ``'expanded'`` uses ``make_divisible(C_mid · se_ratio, se_divisor)`` (MobileNetV3).
@@ -251,7 +315,7 @@ class MBConvOp(CompositeOp):
     expand: float | Ref = 6
     se_ratio: float | Ref = 0.0
     act: str | Ref = "relu"
-    skip: bool | Ref = True
+    skip: bool | str | Ref = True
     se_base: str = "input"
     se_act: str = "relu"
     se_gate: str = "sigmoid"
@@ -264,6 +328,7 @@ class MBConvOp(CompositeOp):
         self._pos_int("kernel")
         self._pos_int("stride")
         self._choice("act", tuple(ACTIVATIONS))
+        _check_skip(self)
         self._choice("se_base", ("input", "expanded"))
         if not (isinstance(self.bn_eps, float | int) and self.bn_eps > 0):
             raise self._bad("bn_eps", f"must be > 0, got {self.bn_eps!r}")
@@ -297,9 +362,7 @@ class MBConvOp(CompositeOp):
             y = emit(SqueezeExciteOp(sq, self.se_act, self.se_gate), y)
         y = emit(Conv2dOp(self.out_channels, 1), y)
         y = emit(BatchNormOp(eps=self.bn_eps), y)
-        if self.skip and self.stride == 1 and cin == self.out_channels:
-            y = emit(AddOp(), x, y)
-        return y
+        return residual(emit, x, y, self.skip, self.stride)  # type: ignore[arg-type]
 
 
 @register_op

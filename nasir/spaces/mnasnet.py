@@ -9,6 +9,19 @@ allow, or none), filters, and number of layers. Only a block's first layer strid
 Filter and layer domains are MobileNetV2's per-block values scaled by 0.75 / 1.0 / 1.25
 (filters) and −1 / 0 / +1 (layers), widened where MnasNet-A1 and -B1 need it
 (112 and 192 filters).
+
+The paper's SkipOp has three options, "pooling, identity residual, or no skip"; the
+released code (``tensorflow/tpu`` ``mnasnet_model.py``, ``id_skip``) has only the
+identity residual, which is the default space's ``b{i}_skip`` ∈ {False, True}.
+``paper=True`` makes it ``b{i}_skip`` ∈ {"none", "identity", "pool"}: ``pool`` is the
+identity residual where shapes allow and otherwise a shortcut that average-pools the
+input to the layer's stride and projects it to the layer's width with a 1×1 conv + BN
+(nasir's reading; see :func:`nasir.ops.composite.residual`). MnasNet-A1 and -B1 use no
+pooling skip, so both stay exact there.
+
+>>> sp = build(input_shape=(3, 32, 32), num_classes=10, paper=True)
+>>> sp.decision("b2_skip").options, sorted(sp.references)
+(('none', 'identity', 'pool'), ['mnasnet_a1', 'mnasnet_b1'])
 """
 
 from __future__ import annotations
@@ -28,23 +41,27 @@ from nasir.ops import (
 )
 from nasir.space import Space
 
-__all__ = ["FILTERS", "LAYERS", "OPS", "STRIDES", "block_layer", "build"]
+__all__ = ["FILTERS", "LAYERS", "OPS", "PAPER_SKIPS", "STRIDES", "block_layer", "build"]
 
 OPS = ("conv", "dconv", "mbconv3", "mbconv6")
+#: the paper's SkipOp options (``paper=True``); the default space has False / True
+PAPER_SKIPS = ("none", "identity", "pool")
 STRIDES = (1, 2, 2, 2, 1, 2, 1)
 FILTERS = ((8, 16, 24), (16, 24, 32), (24, 32, 40), (48, 64, 80), (72, 96, 112, 120),
            (120, 160, 192, 200), (240, 320, 400))
 LAYERS = ((1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (2, 3, 4), (2, 3, 4), (1, 2))
 
 
-def block_layer(b: int, stride: int, filters: Sequence[Sequence[int]] = FILTERS):
+def block_layer(b: int, stride: int, filters: Sequence[Sequence[int]] = FILTERS,
+                skips: Sequence = (False, True)):
     """Region function of one layer of block ``b``: the block's op choice with its shared
-    filters / kernel / SE / skip decisions (``filters[b - 1]`` is the filter domain)."""
+    filters / kernel / SE / skip decisions (``filters[b - 1]`` is the filter domain,
+    ``skips`` the skip domain)."""
     f, k, se, skip = (f"b{b}_{n}" for n in ("filters", "kernel", "se", "skip"))
 
     def make(s: SpaceBuilder, x: Node) -> Node:
         F, K, SE, SK = s.value(f, filters[b - 1]), s.value(k, (3, 5)), \
-            s.value(se, (0.0, 0.25)), s.value(skip, (False, True))
+            s.value(se, (0.0, 0.25)), s.value(skip, tuple(skips))
         branches = {
             "conv": lambda t, h: t.op(ConvBlockOp(out_channels=F, kernel=K, stride=stride,
                                                   se_ratio=SE, skip=SK), h),
@@ -84,19 +101,30 @@ REFERENCES = {
 }
 
 
+def _paper_skips(ref: dict) -> dict:
+    return {k: (("identity" if v else "none") if k.endswith("_skip") else v)
+            for k, v in ref.items()}
+
+
 def build(input_shape: Sequence[int] = (3, 224, 224), num_classes: int = 1000,
-          dropout: float = 0.2) -> Space:
-    """The MnasNet space at a given input shape and class count."""
+          dropout: float = 0.2, paper: bool = False) -> Space:
+    """The MnasNet space at a given input shape and class count (``paper=True``: SkipOp
+    with the paper's pooling option; see the module docstring)."""
+    skips = PAPER_SKIPS if paper else (False, True)
     s = SpaceBuilder("mnasnet", input_shape)
     x = s.op(ConvBNActOp(out_channels=32, kernel=3, stride=2), s.input)
     for b in range(1, 8):
-        x = s.repeat(f"b{b}_layers", LAYERS[b - 1], block_layer(b, STRIDES[b - 1]), x,
-                     rest=block_layer(b, 1))
+        x = s.repeat(f"b{b}_layers", LAYERS[b - 1],
+                     block_layer(b, STRIDES[b - 1], skips=skips), x,
+                     rest=block_layer(b, 1, skips=skips))
     x = s.op(ConvBNActOp(out_channels=1280, kernel=1), x)
     x = s.op(FlattenOp(), s.op(GlobalAvgPoolOp(), x))
     x = s.op(DropoutOp(p=dropout), x)
     x = s.op(LinearOp(out_features=num_classes), x)
-    return s.build(x, references=REFERENCES,
-                   meta={"paper": "MnasNet (Tan et al., CVPR 2019)",
-                         "references": {"mnasnet_a1": "paper Fig. 7(a): 3.9M params, 312M MACs",
-                                        "mnasnet_b1": "torchvision.models.mnasnet1_0"}})
+    refs = {k: _paper_skips(v) for k, v in REFERENCES.items()} if paper else REFERENCES
+    meta: dict = {"paper": "MnasNet (Tan et al., CVPR 2019)",
+                  "references": {"mnasnet_a1": "paper Fig. 7(a): 3.9M params, 312M MACs",
+                                 "mnasnet_b1": "torchvision.models.mnasnet1_0"}}
+    if paper:  # the default space's text form stays as it was
+        meta.update(mode="paper", skips=list(PAPER_SKIPS))
+    return s.build(x, references=refs, meta=meta)

@@ -23,9 +23,23 @@ At 224×224, NASNet-A (N=4, F=44) has 5,289,978 params and 563.6M MACs (paper: 5
 1×3+3×1 and 1×7+7×1 convs have the 1×1 bottleneck of the TPU AmoebaNet code.
 ``stem='cifar'`` uses a stride-1 3×3 stem of ``3F`` filters and no stem cells.
 
+``paper=True`` is the paper's cell space (Zoph et al. 2018, Sec. 3, Fig. 3): each block
+picks two hidden states, an op for each and a combine step, ``{kind}_b{b}_combine``:
+``add`` or ``concat`` (along channels; a concatenated state is 2F wide, and the ops that
+read it bring it back to F as TF-slim's ops do for any width: a 1×1 conv for identity and
+pools, the pointwise conv of a separable conv). There is no ``keep`` decision: the cell
+output concatenates the unused states, brought to the last state's shape as TF-slim's
+``_combine_unused_states`` does. That is 2 × 5B = 50 decisions. The released cells only
+add but concatenate used states too, so they are not in this space; it holds them under
+the paper's rule as ``nasnet_a_paper_rule`` and ``amoebanet_a_paper_rule`` (the rendering
+of DARTS's ``genotypes.py``: NASNet normal concat [2..6], reduction [4, 5, 6]).
+
 >>> sp = build(input_shape=(1, 8, 8), num_classes=10)
 >>> len(sp.decisions), sorted(sp.references)
 (42, ['amoebanet_a', 'nasnet_a'])
+>>> sp = build(input_shape=(1, 8, 8), num_classes=10, paper=True)
+>>> len(sp.decisions), sorted(sp.references)
+(50, ['amoebanet_a_paper_rule', 'nasnet_a_paper_rule'])
 """
 
 from __future__ import annotations
@@ -36,8 +50,10 @@ from collections.abc import Mapping, Sequence
 from nasir.dsl import SpaceBuilder
 from nasir.graph import Node
 from nasir.ops import (
+    AddOp,
     BatchNormOp,
     CellAlignOp,
+    CellEdgeOp,
     CellOutputOp,
     ConcatOp,
     Conv2dOp,
@@ -50,9 +66,10 @@ from nasir.ops import (
     conv_out,
 )
 from nasir.space import Space
-from nasir.spaces._cells import cell_blocks, conv_out2, used_refs
+from nasir.spaces._cells import block_labels, cell_blocks, conv_out2, used_refs
 
-__all__ = ["OPS", "REFERENCES", "REFERENCE_OPTIONS", "build", "build_cells", "tf_cell"]
+__all__ = ["COMBINE", "OPS", "PAPER_REFERENCES", "REFERENCES", "REFERENCE_OPTIONS", "build",
+           "build_cells", "tf_cell"]
 
 OPS = ("identity", "conv_1x3_3x1", "conv_1x7_7x1", "dil_conv_3x3", "avg_pool_3x3",
        "max_pool_3x3", "max_pool_5x5", "max_pool_7x7", "conv_1x1", "conv_3x3",
@@ -103,14 +120,60 @@ REFERENCES = {
                   [1, 0, 0, 2, 1, 0, 4, 0, 1, 0], keep=[2, 4])},
 }
 
+#: the combine step of a block in the paper's space (``paper=True``)
+COMBINE = ("add", "concat")
+
+
+def _paper_rule(ref: Mapping) -> dict:
+    """A released cell in the paper's space: its ops and inputs, every combine ``add``, and
+    no ``keep`` (the output concatenates the unused states only)."""
+    out = {k: v for k, v in ref.items() if not k.endswith("_keep")}
+    out.update({f"{kind}_b{b}_combine": "add" for kind in ("normal", "reduce")
+                for b in range(5)})
+    return out
+
+
+#: the references of the paper's space (``paper=True``): the released cells under the
+#: paper's cell-output rule
+PAPER_REFERENCES = {f"{name}_paper_rule": _paper_rule(ref) for name, ref in REFERENCES.items()}
+
 #: build options of each reference's published mobile configuration (N=4 cells per stage;
-#: NASNet-A F=44 is the default, AmoebaNet-A's paper reports F=50)
-REFERENCE_OPTIONS = {"nasnet_a": {}, "amoebanet_a": {"filters": 50}}
+#: NASNet-A F=44 is the default, AmoebaNet-A's paper reports F=50); the paper-rule cells
+#: exist in the paper's space only
+REFERENCE_OPTIONS = {"nasnet_a": {}, "amoebanet_a": {"filters": 50},
+                     "nasnet_a_paper_rule": {"paper": True},
+                     "amoebanet_a_paper_rule": {"paper": True, "filters": 50}}
 
 
 def _keep_options(blocks: int) -> list[tuple[int, ...]]:
     n = blocks + 2
     return [c for r in range(n + 1) for c in itertools.combinations(range(n), r)]
+
+
+def _combine(op):
+    return lambda b, x, y: b.op(op, x, y)
+
+
+def _edge(op: str, channels: int, reduce_from: int):
+    edge = CellEdgeOp(op=op, out_channels=channels, reduce_from=reduce_from)
+    return lambda b, x: b.op(edge, x)
+
+
+def _paper_blocks(s: SpaceBuilder, kind: str, states: list[Node], blocks: int,
+                  ops: Sequence[str], channels: int, reduce_from: int = 0) -> list[Node]:
+    """The paper's blocks: two hidden states, an op on each, then ``add`` or ``concat``
+    (decisions in the controller's order: Zoph et al. 2018, Sec. 3 steps 1-5). Appends
+    the block values to ``states`` (the two cell inputs first) and returns it."""
+    states = list(states)
+    combine = {"add": _combine(AddOp()), "concat": _combine(ConcatOp())}
+    branches = {op: _edge(op, channels, reduce_from) for op in ops}
+    labels = block_labels(kind, blocks)
+    for b in range(blocks):
+        pair = labels[2 * b: 2 * b + 2]
+        hs = [s.select(in_label, states) for in_label, _ in pair]
+        terms = [s.choose(op_label, branches, h) for (_, op_label), h in zip(pair, hs)]
+        states.append(s.choose(f"{kind}_b{b}_combine", combine, *terms))
+    return states
 
 
 class _Cells:
@@ -127,11 +190,14 @@ class _Cells:
         p = x if prev is None else s.op(CellAlignOp(out_channels=filters, size=self.h), prev)
         h0 = s.op(ReLUConvBNOp(out_channels=filters, kernel=1), x)
         reduce_from = self.h if reduction and self.h > 1 else 0
-        states = cell_blocks(s, kind, [h0, p], self.blocks, self.ops, filters, reduce_from)
+        make = _paper_blocks if self.concat == "paper" else cell_blocks
+        states = make(s, kind, [h0, p], self.blocks, self.ops, filters, reduce_from)
         if reduce_from:
             self.h = conv_out2(self.h)
         if self.concat == "blocks":
             return s.op(ConcatOp(), *states[2:])
+        if self.concat == "paper":
+            return s.op(CellOutputOp(used=used_refs(kind, self.blocks)), *states)
         keep = s.value(f"{kind}_keep", _keep_options(self.blocks))
         return s.op(CellOutputOp(used=used_refs(kind, self.blocks), keep=keep), *states)
 
@@ -158,7 +224,9 @@ def build_cells(s: SpaceBuilder, input_shape: Sequence[int], filters: int, cells
 
     ``separate_reduction``: NASNet inserts a reduction cell before the cells at
     ``reductions``; PNASNet makes those cells themselves stride (``skip_reduction_layer_input``
-    is then 1: a cell's ``h_{i-2}`` is the output two cells back).
+    is then 1: a cell's ``h_{i-2}`` is the output two cells back). ``concat``: ``"unused"``
+    (unused states and a ``keep`` decision), ``"paper"`` (the paper's blocks with a combine
+    step, unused states only) or ``"blocks"`` (every block, PNAS).
     """
     x, h = stem_input(s, input_shape, filters, stem)
     b = _Cells(s, h, blocks, ops, concat, kinds)
@@ -191,19 +259,30 @@ def head(s: SpaceBuilder, x: Node, num_classes: int, dropout: float) -> Node:
 
 def build(input_shape: Sequence[int] = (3, 224, 224), num_classes: int = 1000,
           filters: int = 44, cells_per_stage: int = 4, stem: str = "imagenet",
-          dropout: float = 0.5, references: Mapping[str, Mapping] | None = None) -> Space:
+          dropout: float = 0.5, references: Mapping[str, Mapping] | None = None,
+          paper: bool = False) -> Space:
     """The NASNet space (defaults: NASNet-A mobile's macro network at 224×224).
 
     Stride-2 ops stop striding on 1×1 maps, so inputs down to 3×3 (ImageNet stem) or
-    1×1 (CIFAR stem) instantiate.
+    1×1 (CIFAR stem) instantiate. ``paper=True``: the paper's cell space (a combine step
+    per block, no ``keep``; see the module docstring).
     """
     s = SpaceBuilder("nasnet", input_shape)
     n = cells_per_stage
-    x = build_cells(s, input_shape, filters, 3 * n, 5, OPS, stem, "unused", (n, 2 * n), True)
+    concat = "paper" if paper else "unused"
+    x = build_cells(s, input_shape, filters, 3 * n, 5, OPS, stem, concat, (n, 2 * n), True)
     out = head(s, x, num_classes, dropout)
-    return s.build(out, references=REFERENCES if references is None else references, meta={
-        "paper": "NASNet (Zoph et al., CVPR 2018)", "ops": list(OPS),
-        "macro": {"filters": filters, "cells_per_stage": n, "stem": stem},
-        "references": {"nasnet_a": "N=4, F=44: paper 5.3M params, 564M MACs",
-                       "amoebanet_a": "AmoebaNet paper (Real et al. 2019), build with filters=50: "
-                                      "5.1M params, 555M MACs"}})
+    if references is None:
+        references = PAPER_REFERENCES if paper else REFERENCES
+    meta = {"paper": "NASNet (Zoph et al., CVPR 2018)", "ops": list(OPS),
+            "macro": {"filters": filters, "cells_per_stage": n, "stem": stem},
+            "references": {"nasnet_a": "N=4, F=44: paper 5.3M params, 564M MACs",
+                           "amoebanet_a": "AmoebaNet paper (Real et al. 2019), build with "
+                                          "filters=50: 5.1M params, 555M MACs"}}
+    if paper:  # the default space's text form stays as it was
+        meta.update(mode="paper", combine=list(COMBINE), references={
+            "nasnet_a_paper_rule": "NASNet-A's cells, output = unused states (the released "
+                                   "cell also concatenates h_{i-2} / block 1)",
+            "amoebanet_a_paper_rule": "AmoebaNet-A's cells (filters=50), output = unused "
+                                      "states"})
+    return s.build(out, references=references, meta=meta)
