@@ -363,3 +363,28 @@ def test_ppo_with_the_mnasnet_reward_searches_the_mnasnet_paper_space(tmp_path):
     skips = {v for t in trials for k, v in t["assignment"].items() if k.endswith("_skip")}
     assert skips == {"none", "identity", "pool"}
     assert _learns(rewards) > 0.03
+
+
+def test_paper_mode_networks_run_in_torch():
+    # the new pieces lower: concat combine, pooling skip, fc_stack, Caffe's ceil-mode pools
+    import torch
+
+    from nasir.backends.torch import lower
+
+    cases = [("nasnet", {"cells_per_stage": 1, "filters": 8, "stem": "cifar"},
+              {"normal_b0_combine": "concat", "reduce_b2_combine": "concat"}),
+             ("mnasnet", {}, {f"b{b}_skip": "pool" for b in range(1, 8)}),
+             ("metaqnn", {}, {"u0_pool": "p3s2", "u0_next": "conv", "u1_pool": "p2s2",
+                              "u1_r4_next": "fc", "fc_layers": (256, 128)}),  # 16 → 8 → 4
+             ("fbnet", {}, {"s1_l0": "k5_e1_g2"})]
+    for name, opts, change in cases:
+        size = 16 if name == "metaqnn" else 8
+        sp = get_space(name, paper=True, input_shape=(3, size, size), num_classes=10, **opts)
+        base = next(iter(sp.references.values()), None) or sp.from_indices(
+            [0] * len(sp.decisions))
+        a = sp.check({**base, **change}) if name != "metaqnn" else sp.check(
+            {"u0_filters": 64, "u0_kernel": 3, "u1_filters": 64, "u1_kernel": 3, **change})
+        g = sp.instantiate(a)
+        torch.manual_seed(0)
+        y = lower(g)(torch.randn(2, 3, size, size))
+        assert y.shape == (2, 10) and torch.isfinite(y).all()
