@@ -15,6 +15,9 @@ block-shared encoding, so the surrogate can rank cells one block larger than any
 
 * :class:`NullOpOrder`: cell spaces whose edges may be ``none``; the level is the number
   of edges that are not (NB201: 1..6).
+* :class:`AnchorOrder` (``order="anchor"``): any space; the level is the number of
+  decisions that differ from an anchor architecture drawn uniformly with the strategy's
+  seed, so nothing about the space's ops is assumed and level 1 differs between seeds.
 * :class:`PrefixOrder`: cell spaces built from blocks (decisions labelled ``…_b{k}_…``,
   the NASNet and PNAS spaces). When the space has a block-count decision (``cell_blocks``
   of ``get_space("pnas", progressive=True)``, options ``"1"``…``"B"``), level ``b`` is a
@@ -56,7 +59,7 @@ from nasir.strategies.dedup import SeenArchitectures, fresh_sample
 from nasir.strategies.surrogates.data import bounded_scorer, sizes_of, training_set
 from nasir.strategies.surrogates.models import MLPEnsemble, Ridge
 
-__all__ = ["ORDERS", "PNAS", "ComplexityOrder", "NullOpOrder", "PrefixOrder",
+__all__ = ["ORDERS", "PNAS", "AnchorOrder", "ComplexityOrder", "NullOpOrder", "PrefixOrder",
            "complexity_order"]
 
 
@@ -120,6 +123,49 @@ class NullOpOrder:
         """Turn one null edge into each non-null op."""
         r = np.asarray(row, dtype=np.int64)
         return _one_changes(r, self.sizes, np.flatnonzero(r == self.null_idx).tolist())
+
+
+class AnchorOrder:
+    """Level = number of decisions set differently from ``anchor`` (a row of option
+    indices); works on any space. PNAS draws the anchor uniformly with its seed
+    (``order="anchor"``): the space-agnostic counterpart of :class:`NullOpOrder`, whose
+    anchor is the all-``none`` cell.
+
+    >>> from nasir.spaces import get_space
+    >>> sp = get_space("nb201")
+    >>> o = AnchorOrder(sp, np.zeros(6, np.int64))
+    >>> o.max_level, len(o.roots()), o.level(o.children(o.roots()[0])[0])
+    (6, 24, 2)
+    """
+
+    def __init__(self, space: Space, anchor: Row) -> None:
+        self.sizes = sizes_of(space)
+        self.anchor = np.asarray(anchor, dtype=np.int64)
+        if self.anchor.shape != self.sizes.shape or (self.anchor < 0).any() or (
+                self.anchor >= self.sizes).any():
+            raise SpecError(f"an anchor must be one option index per decision of "
+                            f"{space.name}, got {self.anchor.tolist()}",
+                            hint="use space.indices(assignment)")
+        self.max_level = len(self.sizes)
+
+    @staticmethod
+    def drawn(space: Space, rng: np.random.Generator) -> AnchorOrder:
+        """With a uniformly drawn anchor."""
+        sizes = sizes_of(space)
+        return AnchorOrder(space, rng.integers(0, sizes))
+
+    def level(self, row: Row) -> int:
+        """Number of decisions away from the anchor."""
+        return int((np.asarray(row) != self.anchor).sum())
+
+    def roots(self) -> np.ndarray:
+        """Every one-decision change of the anchor."""
+        return _one_changes(self.anchor, self.sizes, range(len(self.sizes)))
+
+    def children(self, row: Row) -> np.ndarray:
+        """Change one more decision still at the anchor's option."""
+        r = np.asarray(row, dtype=np.int64)
+        return _one_changes(r, self.sizes, np.flatnonzero(r == self.anchor).tolist())
 
 
 class PrefixOrder:
@@ -240,12 +286,17 @@ def complexity_order(space: Space) -> ComplexityOrder:
 
 
 class PNAS(Strategy):
-    """Progressive SMBO: beam ``K`` per level, surrogate-ranked children."""
+    """Progressive SMBO: beam ``K`` per level, surrogate-ranked children.
+
+    ``order``: a :class:`ComplexityOrder`, ``"anchor"`` (:class:`AnchorOrder` with an
+    anchor drawn from ``seed``), or None for the space's default
+    (:func:`complexity_order`).
+    """
 
     name: ClassVar[str] = "pnas"
 
     def __init__(self, space: Space, seed: int = 0, objective: str = "accuracy", *,
-                 beam: int = 16, order: ComplexityOrder | None = None,
+                 beam: int = 16, order: ComplexityOrder | str | None = None,
                  surrogate: str = "mlp", members: int = 5, hidden: int = 32,
                  epochs: int = 200, target: str = "rank", first: int | None = None) -> None:
         super().__init__(space, seed, objective)
@@ -259,7 +310,14 @@ class PNAS(Strategy):
         if surrogate not in ("mlp", "ridge"):
             raise SpecError(f"unknown surrogate {surrogate!r}", hint="use mlp or ridge")
         self.beam = beam
-        self.order = order if order is not None else complexity_order(space)
+        if isinstance(order, str):
+            if order != "anchor":
+                raise SpecError(f"unknown pnas order {order!r}",
+                                hint="use 'anchor', a ComplexityOrder, or None (the space's "
+                                     "default order)")
+            self.order: ComplexityOrder = AnchorOrder.drawn(space, self.rng)
+        else:
+            self.order = order if order is not None else complexity_order(space)
         self.surrogate = surrogate
         self.model_options = {"members": members, "hidden": hidden, "epochs": epochs,
                               "target": target}

@@ -10,8 +10,6 @@ trial with its reason while the run goes on.
 from __future__ import annotations
 
 import os
-import sqlite3
-import stat
 
 import pytest
 
@@ -104,80 +102,130 @@ def _tiny(trials: int = 6) -> Experiment:
         "budget": {"trials": trials}, "seed": 1})
 
 
-class _FullDisk:
-    """Stands in for the SQLite connection and fails writes after ``after`` of them, the way
-    SQLite reports ENOSPC; reads and transaction control go to the real connection."""
-
-    def __init__(self, conn: sqlite3.Connection, after: int) -> None:
-        self._conn, self.after = conn, after
-
-    def execute(self, sql: str, *args):
-        if sql.lstrip().upper().startswith(("INSERT", "UPDATE")):
-            self.after -= 1
-            if self.after < 0:
-                raise sqlite3.OperationalError("database or disk is full")
-        return self._conn.execute(sql, *args)
-
-    def executemany(self, sql: str, *args):
-        return self._conn.executemany(sql, *args)
-
-    def __getattr__(self, name: str):
-        return getattr(self._conn, name)
+def _same_trials_as_an_uninterrupted_run(folder: str, ref: str, n: int) -> None:
+    run_search(_tiny(n), ref)
+    a, b = RunStore.open(folder), RunStore.open(ref)
+    got = [(t["id"], t["hash"], t["status"], t["reward"]) for t in a.trials()]
+    want = [(t["id"], t["hash"], t["status"], t["reward"]) for t in b.trials()]
+    a.close()
+    b.close()
+    assert got == want
 
 
 def test_disk_full_is_a_clear_error_and_the_store_stays_readable(tmp_path):
+    """SQLite's own full-database path (SQLITE_FULL, the code ENOSPC becomes): the store
+    may grow by a few pages only (``PRAGMA max_page_count``), then the run must stop with
+    a clear error, keep what it committed, and resume to the trials of an uninterrupted
+    run once there is room again (a fresh connection has no page limit)."""
     from nasir.runtime.driver import Driver
-
-    folder = str(tmp_path / "run")
-    exp = _tiny()
-    st = RunStore.create(folder, exp.to_dict())
-    real = st.conn
-    st.conn = _FullDisk(real, after=12)  # type: ignore[assignment]
-    with pytest.raises(StoreError) as e:
-        Driver(st, exp).run()
-    assert "disk is full" in str(e.value) and e.value.where and e.value.hint
-    st.conn = real
-    st.close()
-    # the store is readable and consistent: a prefix of the run, then resume finishes it
-    st = RunStore.open(folder)
-    before = st.trials()
-    st.close()
-    assert before and all(t["status"] in ("done", "running", "pending") for t in before)
     from nasir.runtime.resume import resume_run
 
-    s = resume_run(folder)
-    assert s["counts"]["done"] == 6
+    n = 400
+    folder = str(tmp_path / "run")
+    exp = _tiny(n)
+    st = RunStore.create(folder, exp.to_dict())
+    pages = st.conn.execute("PRAGMA page_count").fetchone()[0]
+    st.conn.execute(f"PRAGMA max_page_count = {pages + 8}")
+    with pytest.raises(StoreError) as e:
+        Driver(st, exp).run()
+    st.close()
+    assert "database or disk is full" in str(e.value) and e.value.where and e.value.hint
+    st = RunStore.open(folder)
+    kept = [t for t in st.trials() if t["status"] == "done"]
+    st.close()
+    assert 0 < len(kept) < n
+    resume_run(folder)
+    _same_trials_as_an_uninterrupted_run(folder, str(tmp_path / "ref"), n)
 
 
-def test_read_only_run_folder_is_a_clear_error_and_stays_readable(tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root ignores file permissions")
+_LIMITED_RUN = """
+import sys
+from nasir.errors import StoreError
+from nasir.runtime.driver import run_search
+sys.path.insert(0, sys.argv[3])
+from test_reliability_faults import _tiny
+try:
+    run_search(_tiny(int(sys.argv[2])), sys.argv[1])
+    print("finished")
+except StoreError as e:
+    print("StoreError", str(e).splitlines()[0], "|", e.where, "|", e.hint)
+"""
+
+
+def test_a_file_size_limit_stops_the_run_cleanly(tmp_path):
+    """The kernel refuses the store's writes: the run happens in a subprocess whose files may
+    not grow past 150 kB (``RLIMIT_FSIZE``, binding for root too; SIGXFSZ ignored, so a
+    write fails with EFBIG, or writes short). The run stops with a clear StoreError, the
+    store stays readable, and resume (without the limit) gives the uninterrupted run."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    from nasir.runtime.resume import resume_run
+
+    def limit() -> None:  # runs in the child before exec
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (150_001, 150_001))
+
+    n = 400
+    folder = str(tmp_path / "run")
+    r = subprocess.run([sys.executable, "-c", _LIMITED_RUN, folder, str(n),
+                        os.path.dirname(__file__)], capture_output=True, text=True,
+                       preexec_fn=limit, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.strip().splitlines()[-1]
+    assert out.startswith("StoreError cannot write the run store: "), out
+    assert "run.sqlite" in out and "free disk space" in out
+    st = RunStore.open(folder)
+    kept = [t for t in st.trials() if t["status"] == "done"]
+    st.close()
+    assert 0 < len(kept) < n
+    resume_run(folder)
+    _same_trials_as_an_uninterrupted_run(folder, str(tmp_path / "ref"), n)
+
+
+def test_read_only_store_is_a_clear_error_and_stays_readable(tmp_path, monkeypatch):
+    """The store opened the way SQLite opens a file it may not write (``mode=ro``: root
+    ignores permission bits, so chmod cannot stand in): resuming is a clear error, and the
+    commands that read still work."""
+    import sqlite3
+    import urllib.parse
+
+    from nasir.commands.runs import run_summary
+    from nasir.runtime.resume import resume_run
+
     folder = str(tmp_path / "run")
     run_search(_tiny(3), folder)
-    os.chmod(folder, stat.S_IRUSR | stat.S_IXUSR)
-    os.chmod(os.path.join(folder, "run.sqlite"), stat.S_IRUSR)
-    try:
-        from nasir.runtime.resume import resume_run
+    real = RunStore._connect
 
-        with pytest.raises(NasirError) as e:
-            resume_run(folder, trials=5)
-        assert "read-only" in str(e.value) or "cannot write" in str(e.value)
-        st = RunStore.open(folder)
-        assert len(st.trials()) == 3
-        st.close()
-    finally:
-        os.chmod(folder, stat.S_IRWXU)
-        os.chmod(os.path.join(folder, "run.sqlite"), stat.S_IRUSR | stat.S_IWUSR)
+    def read_only(path: str) -> sqlite3.Connection:
+        conn = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True,
+                               timeout=30.0, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    monkeypatch.setattr(RunStore, "_connect", staticmethod(read_only))
+    with pytest.raises(NasirError) as e:
+        resume_run(folder, trials=5)
+    assert "readonly" in str(e.value) and "cannot write" in str(e.value)
+    assert run_summary(folder)["counts"]["done"] == 3
+    st = RunStore.open(folder)
+    assert len(st.trials()) == 3
+    st.close()
+    monkeypatch.setattr(RunStore, "_connect", real)
+    assert resume_run(folder, trials=5)["counts"]["done"] == 5
 
 
 @pytest.fixture
 def tiny_fs(tmp_path):
-    """A real 160 KiB tmpfs (root only; skipped where mounting is not allowed)."""
+    """A real 320 KiB tmpfs (root only; skipped where mounting is not allowed: the tests
+    above emulate the same faults everywhere, this one is the extra on a real mount)."""
     import subprocess
 
     mnt = tmp_path / "fs"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(mnt)],
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=320k", "tmpfs", str(mnt)],
                        capture_output=True, text=True)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
@@ -204,14 +252,7 @@ def test_a_real_full_disk_then_a_read_only_filesystem(tiny_fs, tmp_path):
     # room again: resume finishes the run with exactly the trials of an uninterrupted one
     subprocess.run(["mount", "-o", "remount,size=20m", str(tiny_fs)], check=True)
     resume_run(folder)
-    ref = str(tmp_path / "ref")
-    run_search(_tiny(n), ref)
-    a, b = RunStore.open(folder), RunStore.open(ref)
-    got = [(t["id"], t["hash"], t["status"], t["reward"]) for t in a.trials()]
-    want = [(t["id"], t["hash"], t["status"], t["reward"]) for t in b.trials()]
-    a.close()
-    b.close()
-    assert got == want
+    _same_trials_as_an_uninterrupted_run(folder, str(tmp_path / "ref"), n)
     # a read-only filesystem: a clear error, and every command that reads still works
     subprocess.run(["mount", "-o", "remount,ro", str(tiny_fs)], check=True)
     with pytest.raises(StoreError) as e:

@@ -1,6 +1,9 @@
-"""Load: a store with many trials stays fast to list, show and report; 8 concurrent workers
-writing through the driver lose nothing. ``benchmarks/reliability_load.py`` runs 100,000
-trials and 8 workers × 400 trials."""
+"""Load: a store with many trials can be listed, shown and reported; 8 concurrent workers
+writing through the driver lose nothing.
+
+Only functional checks here: how fast the commands are is measured by
+``benchmarks/store_commands.py`` (a 5,000-trial store against a small one timed in the same
+run) and ``benchmarks/reliability_load.py`` (100,000 trials, 8 workers × 400 trials)."""
 
 from __future__ import annotations
 
@@ -89,12 +92,10 @@ def concurrent_run(folder: str, trials: int, workers: int = 8) -> dict[str, Any]
             "wall_s": wall}
 
 
-def test_a_store_of_5000_trials_lists_shows_and_reports_fast(tmp_path):
+def test_a_store_of_5000_trials_lists_shows_and_reports(tmp_path):
     folder = str(tmp_path / "runs" / "big")
     fill_store(folder, 5000)
-    times = time_commands(folder)
-    # generous bounds for a loaded 2-core machine; the benchmark states the real figures
-    assert times["runs"] < 5 and times["show"] < 10 and times["report"] < 30, times
+    time_commands(folder)  # every command exits 0 (asserted inside)
     # `show` reads objectives with SQLite's json_extract: same front as the full trials
     from nasir.runtime.results import pareto_trials
 

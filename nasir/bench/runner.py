@@ -29,11 +29,24 @@ import numpy as np
 from nasir.bench.nb201_table import NB201Table
 from nasir.errors import SpecError
 
-__all__ = ["TUNED", "SearchRun", "run_benchmark", "run_search", "summarize"]
+__all__ = ["HELD_OUT_SEEDS", "TUNED", "SearchRun", "run_benchmark", "run_search", "summarize"]
 
-#: options tuned for a ~150-query budget on this table (seeds 1000+, never the reported
-#: seeds 0–99); ``nasir bench`` uses them unless ``--paper-defaults``. MetaQNN also gets
-#: ``budget=queries`` (its ε schedule scaled to the budget).
+#: options tuned for a ~150-query budget on this table; ``nasir bench`` uses them unless
+#: ``--paper-defaults``. MetaQNN also gets ``budget=queries`` (its ε schedule scaled to the
+#: budget). Which seeds chose what (notes/issue-7.md, notes/issue-8.md, notes/issue-19.md):
+#:
+#: * REINFORCE, PPO, MetaQNN: compared on tuning seeds from 1000 up (within 1000–1029,
+#:   5–30 seeds a setting).
+#:   REINFORCE was re-tuned after its first setting missed its goal on the reported seeds.
+#: * regularized evolution: P20/S5 was the first guess; P10/S3, P15/S5 and P30/S10 were then
+#:   run on the reported seeds 0–99 (P30/S10 and P15/S5 scored better there), and P20/S5 was
+#:   kept. So the reported seeds were looked at, but did not pick the setting.
+#: * BANANAS' defaults (``strategies/bananas.py``) were compared on seeds 1000–1059, after a
+#:   first run on the reported seeds. PNAS was not tuned; grid search's default order
+#:   (distinct architectures) came from a simulation on the table, not from seeds.
+#:
+#: Seeds 0–99 are therefore not clean for evolution; :data:`HELD_OUT_SEEDS` (5000–5099)
+#: were used for nothing before the figures reported on them.
 TUNED: dict[str, dict[str, Any]] = {
     "regularized_evolution": {"population": 20, "sample": 5},
     # ENAS's controller logit shaping (tanh constant 2.5, temperature 5) keeps the policy
@@ -42,6 +55,9 @@ TUNED: dict[str, dict[str, Any]] = {
     "ppo": {"lr": 0.03, "batch": 2, "epochs": 4},
     "metaqnn": {"state": "layer"},
 }
+
+#: seeds no setting was ever chosen on: ``nasir bench nb201 --first-seed 5000 --seeds 100``
+HELD_OUT_SEEDS = range(5000, 5100)
 
 
 @dataclass

@@ -9,7 +9,8 @@ One jitted loop takes rows of option indices and, per row and without materialis
 * the ridge prediction (same gathers over its coefficients);
 * LUT latency and MACs from two :class:`~nasir.strategies.surrogates.tables.TermTable`.
 
-:meth:`Scorer.score_numpy` is the vectorised numpy version (one-hot matrix, BLAS) and
+:meth:`Scorer.score_numpy` is the vectorised numpy version, written as carefully (same
+grouped tables, gathers per chunk, BLAS for addresses and the second layer) and
 :meth:`Scorer.score_python` the per-candidate loop; the scoring benchmark checks all three
 equal. Compilation is cached on disk (``cache=True``): in ``$NUMBA_CACHE_DIR`` when set,
 else under the user cache (``$XDG_CACHE_HOME`` or ``~/.cache``)``/nasir/numba``, so a
@@ -67,123 +68,138 @@ _configure_numba()
 
 from numba import njit  # noqa: E402  (the cache dir must be set before jitting)
 
-_TILE = 16  # rows per tile: gathers for a tile first, then its dense work
+_TILE = 128  # rows per tile: their indices are transposed to int32 columns first
 
 
 @njit(cache=True, nogil=True, fastmath=True, boundscheck=False, error_model="numpy")
-def _tile_features(idx, s, nb, sizes, gpos, gstride, gbase, gridge, rb, feat,
-                   out_ridge):  # pragma: no cover - jitted
-    """Range check (branch-free per row), group feature indices and the ridge sum."""
+def _addresses(cols, nb, pos, stride, base, out):  # pragma: no cover - jitted
+    """``out[t, b]`` = table address of term ``t`` for tile row ``b`` (vectorised over rows;
+    padded keys, stride 0, skipped)."""
+    for t in range(base.shape[0]):
+        b0 = np.int32(base[t])
+        for b in range(nb):
+            out[t, b] = b0
+        for k in range(pos.shape[1]):
+            st = np.int32(stride[t, k])
+            if st == 0:
+                continue
+            p = pos[t, k]
+            for b in range(nb):
+                out[t, b] += cols[p, b] * st
+
+
+@njit(cache=True, nogil=True, fastmath=True, boundscheck=False, error_model="numpy")
+def _tile_columns(idx, s, nb, sizes, cols):  # pragma: no cover - jitted
+    """Copy a tile's indices into int32 columns; -1, or the first out-of-range row."""
+    bad = False
     for b in range(nb):
-        i = s + b
-        bad = False
         for d in range(idx.shape[1]):
-            v = idx[i, d]
+            v = np.int32(idx[s + b, d])
+            cols[d, b] = v
             bad |= (v < 0) | (v >= sizes[d])
-        if bad:
-            return i
-        r = rb
-        for g in range(gbase.shape[0]):
-            f = gbase[g]
-            for k in range(gpos.shape[1]):
-                f += idx[i, gpos[g, k]] * gstride[g, k]
-            feat[b, g] = f
-            r += gridge[f]
-        out_ridge[i] = r
+    if bad:
+        for b in range(nb):
+            for d in range(idx.shape[1]):
+                if idx[s + b, d] < 0 or idx[s + b, d] >= sizes[d]:
+                    return s + b
     return -1
 
 
 @njit(cache=True, nogil=True, fastmath=True, boundscheck=False, error_model="numpy")
-def _tile_ensemble(s, nb, feat, n_groups, gw1, b1, w2, b2, hidden, hid, preds, out_mean,
-                   out_std):  # pragma: no cover - jitted
-    """First-layer sums (contiguous rows of ``gw1``), ReLU-dot per member, mean, spread."""
+def _tile_hidden(nb, feat, gw1, b1, hid):  # pragma: no cover - jitted
+    """First-layer sums of the tile: one ``gw1`` row per group, group by group over the
+    rows (so no row waits on its own previous add)."""
     width = gw1.shape[1]
-    members = b2.shape[0]
-    zero = np.float32(0.0)
-    inv = np.float32(1.0 / members) if members else zero
     for b in range(nb):
         for j in range(width):
             hid[b, j] = b1[j]
-        for g in range(n_groups):
-            f = feat[b, g]
+    for g in range(feat.shape[0]):
+        for b in range(nb):
+            f = feat[g, b]
             for j in range(width):
                 hid[b, j] += gw1[f, j]
+
+
+@njit(cache=True, nogil=True, fastmath=True, boundscheck=False, error_model="numpy")
+def _tile_ensemble(s, nb, feat, gw1, b1, w2, b2, hidden, hid, preds, out_mean,
+                   out_std):  # pragma: no cover - jitted
+    """Per tile: first-layer sums, ReLU-dot per member, then mean and spread over the
+    members, each step across the rows."""
+    members = b2.shape[0]
+    zero = np.float32(0.0)
     for b in range(nb):
-        total = zero
+        out_mean[s + b] = zero
+        out_std[s + b] = zero
+    if not members:
+        return
+    _tile_hidden(nb, feat, gw1, b1, hid)
+    for b in range(nb):
         for e in range(members):
             acc = b2[e]
             at = e * hidden
             for j in range(hidden):
                 x = hid[b, at + j]
                 acc += (x if x > zero else zero) * w2[at + j]
-            preds[e] = acc
-            total += acc
-        mean = total * inv
-        var = zero
-        for e in range(members):
-            var += (preds[e] - mean) * (preds[e] - mean)
-        out_mean[s + b] = mean
-        out_std[s + b] = np.sqrt(var * inv)
-
-
-@njit(cache=True, nogil=True, fastmath=True, boundscheck=False, error_model="numpy")
-def _lookup(idx, i, pos, stride, base, values, constant):  # pragma: no cover - jitted
-    out = constant
-    for t in range(base.shape[0]):
-        at = base[t]
-        for k in range(pos.shape[1]):
-            at += idx[i, pos[t, k]] * stride[t, k]
-        out += values[at]
-    return out
-
-
-@njit(cache=True, nogil=True, fastmath=True, boundscheck=False, error_model="numpy")
-def _tile_terms(idx, s, nb, lpos, lstride, lbase, lval, lconst, mpos, mstride, mbase, mval,
-                mconst, shared, out_lat, out_macs):  # pragma: no cover - jitted
-    """Latency and MACs term lookups (one pass over the terms when layouts coincide)."""
+            preds[e, b] = acc
+    inv = np.float32(1.0 / members)
+    for e in range(members):
+        for b in range(nb):
+            out_mean[s + b] += preds[e, b] * inv
+    for e in range(members):
+        for b in range(nb):
+            d = preds[e, b] - out_mean[s + b]
+            out_std[s + b] += d * d
     for b in range(nb):
-        i = s + b
-        if shared:
-            lat = lconst
-            macs = mconst
-            for t in range(lbase.shape[0]):
-                at = lbase[t]
-                for k in range(lpos.shape[1]):
-                    at += idx[i, lpos[t, k]] * lstride[t, k]
-                lat += lval[at]
-                macs += mval[at]
-        else:
-            lat = _lookup(idx, i, lpos, lstride, lbase, lval, lconst)
-            macs = _lookup(idx, i, mpos, mstride, mbase, mval, mconst)
-        out_lat[i] = lat
-        out_macs[i] = np.int64(np.floor(macs + 0.5))
+        out_std[s + b] = np.sqrt(out_std[s + b] * inv)
+
+
+@njit(cache=True, nogil=True, fastmath=True, boundscheck=False, error_model="numpy")
+def _tile_sums(s, nb, at, values, constant, out):  # pragma: no cover - jitted
+    """``out[s + b]`` = constant + Σ_t values[at[t, b]] (float64, in term order)."""
+    for b in range(nb):
+        out[s + b] = constant
+    for t in range(at.shape[0]):
+        for b in range(nb):
+            out[s + b] += values[at[t, b]]
 
 
 @njit(cache=True, nogil=True, fastmath=True, boundscheck=False, error_model="numpy")
 def _score_kernel(idx, sizes, gpos, gstride, gbase, gw1, gridge, b1, w2, b2, hidden, rb,
                   lpos, lstride, lbase, lval, lconst, mpos, mstride, mbase, mval, mconst,
-                  shared, out_mean, out_std, out_ridge, out_lat, out_macs):  # pragma: no cover
+                  shared, out_mean, out_std, out_ridge, out_lat,
+                  out_macs):  # pragma: no cover - jitted
     """Score every row; returns -1, or the first row holding an out-of-range index.
 
-    Rows go in tiles of ``_TILE``: first the tile's range checks, group feature indices
-    and ridge sums, then its ensemble outputs, then its latency / MACs lookups. Indices
-    are read in place (int16, int32 or int64).
+    Rows go in tiles of ``_TILE``: the tile's indices are range-checked and copied into
+    int32 columns, so every group and term address is computed for the whole tile at once
+    (vectorised over rows); then the ridge sums, the ensemble per row, and the latency /
+    MACs sums (one address per term when the two tables share a layout). Indices are read
+    in place (int16, int32 or int64); addresses fit int32 (checked by the caller).
     """
-    n = idx.shape[0]
-    n_groups = gbase.shape[0]
-    hid = np.empty((_TILE, gw1.shape[1]), dtype=np.float32)
-    feat = np.empty((_TILE, max(n_groups, 1)), dtype=np.int64)
-    preds = np.empty(max(b2.shape[0], 1), dtype=np.float32)
+    n, dims = idx.shape
+    cols = np.empty((dims, _TILE), np.int32)
+    feat = np.empty((gbase.shape[0], _TILE), np.int32)
+    lat_at = np.empty((lbase.shape[0], _TILE), np.int32)
+    mac_at = np.empty((mbase.shape[0], _TILE), np.int32)
+    hid = np.empty((_TILE, gw1.shape[1]), np.float32)
+    preds = np.empty((b2.shape[0], _TILE), np.float32)
+    macs = np.empty(_TILE, np.float64)
+    sz = sizes.astype(np.int32)
     for s in range(0, n, _TILE):
         nb = min(n, s + _TILE) - s
-        bad = _tile_features(idx, s, nb, sizes, gpos, gstride, gbase, gridge, rb, feat,
-                             out_ridge)
+        bad = _tile_columns(idx, s, nb, sz, cols)
         if bad >= 0:
             return bad
-        _tile_ensemble(s, nb, feat, n_groups, gw1, b1, w2, b2, hidden, hid, preds, out_mean,
-                       out_std)
-        _tile_terms(idx, s, nb, lpos, lstride, lbase, lval, lconst, mpos, mstride, mbase, mval,
-                    mconst, shared, out_lat, out_macs)
+        _addresses(cols, nb, gpos, gstride, gbase, feat)
+        _tile_sums(s, nb, feat, gridge, rb, out_ridge)
+        _tile_ensemble(s, nb, feat, gw1, b1, w2, b2, hidden, hid, preds, out_mean, out_std)
+        _addresses(cols, nb, lpos, lstride, lbase, lat_at)
+        _tile_sums(s, nb, lat_at, lval, lconst, out_lat)
+        if not shared:
+            _addresses(cols, nb, mpos, mstride, mbase, mac_at)
+        _tile_sums(0, nb, lat_at if shared else mac_at, mval, mconst, macs)
+        for b in range(nb):
+            out_macs[s + b] = np.int64(np.floor(macs[b] + 0.5))
     return -1
 
 
@@ -234,6 +250,61 @@ def onehot(idx: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     out = np.zeros((len(idx), int(sizes.sum())), dtype=np.float32)
     out[np.arange(len(idx))[:, None], idx + offsets[None, :]] = 1.0
     return out
+
+
+_FIRST_LAYER = ("gather", "einsum", "reduceat", "onehot")
+
+
+@dataclass(frozen=True)
+class _NumpyPlan:
+    """What :meth:`Scorer.score_numpy` precomputes once: ``strides`` (groups, then latency
+    terms, then MACs terms when their layout differs) × decisions, so one BLAS product of
+    a chunk's rows gives every address (exact in float64); the address ``bases``; the
+    second layer as a block-diagonal ``hidden·members × members`` matrix ``w2``; unsigned
+    option counts for a one-pass range check; latency and MACs values side by side
+    (``both``) when the two tables share a layout."""
+
+    strides: np.ndarray
+    bases: np.ndarray
+    w2: np.ndarray
+    usizes: np.ndarray
+    both: np.ndarray | None
+
+    @staticmethod
+    def of(sc: Scorer) -> _NumpyPlan:
+        shared = sc.latency.same_layout(sc.macs)
+        tables = [sc._layout, sc.latency] + ([] if shared else [sc.macs])
+        rows = sum(len(t.base) for t in tables)
+        strides = np.zeros((rows, len(sc.sizes)), np.float64)
+        at = 0
+        for t in tables:
+            for k in range(len(t.base)):
+                np.add.at(strides[at + k], t.pos[k], t.stride[k])
+            at += len(t.base)
+        members = len(sc.b2)
+        w2 = np.zeros((sc.w1.shape[1], members), np.float32)
+        for e in range(members):
+            part = slice(e * sc.hidden, (e + 1) * sc.hidden)
+            w2[part, e] = sc.w2[part]
+        both = np.stack([sc.latency.values, sc.macs.values], 1) if shared else None
+        return _NumpyPlan(strides, np.concatenate([t.base for t in tables]).astype(np.intp),
+                          w2, sc.sizes.astype(np.uint64), both)
+
+
+def _first_layer(method: str, sc: Scorer, rows: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """First-layer pre-activations of a chunk (``f``: group addresses, groups × rows)."""
+    gw1 = sc._gw1
+    if method == "gather":
+        h = gw1[f[0]] + sc.b1
+        for k in range(1, len(f)):
+            h += gw1[f[k]]
+        return h
+    if method == "einsum":
+        return np.einsum("grh->rh", gw1[f]) + sc.b1
+    if method == "reduceat":
+        g = len(f)
+        return np.add.reduceat(gw1[f.T.ravel()], np.arange(0, f.size, g), axis=0) + sc.b1
+    return onehot(rows, sc.sizes) @ sc.w1 + sc.b1
 
 
 @dataclass(frozen=True)
@@ -295,6 +366,10 @@ class Scorer:
         self.groups = group_decisions(self.sizes, group_cap)
         self._layout, self._gw1, self._gridge = _grouped(self.sizes, self.offsets, self.groups,
                                                          self.w1, self.rw)
+        self._plan: _NumpyPlan | None = None
+        if max(len(self._gw1), len(self.latency.values), len(self.macs.values)) >= 2**31:
+            raise SpecError("a scoring table has 2**31 entries or more (the kernel's "
+                            "addresses are int32)", hint="lower group_cap or split the terms")
 
     def _rows(self, idx: np.ndarray, check: bool = True) -> np.ndarray:
         idx = np.asarray(idx)
@@ -329,25 +404,63 @@ class Scorer:
             self._out_of_range(int(bad))
         return out
 
-    def score_numpy(self, idx: np.ndarray, chunk: int = 65536) -> Scores:
-        """Vectorised numpy: one-hot matrix per chunk, BLAS matmuls, gathers for tables."""
-        idx = self._rows(idx)
-        parts = []
-        members = len(self.b2)
-        for s in range(0, len(idx), chunk):
+    def score_numpy(self, idx: np.ndarray, chunk: int = 1024, first: str = "gather") -> Scores:
+        """Vectorised numpy, written as carefully as the kernel: per chunk of rows (kept in
+        cache) one unsigned range check, every group and term address from one BLAS
+        product of the rows with a stride matrix, the ridge and the first layer gathered
+        from the same pre-summed group tables as the kernel, the second layer as one BLAS
+        product with a block-diagonal matrix, both tables' values gathered once per term.
+
+        ``first`` picks how the first layer sums its group rows: ``gather`` (one fancy
+        index and in-place add per group), ``einsum`` or ``reduceat`` over one gather of
+        every group row, or ``onehot`` (one-hot matrix times ``w1``, BLAS). The scoring
+        benchmark times each and compares the kernel with the fastest.
+        """
+        if first not in _FIRST_LAYER:
+            raise SpecError(f"unknown first-layer method {first!r}",
+                            hint=f"use one of {', '.join(_FIRST_LAYER)}")
+        idx = self._rows(idx, check=False)
+        plan = self._numpy_plan()
+        n, groups, members = len(idx), len(self._layout.base), len(self.b2)
+        out = Scores(np.empty(n, np.float32), np.empty(n, np.float32), np.empty(n),
+                     np.empty(n), np.empty(n, np.int64))
+        lt, mt = self.latency, self.macs
+        for s in range(0, n, chunk):
             rows = idx[s:s + chunk]
-            X = onehot(rows, self.sizes)
+            e = s + len(rows)
+            if (rows.astype(np.int64, copy=False).view(np.uint64) >= plan.usizes).any():
+                bad = (rows < 0) | (rows >= self.sizes)
+                self._out_of_range(s + int(np.flatnonzero(bad.any(1))[0]))
+            # addresses, one row per group / term (transposed: each gather reads a row)
+            at = (plan.strides @ rows.T.astype(np.float64)).astype(np.intp)
+            at += plan.bases[:, None]
+            f = at[:groups]
+            out.ridge[s:e] = self._gridge[f].sum(0) + self.rb
             if members:
-                a = np.maximum(X @ self.w1 + self.b1, np.float32(0.0)) * self.w2
-                preds = a.reshape(len(rows), members, self.hidden).sum(-1) + self.b2
-                mean, std = preds.mean(1), preds.std(1)
+                h = _first_layer(first, self, rows, f)
+                np.maximum(h, np.float32(0.0), out=h)
+                p = h @ plan.w2 + self.b2
+                m = p.mean(1)
+                d = p - m[:, None]
+                out.mean[s:e] = m
+                out.std[s:e] = np.sqrt(np.einsum("ij,ij->i", d, d) / np.float32(members))
             else:
-                mean = std = np.zeros(len(rows), np.float32)
-            parts.append((mean, std, X.astype(np.float64) @ self.rw + self.rb,
-                          self.latency.evaluate(rows), self.macs.evaluate(rows)))
-        cols = [np.concatenate([p[k] for p in parts]) if parts else np.zeros(0)
-                for k in range(5)]
-        return Scores(cols[0], cols[1], cols[2], cols[3], np.rint(cols[4]).astype(np.int64))
+                out.mean[s:e] = out.std[s:e] = 0.0
+            t_lat = at[groups:groups + len(lt.base)]
+            if plan.both is not None:
+                v = plan.both[t_lat].sum(0)
+                out.latency_ms[s:e] = v[:, 0] + lt.constant
+                out.macs[s:e] = np.rint(v[:, 1] + mt.constant)
+            else:
+                t_mac = at[groups + len(lt.base):]
+                out.latency_ms[s:e] = lt.values[t_lat].sum(0) + lt.constant
+                out.macs[s:e] = np.rint(mt.values[t_mac].sum(0) + mt.constant)
+        return out
+
+    def _numpy_plan(self) -> _NumpyPlan:
+        if self._plan is None:
+            self._plan = _NumpyPlan.of(self)
+        return self._plan
 
     def score_python(self, idx: np.ndarray) -> Scores:
         """A per-candidate Python loop (the baseline a naive strategy would write)."""
