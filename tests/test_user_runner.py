@@ -409,3 +409,23 @@ def test_a_space_object_with_user_ops_survives_a_fresh_process(tmp_path):
            cwd=tmp_path.parent)
     with open(os.path.join(out, "arch.json")) as fh:
         assert json.load(fh)["assignment"] == dict(r.best["assignment"])
+
+
+def test_a_full_disk_at_start_is_a_store_error_and_leaves_no_run(tmp_path, monkeypatch):
+    import errno
+
+    import nasir.runtime.run_space as run_space
+    from nasir.errors import StoreError
+    from nasir.runtime.driver import run_search
+    from nasir.runtime.experiment import Experiment
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(run_space, "keep_space", full)
+    exp = Experiment.from_dict({"space": {"name": "nb201"}, "estimator": {"kind": "nb201"},
+                                "strategy": {"name": "random"}, "budget": {"trials": 2},
+                                "executor": {"kind": "inprocess"}})
+    with pytest.raises(StoreError, match="No space left on device"):
+        run_search(exp, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from nasir.errors import NasirError, located
+from nasir.errors import NasirError, StoreError, located
 from nasir.runtime.executors import Executor, make_executor
 from nasir.runtime.experiment import Experiment
 from nasir.runtime.store import DB_NAME, FINAL, RunStore
@@ -319,7 +319,12 @@ def start_run(exp: Experiment, run_dir: str, *, executor: Executor | None = None
     existed = os.path.exists(run_dir)
     store = RunStore.create(run_dir, p.exp.to_dict())
     try:
-        keep_space(run_dir, p.exp.to_dict(), p.space, p.source)
+        try:
+            keep_space(run_dir, p.exp.to_dict(), p.space, p.source)
+        except OSError as e:
+            raise StoreError(f"cannot write the run's space into {run_dir}: "
+                             f"{e.strerror or e}", where=run_dir,
+                             hint="free disk space or pick another --run-dir") from None
         return store, Driver(store, p.exp, executor=executor, callback=callback,
                              space=p.space)
     except BaseException:
