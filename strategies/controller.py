@@ -3,7 +3,9 @@
 Zoph & Le (2017): an LSTM emits one decision at a time; step ``k`` reads the embedding of
 the option chosen at step ``k−1`` (a start token at step 0) and a per-decision softmax head
 gives the distribution over decision ``k``'s domain. ENAS-style logit shaping
-(``tanh_constant · tanh(logits / temperature)``) is optional.
+(``tanh_constant · tanh(logits / temperature)``) is optional; ``tanh_reduce`` divides the
+constant per decision (ENAS micro: ``op_tanh_reduce`` 2.5 on the op decisions,
+``micro_controller.py``).
 
 Input decisions whose options are every subset of some candidates that holds the
 ``required`` ones (``SpaceBuilder.select_any``: NAS-RL anchors, ENAS macro skips; see
@@ -188,7 +190,9 @@ class Controller(nn.Module):
     sampled by anchor attention (see the module docstring); ``anchor_keys`` picks which
     earlier anchor keys a candidate, ``skip_target`` is the KL penalty's target and
     ``skip_weight`` its weight in :meth:`loss`; ``skip_logit_scale`` multiplies the
-    (shaped) attention score inside ``σ`` (ENAS's code: 2, see :data:`ENAS_INPUTS`).
+    (shaped) attention score inside ``σ`` (ENAS's code: 2, see :data:`ENAS_INPUTS`);
+    ``tanh_reduce`` (one divisor per decision) shapes softmax decision ``k`` with
+    ``tanh_constant / tanh_reduce[k]``.
     """
 
     def __init__(self, sizes: Sequence[int], rng: np.random.Generator, hidden: int = 64,
@@ -196,7 +200,8 @@ class Controller(nn.Module):
                  tanh_constant: float | None = None, *,
                  inputs: Sequence[SubsetInput | None] | None = None,
                  anchor_keys: str = "own", skip_target: float = 0.4,
-                 skip_weight: float = 0.0, skip_logit_scale: float = 1.0) -> None:
+                 skip_weight: float = 0.0, skip_logit_scale: float = 1.0,
+                 tanh_reduce: Sequence[float] | None = None) -> None:
         super().__init__()
         self.sizes = [int(s) for s in sizes]
         if not self.sizes or min(self.sizes) < 1:
@@ -234,6 +239,10 @@ class Controller(nn.Module):
             self.start_anchors = nn.Parameter(torch.zeros(max(n_start, 1), hidden))
         self.temperature = temperature
         self.tanh_constant = tanh_constant
+        self.tanh_reduce = [1.0] * len(self.sizes) if tanh_reduce is None else \
+            [float(r) for r in tanh_reduce]
+        if len(self.tanh_reduce) != len(self.sizes) or min(self.tanh_reduce) <= 0:
+            raise SpecError("tanh_reduce needs one positive divisor per decision")
         self._np: dict | None = None
         with torch.no_grad():
             for p in self.parameters():
@@ -250,16 +259,16 @@ class Controller(nn.Module):
             out[k] = m - len(s.free) - shift + np.arange(len(s.free))
         return out
 
-    def _shape(self, z: Any) -> Any:
+    def _shape(self, z: Any, k: int | None = None) -> Any:
         if self.temperature:
             z = z / self.temperature
         if self.tanh_constant:
-            z = self.tanh_constant * (torch.tanh(z) if isinstance(z, torch.Tensor)
-                                      else np.tanh(z))
+            c = self.tanh_constant / (1.0 if k is None else self.tanh_reduce[k])
+            z = c * (torch.tanh(z) if isinstance(z, torch.Tensor) else np.tanh(z))
         return z
 
     def _logits(self, k: int, h: torch.Tensor) -> torch.Tensor:
-        return self._shape(self.heads[self._head[k]](h))
+        return self._shape(self.heads[self._head[k]](h), k)
 
     def _tokens(self, k: int, idx: torch.Tensor) -> torch.Tensor:
         return idx + int(self.offsets[k])
@@ -350,7 +359,7 @@ class Controller(nn.Module):
                     rng: np.random.Generator | None, greedy: bool, forced: int | None
                     ) -> tuple[int, float, float, np.ndarray]:
         wk, bk = w["heads"][self._head[k]]
-        z = self._shape(h @ wk + bk)
+        z = self._shape(h @ wk + bk, k)
         z = z - z.max()
         lp = z - np.log(np.exp(z).sum())
         p = np.exp(lp)
@@ -510,10 +519,11 @@ def _kl_torch(s: torch.Tensor, target: float) -> torch.Tensor:
 def controller_for(decisions: Sequence[tuple[str, Sequence[Any]]], rng: np.random.Generator,
                    *, input_sampling: str = "anchor_attention", anchor_keys: str = "own",
                    skip_target: float = 0.4, skip_weight: float = 0.0,
-                   **options: Any) -> Controller:
+                   op_tanh_reduce: float = 1.0, **options: Any) -> Controller:
     """A controller over ``(kind, options)`` decisions: with ``input_sampling=
     "anchor_attention"`` the ``input`` decisions with subset options are anchor points,
-    the rest softmaxes (``options``: the :class:`Controller`'s other arguments).
+    the rest softmaxes (``options``: the :class:`Controller`'s other arguments). The
+    ``op`` decisions' tanh constant is divided by ``op_tanh_reduce`` (ENAS micro: 2.5).
 
     >>> c = controller_for([("value", (1, 2)), ("input", [(0,), (0, 1)])],
     ...                    np.random.default_rng(0))
@@ -527,7 +537,9 @@ def controller_for(decisions: Sequence[tuple[str, Sequence[Any]]], rng: np.rando
               else None for kind, opts in decisions]
     return Controller([len(opts) for _, opts in decisions], rng, inputs=inputs,
                       anchor_keys=anchor_keys, skip_target=skip_target,
-                      skip_weight=skip_weight, **options)
+                      skip_weight=skip_weight, tanh_reduce=[
+                          op_tanh_reduce if kind == "op" else 1.0 for kind, _ in decisions],
+                      **options)
 
 
 #: ENAS's input decisions (melodyguan/enas ``general_controller.py`` with the settings of
