@@ -7,6 +7,7 @@ COMMANDS = [
     "demo",
     "latency",
     "search",
+    "presets",
     "resume",
     "runs",
     "report",

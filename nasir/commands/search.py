@@ -1,12 +1,14 @@
 """``nasir search``: run an experiment (no arguments: the main job, hardware-aware on digits).
 
-Options override an experiment file (``-c FILE.toml``), which overrides the defaults.
+Options override an experiment file (``-c FILE.toml``) or a paper preset (``--preset NAME``,
+:mod:`nasir.runtime.presets`), which override the defaults.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import time
 from typing import Any
 
 from nasir.commands._runtime_cli import (
@@ -49,6 +51,10 @@ def add_experiment_options(p: argparse.ArgumentParser) -> None:
     strategies = sorted(set(STRATEGIES) | set(STRATEGY_ALIASES))
     p.add_argument("-c", "--config", metavar="FILE", help="experiment file (.toml or .json)")
     g = p.add_argument_group("search")
+    g.add_argument("--preset", metavar="NAME",
+                   help="a paper's experiment: nasrl, nasnet, metaqnn, pnas, enas, mnasnet, "
+                        "amoebanet, proxylessnas, fbnet, darts or netadapt (`nasir presets` "
+                        "lists their settings and deviations); the other options override it")
     g.add_argument("--space", metavar="SPACE",
                    help=f"search space: a built-in ({', '.join(sorted(SPACES))}), "
                         "path/to/file.py:function or package.module:function; "
@@ -99,6 +105,10 @@ def add_experiment_options(p: argparse.ArgumentParser) -> None:
     b = p.add_argument_group("budget and execution")
     b.add_argument("--trials", type=positive_int,
                    help="number of trials (default 32; giving it drops the default time limit)")
+    b.add_argument("--epochs", type=positive_int, metavar="N",
+                   help="epochs each trial trains (training and oneshot estimators); with "
+                        "--preset, the preset's epoch settings (one-shot searches included) "
+                        "scaled so that its first is N")
     b.add_argument("--wall-time", type=positive_float, metavar="SECONDS",
                    help="stop proposing after this long (default 200)")
     b.add_argument("--executor", choices=EXECUTORS, help="inprocess, pool (default) or ray")
@@ -118,10 +128,51 @@ def add_experiment_options(p: argparse.ArgumentParser) -> None:
     o.add_argument("--no-report", action="store_true", help="skip writing the report")
 
 
+def _preset_base(args: argparse.Namespace) -> Any:
+    """The experiment ``--preset`` names, scaled by ``--trials`` and ``--epochs``."""
+    from nasir.runtime.experiment import ConfigError
+    from nasir.runtime.presets import get_preset
+
+    if args.config:
+        raise ConfigError("--preset and -c/--config both give a whole experiment",
+                          where="--preset", hint="use one; override single settings with "
+                                                 "the other options")
+    return get_preset(args.preset).experiment(args.trials, args.epochs)
+
+
+def _preset_overrides(args: argparse.Namespace, exp: Any) -> dict[str, Any]:
+    """What a flag replaces wholesale in a preset: a preset's options belong to its own
+    strategy and estimator, and its run folder is named after it."""
+    over: dict[str, Any] = {}
+    if args.strategy and args.strategy != exp.strategy.name:
+        over["strategy.options"] = {}
+    if (args.estimator and args.estimator != exp.estimator.kind) or args.evaluator:
+        over["estimator.options"] = {}
+    if not args.name and not args.run_dir:
+        over["name"] = f"{time.strftime('%Y%m%d-%H%M%S')}-{args.preset}"
+    return over
+
+
+def _epochs(args: argparse.Namespace, exp: Any) -> dict[str, Any]:
+    """``--epochs`` without a preset: the training or one-shot estimator's epochs."""
+    from nasir.runtime.experiment import ConfigError
+
+    kind = "evaluator" if args.evaluator else (args.estimator or exp.estimator.kind)
+    if kind not in ("training", "oneshot"):
+        raise ConfigError(f"--epochs sets the training or oneshot estimator's epochs, but "
+                          f"this run's estimator is {kind}", where="--epochs",
+                          hint="drop --epochs, or give a one-shot search's epochs with "
+                               "--strategy-opt epochs=N")
+    return {"estimator.options": {**exp.estimator.options, "epochs": args.epochs}}
+
+
 def experiment_from_args(args: argparse.Namespace, base: Any = None):
-    """The :class:`Experiment` the flags (and ``--config``) describe."""
+    """The :class:`Experiment` the flags (and ``--config`` or ``--preset``) describe."""
     from nasir.runtime.experiment import Experiment, load_experiment
 
+    preset = getattr(args, "preset", None)
+    if preset:
+        base = _preset_base(args)
     exp = load_experiment(args.config) if args.config else (base or Experiment())
     over: dict[str, Any] = {
         "name": args.name, "space.name": args.space, "strategy.name": args.strategy,
@@ -144,6 +195,10 @@ def experiment_from_args(args: argparse.Namespace, base: Any = None):
             over["target.kind"] = "rpc"
     if args.address and not args.executor:
         over["executor.kind"] = "ray"
+    if preset:
+        over.update(_preset_overrides(args, exp))
+    elif getattr(args, "epochs", None):
+        over.update(_epochs(args, exp))
     d = exp.to_dict()
     if args.space and args.space != exp.space.name:
         over["space.options"] = {}
@@ -155,7 +210,7 @@ def experiment_from_args(args: argparse.Namespace, base: Any = None):
         pairs = getattr(args, flag)
         if pairs:
             section, field = key.split(".")
-            opts = dict(over.get(key) or d[section][field])
+            opts = dict(over[key] if key in over else d[section][field])
             opts.update(dict(pairs))
             over[key] = opts
     if args.objective:
@@ -163,7 +218,7 @@ def experiment_from_args(args: argparse.Namespace, base: Any = None):
     if args.constraint:
         over["constraints"] = dict(args.constraint)
     out = exp.merged(over)
-    if args.trials and args.wall_time is None and not args.config:
+    if args.trials and args.wall_time is None and not args.config and not preset:
         out = out.model_copy(update={"budget": out.budget.model_copy(
             update={"wall_time_s": None})})
     return out
