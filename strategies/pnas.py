@@ -27,6 +27,12 @@ block-shared encoding, so the surrogate can rank cells one block larger than any
   level ``b`` fixes blocks ``b+1…`` to their first options, so a child specifies one more
   block of a full-size cell.
 
+``profile`` sets the other defaults (:mod:`nasir.strategies.pnas_predictors`): ``"paper"``
+(the default) is the paper's K = 256 with an ensemble of 5 LSTM predictors trained with an
+L1 loss on the cell's tokens (``surrogate="mlp"``: the paper's MLP predictor);
+``"nasir"`` is nasir's earlier beam 16 with a one-hot MLP ensemble on rank targets.
+``budget=`` (the trials a runner gives) shrinks the beam so that every level is reached.
+
 ``first=n`` evaluates a seeded random sample of ``n`` level-1 architectures instead of all
 of them (the paper trains all 136 distinct 1-block cells; a short run with a training
 estimator cannot). Each surrogate-ranked proposal carries its prediction in
@@ -56,11 +62,19 @@ from nasir.errors import SpecError
 from nasir.space import Assignment, Space
 from nasir.strategies.base import Strategy
 from nasir.strategies.dedup import SeenArchitectures, fresh_sample
+from nasir.strategies.pnas_predictors import (
+    PAPER,
+    PROFILES,
+    SURROGATES,
+    TokenLayout,
+    plan_beam,
+)
 from nasir.strategies.surrogates.data import bounded_scorer, sizes_of, training_set
-from nasir.strategies.surrogates.models import MLPEnsemble, Ridge
+from nasir.strategies.surrogates.models import MLPEnsemble, Ridge, transform_targets
+from nasir.strategies.surrogates.sequence import SEQUENCE_MODELS, SequenceEnsemble
 
-__all__ = ["ORDERS", "PNAS", "AnchorOrder", "ComplexityOrder", "NullOpOrder", "PrefixOrder",
-           "complexity_order"]
+__all__ = ["ORDERS", "PNAS", "PROFILES", "AnchorOrder", "ComplexityOrder", "NullOpOrder",
+           "PrefixOrder", "TokenLayout", "complexity_order"]
 
 
 #: an architecture as option indices in schema order
@@ -288,28 +302,47 @@ def complexity_order(space: Space) -> ComplexityOrder:
 class PNAS(Strategy):
     """Progressive SMBO: beam ``K`` per level, surrogate-ranked children.
 
+    ``profile`` picks the defaults of the other options (:data:`PROFILES`): ``"paper"``
+    (K = 256, an ensemble of 5 LSTM predictors with an L1 loss) or ``"nasir"`` (nasir's
+    earlier beam 16 and one-hot MLP ensemble on rank targets). ``surrogate``: ``"lstm"`` or
+    ``"mlp"`` (the paper's predictors over the cell's tokens, :class:`TokenLayout`),
+    ``"onehot"`` (the numba-scored one-hot MLP, or an order's own features) or ``"ridge"``.
+    ``budget``: the trials the run will give; the beam (and a level-1 sample) then shrink so
+    that every level is reached (:func:`~nasir.strategies.pnas_predictors.plan_beam`).
     ``order``: a :class:`ComplexityOrder`, ``"anchor"`` (:class:`AnchorOrder` with an
     anchor drawn from ``seed``), or None for the space's default
-    (:func:`complexity_order`).
+    (:func:`complexity_order`). Every setting used is in :attr:`settings` and ``state()``.
     """
 
     name: ClassVar[str] = "pnas"
 
     def __init__(self, space: Space, seed: int = 0, objective: str = "accuracy", *,
-                 beam: int = 16, order: ComplexityOrder | str | None = None,
-                 surrogate: str = "mlp", members: int = 5, hidden: int = 32,
-                 epochs: int = 200, target: str = "rank", first: int | None = None) -> None:
+                 profile: str = "paper", beam: int | None = None,
+                 order: ComplexityOrder | str | None = None, surrogate: str | None = None,
+                 members: int | None = None, hidden: int | None = None,
+                 embed: int | None = None, layers: int | None = None,
+                 epochs: int | None = None, lr: float | None = None, loss: str | None = None,
+                 target: str | None = None, first: int | None = None,
+                 budget: int | None = None) -> None:
         super().__init__(space, seed, objective)
+        if profile not in PROFILES:
+            raise SpecError(f"unknown pnas profile {profile!r}",
+                            hint=f"use one of {', '.join(PROFILES)}")
+        given = {"beam": beam, "surrogate": surrogate, "members": members, "hidden": hidden,
+                 "embed": embed, "layers": layers, "epochs": epochs, "lr": lr, "loss": loss,
+                 "target": target}
+        opts = {**PROFILES[profile], **{k: v for k, v in given.items() if v is not None}}
+        beam = opts["beam"]
         if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1:
             raise SpecError(f"pnas beam must be an int >= 1, got {beam!r}")
         if first is not None and (isinstance(first, bool) or not isinstance(first, int)
                                   or first < 1):
             raise SpecError(f"pnas first must be an int >= 1 or None, got {first!r}",
                             hint="None evaluates every level-1 architecture")
-        self.first = first
-        if surrogate not in ("mlp", "ridge"):
-            raise SpecError(f"unknown surrogate {surrogate!r}", hint="use mlp or ridge")
-        self.beam = beam
+        if opts["surrogate"] not in SURROGATES:
+            raise SpecError(f"unknown surrogate {opts['surrogate']!r}",
+                            hint=f"use one of {', '.join(SURROGATES)}")
+        self.surrogate = str(opts["surrogate"])
         if isinstance(order, str):
             if order != "anchor":
                 raise SpecError(f"unknown pnas order {order!r}",
@@ -318,14 +351,37 @@ class PNAS(Strategy):
             self.order: ComplexityOrder = AnchorOrder.drawn(space, self.rng)
         else:
             self.order = order if order is not None else complexity_order(space)
-        self.surrogate = surrogate
-        self.model_options = {"members": members, "hidden": hidden, "epochs": epochs,
-                              "target": target}
         self.sizes = sizes_of(space)
         self.seen = SeenArchitectures(space)
+        self.tokens = TokenLayout(space, self.order)
+        plan = plan_beam(beam, first, budget, self._distinct_roots(), self.order.max_level)
+        self.beam, self.first = plan.beam, plan.first
+        self.model_options = {k: opts[k] for k in ("members", "hidden", "epochs", "target")}
+        self.sequence_options = {k: opts[k] for k in ("members", "embed", "hidden", "layers",
+                                                      "epochs", "lr", "loss")}
+        if self.surrogate in SEQUENCE_MODELS:  # fails early on a bad option
+            self._sequence_model(0)
+        self.settings: dict[str, Any] = {
+            "profile": profile, **opts, "beam_used": self.beam, "first": first,
+            "first_used": self.first, "budget": budget, "levels": self.order.max_level,
+            "order": type(self.order).__name__, "scaling": plan.note,
+            **({"source": PAPER} if profile == "paper" else {})}
         self.level = 0
         self.queue: list[Assignment] = []
         self.proposed: dict[int, list[Assignment]] = {}
+
+    def state(self) -> dict[str, Any]:
+        """The base state plus ``settings`` (profile, every option, the beam used)."""
+        return {**super().state(), "settings": dict(self.settings)}
+
+    def _distinct_roots(self) -> int:
+        seen = SeenArchitectures(self.space)
+        return sum(seen.add(self.space.from_indices(r)) for r in self.order.roots())
+
+    def _sequence_model(self, seed: int) -> SequenceEnsemble:
+        return SequenceEnsemble(self.surrogate, vocab=self.tokens.vocab,
+                                head=self.tokens.head, block=self.tokens.block, seed=seed,
+                                **self.sequence_options)
 
     def _propose(self, n: int) -> list[Assignment]:
         out: list[Assignment] = []
@@ -437,8 +493,13 @@ class PNAS(Strategy):
         idx, y = training_set(self.space, [(a, self.score(m)) for a, m in self.results])
         if len(y) < 2 or len(np.unique(y)) < 2:
             return self.rng.permutation(len(rows)), None
+        if self.surrogate in SEQUENCE_MODELS:
+            seq = self._sequence_model(int(self.rng.integers(2**31)))
+            yt = transform_targets(y, str(self.model_options["target"]))
+            pred = seq.fit(self.tokens.tokens(idx), yt).predict(self.tokens.tokens(rows))[0]
+            return np.argsort(-pred, kind="stable"), pred
         model: MLPEnsemble | Ridge
-        if self.surrogate == "mlp":
+        if self.surrogate == "onehot":
             model = MLPEnsemble(seed=int(self.rng.integers(2**31)), **self.model_options)
         else:
             model = Ridge(target=str(self.model_options["target"]))
@@ -450,5 +511,5 @@ class PNAS(Strategy):
             pred = model.fit(Xt, y).predict(X)[0].astype(np.float64)
             return np.argsort(-pred, kind="stable"), pred
         s = bounded_scorer(self.space, None, None, idx, y, model).score(rows)
-        pred = (s.mean if self.surrogate == "mlp" else s.ridge).astype(np.float64)
+        pred = (s.mean if self.surrogate == "onehot" else s.ridge).astype(np.float64)
         return np.argsort(-pred, kind="stable"), pred

@@ -41,8 +41,9 @@ __all__ = ["HELD_OUT_SEEDS", "TUNED", "SearchRun", "run_benchmark", "run_search"
 #: * regularized evolution: P20/S5 was the first guess; P10/S3, P15/S5 and P30/S10 were then
 #:   run on the reported seeds 0–99 (P30/S10 and P15/S5 scored better there), and P20/S5 was
 #:   kept. So the reported seeds were looked at, but did not pick the setting.
-#: * BANANAS' defaults (``strategies/bananas.py``) were compared on seeds 1000–1059, after a
-#:   first run on the reported seeds. PNAS was not tuned; grid search's default order
+#: * BANANAS' ``profile="nasir"`` (its defaults before issue 21 made the paper's method the
+#:   default) was compared on seeds 1000–1059, after a first run on the reported seeds.
+#:   PNAS (``profile="nasir"``, beam 16) was not tuned; grid search's default order
 #:   (distinct architectures) came from a simulation on the table, not from seeds.
 #:
 #: Seeds 0–99 are therefore not clean for evolution; :data:`HELD_OUT_SEEDS` (5000–5099)
@@ -54,6 +55,8 @@ TUNED: dict[str, dict[str, Any]] = {
     "reinforce": {"lr": 0.03, "tanh_constant": 2.5, "temperature": 5.0},
     "ppo": {"lr": 0.03, "batch": 2, "epochs": 4},
     "metaqnn": {"state": "layer"},
+    "bananas": {"profile": "nasir"},
+    "pnas": {"profile": "nasir"},
 }
 
 #: seeds no setting was ever chosen on: ``nasir bench nb201 --first-seed 5000 --seeds 100``
