@@ -108,8 +108,7 @@ def test_trials_and_epochs_scale_the_paper_settings():
                                                  "dedup": False}
     small = evo.experiment(trials=40).strategy.options
     assert (small["population"], small["sample"]) == (20, 5)
-    assert get_preset("pnas").experiment().strategy.options["beam"] == 256
-    assert get_preset("pnas").experiment(trials=116).strategy.options["beam"] == 26
+    assert get_preset("pnas").experiment(trials=116).strategy.options["budget"] == 116
     darts = get_preset("darts").experiment(epochs=5)
     assert darts.strategy.options["epochs"] == 5 and darts.estimator.options["epochs"] == 60
     px = get_preset("proxylessnas")
