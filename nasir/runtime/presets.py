@@ -9,7 +9,7 @@ presets themselves live in :mod:`nasir.runtime.paper_presets`.
 
 Scaling. ``--trials N`` sets the number of trials (default: the paper's budget) and the
 options tied to the budget follow (:class:`Scale`: MetaQNN's ε schedule is spread over
-``N`` models, the evolution population keeps its share, PNAS's beam shrinks with ``N``).
+``N`` models, the evolution population keeps its share, PNAS plans its beam for ``N``).
 ``--epochs E`` sets the preset's first epoch setting to ``E`` and scales the others by the
 same factor (DARTS: search 50 → ``E``, retraining 600 → ``12·E``; warm-ups stay below the
 search epochs).
@@ -44,7 +44,7 @@ class Scale:
     """How an option follows ``--trials N`` (the paper's budget is ``B``):
 
     * ``trials``: the option is ``N`` (MetaQNN's ``budget``);
-    * ``share``: ``max(minimum, round(value · N / B))`` (PNAS's beam);
+    * ``share``: ``max(minimum, round(value · N / B))`` (an option in proportion);
     * ``cap``: ``min(value, max(minimum, round(N · fraction)))`` (an evolution population
       never larger than a share of the run).
 
