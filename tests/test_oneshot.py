@@ -349,8 +349,10 @@ _UNIFORM = {"op": np.full(4, 10.0)}  # every option costs the same: only accurac
 #: trained weights alone; ENAS derives its controller's greedy choice only)
 _LEARNERS = {
     "darts": lambda sp, s: DartsSearch(sp, seed=s, epochs=10, warmup=1, select="argmax"),
+    # ENAS' official (micro) settings, SGD lr 0.05 included (1e-2 suited the Adam it ran
+    # before issue 21); derive_greedy: the derived child is the controller's greedy one
     "enas": lambda sp, s: EnasSearch(sp, seed=s, epochs=20, controller_steps=10,
-                                     derive_samples=1, w_lr=1e-2),
+                                     derive_samples=1, derive_greedy=True),
     "fbnet": lambda sp, s: FBNetSearch(sp, seed=s, epochs=20, warmup=2, a_lr=0.1,
                                        w_lr=1e-2, latency_rows=_UNIFORM),
     "proxylessnas": lambda sp, s: ProxylessSearch(sp, seed=s, epochs=20, warmup=1,

@@ -3,32 +3,84 @@
 The supernet runs in ``single`` mode: each weight step trains the path the controller
 samples (shared weights, one child's compute). Each epoch alternates
 
-1. one pass over the weight half of the training split, a fresh sampled child per batch;
-2. ``controller_steps`` REINFORCE steps: sample a child, reward = its accuracy with the
-   shared weights on a batch of the architecture half, advantage against a moving-average
-   baseline, plus an entropy bonus (:class:`~nasir.strategies.controller.Controller`, the
-   RL controller of the black-box strategies; skip inputs by anchor attention with ENAS's
-   KL skip penalty, :func:`~nasir.strategies.controller.enas_controller`).
+1. one pass over the weight half of the training split, a fresh sampled child per batch
+   (SGD with Nesterov momentum, the learning rate set once an epoch by cosine annealing
+   with warm restarts);
+2. ``controller_steps`` controller updates, each the mean REINFORCE gradient of
+   ``controller_samples`` children: reward = a child's accuracy with the shared weights on
+   one batch of the architecture half plus ``entropy`` × its sample entropy, advantage
+   against a moving-average baseline updated after every child
+   (:class:`~nasir.strategies.controller.Controller`; skip inputs by anchor attention with
+   ENAS's KL skip penalty, :func:`~nasir.strategies.controller.enas_controller`).
 
-Derivation (as ENAS): ``derive_samples`` children sampled from the trained controller (its
-greedy choice among them) are scored with shared weights on the whole architecture half;
-the best is returned. Shared-weight accuracies (rewards and derivation) use BatchNorm
-batch statistics: the running statistics average all sampled paths and misdescribe any
-one child. Works on macro (``enas_macro``) and cell (``enas_micro``, NB201)
-spaces alike: the controller emits one decision per step over the free decisions.
+Derivation (the paper's §2.2; ``main.py`` prints 10 such children): ``derive_samples``
+children sampled from the trained controller are each scored with the shared weights on
+one batch of the architecture half; the best is returned. Shared-weight accuracies use
+BatchNorm batch statistics: the running statistics average all sampled paths and
+misdescribe any one child.
+
+**Variants** (:data:`VARIANTS`; each a frozen :class:`EnasSettings`, options override
+single settings, and every run records ``variant``, all ``settings`` and what the options
+``changed`` in its result's ``extra`` and the strategy's ``state()``):
+
+``enas_macro`` — the official macro search, melodyguan/enas
+``scripts/cifar10_macro_search.sh`` with ``src/cifar10/main.py``'s defaults for the flags
+it leaves out (line numbers at :class:`EnasSettings`): 310 epochs, batch 128; shared
+weights SGD, Nesterov momentum 0.9, lr 0.05 → 0.0005 cosine with warm restarts T₀ = 10,
+T_mul = 2 epochs; l2 2.5e-4 (``weight_decay`` 5e-4: the code adds ``l2·Σw²`` to the loss);
+controller Adam lr 0.001 (β₁ = 0, ε = 1e-3), 50 updates an epoch of 20 children each,
+entropy 1e-4 in the reward, baseline decay 0.99 from 0, tanh constant 1.5, no temperature,
+skip target 0.4 weighted 0.8.
+
+``enas_micro`` — the official micro search (``scripts/cifar10_micro_search.sh``): 150
+epochs, batch 160, l2 1e-4 (``weight_decay`` 2e-4), controller lr 0.0035, 30 updates an
+epoch of 10 children each, tanh constant 1.10 with the op decisions' divided by
+``op_tanh_reduce`` 2.5, no skip penalty (the micro controller has none); the rest as macro.
+
+``enas_adam`` — what ``enas`` ran before issue 21, tuned to digits' few steps: 150 epochs,
+batch 64, weights Adam lr 3e-3 cosine per step to lr/50, no weight decay, gradient norm
+clipped at 5; controller Adam lr 3.5e-3 (torch's betas), 20 updates an epoch of one child,
+entropy 1e-3 in the loss, baseline decay 0.95 from the first reward, tanh constant 1.5;
+derivation: the greedy child and 9 samples, each scored on the whole architecture half.
+The benchmarks whose figures were measured with it pass ``variant="enas_adam"``.
+
+``variant="enas"`` (the default, and the registry's ``enas``) picks by the space: the
+space named ``enas_macro`` or ``enas_micro`` takes its own; another space takes the macro
+settings when it has skip-subset input decisions (``select_any``, the macro controller's
+anchor points) and the micro (cell search) settings otherwise (NB201, cell spaces). The
+epochs are the paper's: runners and tests pass ``epochs`` (and smaller ``controller_*``)
+for their budget.
+
+Not reproduced (the official search differs here): the controller's reward batch comes
+from the training split's architecture half, not a held-out validation split; the macro
+child scores rewards with BatchNorm's moving statistics (``general_child.py:691``), here
+batch statistics as the micro child (``micro_child.py:804``); the micro controller picks a
+node's inputs by attention over earlier nodes' states and starts its op logits biased to
+the separable convolutions (``micro_controller.py:100-109``), here a softmax head per
+input decision and no bias; the macro controller's "entropy" is ``−p·log p`` of the chosen
+options only (``general_controller.py:168``), here the full entropy; gradient clipping is
+off because the code's is a no-op (``utils.py:149`` keeps the unclipped gradient);
+auxiliary heads, drop-path and the child's dropout belong to the space's supernet.
 
 >>> from nasir.spaces import get_space
 >>> sp = get_space("nb201", input_shape=(1, 8, 8), channels=4, cells_per_stage=1)
 >>> r = EnasSearch(sp, seed=0, epochs=1, data_fraction=0.1, controller_steps=3,
-...                derive_samples=2).search()
+...                controller_samples=2, derive_samples=2).search()
 >>> sorted(r.assignment) == sorted(d.label for d in sp.decisions)
 True
+>>> r.extra["variant"], r.extra["settings"]["op_tanh_reduce"], r.extra["settings"]["c_lr"]
+('enas_micro', 2.5, 0.0035)
+>>> sorted(r.extra["changed"])  # doctest: +NORMALIZE_WHITESPACE
+['controller_samples', 'controller_steps', 'data_fraction', 'derive_samples', 'epochs']
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -39,7 +91,14 @@ from nasir.backends.torch.device import resolve_device
 from nasir.backends.torch.supernet import Supernet
 from nasir.errors import SpecError
 from nasir.space import Space
-from nasir.strategies.controller import Controller, enas_controller, single_thread
+from nasir.strategies.controller import (
+    ANCHOR_KEYS,
+    INPUT_SAMPLINGS,
+    Controller,
+    SubsetInput,
+    enas_controller,
+    single_thread,
+)
 from nasir.strategies.oneshot.common import (
     OneShotResult,
     OneShotStrategy,
@@ -50,7 +109,188 @@ from nasir.strategies.oneshot.common import (
     weight_optimizer,
 )
 
-__all__ = ["Enas", "EnasSearch"]
+__all__ = ["ENAS_ADAM", "ENAS_MACRO", "ENAS_MICRO", "VARIANTS", "Enas", "EnasSearch",
+           "EnasSettings", "sgdr_lr", "space_variant"]
+
+
+@dataclass(frozen=True)
+class EnasSettings:
+    """Every setting of an ENAS search; the defaults are the official macro search's
+    (``enas_macro``). Sources: melodyguan/enas ``scripts/cifar10_macro_search.sh`` (S),
+    ``src/cifar10/main.py`` (M), ``src/utils.py`` (U), ``src/cifar10/general_controller.py``
+    (G).
+
+    Attributes:
+        epochs: alternations (S:12 ``--num_epochs=310``; micro 150).
+        batch_size: images a weight step and a reward batch (S:11 128; micro 160).
+        data_fraction: fraction of the training split used (both halves).
+        w_optimizer, w_nesterov, w_momentum: ``sgd`` (M:137 ``momentum``: U:213-214
+            ``MomentumOptimizer(lr, 0.9, use_nesterov=True)``) or ``adam``.
+        w_lr, w_lr_min: the weight lr's maximum and minimum (S:24-25 0.05, 0.0005).
+        lr_schedule: ``sgdr`` — cosine with warm restarts set once an epoch, cycles of
+            ``lr_t0`` epochs growing ``lr_t_mul``-fold (S:23,26-27; U:154-183); ``cosine``
+            — one cosine per step over the whole search (``enas_adam``).
+        w_weight_decay: torch's coefficient (``grad += wd·w``); the code's ``l2_reg``
+            adds ``l2·Σw²`` to the loss (U:118-123), so ``wd = 2·l2`` (S:18 2.5e-4 → 5e-4;
+            micro 1e-4 → 2e-4).
+        grad_clip: weight gradient norm clip; ``None`` (the code asks for 5.0 per tensor,
+            M:54,127, but U:149 appends the unclipped gradient).
+        controller_steps: controller updates an epoch (S:34 50; micro 30; every epoch,
+            S:31).
+        controller_samples: children a controller update averages (S:33 20, the
+            ``SyncReplicasOptimizer`` aggregate, U:227-231, run ``steps × samples`` times,
+            M:279-280; micro 10).
+        c_lr, c_betas, c_eps: the controller Adam (S:35 0.001, never decayed M:161;
+            U:218 ``beta1=0.0, epsilon=1e-3``; micro lr 0.0035).
+        hidden: controller LSTM width (M:153 64; one layer, M:154).
+        entropy, entropy_in: entropy weight (S:30 1e-4) and where it enters: ``reward``
+            (G:279-280) or ``loss`` (``enas_adam``).
+        baseline_decay, baseline_init: moving-average baseline (M:72 0.99) and its start
+            (G:283 0.0; ``None``: the first reward).
+        tanh_constant, op_tanh_reduce, temperature: logit shaping (S:36 1.5; micro 1.10
+            with op logits at ``1.10 / 2.5``, ``micro_controller.py:181-183``; the macro
+            controller takes no ``op_tanh_reduce``, so 1.0; temperature M:75 ``None``).
+        input_sampling, anchor_keys, skip_target, skip_weight, skip_logit_scale: the
+            skip decisions (:data:`~nasir.strategies.controller.ENAS_INPUTS`; S:38-39
+            target 0.4, weight 0.8; micro: weight 0).
+        derive_samples, derive_greedy, derive_batches: derivation — ``derive_samples``
+            children (M:309 10), the first the greedy one when ``derive_greedy``, each
+            scored on ``derive_batches`` batches (the paper: one; ``None``: the whole
+            architecture half).
+    """
+
+    epochs: int = 310
+    batch_size: int = 128
+    data_fraction: float = 1.0
+    w_optimizer: str = "sgd"
+    w_nesterov: bool = True
+    w_momentum: float = 0.9
+    w_lr: float = 0.05
+    w_lr_min: float = 0.0005
+    lr_schedule: str = "sgdr"
+    lr_t0: int = 10
+    lr_t_mul: int = 2
+    w_weight_decay: float = 5e-4
+    grad_clip: float | None = None
+    controller_steps: int = 50
+    controller_samples: int = 20
+    c_lr: float = 1e-3
+    c_betas: tuple[float, float] = (0.0, 0.999)
+    c_eps: float = 1e-3
+    hidden: int = 64
+    entropy: float = 1e-4
+    entropy_in: str = "reward"
+    baseline_decay: float = 0.99
+    baseline_init: float | None = 0.0
+    tanh_constant: float | None = 1.5
+    op_tanh_reduce: float = 1.0
+    temperature: float | None = None
+    input_sampling: str = "anchor_attention"
+    anchor_keys: str = "next"
+    skip_target: float = 0.4
+    skip_weight: float = 0.8
+    skip_logit_scale: float = 2.0
+    derive_samples: int = 10
+    derive_greedy: bool = False
+    derive_batches: int | None = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.c_betas, list):  # JSON gives lists
+            object.__setattr__(self, "c_betas", tuple(self.c_betas))
+        checks = [
+            (self.epochs >= 1 and self.controller_steps >= 0 and self.derive_samples >= 1
+             and self.controller_samples >= 1,
+             "ENAS needs epochs >= 1, controller_steps >= 0, controller_samples >= 1 and "
+             "derive_samples >= 1", ""),
+            (self.batch_size >= 1 and 0 < self.data_fraction <= 1,
+             "need batch_size >= 1 and 0 < data_fraction <= 1", ""),
+            (self.w_optimizer in ("sgd", "adam"),
+             f"unknown weight optimizer {self.w_optimizer!r}", "use 'sgd' or 'adam'"),
+            (not (self.w_nesterov and self.w_optimizer == "sgd" and self.w_momentum <= 0),
+             "Nesterov momentum needs w_momentum > 0", "or w_nesterov=False"),
+            (self.lr_schedule in ("sgdr", "cosine"),
+             f"unknown lr schedule {self.lr_schedule!r}",
+             "'sgdr' (per epoch, warm restarts) or 'cosine' (per step)"),
+            (self.lr_t0 >= 1 and self.lr_t_mul >= 1, "need lr_t0 >= 1 and lr_t_mul >= 1", ""),
+            (self.entropy_in in ("reward", "loss"), f"unknown entropy_in {self.entropy_in!r}",
+             "'reward' (ENAS) or 'loss'"),
+            (0 <= self.baseline_decay < 1,
+             f"baseline_decay must lie in [0, 1), got {self.baseline_decay}", ""),
+            (self.input_sampling in INPUT_SAMPLINGS,
+             f"unknown input_sampling {self.input_sampling!r}",
+             f"use one of {', '.join(INPUT_SAMPLINGS)}"),
+            (self.anchor_keys in ANCHOR_KEYS, f"unknown anchor_keys {self.anchor_keys!r}",
+             f"use one of {', '.join(ANCHOR_KEYS)}"),
+            (0 < self.skip_target < 1 and self.skip_weight >= 0 and self.op_tanh_reduce > 0,
+             "need 0 < skip_target < 1, skip_weight >= 0 and op_tanh_reduce > 0", ""),
+            (self.derive_batches is None or self.derive_batches >= 1,
+             f"derive_batches must be >= 1 (or None: all), got {self.derive_batches}", ""),
+        ]
+        for ok, msg, hint in checks:
+            if not ok:
+                raise SpecError(msg, where="ENAS settings", hint=hint or None)
+
+    def to_json(self) -> dict[str, Any]:
+        """Every setting, JSON-able (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}
+
+    def changed_from(self, other: EnasSettings) -> dict[str, Any]:
+        """The settings whose value differs from ``other``'s (JSON form)."""
+        mine, theirs = self.to_json(), other.to_json()
+        return {k: v for k, v in mine.items() if theirs.get(k) != v}
+
+
+#: the official macro search (module docstring; sources at :class:`EnasSettings`)
+ENAS_MACRO = EnasSettings()
+#: the official micro search (``scripts/cifar10_micro_search.sh``: lines 11, 12, 18, 33-37)
+ENAS_MICRO = dataclasses.replace(
+    ENAS_MACRO, epochs=150, batch_size=160, w_weight_decay=2e-4, controller_steps=30,
+    controller_samples=10, c_lr=3.5e-3, tanh_constant=1.10, op_tanh_reduce=2.5,
+    skip_weight=0.0)
+#: what ``enas`` ran before issue 21 (module docstring)
+ENAS_ADAM = dataclasses.replace(
+    ENAS_MACRO, epochs=150, batch_size=64, w_optimizer="adam", w_nesterov=False, w_lr=3e-3,
+    w_lr_min=3e-3 / 50, lr_schedule="cosine", w_weight_decay=0.0, grad_clip=5.0,
+    controller_steps=20, controller_samples=1, c_lr=3.5e-3, c_betas=(0.9, 0.999),
+    c_eps=1e-8, entropy=1e-3, entropy_in="loss", baseline_decay=0.95, baseline_init=None,
+    derive_greedy=True, derive_batches=None)
+
+#: variant name → settings (module docstring)
+VARIANTS: dict[str, EnasSettings] = {"enas_macro": ENAS_MACRO, "enas_micro": ENAS_MICRO,
+                                     "enas_adam": ENAS_ADAM}
+
+
+def space_variant(space: Space) -> str:
+    """The official settings a space takes (``enas_macro`` or ``enas_micro``): its own for
+    the two ENAS spaces, else macro when a decision is a skip subset (an anchor point of
+    the macro controller), else micro.
+
+    >>> from nasir.spaces import get_space
+    >>> space_variant(get_space("enas_macro", input_shape=(1, 8, 8), layers=3))
+    'enas_macro'
+    >>> space_variant(get_space("nb201", input_shape=(1, 8, 8), channels=4))
+    'enas_micro'
+    """
+    if space.name in ("enas_macro", "enas_micro"):
+        return space.name
+    skips = any(d.kind == "input" and SubsetInput.of(d.options) is not None
+                for d in space.decisions)
+    return "enas_macro" if skips else "enas_micro"
+
+
+def sgdr_lr(epoch: int, lr_max: float, lr_min: float, t0: int, t_mul: int) -> float:
+    """Cosine annealing with warm restarts (Loshchilov & Hutter), by epoch as ENAS's
+    ``utils.get_train_ops``: cycles of ``t0``, ``t0·t_mul``, … epochs, each from
+    ``lr_max`` down towards ``lr_min``.
+
+    >>> [round(sgdr_lr(e, 0.05, 0.0005, 10, 2), 4) for e in (0, 5, 9, 10, 30)]
+    [0.05, 0.0253, 0.0017, 0.05, 0.05]
+    """
+    start, length = 0, t0
+    while epoch - start >= length:
+        start, length = start + length, length * t_mul
+    return lr_min + 0.5 * (lr_max - lr_min) * (1 + math.cos(math.pi * (epoch - start) / length))
 
 
 class EnasSearch:
@@ -59,39 +299,39 @@ class EnasSearch:
     Args:
         space: the search space (type-changing decisions pinned in ``fixed``).
         seed: seeds weights, controller, data order and sampling.
-        epochs: alternations (one weight pass + ``controller_steps`` controller steps);
-            150 as in the paper. On digits an epoch is ≈ 9 weight steps: with 5-8 epochs
-            the shared weights are barely trained (children score 10-60 % with them) and
-            the rewards rank pass-through cells first (notes/issue-9.md).
-        w_lr: shared-weight SGD learning rate (cosine-annealed).
-        c_lr, entropy, baseline_decay, tanh_constant: controller settings (ENAS').
+        variant: ``enas`` (by the space: ``enas_macro`` or ``enas_micro``, see
+            :func:`space_variant`), or a name of :data:`VARIANTS`.
+        fixed: decisions pinned to one value.
         device: where the supernet trains (``cpu``, ``auto``, ``cuda``, ``cuda:N``, ``mps``;
             the controller stays on the CPU).
+        **options: single :class:`EnasSettings` fields overriding the variant's (``epochs``
+            to fit a budget: the default is the paper's).
     """
 
     method: ClassVar[str] = "enas"
 
-    def __init__(self, space: Space, seed: int = 0, *, epochs: int = 150,
-                 controller_steps: int = 20, derive_samples: int = 10, w_lr: float = 3e-3,
-                 w_momentum: float = 0.9, w_optimizer: str = "adam",
-                 w_weight_decay: float = 0.0, c_lr: float = 3.5e-3,
-                 entropy: float = 1e-3, baseline_decay: float = 0.95,
-                 tanh_constant: float | None = 1.5, batch_size: int = 64,
-                 data_fraction: float = 1.0, fixed: Mapping[str, Any] | None = None,
-                 device: str = "cpu") -> None:
-        if epochs < 1 or controller_steps < 0 or derive_samples < 1:
-            raise SpecError("ENAS needs epochs >= 1, controller_steps >= 0, "
-                            "derive_samples >= 1")
-        self.space, self.seed, self.epochs = space, int(seed), int(epochs)
-        self.controller_steps, self.derive_samples = controller_steps, derive_samples
-        self.w_lr, self.w_momentum, self.w_wd = w_lr, w_momentum, w_weight_decay
-        self.w_optimizer = w_optimizer
-        self.c_lr, self.entropy, self.decay = c_lr, entropy, baseline_decay
-        self.tanh_constant = tanh_constant
-        self.batch_size, self.data_fraction = batch_size, data_fraction
+    def __init__(self, space: Space, seed: int = 0, *, variant: str = "enas",
+                 fixed: Mapping[str, Any] | None = None, device: str = "cpu",
+                 **options: Any) -> None:
+        name = space_variant(space) if variant == "enas" else variant
+        if name not in VARIANTS:
+            raise SpecError(f"unknown ENAS variant {variant!r}",
+                            hint=f"use 'enas' (by the space) or one of {', '.join(VARIANTS)}")
+        names = [f.name for f in dataclasses.fields(EnasSettings)]
+        bad = sorted(set(options) - set(names))
+        if bad:
+            raise SpecError(f"unknown ENAS option(s): {', '.join(bad)}",
+                            hint=f"settings: {', '.join(names)}")
+        cfg = dataclasses.replace(VARIANTS[name], **options)
+        #: the variant's name (resolved by the space for ``enas``) and its settings
+        self.variant, self.settings = name, cfg
+        #: the settings the options changed from the variant's
+        self.changed = cfg.changed_from(VARIANTS[name])
+        self.space, self.seed, self.epochs = space, int(seed), cfg.epochs
         self.fixed = dict(fixed or {})
         self.device = resolve_device(device)
         self.net: Supernet | None = None
+        self._baseline: float | None = None
 
     def _path(self, net: Supernet, labels: list[str], idx: list[int]) -> dict[str, Any]:
         opts = net.decisions()
@@ -108,74 +348,137 @@ class EnasSearch:
         y = torch.cat([b[1] for b in batches])
         return float((net(x).argmax(1) == y).float().mean()) if len(y) else 0.0
 
+    def _controller(self, net: Supernet, rng: np.random.Generator) -> Controller:
+        cfg = self.settings
+        return enas_controller(
+            self.space, net.decisions(), rng, hidden=cfg.hidden,
+            tanh_constant=cfg.tanh_constant, temperature=cfg.temperature,
+            op_tanh_reduce=cfg.op_tanh_reduce, input_sampling=cfg.input_sampling,
+            anchor_keys=cfg.anchor_keys, skip_target=cfg.skip_target,
+            skip_weight=cfg.skip_weight, skip_logit_scale=cfg.skip_logit_scale)
+
+    def _weight_optimizer(self, net: Supernet) -> torch.optim.Optimizer:
+        cfg = self.settings
+        if cfg.w_optimizer == "sgd":
+            return torch.optim.SGD(net.weight_parameters(), lr=cfg.w_lr,
+                                   momentum=cfg.w_momentum, nesterov=cfg.w_nesterov,
+                                   weight_decay=cfg.w_weight_decay)
+        return weight_optimizer(net, cfg.w_optimizer, cfg.w_lr, cfg.w_momentum,
+                                cfg.w_weight_decay)
+
     def search(self, data: SearchData | None = None) -> OneShotResult:
         """Train shared weights and controller alternately, then derive."""
+        cfg = self.settings
         t0 = time.perf_counter()
         rng = np.random.default_rng(self.seed)
         with single_thread():
             torch.manual_seed(self.seed)
             data = on_device(data, self.device) if data is not None else search_data(
-                self.batch_size, self.seed, self.data_fraction, self.device)
+                cfg.batch_size, self.seed, cfg.data_fraction, self.device)
             net = self.net = Supernet(self.space, mode="single", seed=self.seed,
                                       fixed=self.fixed, per_input_ops=True).to(self.device)
             labels = list(net.decisions())
-            ctrl = enas_controller(self.space, net.decisions(), rng,
-                                   tanh_constant=self.tanh_constant)
-            copt = torch.optim.Adam(ctrl.parameters(), lr=self.c_lr)
-            wopt = weight_optimizer(net, self.w_optimizer, self.w_lr, self.w_momentum,
-                                    self.w_wd)
+            ctrl = self._controller(net, rng)
+            copt = torch.optim.Adam(ctrl.parameters(), lr=cfg.c_lr, betas=cfg.c_betas,
+                                    eps=cfg.c_eps)
+            wopt = self._weight_optimizer(net)
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-                wopt, self.epochs * len(data.train_w), eta_min=self.w_lr / 50)
+                wopt, cfg.epochs * len(data.train_w), eta_min=cfg.w_lr_min) \
+                if cfg.lr_schedule == "cosine" else None
             arch_it = cycle(data.train_a)
-            baseline: float | None = None
+            self._baseline = cfg.baseline_init
             history: list[dict[str, Any]] = []
-            for ep in range(self.epochs):
-                net.train()
-                losses = []
-                for x, y in data.train_w:
-                    self._path(net, labels, ctrl.sample(rng)[0])
-                    wopt.zero_grad()
-                    loss = F.cross_entropy(net(x), y)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(net.weight_parameters(), 5.0)
-                    wopt.step()
-                    sched.step()
-                    losses.append(loss.item())
-                rewards = []
-                for _ in range(self.controller_steps):
-                    idx, _, _ = ctrl.sample(rng)
-                    self._path(net, labels, idx)
-                    r = self._accuracy(net, [next(arch_it)])
-                    baseline = r if baseline is None else \
-                        self.decay * baseline + (1 - self.decay) * r
-                    copt.zero_grad()
-                    ctrl.loss([idx], [r - baseline], entropy=self.entropy).backward()
-                    copt.step()
-                    ctrl.invalidate()  # sampling reads a numpy copy of the weights
-                    rewards.append(r)
-                history.append({"epoch": ep, "loss": float(np.mean(losses)),
+            for ep in range(cfg.epochs):
+                if sched is None:
+                    for g in wopt.param_groups:
+                        g["lr"] = sgdr_lr(ep, cfg.w_lr, cfg.w_lr_min, cfg.lr_t0, cfg.lr_t_mul)
+                lr = wopt.param_groups[0]["lr"]
+                losses = self._train_weights(net, ctrl, labels, data, wopt, sched, rng)
+                rewards = [r for _ in range(cfg.controller_steps)
+                           for r in self._train_controller(net, ctrl, copt, labels, arch_it,
+                                                           rng)]
+                history.append({"epoch": ep, "loss": float(np.mean(losses)), "w_lr": lr,
                                 "reward": float(np.mean(rewards)) if rewards else None})
-            a, scores = self._derive(net, ctrl, labels, data, rng)
+            a, scores = self._derive(net, ctrl, labels, data, arch_it, rng)
+        anchors = sum(s is not None for s in ctrl.inputs)
         return OneShotResult(self.method, self.space.check(a), time.perf_counter() - t0,
-                             self.epochs, history,
-                             {"derive_scores": scores, "device": str(self.device)})
+                             cfg.epochs, history,
+                             {"derive_scores": scores, "device": str(self.device),
+                              "variant": self.variant, "settings": cfg.to_json(),
+                              "changed": dict(self.changed), "anchor_decisions": anchors})
+
+    def _train_weights(self, net: Supernet, ctrl: Controller, labels: list[str],
+                       data: SearchData, wopt: torch.optim.Optimizer, sched: Any,
+                       rng: np.random.Generator) -> list[float]:
+        """One pass over the weight half, a freshly sampled child per batch."""
+        cfg = self.settings
+        net.train()
+        losses = []
+        for x, y in data.train_w:
+            self._path(net, labels, ctrl.sample(rng)[0])
+            wopt.zero_grad()
+            loss = F.cross_entropy(net(x), y)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(net.weight_parameters(), cfg.grad_clip)
+            wopt.step()
+            if sched is not None:
+                sched.step()
+            losses.append(loss.item())
+        return losses
+
+    def _train_controller(self, net: Supernet, ctrl: Controller,
+                          copt: torch.optim.Optimizer, labels: list[str], arch_it: Any,
+                          rng: np.random.Generator) -> list[float]:
+        """One controller update over ``controller_samples`` children; their accuracies."""
+        cfg = self.settings
+        seqs, advantages, accs = [], [], []
+        for _ in range(cfg.controller_samples):
+            idx, _, ent = ctrl.sample(rng)
+            self._path(net, labels, idx)
+            acc = self._accuracy(net, [next(arch_it)])
+            r = acc + cfg.entropy * ent if cfg.entropy_in == "reward" else acc
+            b = self._baseline
+            self._baseline = r if b is None else cfg.baseline_decay * b + \
+                (1 - cfg.baseline_decay) * r
+            seqs.append(idx)
+            advantages.append(r - self._baseline)
+            accs.append(acc)
+        copt.zero_grad()
+        ctrl.loss(seqs, advantages,
+                  entropy=cfg.entropy if cfg.entropy_in == "loss" else 0.0).backward()
+        copt.step()
+        ctrl.invalidate()  # sampling reads a numpy copy of the weights
+        return accs
 
     def _derive(self, net: Supernet, ctrl: Controller, labels: list[str], data: SearchData,
-                rng: np.random.Generator) -> tuple[dict[str, Any], list[float]]:
-        batches = list(data.train_a)
-        cands = [ctrl.sample(rng, greedy=True)[0]]
-        cands += [ctrl.sample(rng)[0] for _ in range(self.derive_samples - 1)]
+                arch_it: Any, rng: np.random.Generator
+                ) -> tuple[dict[str, Any], list[float]]:
+        cfg = self.settings
+        whole = list(data.train_a) if cfg.derive_batches is None else None
+        cands = [ctrl.sample(rng, greedy=True)[0]] if cfg.derive_greedy else []
+        cands += [ctrl.sample(rng)[0] for _ in range(cfg.derive_samples - len(cands))]
         scores = []
         for idx in cands:
             self._path(net, labels, idx)
+            batches = whole if whole is not None else \
+                [next(arch_it) for _ in range(cfg.derive_batches or 1)]
             scores.append(self._accuracy(net, batches))
         best = cands[int(np.argmax(scores))]
         return self._path(net, labels, best), scores
 
 
 class Enas(OneShotStrategy):
-    """Registry entry ``enas``: ``propose`` runs :class:`EnasSearch` once and returns the
-    derived assignment."""
+    """Registry entry ``enas``: ENAS with the official settings of the space's kind
+    (:func:`space_variant`; ``variant=`` picks another of :data:`VARIANTS`); ``propose``
+    runs :class:`EnasSearch` once and returns the derived assignment."""
 
     name: ClassVar[str] = "enas"
     search_cls = EnasSearch
+
+    def state(self) -> dict[str, Any]:
+        """The base state plus ``variant``, every setting and what the options
+        ``changed`` from the variant's."""
+        s = self.searcher
+        return {**super().state(), "variant": s.variant, "settings": s.settings.to_json(),
+                "changed": dict(s.changed)}
