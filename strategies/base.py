@@ -40,8 +40,12 @@ STRATEGIES: dict[str, str] = {
     "bananas": "nasir.strategies.bananas:Bananas",
     "enas": "nasir.strategies.oneshot.enas:Enas",
     "darts": "nasir.strategies.oneshot.darts:Darts",
+    "darts_first_order": "nasir.strategies.oneshot.darts:DartsFirstOrder",
+    "darts_pt": "nasir.strategies.oneshot.darts:DartsPT",
     "fbnet": "nasir.strategies.oneshot.fbnet:FBNet",
+    "fbnet_gdas": "nasir.strategies.oneshot.fbnet:FBNetGDAS",
     "proxylessnas": "nasir.strategies.oneshot.proxylessnas:Proxyless",
+    "proxylessnas_penalty": "nasir.strategies.oneshot.proxylessnas:ProxylessPenalty",
     "netadapt": "nasir.strategies.oneshot.netadapt:NetAdapt",
 }
 

@@ -11,12 +11,16 @@ weights, shared by every architecture that picks them:
 * ``select`` (input choice): every pick of the operands, reduced like the space says;
   with ``per_input_ops=True`` a select feeding one op choice (a cell block's operand)
   becomes one mixed edge per candidate input, each with its own op candidates (DARTS,
-  ENAS), so inputs of different resolutions need no pinning;
+  ENAS), so inputs of different resolutions need no pinning; with ``edge_alphas=True`` a
+  block that sums two such operands over the same states becomes DARTS' cell node: one
+  mixed op per incoming edge, the node the sum over every edge, with one logit per
+  (edge, op) instead of input logits × op logits (:class:`CellEdges`);
 * a projected cell output (``cell_output`` with ``project``, ENAS-micro): one 1×1
   projection over all states, sliced to the path's loose ends (single-path modes).
 
 Architecture parameters (one logit vector per decision label, shared by every node using
-the label) weight the candidates according to ``mode``:
+the label; with ``edge_alphas`` one ``edges × ops`` matrix per cell node, shared by the
+cells of its kind) weight the candidates according to ``mode``:
 
 ``darts``      softmax-weighted sum of all candidates (DARTS);
 ``gumbel``     Gumbel-softmax weighted sum with temperature ``tau`` (FBNet);
@@ -67,7 +71,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -81,7 +86,7 @@ from nasir.ops import AddOp, ConcatOp, InputOp, MulOp, Op, RepeatOp, has_refs, r
 from nasir.space import Space
 from nasir.types import TensorType
 
-__all__ = ["MODES", "ONE_PATH", "Supernet"]
+__all__ = ["MODES", "ONE_PATH", "CellEdges", "Supernet"]
 
 MODES = ("darts", "gumbel", "gumbel_hard", "binarized", "single")
 #: modes that run one path per forward (the others mix every candidate)
@@ -92,6 +97,59 @@ MAX_VALUE_CANDIDATES = 4096
 
 def _key(label: str) -> str:
     return label.replace(".", "__")
+
+
+#: options that output zeros: DARTS' derivation never keeps them
+_ZERO_OPTIONS = ("none", "zero")
+
+
+@dataclass(frozen=True)
+class CellEdges:
+    """A cell node with one logit per (incoming edge, op), as DARTS builds it.
+
+    The node sums two operands, each an input decision (``in_labels``: which earlier
+    state) and an op decision (``op_labels``) over the same ``inputs`` and ``ops``. DARTS'
+    supernet gives every incoming edge (every state in ``inputs``) its own mixed op and
+    sums them all: the logits are one ``len(inputs) × len(ops)`` matrix (``key`` in
+    :attr:`Supernet.alphas`), softmax over the ops of each edge.
+
+    >>> c = CellEdges("n", ("n_in_a", "n_in_b"), ("n_op_a", "n_op_b"), (0, 1, 2),
+    ...               ("none", "skip", "conv"))
+    >>> c.derive([[0.9, 0.05, 0.05], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8]])
+    {'n_in_a': 2, 'n_op_a': 'conv', 'n_in_b': 1, 'n_op_b': 'skip'}
+    """
+
+    key: str
+    in_labels: tuple[str, str]
+    op_labels: tuple[str, str]
+    inputs: tuple
+    ops: tuple
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The four decisions the node stands for."""
+        return (*self.in_labels, *self.op_labels)
+
+    def derive(self, weights: Sequence[Sequence[float]]) -> dict[str, Any]:
+        """DARTS' derivation (``genotype()._parse`` of quark0/darts): the node keeps its two
+        incoming edges of largest strongest non-zero op weight (stronger first; ties: the
+        earlier state), each with that op. ``none``/``zero`` is never picked while another
+        op exists. ``weights``: per edge, the softmax over the ops."""
+        rows = [[float(v) for v in r] for r in weights]
+        live = [k for k, o in enumerate(self.ops) if not (isinstance(o, str)
+                                                            and o in _ZERO_OPTIONS)]
+        live = live or list(range(len(self.ops)))
+
+        def best(j: int) -> int:
+            return max(live, key=lambda k: (rows[j][k], -k))
+
+        order = sorted(range(len(rows)), key=lambda j: (-rows[j][best(j)], j))
+        kept = (order * 2)[:2]  # one candidate input: both operands read it
+        out: dict[str, Any] = {}
+        for in_lb, op_lb, j in zip(self.in_labels, self.op_labels, kept):
+            out[in_lb] = self.inputs[j]
+            out[op_lb] = self.ops[best(j)]
+        return out
 
 
 class _Gate(torch.autograd.Function):
@@ -130,6 +188,8 @@ class _Ctx:
         #: a sampled path passes the straight-through gate when the logits train
         self.gate = sampled and torch.is_grad_enabled() and any(
             p.requires_grad for p in alphas.parameters())
+        #: darts/gumbel with per-edge logits: cell key → (edge, op) pairs of weight 0
+        self.dead_edges: dict[str, frozenset[tuple[int, ...]]] = {}
         if self.mode in ("darts", "gumbel"):
             for label, k in net._label_keys.items():
                 a = alphas[k]
@@ -141,6 +201,16 @@ class _Ctx:
                 dead = frozenset(i for i, z in enumerate((w == 0).tolist()) if z)
                 if dead:
                     self.dead[label] = dead
+            for cell, k in net._edge_keys.items():
+                a = alphas[k]
+                w = (F.softmax(a, -1) if self.mode == "darts"
+                     else F.gumbel_softmax(a, tau=net.tau, hard=False))
+                self.weights[cell] = w
+                if self.mode == "gumbel":
+                    net.last_mask[cell] = w
+                zero = (w == 0).nonzero().tolist()
+                if zero:
+                    self.dead_edges[cell] = frozenset(tuple(z) for z in zero)
         elif self.mode == "gumbel_hard":
             for label, k in net._label_keys.items():
                 y = F.gumbel_softmax(alphas[k], tau=net.tau, hard=False)
@@ -232,6 +302,19 @@ class _Ctx:
         assert total is not None
         return total
 
+    def mix_edges(self, cell: str, cands: dict[tuple[int, ...], Any],
+                  zeros: frozenset[tuple[int, ...]]) -> torch.Tensor:
+        """A DARTS cell node: the sum over every (edge, op) candidate of its output times
+        the softmax weight of that op on that edge (the same work skipping as :meth:`mix`)."""
+        w = self.weights[cell]
+        dead = self.dead_edges.get(cell, frozenset())
+        total: torch.Tensor | None = None
+        for key, fn in _live(cands, lambda key: key in zeros or key in dead).items():
+            term = fn() * w[key]
+            total = term if total is None else total + term
+        assert total is not None
+        return total
+
 
 def _live(cands: dict[tuple[int, ...], Any], skip: Any) -> dict[tuple[int, ...], Any]:
     """The candidates that ``skip(key)`` does not leave out, or, if it leaves out all of
@@ -293,13 +376,40 @@ def _tiny(op: Op, in_types: list[TensorType]) -> Graph:
 
 class _Builder:
     def __init__(self, space: Space, fixed: Mapping[str, Any], seed: int,
-                 per_input: bool = False) -> None:
+                 per_input: bool = False, edge_alphas: bool = False) -> None:
         self.space = space
         self.fixed = dict(fixed)
         self.seed = seed
-        self.per_input = per_input
+        self.per_input = per_input or edge_alphas
+        self.edge_alphas = edge_alphas
         self.labels: dict[str, tuple] = {}
+        #: cell nodes with per-edge logits, by key (shared by the cells of one kind)
+        self.cells: dict[str, CellEdges] = {}
         self.count = 0
+
+    def cell(self, in_labels: tuple[str, str], op_labels: tuple[str, str]) -> CellEdges:
+        """The :class:`CellEdges` of a node (made once; cells of one kind share it). Its
+        key is the labels' common stem (``normal_b2``), else the labels joined."""
+        for c in self.cells.values():
+            if c.in_labels == in_labels and c.op_labels == op_labels:
+                return c
+        labels = (*in_labels, *op_labels)
+        stem = ""
+        for chars in zip(*labels):  # the labels' common leading characters
+            if len(set(chars)) > 1:
+                break
+            stem += chars[0]
+        stem = stem.rstrip("_.")
+        key = _key(stem) if stem else "__".join(_key(lb) for lb in labels)
+        while key in self.cells or key in {_key(d.label) for d in self.space.decisions}:
+            key += "_edges"
+        for lb in labels:
+            self.use(lb)
+        d = self.space.decision
+        c = CellEdges(key, in_labels, op_labels, d(in_labels[0]).options,
+                      d(op_labels[0]).options)
+        self.cells[key] = c
+        return c
 
     def use(self, label: str) -> None:
         if label not in self.fixed:
@@ -337,6 +447,8 @@ class _Region(nn.Module):
         nodes = r.nodes()
         pos = {n: k for k, n in enumerate(nodes)}
         edges = _edge_pairs(b, r) if b.per_input else {}
+        cells = _cell_nodes(b, r, edges) if b.edge_alphas else {}
+        in_cell = {c for parts in cells.values() for c in parts[1::2]}
         for n in nodes:
             ins = tuple(pos[i] for i in n.inputs)
             its = [types[i] for i in ins]
@@ -345,6 +457,16 @@ class _Region(nn.Module):
             if n in edges.values():  # a select feeding one choose: its operands pass on
                 self.steps.append(("operands", 0, ins, key))
                 types.append(tuple(its))
+                continue
+            if n in in_cell:  # an operand of a cell node: the node mixes every edge
+                self.steps.append(("pass", 0, ins, key))
+                types.append(its[0])
+                continue
+            if n in cells:
+                step_c = _CellNode(b, cells[n], list(its[0]))
+                self.mods[key] = step_c
+                self.steps.append(("step", 0, ins, key))
+                types.append(step_c.out_type)
                 continue
             if n in edges:
                 step_e = _EdgeChoice(b, edges[n], n, list(its[0]))
@@ -398,6 +520,8 @@ class _Region(nn.Module):
                 vals.append(args[0])
             elif kind == "operands":
                 vals.append([vals[i] for i in pos])
+            elif kind == "pass":
+                vals.append(vals[pos[0]])
             else:
                 m = self.mods[key]
                 ins = [vals[i] for i in pos]
@@ -721,6 +845,87 @@ class _EdgeChoice(nn.Module):
         return th[()]() if not self.labels else e.mix(self.labels, th, self.zeros)
 
 
+def _cell_nodes(b: _Builder, r: Graph, edges: dict[Node, Node]
+                ) -> dict[Node, tuple[Node, Node, Node, Node]]:
+    """``add`` node → (select a, choose a, select b, choose b) for every cell block that
+    sums two edge operands over the same states and ops, all four decisions free: DARTS'
+    cell node (:class:`CellEdges`). Other blocks keep their factored operands."""
+    users: dict[Node, int] = {}
+    for n in r.nodes():
+        for i in n.inputs:
+            users[i] = users.get(i, 0) + 1
+    d = b.space.decision
+    out: dict[Node, tuple[Node, Node, Node, Node]] = {}
+    for n in r.nodes():
+        if not isinstance(n.op, AddOp) or len(n.inputs) != 2:
+            continue
+        ca, cb = n.inputs
+        if ca is cb or ca not in edges or cb not in edges or users.get(ca) != 1 \
+                or users.get(cb) != 1:
+            continue
+        sa, sb = edges[ca], edges[cb]
+        labels = [x.op.label for x in (sa, sb, ca, cb)]  # type: ignore[attr-defined]
+        if len(set(labels)) < 4 or any(lb in b.fixed for lb in labels) \
+                or list(sa.inputs) != list(sb.inputs) \
+                or d(labels[0]).options != d(labels[1]).options \
+                or d(labels[2]).options != d(labels[3]).options:
+            continue
+        out[n] = (sa, ca, sb, cb)
+    return out
+
+
+class _CellNode(nn.Module):
+    """DARTS' cell node: one mixed op per incoming edge (candidate input state), each op
+    with its own weights, summed over every edge with the softmax of the node's
+    ``edges × ops`` logits (:class:`CellEdges`). A child keeps the two edges its
+    assignment names (``in_a``/``op_a`` and ``in_b``/``op_b``), summed like the space's
+    block."""
+
+    def __init__(self, b: _Builder, parts: tuple[Node, Node, Node, Node],
+                 its: list[TensorType]) -> None:
+        super().__init__()
+        sa, ca, sb, cb = parts
+        self.spec = b.cell((sa.op.label, sb.op.label),  # type: ignore[attr-defined]
+                           (ca.op.label, cb.op.label))  # type: ignore[attr-defined]
+        self.edges = nn.ModuleDict()
+        types = []
+        for i, j in enumerate(self.spec.inputs):
+            for k, o in enumerate(self.spec.ops):
+                reg = _Region(b, ca.regions[o], [its[j]])  # type: ignore[index]
+                self.edges[f"i{i}_o{k}"] = reg
+                types.append(reg.out_type)
+        self.out_type: TensorType = b.uniform(types, f"%{ca.name} (cell node)",
+                                              self.spec.op_labels[0], ca.loc)
+        self.zeros = frozenset((i, k) for i in range(len(self.spec.inputs))
+                               for k in range(len(self.spec.ops))
+                               if self.edges[f"i{i}_o{k}"].zero)  # type: ignore[union-attr]
+
+    def _thunks(self, ctx: Any, ins: Any, emit: bool) -> dict[tuple[int, ...], Any]:
+        out: dict[tuple[int, ...], Any] = {}
+        for i, j in enumerate(self.spec.inputs):
+            for k in range(len(self.spec.ops)):
+                reg = self.edges[f"i{i}_o{k}"]
+                out[(i, k)] = (lambda reg=reg, j=j: reg.run(ctx, [ins[j]], emit))
+        return out
+
+    def forward(self, ctx: Any, ins: list[Any]) -> Any:
+        if ctx.mode not in ("darts", "gumbel"):
+            raise BackendError("a cell node with per-edge logits mixes every edge",
+                               hint="use darts or gumbel mode (edge_alphas=True)")
+        return ctx.mix_edges(self.spec.key, self._thunks(ctx, ins[0], False), self.zeros)
+
+    def emit(self, e: _Emit, ins: list[Any]) -> Node:
+        operands: list[Node] = ins[0]
+        if e.path is None:
+            return e.mix((self.spec.key,), self._thunks(e, operands, True), self.zeros)
+        terms = []
+        for in_lb, op_lb in zip(self.spec.in_labels, self.spec.op_labels):
+            i, k = e.path[in_lb], e.path[op_lb]
+            reg = self.edges[f"i{i}_o{k}"]
+            terms.append(reg.run(e, [operands[self.spec.inputs[i]]], True))  # type: ignore[operator]
+        return e.add(AddOp(), terms)
+
+
 class _CellOutput(nn.Module):
     """A searched cell's output (:class:`~nasir.ops.CellOutputOp` with ``project``): the
     states no block consumed — which depends on every input choice of the cell — are
@@ -851,17 +1056,23 @@ class Supernet(nn.Module):
             mixed edge per input, as DARTS and ENAS build cells; mixing weight
             ``w_in · w_op``), so a reduction cell's input choices need no pinning;
             ``False`` mixes the inputs first and applies one op to the mixture.
+        edge_alphas: DARTS' cell (implies ``per_input_ops``): a block summing two such
+            operands over the same states, its four decisions free, becomes one node
+            that sums a mixed op on *every* incoming edge, with one logit per (edge, op)
+            (:attr:`cell_edges`; 14 edges × 8 ops per cell kind on the DARTS space)
+            instead of input logits × op logits. Mixed modes (darts, gumbel) only.
     """
 
     def __init__(self, space: Space, *, mode: str = "darts",
                  fixed: Mapping[str, Any] | None = None, seed: int = 0,
                  tau: float = 1.0, affine: bool = True, binary_paths: int = 1,
-                 per_input_ops: bool = False) -> None:
+                 per_input_ops: bool = False, edge_alphas: bool = False) -> None:
         super().__init__()
         self.space = space
         fixed = dict(space.check(fixed or {}, where="fixed decisions"))
-        b = _Builder(space, fixed, seed, per_input_ops)
-        self.per_input_ops = bool(per_input_ops)
+        b = _Builder(space, fixed, seed, per_input_ops, edge_alphas)
+        self.per_input_ops = bool(per_input_ops or edge_alphas)
+        self.edge_alphas = bool(edge_alphas)
         inputs = space.body.inputs
         if len(inputs) != 1 or inputs[0].op.name != "input":
             raise BackendError("a supernet needs a space with exactly one input")
@@ -869,9 +1080,15 @@ class Supernet(nn.Module):
         self.body = _Region(b, space.body, [self.input_type])
         self.fixed = fixed
         self._options = dict(b.labels)
-        self._label_keys = {lb: _key(lb) for lb in b.labels}
-        self.alphas = nn.ParameterDict({_key(lb): nn.Parameter(torch.zeros(len(o)))
-                                        for lb, o in b.labels.items()})
+        #: cell nodes with per-edge logits (``edge_alphas``), by their logits' key
+        self.cell_edges: dict[str, CellEdges] = dict(b.cells)
+        in_cells = {lb for c in self.cell_edges.values() for lb in c.labels}
+        self._label_keys = {lb: _key(lb) for lb in b.labels if lb not in in_cells}
+        self._edge_keys = {k: _key(k) for k in self.cell_edges}
+        logits = {_key(lb): torch.zeros(len(b.labels[lb])) for lb in self._label_keys}
+        logits |= {_key(k): torch.zeros(len(c.inputs), len(c.ops))
+                   for k, c in self.cell_edges.items()}
+        self.alphas = nn.ParameterDict({k: nn.Parameter(v) for k, v in logits.items()})
         self.tau = float(tau)
         if binary_paths not in (1, 2):
             raise BackendError(f"binary_paths must be 1 or 2, got {binary_paths}",
@@ -892,7 +1109,8 @@ class Supernet(nn.Module):
         if not affine:
             for m in self.modules():
                 free = (isinstance(m, _OpChoice) and not m.fixed) or \
-                    (isinstance(m, _ValueChoice) and m.labels)
+                    (isinstance(m, (_ValueChoice, _EdgeChoice)) and m.labels) or \
+                    isinstance(m, _CellNode)
                 if not free:
                     continue
                 for bn in m.modules():
@@ -909,6 +1127,10 @@ class Supernet(nn.Module):
         if mode not in MODES:
             raise BackendError(f"unknown supernet mode {mode!r}",
                                hint=f"use one of {', '.join(MODES)}")
+        if self.cell_edges and mode in ONE_PATH:
+            raise BackendError(f"a supernet with per-edge logits (edge_alphas) mixes every "
+                               f"edge of a cell node; {mode!r} runs one path",
+                               hint="use darts or gumbel mode, or edge_alphas=False")
         self.mode = mode
         if tau is not None:
             self.tau = float(tau)
@@ -934,14 +1156,18 @@ class Supernet(nn.Module):
         return [p for p in self.parameters() if id(p) not in arch and p.requires_grad]
 
     def decisions(self) -> dict[str, tuple]:
-        """Free decisions of the supernet and their options."""
-        return dict(self._options)
+        """Free decisions with a logit vector of their own, and their options (the
+        decisions of :attr:`cell_edges` nodes share their node's matrix instead)."""
+        return {lb: self._options[lb] for lb in self._label_keys}
 
     def derive(self) -> dict[str, Any]:
-        """The assignment of the largest logit per decision (plus the pinned ones)."""
+        """The assignment of the largest logit per decision (plus the pinned ones); cell
+        nodes with per-edge logits by DARTS' rule (:meth:`CellEdges.derive`)."""
         out = dict(self.fixed)
-        for lb, opts in self._options.items():
-            out[lb] = opts[int(self.alphas[_key(lb)].argmax())]
+        for lb in self._label_keys:
+            out[lb] = self._options[lb][int(self.alphas[_key(lb)].argmax())]
+        for k, c in self.cell_edges.items():
+            out |= c.derive(F.softmax(self.alphas[_key(k)].detach(), -1).tolist())
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

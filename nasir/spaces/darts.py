@@ -9,7 +9,11 @@ factorized reduce). The cell output concatenates the 4 nodes. Normal and reducti
 each have their own 16 decisions, shared by every cell of that kind.
 
 The discrete space allows both operands of a node to read the same state (as NASNet's
-does); DARTS's derivation always picks two different ones.
+does); DARTS's derivation always picks two different ones. DARTS searches it with a mixed
+op on every incoming edge of a node and one logit per (edge, op) — 14 edges × 8 ops per
+cell kind, 224 in all — and keeps each node's two strongest edges
+(``Supernet(space, edge_alphas=True)``, the ``darts`` strategy; the space's four decisions
+of a node are read back from that matrix).
 
 Macro network (CIFAR-10 evaluation setting): 3×3 conv stem to 3C and BN, ``layers`` cells
 (C=36, 20 cells, reductions at 1/3 and 2/3 of the depth doubling C), global pooling,

@@ -11,6 +11,12 @@ the runtime passes the experiment's): the supernet and its batches live there (d
 on the device, :func:`search_data`), the RL controller and the latency tables' arithmetic
 stay small. The result's ``extra["device"]`` says where it ran. Supernets train in fp32.
 
+Paper names run the paper's method: a search with variants (DARTS, FBNet, ProxylessNAS)
+takes ``variant=`` (a registry name: ``darts``, ``darts_pt``, …) whose frozen
+:class:`SearchSettings` are the defaults, and options override single settings. Every run
+records ``variant``, all ``settings`` and what the options ``changed`` from the variant,
+in the result's ``extra`` and the registry strategy's :meth:`~OneShotStrategy.state`.
+
 >>> import numpy as np
 >>> from nasir.spaces import get_space
 >>> sp = get_space("nb201", input_shape=(1, 8, 8), channels=4, cells_per_stage=1)
@@ -22,6 +28,7 @@ stay small. The result's ``extra["device"]`` says where it ran. Supernets train 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -39,9 +46,10 @@ from nasir.space import Assignment, Space
 from nasir.strategies.base import Strategy
 
 __all__ = ["ZERO_OPTIONS", "LatencyCalibration", "OneShotResult", "OneShotStrategy",
-           "SearchData", "additive_latency", "calibrate_rows", "cycle", "decision_latency",
-           "derive_from_probs", "expected_table", "is_connected", "on_device", "search_data",
-           "set_arch_grads", "tvm_measure_us", "weight_optimizer"]
+           "SearchData", "SearchSettings", "additive_latency", "calibrate_rows", "cycle",
+           "decision_latency", "derive_from_probs", "expected_table", "is_connected",
+           "on_device", "resolve_variant", "search_data", "set_arch_grads", "tvm_measure_us",
+           "weight_optimizer"]
 
 
 @dataclass
@@ -60,6 +68,38 @@ class OneShotResult:
         return {"method": self.method, "assignment": self.assignment.to_json(),
                 "wall_s": self.wall_s, "epochs": self.epochs, "history": self.history,
                 "extra": self.extra}
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Base of a search's settings: a frozen dataclass that checks itself when made
+    (subclasses: ``__post_init__``) and prints as JSON."""
+
+    def to_json(self) -> dict[str, Any]:
+        """Every setting, JSON-able (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}
+
+    def changed_from(self, other: SearchSettings) -> dict[str, Any]:
+        """The settings whose value differs from ``other``'s (JSON form)."""
+        mine, theirs = self.to_json(), other.to_json()
+        return {k: v for k, v in mine.items() if theirs.get(k) != v}
+
+
+def resolve_variant(variants: Mapping[str, SearchSettings], variant: str,
+                    overrides: Mapping[str, Any], what: str) -> SearchSettings:
+    """The settings of ``variant`` with ``overrides`` applied (checked again); unknown
+    variants and options are :class:`~nasir.errors.SpecError` naming the valid ones."""
+    if variant not in variants:
+        raise SpecError(f"unknown {what} variant {variant!r}",
+                        hint=f"use one of {', '.join(variants)}")
+    base = variants[variant]
+    names = [f.name for f in dataclasses.fields(base)]
+    bad = sorted(set(overrides) - set(names))
+    if bad:
+        raise SpecError(f"unknown {what} option(s): {', '.join(bad)}",
+                        hint=f"settings: {', '.join(names)}")
+    return dataclasses.replace(base, **overrides)
 
 
 @dataclass(frozen=True)
@@ -154,14 +194,31 @@ class OneShotStrategy(Strategy):
 
     name: ClassVar[str] = "oneshot"
     search_cls: ClassVar[Callable[..., Any] | None] = None
+    #: the search's variant this registry name runs (searches with variants only)
+    variant: ClassVar[str | None] = None
 
     def __init__(self, space: Space, seed: int = 0, objective: str = "accuracy",
                  **options: Any) -> None:
         super().__init__(space, seed, objective)
         if self.search_cls is None:
             raise SpecError(f"{type(self).__name__} has no search class")
+        if self.variant is not None:
+            if "variant" in options:
+                raise SpecError(f"strategy {self.name} runs the {self.variant} variant",
+                                hint="pick another variant by its registry name")
+            options = {"variant": self.variant, **options}
         self.searcher = self.search_cls(space, seed=seed, **options)
         self.result: OneShotResult | None = None
+
+    def state(self) -> dict[str, Any]:
+        """The base state plus, for searches with variants, ``variant``, every setting
+        and the settings the options ``changed`` from the variant's."""
+        out = super().state()
+        cfg = getattr(self.searcher, "settings", None)
+        if isinstance(cfg, SearchSettings):
+            out |= {"variant": self.searcher.variant, "settings": cfg.to_json(),
+                    "changed": dict(self.searcher.changed)}
+        return out
 
     def _propose(self, n: int) -> list[Assignment]:
         if self.result is None:

@@ -5,41 +5,57 @@ Supernet` in ``darts`` mode). Weights ``w`` and architecture logits ``α`` are t
 alternately on the two halves of the training split (bilevel optimisation):
 
 * first order: ``α ← α − η_α ∇_α L_val(w, α)``;
-* second order: the gradient at the one-step unrolled weights ``w' = w − ξ ∇_w L_train``,
+* second order: the gradient at the one-step unrolled weights
+  ``w' = w − ξ (μ·m + ∇_w L_train + λ w)`` (``ξ`` the current weight lr, ``m`` the SGD
+  momentum buffer, ``λ`` the weight decay, as quark0/darts' ``architect.py``),
   ``∇_α L_val(w', α) − ξ ∇²_{α,w} L_train(w, α) ∇_{w'} L_val(w', α)``, the Hessian-vector
   product by central finite differences at ``w ± ε ∇_{w'} L_val`` (``ε = 0.01 / ‖·‖``).
 
-The first ``warmup`` epochs train the weights only (as FBNet and ProxylessNAS do, and as
-later DARTS variants do against the early lead of parameter-free ops): an architecture
-step taken while the convolutions are still random compares untrained candidates.
+**Variants** (registry names; each a frozen :class:`DartsSettings`, options override single
+settings, and every run records ``variant``, all ``settings`` and what was ``changed`` in
+its result's ``extra``):
 
-Discretisation (:func:`discretize`): the argmax per decision over the options other than
-``none`` (DARTS' derivation: ``none`` only scales the mixed output, its weight is not
-compared); in cell spaces whose nodes read two operands (``…_in_a/_op_a/_in_b/_op_b``
-decisions, DARTS/ENAS-micro spaces) each node keeps the two strongest *distinct* inputs,
-each with its strongest non-``none`` op (DARTS' top-2 rule). ``none="keep"`` gives the
-plain argmax NAS-Bench-201 used for its DARTS runs (``none`` included).
+``darts`` — the paper's method with the official code's settings (quark0/darts,
+``cnn/train_search.py``, ``architect.py``, ``model_search.py``): weights SGD, momentum 0.9,
+lr 0.025 cosine-annealed per epoch to 0.001, weight decay 3e-4, gradient norm clipped at 5;
+α Adam lr 3e-4, betas (0.5, 0.999), weight decay 1e-3, initialised ``1e-3·N(0, 1)``; batch
+64 on each half; 50 epochs (the caller scales ``epochs``/``batch_size`` to its budget); no
+warm-up; candidate BatchNorms without affine parameters; **second order**: the code's
+argparse default is first order (``--unrolled`` off), but its README's search command is
+``train_search.py --unrolled`` and the paper's headline CIFAR-10 cell (2.76 % error) is the
+second-order one, so that is the method the name stands for (``darts_first_order`` is the
+other). On cell spaces of two-operand nodes (the ``darts`` space) each node has one α per
+(incoming edge, op) — 14 edges × 8 ops per cell kind — and sums a mixed op on every edge
+(``Supernet(edge_alphas=True)``); the derivation is the paper's: each node keeps its two
+incoming edges whose strongest non-``none`` op weighs most, each with that op
+(:meth:`~nasir.backends.torch.supernet.CellEdges.derive`). Per-edge spaces (NAS-Bench-201)
+take the strongest non-``none`` op of each edge.
 
-Selection (default ``select="pt"``): on digits the architecture weights of a short search
-stay close to uniform and favour the parameter-free ``avg_pool``/``none`` (measured: max
-softmax ≈ 0.3 after 8 epochs; argmax cells rank below the median random cell), so the
-derived op of each edge is chosen by DARTS-PT's perturbation rule (Wang et al., ICLR 2021,
-:func:`perturbation_select`): the op whose removal from the trained supernet costs the most
-accuracy on (``pt_images`` of) the architecture half. ``select="argmax"`` is DARTS' own
-rule. The candidates' BatchNorms are non-affine during the search (``affine=False``), as in
-DARTS. Weight steps run with the logits frozen (their gradients would be discarded), and the
-supernet does not run ``none`` candidates, options pinned off by DARTS-PT, or the same pool
-of one state twice (:class:`~nasir.backends.torch.supernet.Supernet`).
+``darts_first_order`` — the same with ``order=1`` (the code's argparse default; the paper's
+"DARTS (first order)" row).
 
-Step sizes: DARTS takes ≈ 50 epochs × 390 architecture steps at lr 3e-4 (a logit can move
-≈ 6); digits' search has tens of steps (≈ 9 per epoch on the architecture half), so the
-default architecture lr (0.05) keeps that reachable distance, not the per-step size.
+``darts_pt`` — what ``darts`` ran before (issue 21): DARTS-PT's perturbation selection
+(Wang et al., ICLR 2021, :func:`perturbation_select`: per edge, the op whose removal from
+the trained supernet costs the most accuracy on ``pt_images`` of the architecture half)
+instead of the argmax, on a search tuned to digits' tens of steps: first order, weights
+Adam lr 3e-3 cosine per step to lr/50 with no weight decay, 2 of 8 epochs weights-only
+warm-up, α Adam lr 0.05 (DARTS' ≈ 50 × 390 steps × 3e-4 of reachable logit distance over
+digits' ≈ 54 steps), α initialised at 0, and on cell spaces input logits × op logits per
+operand (``Supernet(per_input_ops=True)``) with the factored top-2 derivation of
+:func:`discretize`. Measured on digits (notes/issue-9.md): the paper's argmax of a short
+search stays near uniform and prefers parameter-free ops.
+
+Weight steps run with the logits frozen (their gradients would be discarded), and the
+supernet does not run ``none`` candidates, options pinned off by DARTS-PT, or the same
+pool of one state twice (:class:`~nasir.backends.torch.supernet.Supernet`).
 
 >>> from nasir.spaces import get_space
 >>> sp = get_space("nb201", input_shape=(1, 8, 8), channels=4, cells_per_stage=1)
->>> r = DartsSearch(sp, seed=0, epochs=2, warmup=1, data_fraction=0.1).search()
+>>> r = DartsSearch(sp, seed=0, epochs=2, data_fraction=0.1).search()
 >>> sorted(r.assignment) == sorted(d.label for d in sp.decisions)
 True
+>>> r.extra["variant"], r.extra["settings"]["order"], r.extra["changed"]
+('darts', 2, {'epochs': 2, 'data_fraction': 0.1})
 """
 
 from __future__ import annotations
@@ -47,6 +63,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -62,34 +79,50 @@ from nasir.strategies.oneshot.common import (
     OneShotResult,
     OneShotStrategy,
     SearchData,
+    SearchSettings,
     cycle,
     derive_from_probs,
     frozen_logits,
     on_device,
+    resolve_variant,
     search_data,
     set_arch_grads,
     weight_optimizer,
 )
 
-__all__ = ["Darts", "DartsSearch", "arch_probs", "discretize", "perturbation_select"]
+__all__ = ["VARIANTS", "Darts", "DartsFirstOrder", "DartsPT", "DartsSearch", "DartsSettings",
+           "arch_probs", "discretize", "perturbation_select"]
 
 _PAIR = re.compile(r"^(?P<node>.+)_in_a$")
 _OP = re.compile(r"^.+_op_[ab]$")
 
 
 def arch_probs(net: Supernet) -> dict[str, np.ndarray]:
-    """Softmax of each decision's logits."""
-    return {lb: F.softmax(net.alphas[lb.replace(".", "__")].detach(), -1).cpu().numpy()
-            for lb in net.decisions()}
+    """Softmax of each decision's logits, and of each per-edge cell node's logits over the
+    ops of every edge (``edges × ops``, under the node's key)."""
+    out = {lb: F.softmax(net.alphas[lb.replace(".", "__")].detach(), -1).cpu().numpy()
+           for lb in net.decisions()}
+    for k in net.cell_edges:
+        out[k] = F.softmax(net.alphas[k.replace(".", "__")].detach(), -1).cpu().numpy()
+    return out
 
 
 def discretize(net: Supernet, none: str = "exclude") -> dict[str, Any]:
-    """Derive a discrete assignment (see the module docstring for the rules); ``none`` is
-    the policy for ``none`` options of :func:`~nasir.strategies.oneshot.common.
-    derive_from_probs` (DARTS: ``exclude``)."""
+    """Derive a discrete assignment; ``none`` is the policy for ``none`` options of
+    :func:`~nasir.strategies.oneshot.common.derive_from_probs` (DARTS: ``exclude``).
+
+    Per-edge cell nodes (``edge_alphas``) take DARTS' rule
+    (:meth:`~nasir.backends.torch.supernet.CellEdges.derive`). With factored logits (input
+    logits × op logits, ``darts_pt``) each op decision takes its strongest non-``none`` op
+    and each node the two strongest *distinct* inputs by the joint softmax mass.
+    """
     opts = net.decisions()
     probs = arch_probs(net)
-    out = derive_from_probs(net.space, probs, net.fixed, none=none)
+    cells: dict[str, Any] = {}
+    for k, c in net.cell_edges.items():
+        cells |= c.derive(probs[k])
+    out = derive_from_probs(net.space, {lb: probs[lb] for lb in opts},
+                            {**net.fixed, **cells}, none=none)
     for lb in opts:
         if _OP.match(lb) and "none" in opts[lb] and len(opts[lb]) > 1:
             p = probs[lb].copy()
@@ -120,8 +153,9 @@ def perturbation_select(net: Supernet, batches: list[tuple[Any, Any]],
     """DARTS-PT selection (Wang et al., ICLR 2021): per decision (random order), drop each
     candidate from its mixed op in turn and keep the one whose removal costs the supernet
     the most accuracy on ``batches``; pin it (one-hot) and, with ``tune``, fine-tune the
-    weights before the next decision. Input decisions of two-operand cells are left to
-    :func:`discretize`. Returns ``{label: option}`` for the decisions it selected.
+    weights before the next decision. Input decisions of two-operand cells, and per-edge
+    cell nodes, are left to :func:`discretize`. Returns ``{label: option}`` for the
+    decisions it selected.
 
     The architecture logits are left pinned (``-inf`` off the chosen option).
     """
@@ -159,81 +193,163 @@ def perturbation_select(net: Supernet, batches: list[tuple[Any, Any]],
     return chosen
 
 
+@dataclass(frozen=True)
+class DartsSettings(SearchSettings):
+    """Every setting of a DARTS search; the defaults are the paper's (``darts``).
+
+    Attributes:
+        epochs: passes over the weight half (``warmup`` included; paper 50).
+        warmup: leading epochs that train the weights only (paper 0).
+        order: 1 (first order) or 2 (second order, unrolled).
+        batch_size: images a step, on each half (paper 64).
+        data_fraction: fraction of the training split used (both halves).
+        w_optimizer, w_lr, w_lr_min, w_momentum, w_weight_decay: the weight optimizer
+            (``sgd`` or ``adam``), its lr cosine-annealed to ``w_lr_min``.
+        lr_schedule: ``epoch`` (cosine stepped once an epoch, as the code) or ``step``.
+        grad_clip: weight gradient norm clip.
+        a_lr, a_betas, a_weight_decay: the architecture Adam.
+        a_init_std: α initialised ``a_init_std · N(0, 1)`` (0: zeros).
+        unroll_xi: second order's virtual step ``ξ``; ``None``: the current weight lr
+            with SGD (the code), 0.05 with Adam.
+        alphas: ``edge`` — one α per (edge, op) on two-operand cell spaces (DARTS);
+            ``factored`` — input logits × op logits per operand.
+        affine: BatchNorm affine parameters in the candidates (DARTS searches without).
+        none: derivation policy for ``none`` options (``exclude``, ``connect``, ``keep``).
+        select: ``argmax`` (DARTS' derivation) or ``pt`` (DARTS-PT's perturbations).
+        pt_tune_steps: DARTS-PT weight steps after each decision.
+        pt_images: images of the architecture half DARTS-PT scores each perturbation on
+            (``None``: all; 24 supernet evaluations on NB201: 256 images ≈ 0.35× the cost
+            of training a child, all 539 ≈ 0.8×).
+    """
+
+    epochs: int = 50
+    warmup: int = 0
+    order: int = 2
+    batch_size: int = 64
+    data_fraction: float = 1.0
+    w_optimizer: str = "sgd"
+    w_lr: float = 0.025
+    w_lr_min: float = 0.001
+    w_momentum: float = 0.9
+    w_weight_decay: float = 3e-4
+    lr_schedule: str = "epoch"
+    grad_clip: float = 5.0
+    a_lr: float = 3e-4
+    a_betas: tuple[float, float] = (0.5, 0.999)
+    a_weight_decay: float = 1e-3
+    a_init_std: float = 1e-3
+    unroll_xi: float | None = None
+    alphas: str = "edge"
+    affine: bool = False
+    none: str = "exclude"
+    select: str = "argmax"
+    pt_tune_steps: int = 0
+    pt_images: int | None = 256
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "a_betas", tuple(float(b) for b in self.a_betas))
+        checks = [
+            (self.order in (1, 2), f"DARTS order must be 1 or 2, got {self.order!r}",
+             "order=1 (first-order) or order=2 (unrolled)"),
+            (self.epochs >= 1 and 0 <= self.warmup < self.epochs,
+             f"need epochs >= 1 and 0 <= warmup < epochs, got {self.epochs}, "
+             f"{self.warmup}", "e.g. epochs=8, warmup=2"),
+            (self.none in ("exclude", "connect", "keep"), f"unknown none policy {self.none!r}",
+             "use 'exclude', 'connect' or 'keep'"),
+            (self.select in ("argmax", "pt"), f"unknown DARTS selection {self.select!r}",
+             "use 'argmax' (DARTS) or 'pt' (DARTS-PT)"),
+            (self.pt_images is None or self.pt_images >= 1,
+             f"pt_images must be >= 1 (or None: all), got {self.pt_images}", ""),
+            (self.w_optimizer in ("sgd", "adam"),
+             f"unknown weight optimizer {self.w_optimizer!r}", "use 'adam' or 'sgd'"),
+            (self.lr_schedule in ("epoch", "step"),
+             f"unknown lr schedule {self.lr_schedule!r}", "'epoch' or 'step'"),
+            (self.alphas in ("edge", "factored"), f"unknown alphas {self.alphas!r}",
+             "'edge' (one α per edge and op, DARTS) or 'factored' (input × op)"),
+            (self.batch_size >= 1 and 0 < self.data_fraction <= 1 and self.a_init_std >= 0,
+             "need batch_size >= 1, 0 < data_fraction <= 1 and a_init_std >= 0", ""),
+        ]
+        for ok, msg, hint in checks:
+            if not ok:
+                raise SpecError(msg, where="DARTS settings", hint=hint or None)
+
+
+#: registry name → settings (module docstring)
+VARIANTS: dict[str, DartsSettings] = {
+    "darts": DartsSettings(),
+    "darts_first_order": DartsSettings(order=1),
+    "darts_pt": DartsSettings(
+        epochs=8, warmup=2, order=1, w_optimizer="adam", w_lr=3e-3, w_lr_min=3e-3 / 50,
+        w_weight_decay=0.0, lr_schedule="step", a_lr=5e-2, a_init_std=0.0,
+        alphas="factored", select="pt"),
+}
+
+
 class DartsSearch:
     """DARTS on a space's supernet.
 
     Args:
         space: the search space (decisions that change types must be pinned in ``fixed``).
-        seed: seeds weights, data order and sampling.
-        epochs: passes over the weight half of the training split (``warmup`` included).
-        warmup: leading epochs that train the weights only.
-        order: 1 (first-order) or 2 (second-order, unrolled).
-        none: derivation policy for ``none`` options (``exclude``, ``connect``, ``keep``).
-        affine: BatchNorm affine parameters in the candidates (DARTS searches without).
-        select: ``argmax`` of the architecture weights (DARTS) or ``pt``, the
-            perturbation-based selection of DARTS-PT (:func:`perturbation_select`) on the
-            architecture half, with ``pt_tune_steps`` weight steps after each decision.
-        pt_images: images of the architecture half each perturbation is scored on (the
-            first ones of its shuffled order; ``None``: all of it). DARTS-PT scores every
-            candidate of every edge (24 supernet evaluations on NB201): on all 539 images
-            that is ≈ 0.8× the cost of training a child, on 256 ≈ 0.35×.
-        w_lr, a_lr, a_weight_decay: weight SGD / architecture Adam settings (DARTS').
-        data_fraction: fraction of the training split used (both halves).
+        seed: seeds weights, α, data order and sampling.
+        variant: ``darts`` (the paper's), ``darts_first_order`` or ``darts_pt``
+            (:data:`VARIANTS`, module docstring).
+        fixed: decisions pinned to one value.
         device: where the supernet trains (``cpu``, ``auto``, ``cuda``, ``cuda:N``, ``mps``).
+        **options: single :class:`DartsSettings` fields overriding the variant's.
     """
 
     method: ClassVar[str] = "darts"
 
-    def __init__(self, space: Space, seed: int = 0, *, epochs: int = 8, warmup: int = 2,
-                 order: int = 1, w_lr: float = 3e-3, w_momentum: float = 0.9,
-                 w_optimizer: str = "adam", w_weight_decay: float = 0.0,
-                 a_lr: float = 5e-2, a_weight_decay: float = 1e-3, batch_size: int = 64,
-                 none: str = "exclude", affine: bool = False, select: str = "pt",
-                 pt_tune_steps: int = 0, pt_images: int | None = 256,
-                 data_fraction: float = 1.0, fixed: Mapping[str, Any] | None = None,
-                 unroll_xi: float | None = None, grad_clip: float = 5.0,
-                 device: str = "cpu") -> None:
-        if order not in (1, 2):
-            raise SpecError(f"DARTS order must be 1 or 2, got {order!r}",
-                            hint="order=1 (first-order) or order=2 (unrolled)")
-        if epochs < 1 or not 0 <= warmup < epochs:
-            raise SpecError(f"need epochs >= 1 and 0 <= warmup < epochs, got {epochs}, "
-                            f"{warmup}", hint="e.g. epochs=8, warmup=2")
-        if none not in ("exclude", "connect", "keep"):
-            raise SpecError(f"unknown none policy {none!r}",
-                            hint="use 'exclude', 'connect' or 'keep'")
-        if select not in ("argmax", "pt"):
-            raise SpecError(f"unknown DARTS selection {select!r}",
-                            hint="use 'argmax' (DARTS) or 'pt' (DARTS-PT)")
-        self.warmup, self.none, self.affine = int(warmup), none, bool(affine)
-        if pt_images is not None and pt_images < 1:
-            raise SpecError(f"pt_images must be >= 1 (or None: all), got {pt_images}")
-        self.select, self.pt_tune_steps, self.pt_images = select, int(pt_tune_steps), pt_images
-        self.space, self.seed, self.epochs, self.order = space, int(seed), int(epochs), order
-        self.w_lr, self.w_momentum, self.w_wd = w_lr, w_momentum, w_weight_decay
-        self.w_optimizer = w_optimizer
-        self.a_lr, self.a_wd = a_lr, a_weight_decay
-        self.batch_size, self.data_fraction = batch_size, data_fraction
+    def __init__(self, space: Space, seed: int = 0, *, variant: str = "darts",
+                 fixed: Mapping[str, Any] | None = None, device: str = "cpu",
+                 **options: Any) -> None:
+        cfg = resolve_variant(VARIANTS, variant, options, "DARTS")
+        assert isinstance(cfg, DartsSettings)
+        #: the registry name of the variant and its settings with the options applied
+        self.variant, self.settings = variant, cfg
+        #: the settings the options changed from the variant's
+        self.changed = cfg.changed_from(VARIANTS[variant])
+        self.space, self.seed = space, int(seed)
+        self.epochs, self.order = cfg.epochs, cfg.order
         self.fixed = dict(fixed or {})
-        self.xi = (w_lr if w_optimizer == "sgd" else 0.05) if unroll_xi is None else unroll_xi
-        self.grad_clip = grad_clip
         self.device = resolve_device(device)
         self.net: Supernet | None = None
 
     def _build(self) -> Supernet:
+        cfg = self.settings
         torch.manual_seed(self.seed)
-        return Supernet(self.space, mode="darts", seed=self.seed, fixed=self.fixed,
-                        affine=self.affine, per_input_ops=True).to(self.device)
+        net = Supernet(self.space, mode="darts", seed=self.seed, fixed=self.fixed,
+                       affine=cfg.affine, per_input_ops=True,
+                       edge_alphas=cfg.alphas == "edge").to(self.device)
+        if cfg.a_init_std > 0:
+            with torch.no_grad():
+                for p in net.arch_parameters():
+                    p.normal_(0.0, cfg.a_init_std)
+        return net
 
-    def _arch_grad_unrolled(self, net: Supernet, xw: Any, yw: Any, xa: Any, ya: Any
-                            ) -> list[torch.Tensor]:
+    def _xi(self, wopt: torch.optim.Optimizer | None) -> float:
+        """Second order's virtual step: the current weight lr with SGD (the code)."""
+        cfg = self.settings
+        if cfg.unroll_xi is not None:
+            return float(cfg.unroll_xi)
+        if cfg.w_optimizer != "sgd":
+            return 0.05
+        return float(wopt.param_groups[0]["lr"]) if wopt is not None else cfg.w_lr
+
+    def _arch_grad_unrolled(self, net: Supernet, xw: Any, yw: Any, xa: Any, ya: Any,
+                            wopt: torch.optim.Optimizer | None = None) -> list[torch.Tensor]:
+        cfg = self.settings
+        xi = self._xi(wopt)
         w, a = net.weight_parameters(), net.arch_parameters()
         backup = [p.detach().clone() for p in w]
         gw = torch.autograd.grad(F.cross_entropy(net(xw), yw), w, allow_unused=True)
+        state = wopt.state if cfg.w_optimizer == "sgd" and wopt is not None else {}
         with torch.no_grad():
             for p, g in zip(w, gw):
                 if g is not None:
-                    p.sub_(self.xi * (g + self.w_wd * p))
+                    buf = state.get(p, {}).get("momentum_buffer")
+                    moment = cfg.w_momentum * buf if buf is not None else 0.0
+                    p.sub_(xi * (moment + g + cfg.w_weight_decay * p))
         grads = torch.autograd.grad(F.cross_entropy(net(xa), ya), a + w, allow_unused=True)
         ga, dw = grads[:len(a)], grads[len(a):]
         with torch.no_grad():
@@ -257,80 +373,111 @@ class DartsSearch:
         for g0, p1, m1, p in zip(ga, gp, gm, a):
             g = torch.zeros_like(p) if g0 is None else g0
             if p1 is not None and m1 is not None:
-                g = g - self.xi * (p1 - m1) / (2 * eps)
+                g = g - xi * (p1 - m1) / (2 * eps)
             out.append(g)
         return out
 
+    def _select(self, net: Supernet, data: SearchData, wopt: torch.optim.Optimizer
+                ) -> dict[str, Any]:
+        """DARTS-PT's selection (``select="pt"``) after the search; ``{}`` for argmax."""
+        cfg = self.settings
+        if cfg.select != "pt":
+            return {}
+        w_it = cycle(data.train_w)
+
+        def tune() -> None:
+            with frozen_logits(net):
+                for _ in range(cfg.pt_tune_steps):
+                    xw, yw = next(w_it)
+                    wopt.zero_grad()
+                    F.cross_entropy(net(xw), yw).backward()
+                    torch.nn.utils.clip_grad_norm_(net.weight_parameters(), cfg.grad_clip)
+                    wopt.step()
+
+        batches = list(data.train_a)
+        if cfg.pt_images is not None:
+            x = torch.cat([b[0] for b in batches])[:cfg.pt_images]
+            y = torch.cat([b[1] for b in batches])[:cfg.pt_images]
+            batches = [(x, y)]
+        return perturbation_select(net, batches, tune, self.seed, cfg.none)
+
     def search(self, data: SearchData | None = None) -> OneShotResult:
-        """Run the bilevel optimisation and discretise; see the module docstring."""
+        """Run the bilevel optimisation and derive; see the module docstring."""
+        cfg = self.settings
         t0 = time.perf_counter()
         with single_thread():
             torch.manual_seed(self.seed)
             data = on_device(data, self.device) if data is not None else search_data(
-                self.batch_size, self.seed, self.data_fraction, self.device)
+                cfg.batch_size, self.seed, cfg.data_fraction, self.device)
             net = self.net = self._build()
-            wopt = weight_optimizer(net, self.w_optimizer, self.w_lr, self.w_momentum,
-                                    self.w_wd)
+            wopt = weight_optimizer(net, cfg.w_optimizer, cfg.w_lr, cfg.w_momentum,
+                                    cfg.w_weight_decay)
+            per_step = cfg.lr_schedule == "step"
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-                wopt, self.epochs * len(data.train_w), eta_min=self.w_lr / 50)
-            aopt = torch.optim.Adam(net.arch_parameters(), lr=self.a_lr, betas=(0.5, 0.999),
-                                    weight_decay=self.a_wd)
+                wopt, self.epochs * (len(data.train_w) if per_step else 1),
+                eta_min=cfg.w_lr_min)
+            aopt = torch.optim.Adam(net.arch_parameters(), lr=cfg.a_lr, betas=cfg.a_betas,
+                                    weight_decay=cfg.a_weight_decay)
             arch_it = cycle(data.train_a)
             history: list[dict[str, Any]] = []
             for ep in range(self.epochs):
                 net.train()
+                lr = float(wopt.param_groups[0]["lr"])
                 losses = []
                 for xw, yw in data.train_w:
-                    if ep >= self.warmup:
+                    if ep >= cfg.warmup:
                         xa, ya = next(arch_it)
                         aopt.zero_grad()
                         if self.order == 1:
                             set_arch_grads(net, F.cross_entropy(net(xa), ya))
                         else:
-                            for p, g in zip(net.arch_parameters(),
-                                            self._arch_grad_unrolled(net, xw, yw, xa, ya)):
+                            for p, g in zip(net.arch_parameters(), self._arch_grad_unrolled(
+                                    net, xw, yw, xa, ya, wopt)):
                                 p.grad = g
                         aopt.step()
                     wopt.zero_grad()
                     with frozen_logits(net):
                         loss = F.cross_entropy(net(xw), yw)
                         loss.backward()
-                    torch.nn.utils.clip_grad_norm_(net.weight_parameters(), self.grad_clip)
+                    torch.nn.utils.clip_grad_norm_(net.weight_parameters(), cfg.grad_clip)
                     wopt.step()
-                    sched.step()
+                    if per_step:
+                        sched.step()
                     losses.append(loss.item())
-                history.append({"epoch": ep, "loss": float(np.mean(losses)),
-                                "derived": Assignment(discretize(net, self.none)).to_json()})
-            selected: dict[str, Any] = {}
-            if self.select == "pt":
-                w_it = cycle(data.train_w)
-
-                def tune() -> None:
-                    with frozen_logits(net):
-                        for _ in range(self.pt_tune_steps):
-                            xw, yw = next(w_it)
-                            wopt.zero_grad()
-                            F.cross_entropy(net(xw), yw).backward()
-                            torch.nn.utils.clip_grad_norm_(net.weight_parameters(),
-                                                           self.grad_clip)
-                            wopt.step()
-
-                batches = list(data.train_a)
-                if self.pt_images is not None:
-                    x = torch.cat([b[0] for b in batches])[:self.pt_images]
-                    y = torch.cat([b[1] for b in batches])[:self.pt_images]
-                    batches = [(x, y)]
-                selected = perturbation_select(net, batches, tune, self.seed, self.none)
-            a = self.space.check(discretize(net, self.none) | selected)
+                if not per_step:
+                    sched.step()
+                history.append({"epoch": ep, "loss": float(np.mean(losses)), "w_lr": lr,
+                                "derived": Assignment(discretize(net, cfg.none)).to_json()})
+            selected = self._select(net, data, wopt)
+            a = self.space.check(discretize(net, cfg.none) | selected)
         probs = {k: v.round(4).tolist() for k, v in arch_probs(net).items()}
         return OneShotResult(self.method, a, time.perf_counter() - t0, self.epochs, history,
                              {"arch_probs": probs, "order": self.order,
-                              "device": str(self.device)})
+                              "device": str(self.device), "variant": self.variant,
+                              "settings": cfg.to_json(), "changed": dict(self.changed),
+                              "arch_logits": sum(p.numel() for p in net.arch_parameters())})
 
 
 class Darts(OneShotStrategy):
-    """Registry entry ``darts``: ``propose`` runs :class:`DartsSearch` once and returns the
-    derived assignment (options go to :class:`DartsSearch`)."""
+    """Registry entry ``darts``: the paper's DARTS (second order, per-edge α, argmax
+    derivation; :class:`DartsSearch`); ``propose`` runs it once and returns the derived
+    assignment (options go to :class:`DartsSettings`)."""
 
     name: ClassVar[str] = "darts"
+    variant: ClassVar[str | None] = "darts"
     search_cls = DartsSearch
+
+
+class DartsFirstOrder(Darts):
+    """Registry entry ``darts_first_order``: the paper's DARTS with ``order=1``."""
+
+    name: ClassVar[str] = "darts_first_order"
+    variant: ClassVar[str | None] = "darts_first_order"
+
+
+class DartsPT(Darts):
+    """Registry entry ``darts_pt``: DARTS-PT's perturbation selection on the digits-tuned
+    search that ``darts`` ran before issue 21 (module docstring)."""
+
+    name: ClassVar[str] = "darts_pt"
+    variant: ClassVar[str | None] = "darts_pt"
