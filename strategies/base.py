@@ -47,6 +47,7 @@ STRATEGIES: dict[str, str] = {
     "proxylessnas": "nasir.strategies.oneshot.proxylessnas:Proxyless",
     "proxylessnas_penalty": "nasir.strategies.oneshot.proxylessnas:ProxylessPenalty",
     "netadapt": "nasir.strategies.oneshot.netadapt:NetAdapt",
+    "netadapt_blocks": "nasir.strategies.oneshot.netadapt_blocks:NetAdaptBlocks",
 }
 
 

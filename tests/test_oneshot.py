@@ -138,8 +138,9 @@ def test_bad_options_are_nasir_errors():
 
 @pytest.mark.slow
 def test_netadapt_meets_a_budget_by_shrinking_filters():
+    # the per-block-width variant (issue 21: ``netadapt`` is now the paper's per-layer method)
     from nasir.passes import analyze
-    from nasir.strategies.oneshot.netadapt import NetAdaptSearch
+    from nasir.strategies.oneshot.netadapt_blocks import NetAdaptBlocksSearch as NetAdaptSearch
 
     sp = get_space("tiny_mnasnet", input_shape=(1, 8, 8), num_classes=10)
     a = {d.label: d.options[-1] for d in sp.decisions}
