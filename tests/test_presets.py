@@ -171,7 +171,8 @@ TINY = {
     "fbnet": ["--strategy-opt", "data_fraction=0.1"],
     "proxylessnas": ["--strategy-opt", "data_fraction=0.1"],
     "netadapt": ["--strategy-opt", "data_fraction=0.05", "--strategy-opt", "max_iters=1",
-                 "--strategy-opt", "short_term_epochs=0", "--space-opt", "width=0.25"],
+                 "--strategy-opt", "short_term_epochs=0", "--strategy-opt",
+                 "long_term_epochs=0", "--space-opt", "width=0.25"],
 }
 
 
