@@ -398,8 +398,10 @@ def test_a_space_object_with_user_ops_survives_a_fresh_process(tmp_path):
     from nasir.userload import load_file_module
 
     example = pathlib.Path(__file__).parent.parent / "docs" / "examples" / "user_op_space.py"
-    src = tmp_path / "user_op_space.py"
-    src.write_text(example.read_text())
+    src = tmp_path / "user_op_space.py"  # op names of its own: the example's are taken
+    src.write_text(example.read_text().replace('"gelu"', '"runner_gelu"')
+                   .replace('"layer_norm"', '"runner_layer_norm"')
+                   .replace('"self_attention"', '"runner_self_attention"'))
     sp = load_file_module(str(src)).build()
     r = optimize(sp, "nasir.runtime.optimize:_example_objective", trials=2,
                  objectives="params:min", run=str(tmp_path / "run"), progress=False)

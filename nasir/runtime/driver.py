@@ -91,7 +91,8 @@ class Driver:
         self.exp_dict = exp.to_dict()
         #: what a user should hear about the run's space (e.g. its file changed)
         self.notes: list[str] = []
-        self.space = space if space is not None else build_space(self.exp_dict, store.folder,
+        folder = getattr(store, "folder", None)  # a Driver without a store checks options
+        self.space = space if space is not None else build_space(self.exp_dict, folder,
                                                                  self.notes)
         self._hash = assignment_hash
         try:
