@@ -5,10 +5,13 @@ Every black-box strategy runs ``--seeds`` seeded searches (seeds ``--first-seed`
 once per *setting*:
 
 * ``paper``: the strategy's class defaults, which are the paper's (or its official code's)
-  settings; PNAS's paper profile also runs as ``paper_unscaled`` (K = 256 as given: the
-  run ends inside level 2) and ``paper_mlp`` (the paper's MLP predictor instead of the
-  LSTM). ``paper`` PNAS gets ``budget=queries``, its documented way to fit K to the trials
-  a runner gives (``nasir.strategies.pnas_predictors.plan_beam``).
+  settings. ``paper`` PNAS gets ``budget=queries``, its documented way to fit K to the
+  trials a runner gives (``nasir.strategies.pnas_predictors.plan_beam``); it also runs as
+  ``paper_unscaled`` (K = 256 as given: the run ends inside level 2) and ``paper_mlp`` (the
+  paper's MLP predictor instead of the LSTM). Two BANANAS ablations say where its paper
+  default loses to nasir's profile: ``paper_neighbourhood`` (the paper's predictor,
+  encoding and ITS over nasir's candidate set) and ``nasir_path_its`` (nasir's profile
+  with the path encoding and ITS).
 * ``nasir``: :data:`nasir.bench.runner.TUNED` (MetaQNN with ``budget=queries``), and for
   BANANAS and PNAS their ``profile="nasir"`` (today's settings before issue 21).
 * ``default``: strategies with no paper setting to compare (random, grid).
@@ -27,6 +30,8 @@ JSON carries ``"oneshot": null`` and lists it under ``pending``. No option selec
 
     nice -n 10 .venv/bin/python benchmarks/paper_defaults.py --queries 150 --seeds 100 \\
         --workers 2 --log /tmp/paper_defaults.jsonl
+    # a subset (random search, the baseline, always runs):
+    .venv/bin/python benchmarks/paper_defaults.py --only bananas:paper,pnas --seeds 5
 """
 
 from __future__ import annotations
@@ -57,10 +62,25 @@ def blackbox_rows(queries: int) -> list[tuple[str, str, dict[str, Any]]]:
                                                    ("grid", "default", {})]
     for name in ("regularized_evolution", "reinforce", "ppo", "metaqnn", "bananas"):
         rows += [(name, "paper", {}), (name, "nasir", tuned[name])]
+    # ablations: which part of BANANAS' paper default costs regret against nasir's profile
+    rows += [("bananas", "paper_neighbourhood", {"acq_opt": "neighbourhood"}),
+             ("bananas", "nasir_path_its", {**tuned["bananas"], "encoding": "path",
+                                            "acquisition": "its"})]
     rows += [("pnas", "paper", {"budget": queries}), ("pnas", "paper_unscaled", {}),
              ("pnas", "paper_mlp", {"budget": queries, "surrogate": "mlp"}),
              ("pnas", "nasir", tuned["pnas"])]
     return rows
+
+
+def _selected(rows: list[tuple[str, str, dict[str, Any]]], only: str
+              ) -> list[tuple[str, str, dict[str, Any]]]:
+    """The rows ``only`` names (``strategy`` or ``strategy:setting``, comma-separated),
+    always with random search, the baseline; every row when empty."""
+    if not only:
+        return rows
+    keys = {k.strip() for k in only.split(",") if k.strip()}
+    return [r for r in rows
+            if r[0] == "random" or r[0] in keys or f"{r[0]}:{r[1]}" in keys]
 
 
 def _chunk(job: tuple[str, str, dict[str, Any], list[int], int, str]) -> list[dict[str, Any]]:
@@ -87,7 +107,7 @@ def _chunk(job: tuple[str, str, dict[str, Any], list[int], int, str]) -> list[di
 
 def blackbox(args: argparse.Namespace) -> dict[str, Any]:
     """Run every black-box row; strategy → setting → figures."""
-    rows = blackbox_rows(args.queries)
+    rows = _selected(blackbox_rows(args.queries), args.only)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     step = max(1, len(seeds) // (4 * max(1, args.workers)))
     jobs = [(n, s, o, seeds[k:k + step], args.queries, args.log)
@@ -122,14 +142,14 @@ def _print_blackbox(fig: dict[str, Any], queries: int, seeds: int, wall: float) 
     base = fig["random"]["default"]["mean_regret"]
     print(f"NB201 table optimum {fig['_optimum']:.4f}; {queries} queries x {seeds} seeds "
           f"({wall:.0f} s wall)")
-    print(f"{'strategy':<22} {'setting':<15} {'regret (points)':>16} {'best %':>17} "
+    print(f"{'strategy':<22} {'setting':<20} {'regret (points)':>16} {'best %':>17} "
           f"{'/random':>8} {'s/search':>8}  options")
     for name, settings in fig.items():
         if name.startswith("_"):
             continue
         for setting, r in settings.items():
             r["regret_ratio_vs_random"] = r["mean_regret"] / base if base else float("nan")
-            print(f"{name:<22} {setting:<15} {r['mean_regret']:>7.3f} ± {r['std_regret']:.3f} "
+            print(f"{name:<22} {setting:<20} {r['mean_regret']:>7.3f} ± {r['std_regret']:.3f} "
                   f"{r['mean_best_accuracy']:>8.3f} ± {r['std_best_accuracy']:.3f} "
                   f"{r['regret_ratio_vs_random']:>8.2f} {r['seconds_per_search']:>8.2f}  "
                   f"{json.dumps(r['options'], sort_keys=True)}")
@@ -142,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--log", default="", help="append one JSON line per finished search")
+    p.add_argument("--only", default="", help="rows to run: strategy or strategy:setting, "
+                                              "comma-separated (random always runs)")
     args = p.parse_args(argv)
     start = time.perf_counter()
     result: dict[str, Any] = {"queries": args.queries, "seeds": args.seeds,
@@ -155,11 +177,13 @@ def main(argv: list[str] | None = None) -> int:
     for key in PENDING:
         result.setdefault(key, None)
     result["pending"] = [k for k in PENDING if result[k] is None]
-    paper, before = fig["bananas"]["paper"]["mean_regret"], BANANAS_BEFORE
-    result["bananas_paper_vs_0_043"] = {
-        "paper_mean_regret": paper,
-        "nasir_profile_same_run": fig["bananas"]["nasir"]["mean_regret"],
-        "at_least_as_good": paper <= before, "worse_by": max(0.0, paper - before)}
+    bananas = fig.get("bananas", {})
+    if "paper" in bananas:
+        paper, before = bananas["paper"]["mean_regret"], BANANAS_BEFORE
+        result["bananas_paper_vs_0_043"] = {
+            "paper_mean_regret": paper,
+            "nasir_profile_same_run": bananas.get("nasir", {}).get("mean_regret"),
+            "at_least_as_good": paper <= before, "worse_by": max(0.0, paper - before)}
     result["wall_s"] = round(wall, 1)
     print(json.dumps(result))
     return 0
