@@ -199,6 +199,41 @@ def test_kernel_without_models_and_bad_rows(nb201):
             np.zeros((3, 4)), np.arange(3.0)))
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64])
+def test_kernel_reads_narrow_rows_on_any_thread_count(mnas, mnas_scorer, dtype):
+    rows = _rows(mnas, 5000, seed=13)
+    ref = mnas_scorer.score_python(rows[:200])
+    narrow = rows.astype(dtype)
+    one = mnas_scorer.score(narrow, threads=1)
+    for threads in (None, 2):
+        many = mnas_scorer.score(narrow, threads=threads)
+        for k in ("mean", "std", "ridge", "latency_ms", "macs"):
+            assert np.array_equal(getattr(one, k), getattr(many, k)), k
+    assert one.allclose(mnas_scorer.score(rows, threads=1))
+    assert one.allclose(mnas_scorer.score_numpy(narrow, chunk=700))
+    head = type(one)(*(getattr(one, k)[:200] for k in ("mean", "std", "ridge", "latency_ms",
+                                                        "macs")))
+    assert head.allclose(ref)
+    assert mnas_scorer.index_dtype() == np.int8
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64])
+def test_kernel_finds_the_first_bad_row_in_every_width(mnas, mnas_scorer, dtype):
+    rows = _rows(mnas, 6000, seed=14).astype(dtype)
+    big = [2**32 + 1] if dtype == np.int64 else []  # int32 truncation would make it 1
+    for value in [-1, np.iinfo(dtype).min, np.iinfo(dtype).max, *big]:
+        bad = rows.copy()
+        bad[4500, 3] = value
+        bad[5999, 0] = -1
+        for threads in (1, 2):
+            with pytest.raises(SpecError, match=r"\(row 4500\)"):
+                mnas_scorer.score(bad, threads=threads)
+        with pytest.raises(SpecError, match=r"\(row 4500\)"):
+            mnas_scorer.score_numpy(bad, chunk=1000)
+    with pytest.raises(SpecError, match="threads must be"):
+        mnas_scorer.score(rows, threads=0)
+
+
 _SECOND = """
 import numpy as np
 from nasir.strategies.surrogates import kernel as K

@@ -5,9 +5,15 @@ One jitted loop takes rows of option indices and, per row and without materialis
 
 * the MLP ensemble's mean and spread: a one-hot row times ``w1`` is the sum of one row of
   ``w1`` per decision (``offsets[d] + idx[d]``), so the encoding and the first layer fuse
-  into gathers;
+  into gathers — of pre-summed rows, one per group of decisions (:func:`group_decisions`),
+  with ``b1`` folded in; ReLU and the second layer are fused into the last pass;
 * the ridge prediction (same gathers over its coefficients);
 * LUT latency and MACs from two :class:`~nasir.strategies.surrogates.tables.TermTable`.
+
+Rows may be int8 … int64 and are read in place: stored in :meth:`Scorer.index_dtype` (int8
+for MnasNet) a row is an eighth of its int64 bytes. :meth:`Scorer.score` spreads blocks of
+rows over numba's threads (``threads=1``: the calling thread only); outputs do not depend
+on the thread count.
 
 :meth:`Scorer.score_numpy` is the vectorised numpy version, written as carefully (same
 grouped tables, gathers per chunk, BLAS for addresses and the second layer) and
@@ -66,141 +72,286 @@ def _configure_numba() -> None:
 
 _configure_numba()
 
-from numba import njit  # noqa: E402  (the cache dir must be set before jitting)
+from numba import config as numba_config  # noqa: E402  (the cache dir must be set first)
+from numba import (  # noqa: E402
+    get_num_threads,
+    njit,
+    prange,
+    set_num_threads,
+    set_parallel_chunksize,
+)
 
 _TILE = 128  # rows per tile: their indices are transposed to int32 columns first
+_BLOCK = 16  # tiles per parallel work item (2,048 rows)
+_ALIGN = 64  # tables start on a cache line: 80-float rows then span 5 lines each, not 6
+_jit = njit(cache=True, nogil=True, fastmath=True, boundscheck=False, error_model="numpy")
+_UNSIGNED = {np.dtype(np.int8): np.uint8, np.dtype(np.int16): np.uint16,
+             np.dtype(np.int32): np.uint32, np.dtype(np.int64): np.uint64}
 
 
-@njit(cache=True, nogil=True, fastmath=True, boundscheck=False, error_model="numpy")
+@_jit
+def _in_range(uflat, s, nb, dims, ubound):  # pragma: no cover - jitted
+    """Whether every index of tile rows ``s:s+nb`` is in range: one unsigned compare per
+    index in the input's own width (negatives wrap to large values), vectorised."""
+    seg = uflat[s * dims:(s + nb) * dims]
+    bad = False
+    for i in range(seg.shape[0]):
+        bad |= seg[i] >= ubound[i]
+    return not bad
+
+
+@_jit
+def _columns(idx, s, nb, cols):  # pragma: no cover - jitted
+    """Copy a tile's indices into int32 columns, 8 rows at a time (a blocked transpose)."""
+    dims = idx.shape[1]
+    for b0 in range(0, nb, 8):
+        if b0 + 8 <= nb:
+            for d in range(dims):
+                for k in range(8):
+                    cols[d, b0 + k] = np.int32(idx[s + b0 + k, d])
+        else:
+            for b in range(b0, nb):
+                for d in range(dims):
+                    cols[d, b] = np.int32(idx[s + b, d])
+
+
+@_jit
 def _addresses(cols, nb, pos, stride, base, out):  # pragma: no cover - jitted
     """``out[t, b]`` = table address of term ``t`` for tile row ``b`` (vectorised over rows;
     padded keys, stride 0, skipped)."""
     for t in range(base.shape[0]):
+        o = out[t]
         b0 = np.int32(base[t])
         for b in range(nb):
-            out[t, b] = b0
+            o[b] = b0
         for k in range(pos.shape[1]):
             st = np.int32(stride[t, k])
             if st == 0:
                 continue
-            p = pos[t, k]
+            c = cols[pos[t, k]]
             for b in range(nb):
-                out[t, b] += cols[p, b] * st
+                o[b] += c[b] * st
 
 
-@njit(cache=True, nogil=True, fastmath=True, boundscheck=False, error_model="numpy")
-def _tile_columns(idx, s, nb, sizes, cols):  # pragma: no cover - jitted
-    """Copy a tile's indices into int32 columns; -1, or the first out-of-range row."""
-    bad = False
+@_jit
+def _tile_ridge(nb, feat, gridge, rb, ridge):  # pragma: no cover - jitted
+    """Ridge sums only (no ensemble members)."""
     for b in range(nb):
-        for d in range(idx.shape[1]):
-            v = np.int32(idx[s + b, d])
-            cols[d, b] = v
-            bad |= (v < 0) | (v >= sizes[d])
-    if bad:
-        for b in range(nb):
-            for d in range(idx.shape[1]):
-                if idx[s + b, d] < 0 or idx[s + b, d] >= sizes[d]:
-                    return s + b
-    return -1
+        r = rb
+        for g in range(feat.shape[0]):
+            r += gridge[feat[g, b]]
+        ridge[b] = r
 
 
-@njit(cache=True, nogil=True, fastmath=True, boundscheck=False, error_model="numpy")
-def _tile_hidden(nb, feat, gw1, b1, hid):  # pragma: no cover - jitted
-    """First-layer sums of the tile: one ``gw1`` row per group, group by group over the
-    rows (so no row waits on its own previous add)."""
-    width = gw1.shape[1]
-    for b in range(nb):
-        for j in range(width):
-            hid[b, j] = b1[j]
-    for g in range(feat.shape[0]):
-        for b in range(nb):
-            f = feat[g, b]
-            for j in range(width):
-                hid[b, j] += gw1[f, j]
-
-
-@njit(cache=True, nogil=True, fastmath=True, boundscheck=False, error_model="numpy")
-def _tile_ensemble(s, nb, feat, gw1, b1, w2, b2, hidden, hid, preds, out_mean,
-                   out_std):  # pragma: no cover - jitted
-    """Per tile: first-layer sums, ReLU-dot per member, then mean and spread over the
-    members, each step across the rows."""
+@_jit
+def _tile_models(nb, feat, gw1, gridge, rb, w2, b2, hidden, mean, std,
+                 ridge):  # pragma: no cover - jitted
+    """Ridge and ensemble (at least one member), row by row with the row's hidden units
+    in L1: the first layer adds 8 group rows per pass (``gw1`` holds ``b1`` in group 0's
+    rows and a zero last row that pads the passes; the first pass writes), the last pass
+    fused with ReLU × ``w2``; then the member sums, mean and spread. The 8 rows are named
+    one by one and the branches spelled out so that every pass is one vectorised loop."""
     members = b2.shape[0]
+    width = gw1.shape[1]
+    groups = feat.shape[0]
+    z = gw1.shape[0] - 1
     zero = np.float32(0.0)
+    inv = np.float32(1.0 / max(members, 1))
+    last = ((groups - 1) // 8) * 8
+    h = np.empty(width, np.float32)
+    p = np.empty(max(members, 1), np.float32)
+    fs = np.empty(8, np.int64)
     for b in range(nb):
-        out_mean[s + b] = zero
-        out_std[s + b] = zero
-    if not members:
-        return
-    _tile_hidden(nb, feat, gw1, b1, hid)
-    for b in range(nb):
+        r = rb
+        for g in range(groups):
+            r += gridge[feat[g, b]]
+        ridge[b] = r
+        for g0 in range(0, groups, 8):
+            for k in range(8):
+                fs[k] = feat[g0 + k, b] if g0 + k < groups else z
+            f0 = fs[0]
+            f1 = fs[1]
+            f2 = fs[2]
+            f3 = fs[3]
+            f4 = fs[4]
+            f5 = fs[5]
+            f6 = fs[6]
+            f7 = fs[7]
+            if g0 == last:
+                if g0 == 0:
+                    for j in range(width):
+                        x = (((gw1[f0, j] + gw1[f1, j]) + (gw1[f2, j] + gw1[f3, j]))
+                             + ((gw1[f4, j] + gw1[f5, j]) + (gw1[f6, j] + gw1[f7, j])))
+                        h[j] = max(x, zero) * w2[j]
+                else:
+                    for j in range(width):
+                        x = h[j] + (((gw1[f0, j] + gw1[f1, j]) + (gw1[f2, j] + gw1[f3, j]))
+                                    + ((gw1[f4, j] + gw1[f5, j]) + (gw1[f6, j] + gw1[f7, j])))
+                        h[j] = max(x, zero) * w2[j]
+            elif g0 == 0:
+                for j in range(width):
+                    h[j] = (((gw1[f0, j] + gw1[f1, j]) + (gw1[f2, j] + gw1[f3, j]))
+                            + ((gw1[f4, j] + gw1[f5, j]) + (gw1[f6, j] + gw1[f7, j])))
+            else:
+                for j in range(width):
+                    h[j] += (((gw1[f0, j] + gw1[f1, j]) + (gw1[f2, j] + gw1[f3, j]))
+                             + ((gw1[f4, j] + gw1[f5, j]) + (gw1[f6, j] + gw1[f7, j])))
+        m = zero
         for e in range(members):
             acc = b2[e]
             at = e * hidden
             for j in range(hidden):
-                x = hid[b, at + j]
-                acc += (x if x > zero else zero) * w2[at + j]
-            preds[e, b] = acc
-    inv = np.float32(1.0 / members)
-    for e in range(members):
-        for b in range(nb):
-            out_mean[s + b] += preds[e, b] * inv
-    for e in range(members):
-        for b in range(nb):
-            d = preds[e, b] - out_mean[s + b]
-            out_std[s + b] += d * d
+                acc += h[at + j]
+            p[e] = acc
+            m += acc
+        m *= inv
+        v = zero
+        for e in range(members):
+            d = p[e] - m
+            v += d * d
+        mean[b] = m
+        std[b] = np.sqrt(v * inv)
+
+
+@_jit
+def _shared_sums(nb, at, lm, lconst, mconst, lat, macs):  # pragma: no cover - jitted
+    """Latency and MACs sums when one address per term reads both (``lm``'s two columns),
+    four rows at a time so that their add chains overlap."""
+    b = 0
+    while b + 4 <= nb:
+        x0 = x1 = x2 = x3 = lconst
+        y0 = y1 = y2 = y3 = mconst
+        for t in range(at.shape[0]):
+            a0, a1, a2, a3 = at[t, b], at[t, b + 1], at[t, b + 2], at[t, b + 3]
+            x0 += lm[a0, 0]
+            y0 += lm[a0, 1]
+            x1 += lm[a1, 0]
+            y1 += lm[a1, 1]
+            x2 += lm[a2, 0]
+            y2 += lm[a2, 1]
+            x3 += lm[a3, 0]
+            y3 += lm[a3, 1]
+        lat[b], lat[b + 1], lat[b + 2], lat[b + 3] = x0, x1, x2, x3
+        macs[b] = np.int64(np.floor(y0 + 0.5))
+        macs[b + 1] = np.int64(np.floor(y1 + 0.5))
+        macs[b + 2] = np.int64(np.floor(y2 + 0.5))
+        macs[b + 3] = np.int64(np.floor(y3 + 0.5))
+        b += 4
+    for r in range(b, nb):
+        x = lconst
+        y = mconst
+        for t in range(at.shape[0]):
+            x += lm[at[t, r], 0]
+            y += lm[at[t, r], 1]
+        lat[r] = x
+        macs[r] = np.int64(np.floor(y + 0.5))
+
+
+@_jit
+def _tile_terms(nb, lat_at, mac_at, lval, mval, shared, lconst, mconst, lat,
+                macs):  # pragma: no cover - jitted
+    """Latency and MACs sums per row (float64, in term order). ``shared``: one address per
+    term reads both values, side by side in ``lval``'s two columns."""
+    if shared:
+        _shared_sums(nb, lat_at, lval, lconst, mconst, lat, macs)
+        return
     for b in range(nb):
-        out_std[s + b] = np.sqrt(out_std[s + b] * inv)
+        x = lconst
+        for t in range(lat_at.shape[0]):
+            x += lval[lat_at[t, b], 0]
+        y = mconst
+        for t in range(mac_at.shape[0]):
+            y += mval[mac_at[t, b], 0]
+        lat[b] = x
+        macs[b] = np.int64(np.floor(y + 0.5))
 
 
-@njit(cache=True, nogil=True, fastmath=True, boundscheck=False, error_model="numpy")
-def _tile_sums(s, nb, at, values, constant, out):  # pragma: no cover - jitted
-    """``out[s + b]`` = constant + Σ_t values[at[t, b]] (float64, in term order)."""
-    for b in range(nb):
-        out[s + b] = constant
-    for t in range(at.shape[0]):
-        for b in range(nb):
-            out[s + b] += values[at[t, b]]
+@_jit
+def _tiles(idx, uidx, ubound, t0, t1, gpos, gstride, gbase, gw1, gridge, rb, w2, b2, hidden,
+           lpos, lstride, lbase, lval, lconst, mpos, mstride, mbase, mval, mconst, shared,
+           out_mean, out_std, out_ridge, out_lat, out_macs):  # pragma: no cover - jitted
+    """Score tiles ``t0:t1``; -1, or the first row holding an out-of-range index.
 
-
-@njit(cache=True, nogil=True, fastmath=True, boundscheck=False, error_model="numpy")
-def _score_kernel(idx, sizes, gpos, gstride, gbase, gw1, gridge, b1, w2, b2, hidden, rb,
-                  lpos, lstride, lbase, lval, lconst, mpos, mstride, mbase, mval, mconst,
-                  shared, out_mean, out_std, out_ridge, out_lat,
-                  out_macs):  # pragma: no cover - jitted
-    """Score every row; returns -1, or the first row holding an out-of-range index.
-
-    Rows go in tiles of ``_TILE``: the tile's indices are range-checked and copied into
-    int32 columns, so every group and term address is computed for the whole tile at once
-    (vectorised over rows); then the ridge sums, the ensemble per row, and the latency /
-    MACs sums (one address per term when the two tables share a layout). Indices are read
-    in place (int16, int32 or int64); addresses fit int32 (checked by the caller).
+    Per tile: range check, indices to int32 columns, every group and term address for the
+    whole tile at once (vectorised over rows), then the models and the term sums row by
+    row. Indices are read in place (int8 … int64); addresses fit int32 (checked by the
+    caller).
     """
     n, dims = idx.shape
     cols = np.empty((dims, _TILE), np.int32)
     feat = np.empty((gbase.shape[0], _TILE), np.int32)
     lat_at = np.empty((lbase.shape[0], _TILE), np.int32)
-    mac_at = np.empty((mbase.shape[0], _TILE), np.int32)
-    hid = np.empty((_TILE, gw1.shape[1]), np.float32)
-    preds = np.empty((b2.shape[0], _TILE), np.float32)
-    macs = np.empty(_TILE, np.float64)
-    sz = sizes.astype(np.int32)
-    for s in range(0, n, _TILE):
-        nb = min(n, s + _TILE) - s
-        bad = _tile_columns(idx, s, nb, sz, cols)
-        if bad >= 0:
-            return bad
+    mac_at = np.empty((0 if shared else mbase.shape[0], _TILE), np.int32)
+    uflat = uidx.reshape(-1)
+    for tile in range(t0, t1):
+        s = tile * _TILE
+        e = min(n, s + _TILE)
+        nb = e - s
+        if not _in_range(uflat, s, nb, dims, ubound):
+            for b in range(nb):
+                for d in range(dims):
+                    if uidx[s + b, d] >= ubound[d]:
+                        return s + b
+        _columns(idx, s, nb, cols)
         _addresses(cols, nb, gpos, gstride, gbase, feat)
-        _tile_sums(s, nb, feat, gridge, rb, out_ridge)
-        _tile_ensemble(s, nb, feat, gw1, b1, w2, b2, hidden, hid, preds, out_mean, out_std)
+        if b2.shape[0]:
+            _tile_models(nb, feat, gw1, gridge, rb, w2, b2, hidden, out_mean[s:e],
+                         out_std[s:e], out_ridge[s:e])
+        else:
+            _tile_ridge(nb, feat, gridge, rb, out_ridge[s:e])
+            out_mean[s:e] = 0.0
+            out_std[s:e] = 0.0
         _addresses(cols, nb, lpos, lstride, lbase, lat_at)
-        _tile_sums(s, nb, lat_at, lval, lconst, out_lat)
         if not shared:
             _addresses(cols, nb, mpos, mstride, mbase, mac_at)
-        _tile_sums(0, nb, lat_at if shared else mac_at, mval, mconst, macs)
-        for b in range(nb):
-            out_macs[s + b] = np.int64(np.floor(macs[b] + 0.5))
+        _tile_terms(nb, lat_at, mac_at, lval, mval, shared, lconst, mconst, out_lat[s:e],
+                    out_macs[s:e])
     return -1
+
+
+@_jit
+def _score_kernel(idx, uidx, ubound, gpos, gstride, gbase, gw1, gridge, rb, w2, b2, hidden,
+                  lpos, lstride, lbase, lval, lconst, mpos, mstride, mbase, mval, mconst,
+                  shared, out_mean, out_std, out_ridge, out_lat,
+                  out_macs):  # pragma: no cover - jitted
+    """Every row on the calling thread; -1, or the first row with an out-of-range index."""
+    tiles = (idx.shape[0] + _TILE - 1) // _TILE
+    return _tiles(idx, uidx, ubound, 0, tiles, gpos, gstride, gbase, gw1, gridge, rb, w2, b2,
+                  hidden, lpos, lstride, lbase, lval, lconst, mpos, mstride, mbase, mval,
+                  mconst, shared, out_mean, out_std, out_ridge, out_lat, out_macs)
+
+
+@njit(parallel=True, cache=True, nogil=True, fastmath=True, boundscheck=False,
+      error_model="numpy")
+def _score_parallel(idx, uidx, ubound, gpos, gstride, gbase, gw1, gridge, rb, w2, b2, hidden,
+                    lpos, lstride, lbase, lval, lconst, mpos, mstride, mbase, mval, mconst,
+                    shared, out_mean, out_std, out_ridge, out_lat,
+                    out_macs):  # pragma: no cover - jitted
+    """As :func:`_score_kernel`, blocks of ``_BLOCK`` tiles spread over numba's threads
+    (each row's outputs are the same whichever thread computes them)."""
+    tiles = (idx.shape[0] + _TILE - 1) // _TILE
+    blocks = (tiles + _BLOCK - 1) // _BLOCK
+    bad = np.full(blocks, -1, np.int64)
+    for k in prange(blocks):
+        t0 = k * _BLOCK
+        bad[k] = _tiles(idx, uidx, ubound, t0, min(tiles, t0 + _BLOCK), gpos, gstride, gbase,
+                        gw1, gridge, rb, w2, b2, hidden, lpos, lstride, lbase, lval, lconst,
+                        mpos, mstride, mbase, mval, mconst, shared, out_mean, out_std,
+                        out_ridge, out_lat, out_macs)
+    for k in range(blocks):
+        if bad[k] >= 0:
+            return bad[k]
+    return -1
+
+
+def _aligned(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of ``a`` whose data starts on a ``_ALIGN``-byte boundary."""
+    a = np.ascontiguousarray(a)
+    buf = np.empty(a.nbytes + _ALIGN, np.uint8)
+    at = (-buf.ctypes.data) % _ALIGN
+    out = buf[at:at + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
 
 
 def group_decisions(sizes: np.ndarray, cap: int = 256) -> list[list[int]]:
@@ -222,20 +373,26 @@ def group_decisions(sizes: np.ndarray, cap: int = 256) -> list[list[int]]:
 
 
 def _grouped(sizes: np.ndarray, offsets: np.ndarray, groups: list[list[int]],
-             w1: np.ndarray, rw: np.ndarray) -> tuple[TermTable, np.ndarray, np.ndarray]:
+             w1: np.ndarray, b1: np.ndarray,
+             rw: np.ndarray) -> tuple[TermTable, np.ndarray, np.ndarray]:
     """Per group, every combination of its decisions' options with the summed first-layer
-    rows (and ridge coefficients) of those options: one gather per group at scoring time."""
+    rows (and ridge coefficients) of those options: one gather per group at scoring time.
+
+    The first-layer table has ``b1`` added into the first group's rows (every candidate
+    reads exactly one of them), one zero row at the end (the kernel's padding), and starts
+    on a cache line."""
     terms, rows_w, rows_r = [], [], []
-    for grp in groups:
+    for k, grp in enumerate(groups):
         shape = tuple(int(sizes[d]) for d in grp)
         combos = np.indices(shape).reshape(len(grp), -1).T
         feats = combos + offsets[grp][None, :]
-        rows_w.append(w1[feats].sum(1, dtype=np.float32))
+        rows = w1[feats].sum(1, dtype=np.float32)
+        rows_w.append(rows + b1 if k == 0 else rows)
         rows_r.append(rw[feats].sum(1))
         terms.append((grp, np.zeros(shape)))
     layout = TermTable.from_terms(terms)
-    return layout, np.ascontiguousarray(np.concatenate(rows_w), np.float32), \
-        np.concatenate(rows_r)
+    rows_w.append(np.zeros((1, w1.shape[1]), np.float32))
+    return layout, _aligned(np.concatenate(rows_w).astype(np.float32)), np.concatenate(rows_r)
 
 
 def onehot(idx: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -252,7 +409,7 @@ def onehot(idx: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return out
 
 
-_FIRST_LAYER = ("gather", "einsum", "reduceat", "onehot")
+_FIRST_LAYER = ("gather", "take", "einsum", "reduceat", "onehot")
 
 
 @dataclass(frozen=True)
@@ -260,14 +417,12 @@ class _NumpyPlan:
     """What :meth:`Scorer.score_numpy` precomputes once: ``strides`` (groups, then latency
     terms, then MACs terms when their layout differs) × decisions, so one BLAS product of
     a chunk's rows gives every address (exact in float64); the address ``bases``; the
-    second layer as a block-diagonal ``hidden·members × members`` matrix ``w2``; unsigned
-    option counts for a one-pass range check; latency and MACs values side by side
-    (``both``) when the two tables share a layout."""
+    second layer as a block-diagonal ``hidden·members × members`` matrix ``w2``; latency and
+    MACs values side by side (``both``) when the two tables share a layout."""
 
     strides: np.ndarray
     bases: np.ndarray
     w2: np.ndarray
-    usizes: np.ndarray
     both: np.ndarray | None
 
     @staticmethod
@@ -286,24 +441,30 @@ class _NumpyPlan:
         for e in range(members):
             part = slice(e * sc.hidden, (e + 1) * sc.hidden)
             w2[part, e] = sc.w2[part]
-        both = np.stack([sc.latency.values, sc.macs.values], 1) if shared else None
         return _NumpyPlan(strides, np.concatenate([t.base for t in tables]).astype(np.intp),
-                          w2, sc.sizes.astype(np.uint64), both)
+                          w2, sc._lval if shared else None)
 
 
 def _first_layer(method: str, sc: Scorer, rows: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """First-layer pre-activations of a chunk (``f``: group addresses, groups × rows)."""
+    """First-layer pre-activations of a chunk (``f``: group addresses, groups × rows; the
+    grouped table holds ``b1`` in the first group's rows)."""
     gw1 = sc._gw1
     if method == "gather":
-        h = gw1[f[0]] + sc.b1
+        h = gw1[f[0]]
         for k in range(1, len(f)):
             h += gw1[f[k]]
         return h
+    if method == "take":
+        h = np.take(gw1, f[0], axis=0)
+        buf = np.empty_like(h)
+        for k in range(1, len(f)):
+            np.add(h, np.take(gw1, f[k], axis=0, out=buf), out=h)
+        return h
     if method == "einsum":
-        return np.einsum("grh->rh", gw1[f]) + sc.b1
+        return np.einsum("grh->rh", gw1[f])
     if method == "reduceat":
         g = len(f)
-        return np.add.reduceat(gw1[f.T.ravel()], np.arange(0, f.size, g), axis=0) + sc.b1
+        return np.add.reduceat(gw1[f.T.ravel()], np.arange(0, f.size, g), axis=0)
     return onehot(rows, sc.sizes) @ sc.w1 + sc.b1
 
 
@@ -365,7 +526,12 @@ class Scorer:
         self.macs = macs or TermTable.empty()
         self.groups = group_decisions(self.sizes, group_cap)
         self._layout, self._gw1, self._gridge = _grouped(self.sizes, self.offsets, self.groups,
-                                                         self.w1, self.rw)
+                                                         self.w1, self.b1, self.rw)
+        self._shared = self.latency.same_layout(self.macs)
+        lt, mt = self.latency.values, self.macs.values
+        self._lval = _aligned(np.stack([lt, mt], 1) if self._shared else lt[:, None])
+        self._mval = self._lval if self._shared else np.ascontiguousarray(mt[:, None])
+        self._bounds: dict[np.dtype, np.ndarray] = {}
         self._plan: _NumpyPlan | None = None
         if max(len(self._gw1), len(self.latency.values), len(self.macs.values)) >= 2**31:
             raise SpecError("a scoring table has 2**31 entries or more (the kernel's "
@@ -373,7 +539,7 @@ class Scorer:
 
     def _rows(self, idx: np.ndarray, check: bool = True) -> np.ndarray:
         idx = np.asarray(idx)
-        if idx.dtype not in (np.int16, np.int32, np.int64) or not idx.flags.c_contiguous:
+        if idx.dtype not in _UNSIGNED or not idx.flags.c_contiguous:
             idx = np.ascontiguousarray(idx, dtype=np.int64)
         if idx.ndim != 2 or idx.shape[1] != len(self.sizes):
             raise SpecError(f"candidates must be (rows, {len(self.sizes)}) option indices, "
@@ -386,20 +552,60 @@ class Scorer:
         raise SpecError(f"an option index is out of range for its decision (row {row})",
                         hint="build rows with space.indices(a)")
 
-    def score(self, idx: np.ndarray) -> Scores:
-        """The numba kernel (one core); index ranges are checked inside the kernel."""
+    def index_dtype(self) -> np.dtype:
+        """The narrowest signed integer type that holds every option index of this space:
+        rows stored in it are read with fewer bytes (int16 reads a quarter of int64's)."""
+        top = int(self.sizes.max()) if len(self.sizes) else 0
+        for t in (np.int8, np.int16, np.int32):
+            if top <= np.iinfo(t).max + 1:
+                return np.dtype(t)
+        return np.dtype(np.int64)
+
+    def _unsigned_bounds(self, dtype: np.dtype) -> np.ndarray:
+        """Per decision, tiled over a tile's rows: the option count in the unsigned type of
+        ``dtype``'s width, capped at ``2**(bits-1)`` so that negatives (which wrap to that
+        or more) fail the same one compare as too-large indices."""
+        if dtype not in self._bounds:
+            cap = np.uint64(2 ** (8 * dtype.itemsize - 1))
+            u = np.minimum(self.sizes.astype(np.uint64), cap).astype(_UNSIGNED[dtype])
+            self._bounds[dtype] = np.ascontiguousarray(np.tile(u, _TILE))
+        return self._bounds[dtype]
+
+    def score(self, idx: np.ndarray, threads: int | None = None) -> Scores:
+        """The numba kernel; index ranges are checked inside it.
+
+        ``threads``: how many of numba's threads score the rows (default: numba's current
+        count, the cores unless ``NUMBA_NUM_THREADS`` or ``numba.set_num_threads`` says
+        otherwise; ``1`` runs on the calling thread only). Small batches always run on one.
+        Outputs do not depend on the thread count. Rows may be int8, int16, int32 or int64
+        (:meth:`index_dtype` is the narrowest that fits); others are copied to int64.
+        """
         idx = self._rows(idx, check=False)
         n = len(idx)
+        nthreads = get_num_threads() if threads is None else int(threads)
+        most = int(getattr(numba_config, "NUMBA_NUM_THREADS"))  # noqa: B009 - untyped
+        if not 1 <= nthreads <= most:
+            raise SpecError(f"threads must be 1 to {most}, got {threads!r}",
+                            hint="leave it unset for numba's count")
         out = Scores(np.empty(n, np.float32), np.empty(n, np.float32), np.empty(n),
                      np.empty(n), np.empty(n, np.int64))
-        lt, mt = self.latency, self.macs
-        g = self._layout
-        bad = _score_kernel(idx, self.sizes, g.pos, g.stride, g.base, self._gw1, self._gridge,
-                            self.b1, self.w2, self.b2, self.hidden, self.rb,
-                            lt.pos, lt.stride, lt.base, lt.values, lt.constant,
-                            mt.pos, mt.stride, mt.base, mt.values, mt.constant,
-                            lt.same_layout(mt), out.mean, out.std, out.ridge, out.latency_ms,
-                            out.macs)
+        lt, mt, g = self.latency, self.macs, self._layout
+        args = (idx, idx.view(_UNSIGNED[idx.dtype]), self._unsigned_bounds(idx.dtype),
+                g.pos, g.stride, g.base, self._gw1, self._gridge, self.rb, self.w2, self.b2,
+                self.hidden, lt.pos, lt.stride, lt.base, self._lval, lt.constant,
+                mt.pos, mt.stride, mt.base, self._mval, mt.constant, self._shared,
+                out.mean, out.std, out.ridge, out.latency_ms, out.macs)
+        if nthreads == 1 or n <= _BLOCK * _TILE:
+            bad = _score_kernel(*args)
+        else:
+            before = get_num_threads()
+            set_num_threads(nthreads)
+            chunk = set_parallel_chunksize(1)  # blocks handed out one by one, not split
+            try:  # evenly up front: on a shared machine a descheduled thread is not waited on
+                bad = _score_parallel(*args)
+            finally:
+                set_parallel_chunksize(chunk)
+                set_num_threads(before)
         if bad >= 0:
             self._out_of_range(int(bad))
         return out
@@ -412,9 +618,11 @@ class Scorer:
         product with a block-diagonal matrix, both tables' values gathered once per term.
 
         ``first`` picks how the first layer sums its group rows: ``gather`` (one fancy
-        index and in-place add per group), ``einsum`` or ``reduceat`` over one gather of
-        every group row, or ``onehot`` (one-hot matrix times ``w1``, BLAS). The scoring
-        benchmark times each and compares the kernel with the fastest.
+        index and in-place add per group), ``take`` (``np.take`` into a reused buffer, then
+        an in-place add), ``einsum`` or ``reduceat`` over one gather of every group row, or
+        ``onehot`` (one-hot matrix times ``w1``, BLAS). The scoring benchmark times each and
+        compares the kernel with the fastest. Runs on the calling thread (BLAS may use
+        its own threads for the two products).
         """
         if first not in _FIRST_LAYER:
             raise SpecError(f"unknown first-layer method {first!r}",
@@ -428,7 +636,8 @@ class Scorer:
         for s in range(0, n, chunk):
             rows = idx[s:s + chunk]
             e = s + len(rows)
-            if (rows.astype(np.int64, copy=False).view(np.uint64) >= plan.usizes).any():
+            if (rows.view(_UNSIGNED[rows.dtype]) >= self._unsigned_bounds(rows.dtype)[
+                    :rows.shape[1]]).any():
                 bad = (rows < 0) | (rows >= self.sizes)
                 self._out_of_range(s + int(np.flatnonzero(bad.any(1))[0]))
             # addresses, one row per group / term (transposed: each gather reads a row)
