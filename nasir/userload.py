@@ -87,6 +87,7 @@ def split_spec(spec: str) -> tuple[str, str]:
     target, sep, attr = spec.rpartition(":")
     if not sep or not target or not attr:
         raise NasirError(f"{spec!r} is not a MODULE:FUNCTION or FILE.py:FUNCTION spec",
+                         where=f"spec {spec!r}",
                          hint="write e.g. mypkg.spaces:build or spaces/mine.py:build")
     return target, attr
 
@@ -121,8 +122,9 @@ def load_file_module(path: str) -> ModuleType:
     """Import the Python file at ``path`` (cached by path and content)."""
     path = os.path.abspath(path)
     if not os.path.isfile(path):
-        raise NasirError(f"no such file {path}", hint="check the path (relative paths are "
-                         "taken from the experiment file's folder, else the working folder)")
+        raise NasirError(f"no such file {path}", where=path,
+                         hint="check the path (relative paths are taken from the experiment file's "
+                              "folder, else the working folder)")
     digest = file_sha256(path)
     stem = re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
     name = f"_nasir_user_{stem}_{hashlib.sha1(path.encode()).hexdigest()[:8]}_{digest[:12]}"
@@ -134,7 +136,8 @@ def load_file_module(path: str) -> ModuleType:
         sys.path.insert(0, folder)
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:  # pragma: no cover - a .py file always has one
-        raise NasirError(f"cannot import {path}")
+        raise NasirError(f"cannot import {path}", where=path,
+                         hint="name a Python source file (.py)")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod
     _IMPORTING.append(path)

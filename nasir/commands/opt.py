@@ -51,7 +51,7 @@ def _graph(target: str):
         raise
     except Exception as e:
         raise ParseError(f"{target!r} is neither a graph file nor an architecture",
-                         where=target, hint=f"{getattr(e, 'message', e)}") from None
+                         where=f"argument {target!r}", hint=f"{getattr(e, 'message', e)}") from None
     return sp.instantiate(a)
 
 

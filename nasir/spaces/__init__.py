@@ -78,10 +78,11 @@ def register_space(name: str, build: Callable[..., Space]) -> None:
     'nb201'
     """
     if not isinstance(name, str) or not name or ":" in name or name in SPACES:
-        raise SpecError(f"cannot register a space as {name!r}",
+        raise SpecError(f"cannot register a space as {name!r}", where=f"register_space({name!r})",
                         hint="use a new name without ':' that is not a built-in space")
     if not callable(build):
-        raise SpecError(f"register_space({name!r}, ...) needs a function returning a Space")
+        raise SpecError(f"register_space({name!r}, ...) needs a function returning a Space",
+                        where=f"register_space({name!r})", hint="pass the space function itself")
     _REGISTERED[name] = build
 
 
@@ -117,11 +118,12 @@ def space_builder(spec: str, base_dir: str | None = None
             fn = ep.load()
         except Exception as e:
             raise SpecError(f"space {spec!r} (entry point {ep.value}) cannot be loaded: "
-                            f"{type(e).__name__}: {e}") from None
+                            f"{type(e).__name__}: {e}", where=f"entry point {ep.value}") from None
         return fn, load_callable(ep.value, what="space function")[1]
     known = list(SPACES) + list(_REGISTERED)
-    raise SpecError(f"unknown space {spec!r}", hint=f"built-in spaces: {', '.join(known)}; "
-                    "or name your own: path/to/file.py:function or package.module:function")
+    raise SpecError(f"unknown space {spec!r}", where=f"space spec {spec!r}",
+                    hint=f"built-in spaces: {', '.join(known)}; or name your own: "
+                         "path/to/file.py:function or package.module:function")
 
 
 def _takes(fn: Callable[..., Any], name: str) -> bool:
@@ -204,7 +206,7 @@ def get_space(name: str, *, base_dir: str | None = None, **options: Any) -> Spac
         try:
             return _cached(name, items)
         except TypeError as e:
-            raise SpecError(f"bad option for space {name}: {e}") from None
+            raise SpecError(f"bad option for space {name}: {e}", where=name) from None
     fn, _ = space_builder(name, base_dir)
     try:
         inspect.signature(fn).bind(**options)
@@ -241,7 +243,8 @@ def reference_options(name: str) -> dict[str, dict[str, Any]]:
     {'filters': 50}
     """
     if name not in SPACES:
-        raise SpecError(f"unknown space {name!r}", hint=f"built-in spaces: {', '.join(SPACES)}")
+        raise SpecError(f"unknown space {name!r}", where=f"space {name!r}",
+                        hint=f"built-in spaces: {', '.join(SPACES)}")
     mod = importlib.import_module(SPACES[name])
     return {k: dict(v) for k, v in getattr(mod, "REFERENCE_OPTIONS", {}).items()}
 
