@@ -4,6 +4,11 @@ Nodes are compared by identity. Each carries its op, its inputs, a name unique i
 graph, the DSL source location that made it and, once inferred, its type. The networkx
 graph behind it stays private.
 
+Every change made through the graph's methods bumps :attr:`Graph.version`; the analysis
+results in :attr:`Graph.facts` belong to the version they were recorded at and vanish
+when the graph changes, so they can never describe a graph that no longer exists
+(a pass manager re-records the facts a pass declares it preserves).
+
 >>> from nasir.ops import Conv2dOp, ReLUOp, InputOp
 >>> g = Graph("tiny")
 >>> x = g.add(InputOp(shape=(3, 8, 8)), name="x")
@@ -20,7 +25,8 @@ graph @tiny {
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import networkx as nx
@@ -79,8 +85,54 @@ class Graph:
         self._counter = 0
         self._nx_cache: nx.DiGraph | None = None
         self._ordered = True
-        #: results of analysis passes (``params``, ``macs``, ``hash`` …)
-        self.facts: dict[str, Any] = {}
+        self._version = 0
+        self._facts: dict[str, Any] = {}
+        self._facts_version = 0
+
+    # -- versions and facts ----------------------------------------------------------
+    @property
+    def version(self) -> int:
+        """A counter bumped by every change made through this graph's methods."""
+        return self._version
+
+    def _changed(self) -> None:
+        self._version += 1
+        self._nx_cache = None
+
+    @property
+    def facts(self) -> Mapping[str, Any]:
+        """Results of analyses (``params``, ``macs``, ``hash`` …) valid for the graph as it is.
+
+        Read-only: analyses record with :meth:`set_facts`. Any change through the graph's
+        methods drops every fact recorded before it.
+
+        >>> from nasir.ops import InputOp, ReLUOp
+        >>> g = Graph("f")
+        >>> x = g.add(InputOp(shape=(3, 4, 4)), name="x")
+        >>> g.set_output(x)
+        >>> g.set_facts(params=0)
+        >>> dict(g.facts)
+        {'params': 0}
+        >>> g.set_output(g.add(ReLUOp(), [x]))
+        >>> dict(g.facts)
+        {}
+        """
+        if self._facts_version != self._version:
+            self._facts = {}
+            self._facts_version = self._version
+        return MappingProxyType(self._facts)
+
+    def set_facts(self, **values: Any) -> None:
+        """Record analysis results for the graph as it is now (kept until it changes)."""
+        if self._facts_version != self._version:
+            self._facts = {}
+            self._facts_version = self._version
+        self._facts.update(values)
+
+    def drop_facts(self, keep: Iterable[str] = ()) -> None:
+        """Forget every recorded fact except those named in ``keep``."""
+        kept = set(keep)
+        self._facts = {k: v for k, v in self.facts.items() if k in kept}
 
     # -- building --------------------------------------------------------------------
     def add(
@@ -91,8 +143,14 @@ class Graph:
         name: str | None = None,
         loc: SourceLoc | None = None,
         regions: dict[str, Graph] | None = None,
+        type_: TensorType | None = None,
+        meta: Mapping[str, Any] | None = None,
     ) -> Node:
-        """Add a node computing ``op`` on ``inputs`` and return it."""
+        """Add a node computing ``op`` on ``inputs`` and return it.
+
+        ``type_`` (when already known, e.g. by a rewrite that keeps shapes) and ``meta``
+        (provenance such as ``{"origin": "5"}``) are set on the new node.
+        """
         ins = tuple(inputs)
         for i in ins:
             if not isinstance(i, Node) or i._graph is not self:
@@ -118,9 +176,13 @@ class Graph:
         elif name.isdigit() and int(name) > self._counter:
             self._counter = int(name)
         node = Node(self, op, ins, name, loc, regions)
+        if type_ is not None:
+            node.type = type_
+        if meta is not None:
+            node.meta = dict(meta)
         self._nodes.append(node)
         self._names[name] = node
-        self._nx_cache = None
+        self._changed()
         return node
 
     def _append(self, op: Op, ins: tuple[Node, ...], loc: SourceLoc | None) -> Node:
@@ -133,13 +195,16 @@ class Graph:
         node = Node(self, op, ins, name, loc)
         self._nodes.append(node)
         self._names[name] = node
+        self._version += 1
         return node
 
     def set_output(self, node: Node) -> None:
         """Mark ``node`` as the graph's output."""
         if node._graph is not self:
             raise SpecError("output node belongs to another graph")
-        self._output = node
+        if node is not self._output:
+            self._output = node
+            self._changed()
 
     # -- reading ---------------------------------------------------------------------
     @property
@@ -148,6 +213,24 @@ class Graph:
         if self._output is None:
             raise VerifyError(f"graph @{self.name} has no output", hint="call set_output")
         return self._output
+
+    @property
+    def has_output(self) -> bool:
+        """Whether an output node has been set."""
+        return self._output is not None
+
+    @property
+    def may_have_cycle(self) -> bool:
+        """Whether a rewrite since the last ordering may have made a cycle.
+
+        :meth:`add` only takes inputs that already exist, so a graph only built is
+        topological and acyclic; :meth:`set_inputs` and :meth:`replace_all_uses` may not be.
+        """
+        return not self._ordered
+
+    def is_typed(self) -> bool:
+        """Whether every node has an inferred type."""
+        return all(n.type is not None for n in self._nodes)
 
     @property
     def inputs(self) -> list[Node]:
@@ -227,13 +310,16 @@ class Graph:
             if i._graph is not self:
                 raise SpecError("input belongs to another graph")
         node.inputs = ins
-        self._nx_cache = None
+        self._changed()
         self._ordered = False
 
     def replace_op(self, node: Node, op: Op) -> None:
-        """Swap the op of ``node`` in place."""
+        """Swap the op of ``node`` in place (its type is inferred again)."""
+        if node._graph is not self:
+            raise SpecError(f"%{node.name} belongs to another graph")
         node.op = op
         node.type = None
+        self._changed()
 
     def replace_all_uses(self, old: Node, new: Node) -> int:
         """Make every user of ``old`` (and the output) use ``new``; returns the count."""
@@ -246,7 +332,7 @@ class Graph:
             self._output = new
             count += 1
         if count:
-            self._nx_cache = None
+            self._changed()
             self._ordered = False
         return count
 
@@ -256,7 +342,7 @@ class Graph:
             raise SpecError(f"cannot remove %{node.name}: it is still used")
         self._nodes.remove(node)
         del self._names[node.name]
-        self._nx_cache = None
+        self._changed()
 
     def remove_dead(self) -> int:
         """Remove nodes with no path to the output (inputs are kept); returns the count."""
@@ -266,24 +352,42 @@ class Graph:
             self._nodes.remove(n)
             del self._names[n.name]
         if dead:
-            self._nx_cache = None
+            self._changed()
         return len(dead)
 
+    def empty_like(self) -> Graph:
+        """A new empty graph with this name whose generated node names continue after ours.
+
+        A pass that rebuilds fills it and hands it to :meth:`adopt`.
+        """
+        g = Graph(self.name)
+        g._counter = self._counter
+        return g
+
     def adopt(self, other: Graph) -> None:
-        """Take over the nodes and output of ``other`` (used by passes that rebuild)."""
+        """Take over the nodes and output of ``other`` (used by passes that rebuild).
+
+        This graph's facts are dropped; the facts ``other`` holds for its own nodes move
+        along with them. ``other`` is left empty.
+        """
         for n in other._nodes:
             n._graph = self
+        facts = dict(other.facts)
         self._nodes = other._nodes
         self._names = other._names
         self._output = other._output
         self._counter = other._counter
-        self._nx_cache = None
         self._ordered = other._ordered
+        self._changed()
+        self._facts = facts
+        self._facts_version = self._version
         other._nodes = []
         other._names = {}
+        other._output = None
+        other._changed()
 
     def copy(self, name: str | None = None) -> Graph:
-        """A deep copy of the structure (ops are immutable and shared)."""
+        """A deep copy of the structure (ops are immutable and shared) with its valid facts."""
         g = Graph(name or self.name)
         mapping: dict[Node, Node] = {}
         for n in self.nodes():
@@ -297,11 +401,12 @@ class Graph:
                 m.meta = dict(n.meta)
             mapping[n] = m
         g._counter = self._counter
-        g.facts = dict(self.facts)
         if hasattr(self, "active_decisions"):
             g.active_decisions = set(self.active_decisions)  # type: ignore[attr-defined]
         if self._output is not None:
             g._output = mapping[self._output]
+        g._changed()
+        g.set_facts(**self.facts)
         return g
 
     # -- forms -----------------------------------------------------------------------

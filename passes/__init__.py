@@ -2,13 +2,19 @@
 
 from nasir.passes.analysis import analyze
 from nasir.passes.base import PASSES, Pass, PassManager, get_pass, parse_pipeline, register_pass
+from nasir.passes.context import PassContext, PassInstrument
 from nasir.passes.expand import expand_composites
+from nasir.passes.instrument import PassTiming, PrintIRAfter
 from nasir.passes.verify import verify
 
 __all__ = [
     "PASSES",
     "Pass",
+    "PassContext",
+    "PassInstrument",
     "PassManager",
+    "PassTiming",
+    "PrintIRAfter",
     "analyze",
     "expand_composites",
     "get_pass",

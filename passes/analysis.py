@@ -21,13 +21,17 @@ from nasir.passes.base import Pass
 from nasir.passes.verify import verify
 from nasir.types import TensorType
 
-__all__ = ["ActivationMemoryPass", "CountMacsPass", "CountParamsPass", "analyze"]
+__all__ = ["FACTS", "ActivationMemoryPass", "CountMacsPass", "CountParamsPass", "analyze"]
 
 _BYTES = {"f32": 4, "f16": 2, "bf16": 2, "i64": 8}
 
 
+#: the facts :func:`analyze` records
+FACTS = frozenset({"params", "macs", "activation_bytes"})
+
+
 def _typed(g: Graph) -> None:
-    if any(n.type is None for n in g._nodes):
+    if not g.is_typed():
         verify(g)
 
 
@@ -46,7 +50,7 @@ def analyze(g: Graph) -> dict[str, int]:
                           loc=n.loc, hint=e.hint) from None
         elems = activation_elements(n.op, ins) if n.op.composite else out.numel
         act += elems * _BYTES[out.dtype]
-    g.facts.update(params=params, macs=macs, activation_bytes=act)
+    g.set_facts(params=params, macs=macs, activation_bytes=act)
     return {"params": params, "macs": macs, "activation_bytes": act}
 
 
@@ -56,6 +60,7 @@ class CountParamsPass(Pass):
 
     name: ClassVar[str] = "count-params"
     analysis: ClassVar[bool] = True
+    provides: ClassVar[frozenset[str]] = FACTS
 
     def apply(self, g: Graph) -> bool:
         analyze(g)
@@ -68,6 +73,7 @@ class CountMacsPass(Pass):
 
     name: ClassVar[str] = "count-macs"
     analysis: ClassVar[bool] = True
+    provides: ClassVar[frozenset[str]] = FACTS
 
     def apply(self, g: Graph) -> bool:
         analyze(g)
@@ -80,6 +86,7 @@ class ActivationMemoryPass(Pass):
 
     name: ClassVar[str] = "activation-memory"
     analysis: ClassVar[bool] = True
+    provides: ClassVar[frozenset[str]] = FACTS
 
     def apply(self, g: Graph) -> bool:
         analyze(g)

@@ -75,8 +75,7 @@ def canonicalize(g: Graph) -> bool:
             op = n.op
             if n in zero and op.name != "zero" and n.inputs and n.inputs[0].type == n.type \
                     and n.type is not None:
-                z = g.add(ZeroOp(), [n.inputs[0]], loc=n.loc)
-                z.type = n.type
+                z = g.add(ZeroOp(), [n.inputs[0]], loc=n.loc, type_=n.type)
                 g.replace_all_uses(n, z)
                 step = True
                 continue
@@ -101,12 +100,17 @@ def canonicalize(g: Graph) -> bool:
 
 @dataclass(frozen=True)
 class CanonicalizePass(Pass):
-    """Pre: a verified graph. Post: no identity, no zero operand of add, no dead nodes."""
+    """Pre: a verified graph. Post: no identity, no zero operand of add, no dead nodes.
+
+    Preserves the canonical hash (the hash applies these rules itself); parameter and MAC
+    counts change when dead or zero branches go.
+    """
 
     name: ClassVar[str] = "canonicalize"
+    preserves: ClassVar[frozenset[str]] = frozenset({"hash"})
 
     def apply(self, g: Graph) -> bool:
-        if any(n.type is None for n in g._nodes):
+        if not g.is_typed():
             from nasir.passes.verify import verify
 
             verify(g)

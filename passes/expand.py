@@ -42,19 +42,16 @@ class _GraphEmitter:
     def __call__(self, op: Any, *ins: Node) -> Node:
         if op.composite:
             return op.lower(self, *ins)
-        n = self.g.add(op, ins, loc=self.loc)
-        n.type = op.infer(tuple(i.type for i in ins))
-        n.meta = {"origin": self.origin}
-        return n
+        return self.g.add(op, ins, loc=self.loc, type_=op.infer(tuple(i.type for i in ins)),
+                          meta={"origin": self.origin})
 
 
 def expand_composites(g: Graph) -> bool:
     """Rebuild ``g`` with every composite op lowered; returns whether any was."""
-    if not any(n.op.composite for n in g._nodes):
+    if not any(n.op.composite for n in g.nodes()):
         return False
     verify(g)
-    new = Graph(g.name)
-    new._counter = g._counter
+    new = g.empty_like()
     env: dict[Node, Node] = {}
     for n in g.nodes():
         ins = [env[i] for i in n.inputs]
@@ -62,10 +59,7 @@ def expand_composites(g: Graph) -> bool:
             em = _GraphEmitter(new, n.loc, n.name)
             env[n] = n.op.lower(em, *ins)  # type: ignore[attr-defined]
         else:
-            m = new.add(n.op, ins, name=n.name, loc=n.loc)
-            m.type = n.type
-            m.meta = n.meta
-            env[n] = m
+            env[n] = new.add(n.op, ins, name=n.name, loc=n.loc, type_=n.type, meta=n.meta)
     new.set_output(env[g.output])
     g.adopt(new)
     return True
@@ -74,9 +68,11 @@ def expand_composites(g: Graph) -> bool:
 @dataclass(frozen=True)
 class ExpandCompositesPass(Pass):
     """Pre: a verified graph. Post: only primitive ops; each new node's ``meta['origin']``
-    names the composite node it came from."""
+    names the composite node it came from. Preserves the parameter, MAC and activation
+    counts (composites count as their expansion)."""
 
     name: ClassVar[str] = "expand-composites"
+    preserves: ClassVar[frozenset[str]] = frozenset({"params", "macs", "activation_bytes"})
 
     def apply(self, g: Graph) -> bool:
         return expand_composites(g)

@@ -96,7 +96,7 @@ def graph_hash(g: Graph) -> str:
 
     The input graph is not changed.
     """
-    if any(n.type is None for n in g._nodes):
+    if not g.is_typed():
         verify(g)
     # node_hashes applies every canonicalization rule while hashing (zero propagation,
     # zero operands of add, identities; dead nodes never reach the output), so hashing
@@ -165,17 +165,22 @@ def count_unique(space: Any, equivalence: str = "nasir") -> int:
 
 @dataclass(frozen=True)
 class HashPass(Pass):
-    """Store the canonical hash in ``facts['hash']`` (``equivalence``: nasir or nb201)."""
+    """Store the canonical hash in ``facts['hash']`` (``equivalence``: nasir), or the
+    NAS-Bench-201 form in ``facts['hash_nb201']`` (``equivalence="nb201"``)."""
 
     name: ClassVar[str] = "hash"
     analysis: ClassVar[bool] = True
+    provides: ClassVar[frozenset[str]] = frozenset({"hash", "hash_nb201"})
     equivalence: str = "nasir"
 
     def apply(self, g: Graph) -> bool:
         if self.equivalence not in EQUIVALENCES:
             raise PassError(f"unknown equivalence {self.equivalence!r}",
                             hint=f"use one of {', '.join(EQUIVALENCES)}")
-        if any(n.type is None for n in g._nodes):
+        if not g.is_typed():
             verify(g)
-        g.facts["hash"] = graph_hash(g) if self.equivalence == "nasir" else nb201_form(g)
+        if self.equivalence == "nasir":
+            g.set_facts(hash=graph_hash(g))
+        else:
+            g.set_facts(hash_nb201=nb201_form(g))
         return False

@@ -40,7 +40,7 @@ def ir_context(g: Graph, node: Node, radius: int = 3) -> str:
     """A few lines of IR around ``node``, the node marked with ``-->``."""
     from nasir.text import _attr_text
 
-    nodes = g._nodes
+    nodes = g.nodes()
     try:
         k = next(i for i, n in enumerate(nodes) if n is node)
     except StopIteration:
@@ -51,15 +51,15 @@ def ir_context(g: Graph, node: Node, radius: int = 3) -> str:
         ty = f" : {n.type}" if n.type is not None and n is not node else ""
         mark = "  --> " if n is node else "      "
         lines.append(f"{mark}%{n.name} = {n.op.name}({ins}){_attr_text(n.op)}{ty}")
-    if k + radius + 1 >= len(nodes) and g._output is not None:
-        lines.append(f"      return %{g._output.name}")
+    if k + radius + 1 >= len(nodes) and g.has_output:
+        lines.append(f"      return %{g.output.name}")
     return "\n".join(lines)
 
 
 def _order(g: Graph) -> list[Node]:
     # Graph.add only accepts inputs that already exist, so a graph still in insertion
-    # order is topological and acyclic; rewrites clear ``_ordered`` and are checked here.
-    if not g._ordered:
+    # order is topological and acyclic; rewrites that may not be are checked here.
+    if g.may_have_cycle:
         cyc = g.find_cycle()
         if cyc:
             path = " -> ".join(f"%{n.name}" for n in [*cyc, cyc[0]])
@@ -69,7 +69,7 @@ def _order(g: Graph) -> list[Node]:
             return g.nodes()
         except nx.NetworkXUnfeasible:  # pragma: no cover - find_cycle above catches it
             raise VerifyError(f"graph @{g.name} has a cycle") from None
-    return g._nodes
+    return g.nodes()
 
 
 def infer_types(g: Graph) -> None:
@@ -102,9 +102,9 @@ def infer_types(g: Graph) -> None:
 
 def verify(g: Graph) -> None:
     """Check structure (output, acyclicity, arity, no choice points) and infer every type."""
-    if g._output is None:
+    if not g.has_output:
         raise VerifyError(f"graph @{g.name} has no output", hint="set an output node")
-    if not any(n.op.name == "input" for n in g._nodes):
+    if not any(n.op.name == "input" for n in g.nodes()):
         raise VerifyError(f"graph @{g.name} has no input", hint="add an input() node")
     infer_types(g)
 
