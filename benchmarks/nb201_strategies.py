@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['regret_ratio_vs_random']:>13.2f} {row['seconds_per_search']:>8.2f}  "
               f"{json.dumps(options[n], sort_keys=True)}")
     if args.plot:
-        from nasir.commands.bench import plot_curves
+        from nasir.bench.plots import plot_curves
 
         plot_curves(results, args.plot, optimum)
     by = {r["strategy"]: r for r in summary["results"]}

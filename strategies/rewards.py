@@ -30,29 +30,18 @@ trials and missing values score ``-inf``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from nasir.errors import SpecError
+from nasir.metrics import finite  # re-exported: its old home
 
 __all__ = ["MNASNET_MODES", "AccuracyReward", "MnasNetReward", "ObjectiveReward", "Reward",
            "finite", "make_reward"]
 
 #: MnasNet's two settings: mode → (alpha, beta)
 MNASNET_MODES: dict[str, tuple[float, float]] = {"soft": (-0.07, -0.07), "hard": (0.0, -1.0)}
-
-
-def finite(v: Any) -> float | None:
-    """``v`` as a finite float, or ``None`` (missing, not a number, NaN or infinite)."""
-    if v is None:
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def _ok(metrics: Mapping[str, Any], key: str) -> float | None:

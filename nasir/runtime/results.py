@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from nasir.strategies.rewards import finite
+from nasir.metrics import finite
 
 __all__ = ["best_so_far", "objective_pair", "pareto_trials"]
 
@@ -35,7 +35,7 @@ def pareto_trials(trials: Sequence[Mapping[str, Any]],
     """Finished trials on the Pareto front of ``objectives``, sorted by the first objective
     (worst to best for a ``max`` objective: cheapest first). Duplicated architectures count
     once (the first trial)."""
-    from nasir.strategies.pareto import pareto_front
+    from nasir.pareto import pareto_front
 
     keys = list(objectives)
     senses = [objectives[k] for k in keys]
