@@ -44,7 +44,13 @@ def _constraint(text: str) -> tuple[str, float]:
 def add_experiment_options(p: argparse.ArgumentParser) -> None:
     """The experiment options shared by ``search`` and ``demo``."""
     from nasir.runtime.driver import STRATEGY_ALIASES
-    from nasir.runtime.experiment import ESTIMATORS, EXECUTORS, REWARDS, TARGET_KINDS
+    from nasir.runtime.experiment import (
+        ESTIMATORS,
+        EXECUTORS,
+        LATENCY_POLICIES,
+        REWARDS,
+        TARGET_KINDS,
+    )
     from nasir.spaces import SPACES
     from nasir.strategies import STRATEGIES
 
@@ -86,6 +92,10 @@ def add_experiment_options(p: argparse.ArgumentParser) -> None:
                    default=[], metavar="KEY=VALUE", help="option handed to it (trial.options)")
     e.add_argument("--latency", choices=("auto", "on", "off"),
                    help="measure TVM latency (auto: when the reward/objectives need it)")
+    e.add_argument("--latency-policy", choices=LATENCY_POLICIES,
+                   help="which latency trials carry: measure (every network compiled and "
+                        "measured), predict (per-layer table), auto (default: predicted, "
+                        "measured for the Pareto front, the top-k and a calibration share)")
     e.add_argument("--reward", choices=REWARDS,
                    help="auto (default: mnasnet for accuracy vs latency_ms, else the first "
                         "objective in its direction), mnasnet, accuracy or objective")
@@ -179,6 +189,7 @@ def experiment_from_args(args: argparse.Namespace, base: Any = None):
         "data.name": args.data, "evaluator.function": args.evaluator,
         "seed": args.seed, "device": args.device, "estimator.kind": args.estimator,
         "estimator.latency": args.latency,
+        "latency.policy": getattr(args, "latency_policy", None),
         "reward.kind": args.reward, "reward.target": args.latency_target,
         "target.kind": args.target, "target.spec": args.target_spec, "target.rpc_key":
         args.rpc_key, "budget.trials": args.trials, "budget.wall_time_s": args.wall_time,

@@ -39,6 +39,7 @@ from typing import Any
 from nasir.errors import NasirError, StoreError, located
 from nasir.runtime.executors import Executor, make_executor
 from nasir.runtime.experiment import Experiment
+from nasir.runtime.latency_policy import LatencyRunner, make_latency_runner
 from nasir.runtime.store import DB_NAME, FINAL, RunStore
 from nasir.runtime.worker import build_space, trial_seed
 
@@ -110,6 +111,8 @@ class Driver:
         except NasirError as e:
             raise located(e, "experiment option reward") from None
         self.executor = executor
+        #: predicted / measured latency under ``latency.policy`` predict and auto
+        self.latency: LatencyRunner | None = None
         self.callback = callback or (lambda kind, info: None)
         self._written = 0
         ev = exp.evaluator
@@ -163,6 +166,9 @@ class Driver:
                              where=store.folder, hint="the store was edited by hand?")
         ex = self.executor or make_executor(self.exp_dict, store.folder)
         self.executor = ex
+        lat = self.latency = make_latency_runner(exp, store, self.reward, self._violation)
+        if lat is not None:
+            lat.pids = ex.pids
         window = max(1, ex.slots)
         t_start = time.time()
         elapsed0 = float(store.meta("elapsed_s", 0.0) or 0.0)
@@ -193,13 +199,21 @@ class Driver:
                                           or self.exhausted):
                     break
                 if fed < len(order) and trials[order[fed]]["status"] not in FINAL:
-                    for r in ex.poll(1.0):
+                    results = ex.poll(0.1 if lat is not None and lat.busy else 1.0)
+                    if lat is not None:
+                        results += lat.poll(0.0, trials)
+                    for r in results:
                         trials[r["trial"]] = self._record(trials[r["trial"]], r)
+            if lat is not None:  # auto: the final front is measured
+                lat.finish(trials)
         except KeyboardInterrupt:
             store.set_meta("status", "interrupted")
             raise
         finally:
             ex.close()
+            if lat is not None:
+                lat.close()
+                store.set_meta("latency.summary", lat.summary())
             store.set_meta("elapsed_s", elapsed0 + time.time() - t_start)
         store.set_meta("status", "finished")
         summary = summarize(store)
@@ -250,6 +264,8 @@ class Driver:
         if self._pruning:
             task["peers"] = self._peers(int(self.store.meta(f"peers.{t['id']}", 0) or 0))
         self.executor.submit(task)
+        if self.latency is not None:
+            self.latency.predict(t)
 
     def _peers(self, n: int) -> dict[str, list[float]]:
         """Intermediate values (step → values) of the first ``n`` trials that finished."""
@@ -265,6 +281,11 @@ class Driver:
 
     def _record(self, t: Mapping[str, Any], r: Mapping[str, Any]) -> dict[str, Any]:
         tid = t["id"]
+        if self.latency is not None:
+            got = self.latency.attach(dict(r))
+            if got is None:  # held until its table latency arrives
+                return dict(t)
+            r = got
         if r["status"] == "done":
             metrics = dict(r["metrics"])
             violation = self._violation(metrics)
@@ -282,7 +303,10 @@ class Driver:
                                     worker=r.get("worker"), eval_s=r.get("eval_s"))
         if int(r.get("attempt", 1)) > 1:
             self.store.set_meta(f"retried.{tid}", int(r["attempt"]))
-        return self.store.trial(tid)
+        out = self.store.trial(tid)
+        if self.latency is not None:
+            self.latency.recorded(out, self._trials)
+        return out
 
     def _feed(self, t: Mapping[str, Any]) -> None:
         self.strategy.feedback(t["assignment"], self._feedback_metrics(t))

@@ -256,7 +256,8 @@ class LatencyEstimator:
         if not r.ok:
             raise TrialError(f"latency measurement failed: {r.reason}",
                              where=str(self.target))
-        return {"latency_ms": float(r.median_ms or 0.0), "latency_cv": r.cv,
+        return {"latency_ms": float(r.median_ms or 0.0), "latency_source": "measured",
+                "latency_measured_ms": float(r.median_ms or 0.0), "latency_cv": r.cv,
                 "compile_s": r.compile_s, "latency_cached": bool(r.cached),
                 "latency_s": time.perf_counter() - t0}
 
@@ -340,8 +341,8 @@ def build_estimator(exp: Mapping[str, Any], run_dir: str | None = None) -> Combi
     else:
         raise NasirError(f"unknown estimator {kind!r}",
                          hint="use --estimator training, nb201 or oneshot")
-    if e.needs_latency:
-        parts.append(latency_estimator(e, run_dir))
+    if e.needs_latency and e.latency_policy == "measure":  # else: the driver's
+        parts.append(latency_estimator(e, run_dir))  # LatencyRunner (latency_policy)
     return CombinedEstimator(parts)
 
 

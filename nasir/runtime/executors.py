@@ -77,6 +77,10 @@ class Executor:
     def close(self) -> None:
         """Stop workers."""
 
+    def pids(self) -> list[int]:
+        """The processes trials run in here (none known: Ray)."""
+        return []
+
 
 def _failed(task: Mapping[str, Any], reason: str, worker: str | None,
             eval_s: float | None = None) -> dict[str, Any]:
@@ -101,6 +105,10 @@ class InProcessExecutor(Executor):
         self.timeout_s = timeout_s
         self.slots = 1
         self._queue: deque[dict[str, Any]] = deque()
+
+    def pids(self) -> list[int]:
+        """This process: trials run in it."""
+        return [os.getpid()]
 
     def submit(self, task: Mapping[str, Any]) -> None:
         """Queue the trial (it runs in :meth:`poll`)."""
@@ -239,6 +247,10 @@ class PoolExecutor(Executor):
         if s.conn is not None:
             s.conn.close()
         s.proc = s.conn = None
+
+    def pids(self) -> list[int]:
+        """The live worker processes."""
+        return [s.proc.pid for s in self._slots if s.proc is not None and s.proc.is_alive()]
 
     def submit(self, task: Mapping[str, Any]) -> None:
         """Queue a trial; it starts as soon as a worker is free."""

@@ -40,6 +40,7 @@ __all__ = [
     "EvaluatorConfig",
     "ExecutorConfig",
     "Experiment",
+    "LatencyConfig",
     "RewardConfig",
     "SpaceConfig",
     "StrategyConfig",
@@ -53,6 +54,7 @@ DATA_ESTIMATORS = ("training", "oneshot", "evaluator")
 EXECUTORS = ("inprocess", "pool", "ray")
 TARGET_KINDS = ("host", "cuda", "rpc")
 REWARDS = ("auto", "mnasnet", "accuracy", "objective")
+LATENCY_POLICIES = ("auto", "measure", "predict")
 #: training-estimator options applied under the user's (a 3-epoch low-fidelity estimate)
 TRAINING_DEFAULTS = {"epochs": 3}
 DIRECTIONS = ("max", "min")
@@ -138,6 +140,35 @@ class TargetConfig(_Model):
     repeats: int = Field(default=10, ge=1)
 
 
+class LatencyConfig(_Model):
+    """Which latency a trial carries (:mod:`nasir.runtime.latency_policy`); a bare string
+    (``latency = "measure"``) sets ``policy``.
+
+    ``measure``: every trial's network is compiled and measured in its worker. ``predict``:
+    from the per-layer latency table (layers the table lacks are measured once; no network
+    is compiled). ``auto`` (default): predicted, and the whole network measured for every
+    trial that enters the Pareto front or the ``top_k`` by reward, a random ``calibration``
+    share and, at the end, the whole front; a per-run linear correction table → measured is
+    refit after each measurement (on an ``rpc`` target ``auto`` measures every trial).
+    ``table``: the table's SQLite file (default: shared per user,
+    ``$NASIR_CACHE_DIR/latency_lut.sqlite``); ``cores``: CPUs reserved for measuring
+    while training runs elsewhere; ``tuned``: measure code built from the target's tuning
+    database.
+    """
+
+    policy: Literal["auto", "measure", "predict"] = "auto"
+    top_k: int = Field(default=3, ge=1)
+    calibration: float = Field(default=0.1, ge=0, le=1)
+    cores: int = Field(default=1, ge=1)
+    table: str | None = None
+    tuned: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_policy(cls, v: Any) -> Any:
+        return {"policy": v} if isinstance(v, str) else v
+
+
 class RewardConfig(_Model):
     """The scalar the strategy maximises (built by ``nasir.strategies.rewards.make_reward``).
 
@@ -215,6 +246,7 @@ class Experiment(_Model):
     constraints: dict[str, float] = Field(default_factory=dict)
     reward: RewardConfig = RewardConfig()
     target: TargetConfig = TargetConfig()
+    latency: LatencyConfig = LatencyConfig()
     budget: BudgetConfig = BudgetConfig()
     executor: ExecutorConfig = ExecutorConfig()
     seed: int = Field(default=0, ge=0)
@@ -242,6 +274,14 @@ class Experiment(_Model):
         elif not fn and kind == "evaluator":
             raise ValueError("estimator.kind is 'evaluator' but no evaluator.function is "
                              "given")
+        return self
+
+    @model_validator(mode="after")
+    def _latency_where(self) -> Experiment:
+        if self.latency.policy == "predict" and self.target.kind == "rpc":
+            raise ValueError("latency.policy 'predict' needs a per-layer table measured "
+                             "here, but the target is a remote (rpc) device; use "
+                             "latency.policy 'measure' or 'auto' (--latency-policy)")
         return self
 
     # -- construction --------------------------------------------------------------------
@@ -284,6 +324,13 @@ class Experiment(_Model):
         if self.data.name:
             return self.data.name
         return "digits" if self.estimator.kind in ("training", "oneshot") else None
+
+    @property
+    def latency_policy(self) -> str:
+        """The latency policy trials run under: ``auto`` measures in the workers on a
+        remote (rpc) target, whose table could not be measured here."""
+        p = self.latency.policy
+        return "measure" if p == "auto" and self.target.kind == "rpc" else p
 
     @property
     def needs_latency(self) -> bool:

@@ -169,12 +169,20 @@ def _load_data(exp: Experiment) -> Any:
         raise NasirError(e.message, where=e.where or "data", hint=e.hint) from None
 
 
+def check_latency_policy(exp: Experiment) -> None:
+    """``latency.*`` (:func:`nasir.runtime.latency_policy.check_latency_policy`)."""
+    from nasir.runtime.latency_policy import check_latency_policy as check
+
+    check(exp)
+
+
 def prepare(exp: Experiment, base_dir: str | None = None, *, smoke: bool = True) -> Prepared:
     """Check everything that can be checked before a run starts (see the module docstring)."""
     from nasir.spaces import build_space_spec
 
     exp = _absolute(exp, base_dir)
     _estimator_options(exp)
+    check_latency_policy(exp)
     _training_device(exp)
     data = _load_data(exp)
     shape = classes = None

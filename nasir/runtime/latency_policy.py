@@ -1,0 +1,549 @@
+"""The latency a trial carries: measured, predicted from the per-layer table, or both.
+
+Under ``latency.policy = "measure"`` every worker compiles and measures its trial's network
+(:class:`~nasir.runtime.estimators.LatencyEstimator`); nothing here runs. Under ``predict``
+and ``auto`` the workers only train, and the driver's :class:`LatencyRunner` answers latency
+through one dedicated measurement process (:func:`_service_main`):
+
+- each trial's *table* latency (the sum of its layers in the per-layer table,
+  :class:`~nasir.backends.tvm.lut.LatencyLUT`; layers the table lacks are compiled and
+  measured once, then shared by every later candidate and run) is asked for when the trial
+  is submitted, so it is ready by the time training ends;
+- the trial is recorded with the *predicted* latency: the table latency through the run's
+  :class:`Calibration` (a linear fit table → measured, refit after every measurement);
+- under ``auto`` the whole network is compiled and measured for every trial that enters the
+  current Pareto front or the ``top_k`` by reward, for a random ``calibration`` share, and at
+  the end for the whole front, again and again until every trial on it is measured.
+
+A measured trial keeps both numbers: ``latency_ms`` (what it carries, the measured value),
+``latency_measured_ms``, ``latency_predicted_ms`` and ``latency_table_ms``;
+``latency_source`` says which one ``latency_ms`` is. Its reward is recomputed; the strategy
+was fed the prediction when the measurement came later (the driver never waits for one), so
+a run under ``auto`` is reproducible in which trials it proposes only as far as the
+measurements arrive at the same points.
+
+Cores. The measurement process is pinned to the last ``latency.cores`` CPUs. While it *times*
+a network or a layer (compilation runs outside this window), the training workers' threads
+are moved off those CPUs (:func:`quiet_window`) and moved back after, so a timed run never
+shares a core with training. Limits: other programs on the machine are not moved; on a
+one-CPU machine there is nothing to move to; Ray workers are not moved (their pids are not
+known here). On a 2-core machine training runs on one core during each window.
+
+>>> c = Calibration()
+>>> c.predict(2.0), c.fit([(1.0, 2.0), (2.0, 4.0), (3.0, 6.0)]), round(c.predict(4.0), 6)
+(2.0, True, 8.0)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import multiprocessing as mp
+import os
+import random
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from nasir.errors import NasirError
+
+__all__ = ["Calibration", "LatencyRunner", "check_latency_policy", "default_table_path",
+           "make_latency_runner", "quiet_window"]
+
+#: metrics a trial carries under ``predict`` / ``auto``
+SOURCE, TABLE, PREDICTED, MEASURED = ("latency_source", "latency_table_ms",
+                                      "latency_predicted_ms", "latency_measured_ms")
+
+
+def default_table_path() -> str:
+    """``$NASIR_CACHE_DIR/latency_lut.sqlite`` (default ``~/.cache/nasir``): one table per
+    user, shared by every run and worker (rows are keyed by target and batch)."""
+    root = os.environ.get("NASIR_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "nasir")
+    return os.path.join(root, "latency_lut.sqlite")
+
+
+def check_latency_policy(exp: Any) -> None:
+    """What can be checked before a run starts: ``tuned`` needs the target's tuning
+    database, and a table needs somewhere writable to live."""
+    from nasir.runtime.experiment import ConfigError
+
+    lat = exp.latency
+    if lat.tuned:
+        import nasir.backends.tvm as tvm_backend
+
+        if not any(hasattr(tvm_backend, n) for n in ("TuningDatabase", "tuning_database")):
+            raise ConfigError(
+                "latency.tuned needs the per-target tuning database (issue 23's compiler "
+                "half), which this build of nasir does not have yet", where="latency.tuned",
+                hint="drop latency.tuned; latency is then measured untuned")
+    if not exp.needs_latency or exp.latency_policy == "measure":
+        return
+    path = lat.table or default_table_path()
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the latency table's folder {folder}: "
+                          f"{e.strerror or e}", where="latency.table",
+                          hint="give latency.table a writable path or set NASIR_CACHE_DIR"
+                          ) from None
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"the latency table's folder {folder} is not writable",
+                          where="latency.table",
+                          hint="give latency.table a writable path or set NASIR_CACHE_DIR")
+
+
+class Calibration:
+    """Table latency → measured latency, refit from ``(table_ms, measured_ms)`` pairs.
+
+    Three points or more: least squares ``a · table + b`` (kept when ``a > 0``); fewer, or a
+    fit that would invert the ranking: the median ratio ``measured / table``; none: the
+    identity. ``refits`` counts fits.
+    """
+
+    def __init__(self) -> None:
+        self.slope, self.intercept, self.points, self.refits = 1.0, 0.0, 0, 0
+
+    def fit(self, pairs: Sequence[tuple[float, float]]) -> bool:
+        """Refit on ``pairs``; returns whether there was anything to fit."""
+        pts = [(float(x), float(y)) for x, y in pairs
+               if x > 0 and y > 0 and math.isfinite(x) and math.isfinite(y)]
+        if not pts:
+            return False
+        x, y = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
+        a, b = float(np.median(y / x)), 0.0
+        if len(pts) >= 3 and float(np.ptp(x)) > 0:
+            fa, fb = np.polyfit(x, y, 1)
+            if fa > 0:
+                a, b = float(fa), float(fb)
+        self.slope, self.intercept, self.points = a, b, len(pts)
+        self.refits += 1
+        return True
+
+    def predict(self, table_ms: float) -> float:
+        """The calibrated latency (never below a hundredth of the table's)."""
+        return max(self.slope * float(table_ms) + self.intercept, 0.01 * float(table_ms))
+
+    def state(self) -> dict[str, Any]:
+        """What the store keeps (``latency.calibration``)."""
+        return {"slope": self.slope, "intercept": self.intercept, "points": self.points,
+                "refits": self.refits}
+
+
+# -- the measurement process -------------------------------------------------------------------
+def _tids(pid: int) -> list[int]:
+    try:
+        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return [pid]
+
+
+@contextlib.contextmanager
+def quiet_window(pids: Sequence[int], cores: set[int]) -> Iterator[int]:
+    """Move every thread of ``pids`` off ``cores`` for the ``with`` body (and back after).
+    Yields how many threads were moved (0 where affinity cannot be set)."""
+    if not hasattr(os, "sched_setaffinity"):
+        yield 0
+        return
+    rest = set(range(os.cpu_count() or 1)) - cores
+    saved: dict[int, set[int]] = {}
+    if rest:
+        for pid in pids:
+            for tid in _tids(pid):
+                try:
+                    saved[tid] = os.sched_getaffinity(tid)
+                    os.sched_setaffinity(tid, (saved[tid] - cores) or rest)
+                except OSError:  # the thread ended or is not ours
+                    saved.pop(tid, None)
+    try:
+        yield len(saved)
+    finally:
+        for tid, aff in saved.items():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, aff)
+
+
+def _measurement_cores(count: int) -> set[int]:
+    n = os.cpu_count() or 1
+    return set(range(max(0, n - count), n))
+
+
+def _service_main(conn: Any, exp: dict[str, Any], run_dir: str | None, parent: int) -> None:
+    """The dedicated measurement process: table latency and whole-network measurements."""
+    from nasir.runtime.executors import _die_with_parent
+
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from nasir.runtime.experiment import Experiment
+
+    e = Experiment.from_dict(exp)
+    cores = _measurement_cores(e.latency.cores)
+    os.environ["TVM_NUM_THREADS"] = str(len(cores))
+    os.environ["OMP_NUM_THREADS"] = str(len(cores))
+    with contextlib.suppress(OSError, AttributeError):
+        os.sched_setaffinity(0, cores)
+    from nasir.backends.tvm import LatencyCache, LatencyLUT, MeasureConfig, resolve_target
+    from nasir.backends.tvm.compile import compile_graph
+    from nasir.backends.tvm.lut import layer_graph, layer_key
+    from nasir.backends.tvm.measure import graph_key, measure_compiled
+    from nasir.runtime.worker import build_space
+
+    t = e.target
+    target = resolve_target(t.spec or {"host": "host", "cuda": "cuda", "rpc": "aarch64"}[t.kind])
+    cfg = MeasureConfig(repeats=t.repeats, warmup=2, min_repeat_ms=2.0)
+    pids: list[int] = []
+
+    class _QuietLUT(LatencyLUT):
+        """A table whose layer timings run inside the quiet window."""
+
+        def _measure_layer(self, n: Any) -> float:
+            c = compile_graph(layer_graph(n), self.target, batch=self.batch)
+            self.compile_s += c.compile_s
+            with quiet_window(pids, cores):
+                r = measure_compiled(c, self.config)
+            if not r.ok or r.median_ms is None:
+                raise NasirError(f"measuring layer {layer_key(n)} failed: {r.reason}")
+            self.measured_now += 1
+            self._store(layer_key(n), r.median_ms, r.cv, c.compile_s)
+            return r.median_ms
+
+    space = build_space(exp, run_dir)
+    lut = _QuietLUT(e.latency.table or default_table_path(), target, config=cfg,
+                    scope=space.name)
+    cache = LatencyCache(os.path.join(run_dir, "latency.sqlite")) if run_dir else None
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        kind, tid, assignment, pids[:] = msg
+        t0 = time.perf_counter()
+        out: dict[str, Any] = {"kind": kind, "trial": tid}
+        try:
+            g = space.instantiate(space.check(assignment))
+            if kind == "predict":
+                before = lut.measured_now
+                out.update(ok=True, table_ms=lut.layer_sum(g) + lut.constant_ms,
+                           new_layers=lut.measured_now - before)
+            else:
+                out.update(_measure(g, target, cfg, cache, pids, cores, graph_key,
+                                    compile_graph, measure_compiled))
+        except Exception as err:  # reported per request; the process goes on
+            out.update(ok=False, reason=f"{type(err).__name__}: {str(err).splitlines()[0]}"
+                       if str(err) else type(err).__name__)
+        out["seconds"] = time.perf_counter() - t0
+        try:
+            conn.send(out)
+        except (BrokenPipeError, OSError):
+            return
+
+
+def _measure(g: Any, target: Any, cfg: Any, cache: Any, pids: list[int], cores: set[int],
+             graph_key: Callable[..., str], compile_graph: Callable[..., Any],
+             measure_compiled: Callable[..., Any]) -> dict[str, Any]:
+    """Compile (outside the quiet window), time (inside it), through the run's cache."""
+    from dataclasses import replace
+
+    from nasir.backends.tvm.lut import _typed
+
+    g = _typed(g)
+    key, shape = graph_key(g), tuple(g.inputs[0].type.shape)
+    tkey = target.key()
+    hit = cache.get(key, tkey, shape, cfg.batch) if cache is not None else None
+    if hit is not None:
+        return {"ok": True, "median_ms": hit.median_ms, "cv": hit.cv, "compile_s": 0.0,
+                "cached": True}
+    c = compile_graph(g, target, batch=cfg.batch)
+    with quiet_window(pids, cores) as moved:
+        r = measure_compiled(c, cfg)
+    if not r.ok:
+        return {"ok": False, "reason": r.reason, "compile_s": c.compile_s}
+    if cache is not None:
+        cache.put(replace(r, graph_key=key, target=str(target), input_shape=shape), tkey)
+    return {"ok": True, "median_ms": r.median_ms, "cv": r.cv, "compile_s": c.compile_s,
+            "cached": False, "moved_threads": moved}
+
+
+# -- the driver's side -------------------------------------------------------------------------
+class LatencyRunner:
+    """The driver's half of ``predict`` / ``auto``: asks the measurement process, decides
+    what to measure, keeps the calibration and writes measured latency into the store.
+
+    ``pids``: the training processes to keep off the measurement cores (the executor's);
+    ``reward`` and ``violation``: the driver's, to rescore a trial whose latency changed.
+    """
+
+    def __init__(self, exp: Any, store: Any, reward: Callable[[Mapping[str, Any]], float],
+                 violation: Callable[[Mapping[str, Any]], str | None]) -> None:
+        self.exp, self.store = exp, store
+        self.policy = exp.latency_policy
+        self.reward, self.violation = reward, violation
+        self.pids: Callable[[], list[int]] = list
+        self.calibration = Calibration()
+        self.table: dict[int, float] = {}  # trial → table latency
+        self.failed: dict[int, str] = {}  # trial → why its prediction failed
+        self.held: dict[int, dict[str, Any]] = {}  # worker results waiting for the table
+        self.queue: deque[tuple[str, int, Any]] = deque()  # predictions go first
+        self.wanted: set[int] = set()  # trials queued or in flight for measurement
+        self.measure_failed: set[int] = set()
+        self.inflight: deque[tuple[str, int, Any]] = deque()  # sent, in order
+        self.deaths = 0
+        self.proc: Any = None
+        self.conn: Any = None
+        self.measured_s = self.predict_s = 0.0
+        self.counts = {"predicted": 0, "measured": 0, "new_layers": 0}
+        self._ctx = mp.get_context("spawn")
+        self._pairs: list[tuple[float, float]] = []
+        for t in store.trials("done") + store.trials("infeasible"):
+            m = t.get("metrics") or {}
+            if m.get(MEASURED) is not None and m.get(TABLE) is not None:
+                self._pairs.append((float(m[TABLE]), float(m[MEASURED])))
+        self.calibration.fit(self._pairs)
+
+    # -- the process ---------------------------------------------------------------------------
+    def _spawn(self) -> None:
+        from nasir.runtime.store import json_safe
+
+        parent, child = self._ctx.Pipe()
+        self.proc = self._ctx.Process(
+            target=_service_main, name="nasir-latency",
+            args=(child, json_safe(self.exp.to_dict()), self.store.folder, os.getpid()),
+            daemon=True)
+        self.proc.start()
+        child.close()
+        self.conn = parent
+
+    def _send(self) -> None:
+        """Send what may go now: predictions at once (they are cheap once the table knows
+        the layers, and a trial waits for its own), a measurement only to an idle process."""
+        while self.queue and (self.queue[0][0] == "predict" or not self.inflight):
+            if self.proc is None or not self.proc.is_alive():
+                self._spawn()
+            req = self.queue.popleft()
+            self.inflight.append(req)
+            self.conn.send((req[0], req[1], req[2], list(self.pids())))
+
+    @property
+    def busy(self) -> bool:
+        """Whether anything is asked or waiting to be asked."""
+        return bool(self.inflight or self.queue)
+
+    def predict(self, trial: Mapping[str, Any]) -> None:
+        """Ask for a trial's table latency (it is computed while the trial trains)."""
+        tid = int(trial["id"])
+        self.table.pop(tid, None)
+        self.failed.pop(tid, None)
+        self.queue.appendleft(("predict", tid, trial["assignment"]))
+        self._send()
+
+    def _want(self, trial: Mapping[str, Any]) -> None:
+        tid = int(trial["id"])
+        if tid not in self.wanted:
+            self.wanted.add(tid)
+            self.queue.append(("measure", tid, trial["assignment"]))
+            self._send()
+
+    def poll(self, timeout: float, trials: dict[int, Any]) -> list[dict[str, Any]]:
+        """Collect answers for up to ``timeout`` s; returns the held worker results whose
+        table latency arrived (ready to record). Measurements go straight into the store."""
+        ready: list[dict[str, Any]] = []
+        end = time.monotonic() + timeout
+        while self.inflight:
+            msg = None
+            try:
+                if self.conn.poll(max(0.0, end - time.monotonic())):
+                    msg = self.conn.recv()
+            except (EOFError, OSError):
+                msg = None
+            if msg is None and self.proc.is_alive():
+                break
+            if msg is None:  # the process died: its requests once more, then they fail
+                self.conn.close()
+                self.proc = self.conn = None
+                self.deaths += 1
+                lost = list(self.inflight)
+                self.inflight.clear()
+                if self.deaths <= 1:
+                    self.queue.extendleft(reversed(lost))
+                    self._send()
+                    continue
+                for kind, tid, _ in lost:
+                    self._answer({"kind": kind, "trial": tid, "ok": False, "reason":
+                                  "the latency process died twice"}, trials, ready)
+                self.deaths = 0
+                self._send()
+                continue
+            self.inflight.popleft()
+            self.deaths = 0
+            self._answer(msg, trials, ready)
+            self._send()
+        return ready
+
+    def _answer(self, msg: Mapping[str, Any], trials: dict[int, Any],
+                ready: list[dict[str, Any]]) -> None:
+        tid = int(msg["trial"])
+        if msg["kind"] == "predict":
+            self.predict_s += float(msg.get("seconds") or 0.0)
+            if msg["ok"]:
+                self.table[tid] = float(msg["table_ms"])
+                self.counts["new_layers"] += int(msg.get("new_layers") or 0)
+            else:
+                self.failed[tid] = str(msg.get("reason"))
+            if tid in self.held:
+                ready.append(self.held.pop(tid))
+            return
+        self.measured_s += float(msg.get("seconds") or 0.0)
+        self.wanted.discard(tid)
+        if msg["ok"] and tid in trials:
+            trials[tid] = self._measured(trials[tid], msg)
+        elif not msg["ok"]:
+            self.measure_failed.add(tid)
+            self.store.set_meta(f"latency.failed.{tid}", str(msg.get("reason")))
+
+    # -- trials --------------------------------------------------------------------------------
+    def attach(self, r: dict[str, Any]) -> dict[str, Any] | None:
+        """A worker's result with the trial's latency added, or ``None`` (held until the
+        table answers). A failed prediction fails the trial with the reason."""
+        if r.get("status") != "done":
+            return r
+        tid = int(r["trial"])
+        if tid in self.failed:
+            return {**r, "status": "failed",
+                    "error": f"latency prediction failed: {self.failed.pop(tid)}"}
+        if tid not in self.table:
+            self.held[tid] = r
+            return None
+        table = self.table.pop(tid)
+        pred = self.calibration.predict(table)
+        self.counts["predicted"] += 1
+        m = {**r["metrics"], "latency_ms": pred, SOURCE: "predicted", TABLE: table,
+             PREDICTED: pred}
+        return {**r, "metrics": m}
+
+    def recorded(self, t: Mapping[str, Any], trials: Mapping[int, Any]) -> None:
+        """Decide whether a just recorded trial's network is measured (``auto`` only)."""
+        if self.policy != "auto" or t["status"] != "done":
+            return
+        if (t.get("metrics") or {}).get(SOURCE) != "predicted":
+            return
+        why = self._why(t, [u for u in trials.values() if u["status"] == "done"])
+        if why:
+            self._want(t)
+
+    def _why(self, t: Mapping[str, Any], done: Sequence[Mapping[str, Any]]) -> str | None:
+        r = t.get("reward")
+        if r is not None and sum(1 for u in done if (u.get("reward") or -math.inf) > r) \
+                < self.exp.latency.top_k:
+            return "top-k"
+        if _on_front(t, done, self.exp.objectives):
+            return "front"
+        draw = random.Random(f"{self.exp.seed}:{t['hash']}").random()
+        return "calibration" if draw < self.exp.latency.calibration else None
+
+    def _measured(self, t: Mapping[str, Any], msg: Mapping[str, Any]) -> dict[str, Any]:
+        m = dict(t.get("metrics") or {})
+        ms = float(msg["median_ms"])
+        if m.get(TABLE) is not None:
+            self._pairs.append((float(m[TABLE]), ms))
+            if self.calibration.fit(self._pairs):
+                self.store.set_meta("latency.calibration", self.calibration.state())
+        m.update({"latency_ms": ms, SOURCE: "measured", MEASURED: ms,
+                  "latency_cv": msg.get("cv"), "compile_s": msg.get("compile_s"),
+                  "latency_cached": bool(msg.get("cached"))})
+        self.counts["measured"] += 1
+        return self._rescore(t, m)
+
+    def _rescore(self, t: Mapping[str, Any], m: dict[str, Any]) -> dict[str, Any]:
+        violation = self.violation(m)
+        status = "infeasible" if violation else "done"
+        self.store.finish_trial(int(t["id"]), status, metrics=m, reward=self.reward(m),
+                                error=violation, eval_s=t.get("eval_s"),
+                                cached_from=t.get("cached_from"))
+        return self.store.trial(int(t["id"]))
+
+    # -- the end of a run --------------------------------------------------------------------
+    def finish(self, trials: dict[int, Any]) -> None:
+        """Under ``auto``: wait for the measurements asked for, bring every predicted
+        trial to the final calibration, then measure the front until all of it is
+        measured."""
+        if self.policy != "auto":
+            return
+        while self.busy:
+            self.poll(1.0, trials)
+        for tid, t in list(trials.items()):
+            m = t.get("metrics") or {}
+            if t["status"] == "done" and m.get(SOURCE) == "predicted" \
+                    and m.get(TABLE) is not None:
+                pred = self.calibration.predict(float(m[TABLE]))
+                trials[tid] = self._rescore(t, {**m, "latency_ms": pred, PREDICTED: pred})
+        from nasir.runtime.results import pareto_trials
+
+        for _ in range(len(trials) + 1):
+            todo = [t for t in pareto_trials(list(trials.values()), self.exp.objectives)
+                    if (t.get("metrics") or {}).get(SOURCE) == "predicted"]
+            if not todo:
+                break
+            for t in todo:
+                self._want(t)
+            while self.busy:
+                self.poll(1.0, trials)
+            if all(int(t["id"]) in self.measure_failed for t in todo):
+                break
+        self.store.set_meta("latency.summary", self.summary())
+
+    def summary(self) -> dict[str, Any]:
+        """Counts and seconds of this run's latency work (``latency.summary`` in the store)."""
+        return {"policy": self.policy, **self.counts, "measure_s": round(self.measured_s, 3),
+                "predict_s": round(self.predict_s, 3), "calibration": self.calibration.state()}
+
+    def close(self) -> None:
+        """Stop the measurement process."""
+        if self.conn is not None and self.proc is not None and self.proc.is_alive():
+            with contextlib.suppress(OSError):
+                self.conn.send(None)
+            self.proc.join(2)
+        if self.proc is not None and self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(2)
+        self.proc = self.conn = None
+
+
+def _on_front(t: Mapping[str, Any], done: Sequence[Mapping[str, Any]],
+              objectives: Mapping[str, str]) -> bool:
+    from nasir.runtime.results import _val
+
+    def vec(u: Mapping[str, Any]) -> list[float] | None:
+        vals = [_val(u, k) for k in objectives]
+        if any(v is None for v in vals):
+            return None
+        return [float(v) if objectives[k] == "max" else -float(v)  # type: ignore[arg-type]
+                for k, v in zip(objectives, vals)]
+
+    mine = vec(t)
+    if mine is None:
+        return False
+    for u in done:
+        if u["id"] == t["id"]:
+            continue
+        other = vec(u)
+        if other is not None and all(o >= x for o, x in zip(other, mine)) \
+                and any(o > x for o, x in zip(other, mine)):
+            return False
+    return True
+
+
+def make_latency_runner(exp: Any, store: Any, reward: Callable[[Mapping[str, Any]], float],
+                        violation: Callable[[Mapping[str, Any]], str | None]
+                        ) -> LatencyRunner | None:
+    """The runner a run needs: ``None`` when its trials carry no latency or measure it in
+    their workers (``measure``)."""
+    if not exp.needs_latency or exp.latency_policy == "measure":
+        return None
+    return LatencyRunner(exp, store, reward, violation)
