@@ -49,12 +49,8 @@ ALLOWED: dict[tuple[str, str], str] = {}
 
 
 def layer_of(module: str) -> int | None:
-    best = None
-    for prefix, lay in LAYERS.items():
-        if (module == prefix or module.startswith(prefix + ".")) and (
-                best is None or len(prefix) > len(best)):
-            best = prefix
-    return None if best is None else LAYERS[best]
+    matches = [p for p in LAYERS if module == p or module.startswith(p + ".")]
+    return LAYERS[max(matches, key=len)] if matches else None
 
 
 def module_name(path: Path) -> str:
