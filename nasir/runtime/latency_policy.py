@@ -215,7 +215,7 @@ def _service_main(conn: Any, exp: dict[str, Any], run_dir: str | None, parent: i
     space = build_space(exp, run_dir)
     lut = _QuietLUT(e.latency.table or default_table_path(), target, config=cfg,
                     scope=space.name)
-    cache = LatencyCache(os.path.join(run_dir, "latency.sqlite")) if run_dir else None
+    cache: Any = None  # the run's latency cache, opened by the first measurement
     while True:
         try:
             msg = conn.recv()
@@ -233,6 +233,8 @@ def _service_main(conn: Any, exp: dict[str, Any], run_dir: str | None, parent: i
                 out.update(ok=True, table_ms=lut.layer_sum(g) + lut.constant_ms,
                            new_layers=lut.measured_now - before)
             else:
+                if cache is None and run_dir:
+                    cache = LatencyCache(os.path.join(run_dir, "latency.sqlite"))
                 out.update(_measure(g, target, cfg, cache, pids, cores, graph_key,
                                     compile_graph, measure_compiled))
         except Exception as err:  # reported per request; the process goes on

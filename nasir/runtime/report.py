@@ -198,6 +198,7 @@ def write_report(folder: str, out_dir: str | None = None) -> str:
     try:
         cfg, trials, counts, best = st.config, st.trials(), st.counts(), st.best()
         status, elapsed = st.meta("status"), float(st.meta("elapsed_s", 0.0) or 0.0)
+        latency_summary = st.meta("latency.summary")
     finally:
         st.close()
     out = out_dir or os.path.join(folder, "report")
@@ -210,6 +211,8 @@ def write_report(folder: str, out_dir: str | None = None) -> str:
                        f"best architecture (trial {best['id']}, reward {best['reward']:.4f})")
     front = pareto_trials(trials, objectives)
     keys = [*objectives, "reward"] + (["params"] if "params" not in objectives else [])
+    if any("latency_predicted_ms" in t["metrics"] for t in front):  # which latency, both
+        keys += ["latency_source", "latency_predicted_ms", "latency_measured_ms"]
     lines = [f"# nasir run `{os.path.basename(os.path.normpath(folder))}`", "",
              f"space **{cfg['space']['name']}**, strategy **{cfg['strategy']['name']}**, "
              f"estimator **{cfg['estimator']['kind']}**, reward **{cfg['reward']['kind']}**, "
@@ -226,6 +229,9 @@ def write_report(folder: str, out_dir: str | None = None) -> str:
     for t in front:
         vals = [t.get("reward") if k == "reward" else t["metrics"].get(k) for k in keys]
         lines.append(f"| {t['id']} | " + " | ".join(_fmt(v) for v in vals) + " |")
+    from nasir.runtime.latency_report import latency_lines
+
+    lines += latency_lines(trials, cfg, latency_summary, out)
     lines += _test_lines(folder)
     failed = [t for t in trials if t["status"] == "failed"]
     if failed:

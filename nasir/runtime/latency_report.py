@@ -1,0 +1,108 @@
+"""The report's latency section: which latency trials carry, and predicted next to measured.
+
+Under ``latency.policy`` ``predict`` or ``auto`` (:mod:`nasir.runtime.latency_policy`) a trial
+carries either its measured or its predicted latency; measured trials keep both. This
+section counts them, scores the prediction against the measurements (MAPE, Kendall τ) and
+plots predicted against measured (``latency_predicted_vs_measured.png`` / ``.svg``).
+
+>>> ts = [{"status": "done", "metrics": {"latency_source": "measured",
+...        "latency_predicted_ms": p, "latency_measured_ms": m}}
+...       for p, m in ((1.0, 1.1), (2.0, 1.9), (3.0, 3.3))]
+>>> s = prediction_scores(ts)
+>>> s["pairs"], round(s["mape"], 1), s["kendall_tau"]
+(3, 7.3, 1.0)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["latency_lines", "plot_predicted_vs_measured", "prediction_scores"]
+
+
+def _pairs(trials: Sequence[Mapping[str, Any]]) -> list[tuple[float, float]]:
+    out = []
+    for t in trials:
+        m = t.get("metrics") or {}
+        p, q = m.get("latency_predicted_ms"), m.get("latency_measured_ms")
+        if t.get("status") in ("done", "infeasible") and p is not None and q is not None:
+            out.append((float(p), float(q)))
+    return out
+
+
+def prediction_scores(trials: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``pairs``, ``mape`` (percent) and ``kendall_tau`` of predicted vs measured latency
+    over the trials that carry both (``None`` where too few)."""
+    pairs = _pairs(trials)
+    if not pairs:
+        return {"pairs": 0, "mape": None, "kendall_tau": None}
+    mape = 100.0 * sum(abs(p - m) / m for p, m in pairs if m > 0) / len(pairs)
+    tau = None
+    if len(pairs) >= 3:
+        from scipy.stats import kendalltau
+
+        v = float(kendalltau([p for p, _ in pairs], [m for _, m in pairs]).statistic)
+        tau = v if math.isfinite(v) else None
+    return {"pairs": len(pairs), "mape": mape, "kendall_tau": tau}
+
+
+def plot_predicted_vs_measured(trials: Sequence[Mapping[str, Any]], out_dir: str
+                               ) -> list[str]:
+    """Scatter of predicted against measured latency with the diagonal (PNG and SVG)."""
+    import matplotlib.pyplot as plt
+
+    from nasir.runtime.report import _save
+
+    pairs = _pairs(trials)
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    if pairs:
+        ax.scatter([m for _, m in pairs], [p for p, _ in pairs], s=16, alpha=0.7,
+                   color="tab:blue", label=f"trials measured ({len(pairs)})")
+        lo = min(min(p) for p in pairs)
+        hi = max(max(p) for p in pairs)
+        ax.plot([lo, hi], [lo, hi], "--", color="tab:gray", lw=1, label="predicted = measured")
+        ax.legend(loc="best", fontsize=8)
+    ax.set_xlabel("measured latency (ms)")
+    ax.set_ylabel("predicted latency (ms)")
+    ax.set_title("latency: table prediction vs measurement")
+    ax.grid(alpha=0.3)
+    return _save(fig, out_dir, "latency_predicted_vs_measured")
+
+
+def _num(v: Any, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def latency_lines(trials: Sequence[Mapping[str, Any]], config: Mapping[str, Any],
+                  summary: Mapping[str, Any] | None, out_dir: str) -> list[str]:
+    """The Markdown lines of the section (empty when no trial carries a latency source)."""
+    done = [t for t in trials if t.get("status") == "done"]
+    sources = [(t.get("metrics") or {}).get("latency_source") for t in done]
+    if not any(sources):
+        return []
+    policy = (config.get("latency") or {}).get("policy", "measure")
+    n_meas = sum(s == "measured" for s in sources)
+    n_pred = sum(s == "predicted" for s in sources)
+    lines = ["", "## Latency", "",
+             f"policy **{policy}**: {n_meas} trials carry measured latency, {n_pred} "
+             "predicted (per-layer table, calibrated)."]
+    if summary:
+        cal = summary.get("calibration") or {}
+        lines += ["", f"{summary.get('measured', 0)} networks measured in "
+                  f"{float(summary.get('measure_s') or 0):.1f} s, {summary.get('predicted', 0)} "
+                  f"predicted in {float(summary.get('predict_s') or 0):.1f} s "
+                  f"({summary.get('new_layers', 0)} layers new to the table); calibration "
+                  f"measured ≈ {float(cal.get('slope', 1.0)):.3f} × table + "
+                  f"{float(cal.get('intercept', 0.0)):.3f} ms from {cal.get('points', 0)} "
+                  f"points, refit {cal.get('refits', 0)} times."]
+    s = prediction_scores(trials)
+    if s["pairs"]:
+        plot_predicted_vs_measured(trials, out_dir)
+        lines += ["", f"Predicted vs measured over the {s['pairs']} trials that carry both: "
+                  f"MAPE {_num(s['mape'], '.1f')} %, Kendall τ {_num(s['kendall_tau'], '.3f')} "
+                  "(the prediction a trial had when it was recorded; the trials measured are "
+                  "the promising ones, not a random sample).", "",
+                  "![predicted vs measured](latency_predicted_vs_measured.png)"]
+    return lines

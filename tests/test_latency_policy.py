@@ -1,0 +1,211 @@
+"""The latency policy (issue 23): measure | predict | auto, end to end on a tiny space.
+
+Real runs: a 12-architecture space on 3×8×8 inputs, a user evaluator that scores from the
+parameter count (no training), TVM on the host for the table and the networks. The table
+is shared by the module's runs (as it is shared by a user's runs), so each layer is
+measured once.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from nasir.cli import main
+from nasir.runtime.store import RunStore
+
+SPACE = '''
+from nasir.dsl import SpaceBuilder
+from nasir.ops import ConvBNActOp, FlattenOp, GlobalAvgPoolOp, IdentityOp, LinearOp
+
+
+def build(input_shape=(3, 8, 8), num_classes=10):
+    s = SpaceBuilder("lat", input_shape)
+    w = s.value("width", [4, 8, 16])
+    k = s.value("kernel", [1, 3])
+    x = s.op(ConvBNActOp(out_channels=w, kernel=k), s.input)
+    x = s.choose("extra", {"conv": lambda b, h: b.op(ConvBNActOp(out_channels=w), h),
+                           "skip": lambda b, h: b.op(IdentityOp(), h)}, x)
+    x = s.op(LinearOp(out_features=num_classes), s.op(FlattenOp(), s.op(GlobalAvgPoolOp(), x)))
+    return s.build(x)
+'''
+
+EVALUATOR = '''
+from nasir.passes.analysis import analyze
+
+
+def evaluate(trial):
+    return {"accuracy": min(1.0, analyze(trial.graph)["params"] / 3000.0)}
+'''
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    d = tmp_path_factory.mktemp("latency_policy")
+    (d / "space.py").write_text(SPACE)
+    (d / "ev.py").write_text(EVALUATOR)
+    return d
+
+
+def _search(project, run: str, policy: str, trials: int, *extra: str) -> int:
+    return main(["search", "--space", str(project / "space.py") + ":build",
+                 "--evaluator", str(project / "ev.py") + ":evaluate",
+                 "--objective", "accuracy:max", "--objective", "latency_ms:min",
+                 "--reward", "mnasnet", "--latency-target", "0.05",
+                 "--latency-policy", policy, "--executor", "inprocess", "--seed", "1",
+                 "--trials", str(trials), "--run-dir", run, "--no-progress", *extra])
+
+
+def _config(project, policy: str, **latency):
+    """An experiment file with ``[latency]`` settings and the shared table."""
+    lines = ["[latency]", f'policy = "{policy}"', f'table = "{project / "lut.sqlite"}"']
+    lines += [f"{k} = {v}" for k, v in latency.items()]
+    f = project / f"exp_{policy}_{len(latency)}.toml"
+    f.write_text("\n".join(lines) + "\n")
+    return str(f)
+
+
+def _trials(run: str) -> tuple[list[dict], dict]:
+    st = RunStore.open(run)
+    try:
+        return st.trials(), {"summary": st.meta("latency.summary"),
+                             "calibration": st.meta("latency.calibration")}
+    finally:
+        st.close()
+
+
+@pytest.fixture(scope="module")
+def auto_run(project):
+    run = str(project / "auto")
+    cfg = _config(project, "auto", top_k=1, calibration=0.5)
+    assert _search(project, run, "auto", 8, "-c", cfg) == 0
+    return run
+
+
+def test_auto_measures_the_whole_final_front_and_rescores(auto_run):
+    from nasir.runtime.results import pareto_trials
+
+    trials, meta = _trials(auto_run)
+    done = [t for t in trials if t["status"] == "done"]
+    assert len(done) == 8
+    front = pareto_trials(done, {"accuracy": "max", "latency_ms": "min"})
+    assert front and all(t["metrics"]["latency_source"] == "measured" for t in front)
+    for t in done:
+        m = t["metrics"]
+        assert m["latency_source"] in ("measured", "predicted")
+        assert m["latency_table_ms"] > 0 and m["latency_predicted_ms"] > 0
+        if m["latency_source"] == "measured":  # both kept; the trial carries the measurement
+            assert m["latency_ms"] == m["latency_measured_ms"] > 0
+        else:
+            assert m["latency_ms"] == m["latency_predicted_ms"] and "latency_measured_ms" not in m
+        # the reward is the MnasNet reward of the latency the trial carries
+        assert t["reward"] == pytest.approx(m["accuracy"] * (m["latency_ms"] / 0.05) ** -0.07)
+    assert meta["summary"]["policy"] == "auto"
+    assert meta["summary"]["measured"] == sum(t["metrics"]["latency_source"] == "measured"
+                                              for t in done)
+
+
+def test_auto_refits_the_calibration_per_measurement(auto_run):
+    from nasir.runtime.latency_policy import Calibration
+
+    trials, meta = _trials(auto_run)
+    pairs = [(t["metrics"]["latency_table_ms"], t["metrics"]["latency_measured_ms"])
+             for t in trials if "latency_measured_ms" in t["metrics"]]
+    cal = meta["calibration"]
+    assert len(pairs) >= 2 and cal["points"] == len(pairs) and cal["refits"] == len(pairs)
+    again = Calibration()
+    again.fit(pairs)  # the stored fit is the fit of the stored pairs
+    assert again.slope == pytest.approx(cal["slope"])
+    assert again.intercept == pytest.approx(cal["intercept"])
+
+
+def test_report_shows_predicted_and_measured(auto_run):
+    with open(os.path.join(auto_run, "report", "report.md")) as fh:
+        md = fh.read()
+    assert "## Latency" in md and "policy **auto**" in md and "Kendall" in md
+    assert "| latency_source | latency_predicted_ms | latency_measured_ms |" in md
+    png = os.path.join(auto_run, "report", "latency_predicted_vs_measured.png")
+    assert os.path.getsize(png) > 1000
+
+
+def test_predict_never_compiles_a_network(project):
+    run = str(project / "predict")
+    assert _search(project, run, "predict", 4, "-c", _config(project, "predict"),
+                   "--no-report") == 0
+    trials, meta = _trials(run)
+    assert [t["status"] for t in trials] == ["done"] * 4
+    assert all(t["metrics"]["latency_source"] == "predicted" for t in trials)
+    assert not any("latency_measured_ms" in t["metrics"] or "compile_s" in t["metrics"]
+                   for t in trials)
+    assert meta["summary"]["measured"] == 0 and meta["calibration"] is None
+    # no network reached the run's latency cache: it was never even opened
+    assert not os.path.exists(os.path.join(run, "latency.sqlite"))
+
+
+def test_measure_compiles_and_measures_every_trial(project):
+    run = str(project / "measure")
+    assert _search(project, run, "measure", 3, "--no-report") == 0
+    trials, meta = _trials(run)
+    assert [t["status"] for t in trials] == ["done"] * 3
+    for t in trials:
+        m = t["metrics"]
+        assert m["latency_source"] == "measured" and m["latency_ms"] == m["latency_measured_ms"]
+        assert "latency_table_ms" not in m and m["compile_s"] is not None
+    with sqlite3.connect(os.path.join(run, "latency.sqlite")) as db:
+        rows = db.execute("SELECT COUNT(*) FROM latency").fetchone()[0]
+    assert rows == len({t["hash"] for t in trials})
+    assert meta["summary"] is None  # no measurement process: the workers measured
+
+
+def test_unknown_policy_on_the_command_line_fails_before_a_run_folder(tmp_path, capsys):
+    run = str(tmp_path / "never")
+    with pytest.raises(SystemExit) as e:
+        main(["search", "--latency-policy", "fast", "--run-dir", run])
+    assert e.value.code == 2 and "invalid choice: 'fast'" in capsys.readouterr().err
+    assert not os.path.exists(run)
+
+
+def test_predict_on_a_remote_target_fails_before_a_run_folder(tmp_path, capsys):
+    run = str(tmp_path / "never")
+    assert main(["search", "--latency-policy", "predict", "--target", "rpc",
+                 "--run-dir", run, "--no-progress"]) == 2
+    assert "latency.policy 'predict'" in capsys.readouterr().err
+    assert not os.path.exists(run)
+
+
+@pytest.mark.parametrize("latency, text", [
+    ({"calibration": 2}, "latency.calibration"),
+    ({"top_k": 0}, "latency.top_k"),
+    ({"tuned": "true"}, "tuning database"),
+])
+def test_bad_policy_in_a_file_fails_before_a_run_folder(project, tmp_path, capsys, latency,
+                                                        text):
+    run = str(tmp_path / "never")
+    assert _search(project, run, "auto", 2, "-c", _config(project, "auto", **latency)) == 2
+    err = capsys.readouterr().err
+    assert text in err
+    assert not os.path.exists(run)
+
+
+def test_quiet_window_moves_training_threads_off_the_measurement_cores():
+    from nasir.runtime.latency_policy import quiet_window
+
+    if not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2:
+        pytest.skip("needs Linux CPU affinity and two CPUs")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        time.sleep(0.2)
+        before = os.sched_getaffinity(child.pid)
+        cores = {max(before)}
+        with quiet_window([child.pid], cores) as moved:
+            inside = os.sched_getaffinity(child.pid)
+        assert moved >= 1 and not inside & cores and inside
+        assert os.sched_getaffinity(child.pid) == before
+    finally:
+        child.kill()
+        child.wait()
