@@ -181,7 +181,7 @@ def test_predict_on_a_remote_target_fails_before_a_run_folder(tmp_path, capsys):
 @pytest.mark.parametrize("latency, text", [
     ({"calibration": 2}, "latency.calibration"),
     ({"top_k": 0}, "latency.top_k"),
-    ({"tuned": "true"}, "tuning database"),
+    ({"cores": 0}, "latency.cores"),
 ])
 def test_bad_policy_in_a_file_fails_before_a_run_folder(project, tmp_path, capsys, latency,
                                                         text):
@@ -192,8 +192,24 @@ def test_bad_policy_in_a_file_fails_before_a_run_folder(project, tmp_path, capsy
     assert not os.path.exists(run)
 
 
+def test_tuned_without_a_tuning_database_fails_before_a_run_folder(project, tmp_path,
+                                                                   capsys):
+    from nasir.errors import NasirError
+    from nasir.runtime.latency_service import tuned_compile_options
+
+    try:
+        tuned_compile_options("host")
+    except NasirError:
+        run = str(tmp_path / "never")
+        cfg = _config(project, "auto", tuned="true")
+        assert _search(project, run, "auto", 2, "-c", cfg) == 2
+        assert "tuning database" in capsys.readouterr().err and not os.path.exists(run)
+    else:
+        pytest.skip("this build has the tuning database: latency.tuned is accepted")
+
+
 def test_quiet_window_moves_training_threads_off_the_measurement_cores():
-    from nasir.runtime.latency_policy import quiet_window
+    from nasir.runtime.latency_service import quiet_window
 
     if not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2:
         pytest.skip("needs Linux CPU affinity and two CPUs")

@@ -232,7 +232,7 @@ class LatencyEstimator:
 
     def __init__(self, target: str | Mapping[str, Any] = "host", *, repeats: int = 20,
                  cache_path: str | None = None, rpc: tuple[str, int, str | None] | None = None,
-                 min_repeat_ms: float = 2.0) -> None:
+                 min_repeat_ms: float = 2.0, tuned: bool = False) -> None:
         from nasir.backends.tvm import LatencyCache, MeasureConfig, resolve_target
 
         self.target = resolve_target(target)
@@ -244,6 +244,14 @@ class LatencyEstimator:
             from nasir.backends.tvm import RemoteDevice
 
             self.remote = RemoteDevice(rpc[0], int(rpc[1]), rpc[2])
+        self.build: dict[str, Any] = {}  # compile from the target's tuning database
+        if tuned:
+            from nasir.runtime.latency_service import tuned_compile_options
+
+            if rpc is not None:
+                raise NasirError("tuned latency is measured here; through RPC it is not "
+                                 "wired yet", where="latency.tuned", hint="drop latency.tuned")
+            self.build = tuned_compile_options(self.target)
 
     def evaluate(self, space: Space, assignment: Mapping[str, Any], *,
                  seed: int) -> dict[str, Any]:
@@ -252,6 +260,17 @@ class LatencyEstimator:
 
         g = space.instantiate(assignment)
         t0 = time.perf_counter()
+        if self.build:
+            from nasir.runtime.latency_service import measure_network
+
+            m = measure_network(g, self.target, self.config, self.cache, build=self.build)
+            if not m["ok"]:
+                raise TrialError(f"latency measurement failed: {m['reason']}",
+                                 where=str(self.target))
+            return {"latency_ms": float(m["median_ms"]), "latency_source": "measured",
+                    "latency_measured_ms": float(m["median_ms"]), "latency_cv": m["cv"],
+                    "compile_s": m["compile_s"], "latency_cached": bool(m["cached"]),
+                    "latency_tuned": True, "latency_s": time.perf_counter() - t0}
         r = measure(g, self.target, self.config, remote=self.remote, cache=self.cache)
         if not r.ok:
             raise TrialError(f"latency measurement failed: {r.reason}",
@@ -360,4 +379,5 @@ def latency_estimator(e: Any, run_dir: str | None) -> LatencyEstimator:
     spec = t.spec or {"host": "host", "cuda": "cuda", "rpc": "aarch64"}[t.kind]
     cache = os.path.join(run_dir, "latency.sqlite") if run_dir else None
     rpc = (t.rpc_host, t.rpc_port, t.rpc_key) if t.kind == "rpc" else None
-    return LatencyEstimator(spec, repeats=t.repeats, cache_path=cache, rpc=rpc)
+    return LatencyEstimator(spec, repeats=t.repeats, cache_path=cache, rpc=rpc,
+                            tuned=e.latency.tuned)

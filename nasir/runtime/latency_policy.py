@@ -3,7 +3,8 @@
 Under ``latency.policy = "measure"`` every worker compiles and measures its trial's network
 (:class:`~nasir.runtime.estimators.LatencyEstimator`); nothing here runs. Under ``predict``
 and ``auto`` the workers only train, and the driver's :class:`LatencyRunner` answers latency
-through one dedicated measurement process (:func:`_service_main`):
+through one dedicated measurement process
+(:func:`~nasir.runtime.latency_service.service_main`):
 
 - each trial's *table* latency (the sum of its layers in the per-layer table,
   :class:`~nasir.backends.tvm.lut.LatencyLUT`; layers the table lacks are compiled and
@@ -22,12 +23,8 @@ was fed the prediction when the measurement came later (the driver never waits f
 a run under ``auto`` is reproducible in which trials it proposes only as far as the
 measurements arrive at the same points.
 
-Cores. The measurement process is pinned to the last ``latency.cores`` CPUs. While it *times*
-a network or a layer (compilation runs outside this window), the training workers' threads
-are moved off those CPUs (:func:`quiet_window`) and moved back after, so a timed run never
-shares a core with training. Limits: other programs on the machine are not moved; on a
-one-CPU machine there is nothing to move to; Ray workers are not moved (their pids are not
-known here). On a 2-core machine training runs on one core during each window.
+Cores: the measurement process has CPUs of its own, and training threads are moved off them
+while it times a network (:mod:`nasir.runtime.latency_service`, with the limits of that).
 
 >>> c = Calibration()
 >>> c.predict(2.0), c.fit([(1.0, 2.0), (2.0, 4.0), (3.0, 6.0)]), round(c.predict(4.0), 6)
@@ -41,18 +38,15 @@ import math
 import multiprocessing as mp
 import os
 import random
-import signal
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from nasir.errors import NasirError
-
 __all__ = ["Calibration", "LatencyRunner", "check_latency_policy", "default_table_path",
-           "make_latency_runner", "quiet_window"]
+           "make_latency_runner", "table_path"]
 
 #: metrics a trial carries under ``predict`` / ``auto``
 SOURCE, TABLE, PREDICTED, MEASURED = ("latency_source", "latency_table_ms",
@@ -67,6 +61,15 @@ def default_table_path() -> str:
     return os.path.join(root, "latency_lut.sqlite")
 
 
+def table_path(exp: Any) -> str:
+    """The per-layer table a run uses: ``latency.table``, else the user's shared one
+    (tuned layers in a table of their own)."""
+    if exp.latency.table:
+        return str(exp.latency.table)
+    path = default_table_path()
+    return path.replace(".sqlite", "_tuned.sqlite") if exp.latency.tuned else path
+
+
 def check_latency_policy(exp: Any) -> None:
     """What can be checked before a run starts: ``tuned`` needs the target's tuning
     database, and a table needs somewhere writable to live."""
@@ -74,16 +77,16 @@ def check_latency_policy(exp: Any) -> None:
 
     lat = exp.latency
     if lat.tuned:
-        import nasir.backends.tvm as tvm_backend
+        from nasir.backends.tvm import resolve_target
 
-        if not any(hasattr(tvm_backend, n) for n in ("TuningDatabase", "tuning_database")):
-            raise ConfigError(
-                "latency.tuned needs the per-target tuning database (issue 23's compiler "
-                "half), which this build of nasir does not have yet", where="latency.tuned",
-                hint="drop latency.tuned; latency is then measured untuned")
+        t = exp.target
+        from nasir.runtime.latency_service import tuned_compile_options
+
+        tuned_compile_options(resolve_target(
+            t.spec or {"host": "host", "cuda": "cuda", "rpc": "aarch64"}[t.kind]))
     if not exp.needs_latency or exp.latency_policy == "measure":
         return
-    path = lat.table or default_table_path()
+    path = table_path(exp)
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)
@@ -135,144 +138,6 @@ class Calibration:
                 "refits": self.refits}
 
 
-# -- the measurement process -------------------------------------------------------------------
-def _tids(pid: int) -> list[int]:
-    try:
-        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-    except OSError:
-        return [pid]
-
-
-@contextlib.contextmanager
-def quiet_window(pids: Sequence[int], cores: set[int]) -> Iterator[int]:
-    """Move every thread of ``pids`` off ``cores`` for the ``with`` body (and back after).
-    Yields how many threads were moved (0 where affinity cannot be set)."""
-    if not hasattr(os, "sched_setaffinity"):
-        yield 0
-        return
-    rest = set(range(os.cpu_count() or 1)) - cores
-    saved: dict[int, set[int]] = {}
-    if rest:
-        for pid in pids:
-            for tid in _tids(pid):
-                try:
-                    saved[tid] = os.sched_getaffinity(tid)
-                    os.sched_setaffinity(tid, (saved[tid] - cores) or rest)
-                except OSError:  # the thread ended or is not ours
-                    saved.pop(tid, None)
-    try:
-        yield len(saved)
-    finally:
-        for tid, aff in saved.items():
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(tid, aff)
-
-
-def _measurement_cores(count: int) -> set[int]:
-    n = os.cpu_count() or 1
-    return set(range(max(0, n - count), n))
-
-
-def _service_main(conn: Any, exp: dict[str, Any], run_dir: str | None, parent: int) -> None:
-    """The dedicated measurement process: table latency and whole-network measurements."""
-    from nasir.runtime.executors import _die_with_parent
-
-    _die_with_parent(parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from nasir.runtime.experiment import Experiment
-
-    e = Experiment.from_dict(exp)
-    cores = _measurement_cores(e.latency.cores)
-    os.environ["TVM_NUM_THREADS"] = str(len(cores))
-    os.environ["OMP_NUM_THREADS"] = str(len(cores))
-    with contextlib.suppress(OSError, AttributeError):
-        os.sched_setaffinity(0, cores)
-    from nasir.backends.tvm import LatencyCache, LatencyLUT, MeasureConfig, resolve_target
-    from nasir.backends.tvm.compile import compile_graph
-    from nasir.backends.tvm.lut import layer_graph, layer_key
-    from nasir.backends.tvm.measure import graph_key, measure_compiled
-    from nasir.runtime.worker import build_space
-
-    t = e.target
-    target = resolve_target(t.spec or {"host": "host", "cuda": "cuda", "rpc": "aarch64"}[t.kind])
-    cfg = MeasureConfig(repeats=t.repeats, warmup=2, min_repeat_ms=2.0)
-    pids: list[int] = []
-
-    class _QuietLUT(LatencyLUT):
-        """A table whose layer timings run inside the quiet window."""
-
-        def _measure_layer(self, n: Any) -> float:
-            c = compile_graph(layer_graph(n), self.target, batch=self.batch)
-            self.compile_s += c.compile_s
-            with quiet_window(pids, cores):
-                r = measure_compiled(c, self.config)
-            if not r.ok or r.median_ms is None:
-                raise NasirError(f"measuring layer {layer_key(n)} failed: {r.reason}")
-            self.measured_now += 1
-            self._store(layer_key(n), r.median_ms, r.cv, c.compile_s)
-            return r.median_ms
-
-    space = build_space(exp, run_dir)
-    lut = _QuietLUT(e.latency.table or default_table_path(), target, config=cfg,
-                    scope=space.name)
-    cache: Any = None  # the run's latency cache, opened by the first measurement
-    while True:
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            return
-        if msg is None:
-            return
-        kind, tid, assignment, pids[:] = msg
-        t0 = time.perf_counter()
-        out: dict[str, Any] = {"kind": kind, "trial": tid}
-        try:
-            g = space.instantiate(space.check(assignment))
-            if kind == "predict":
-                before = lut.measured_now
-                out.update(ok=True, table_ms=lut.layer_sum(g) + lut.constant_ms,
-                           new_layers=lut.measured_now - before)
-            else:
-                if cache is None and run_dir:
-                    cache = LatencyCache(os.path.join(run_dir, "latency.sqlite"))
-                out.update(_measure(g, target, cfg, cache, pids, cores, graph_key,
-                                    compile_graph, measure_compiled))
-        except Exception as err:  # reported per request; the process goes on
-            out.update(ok=False, reason=f"{type(err).__name__}: {str(err).splitlines()[0]}"
-                       if str(err) else type(err).__name__)
-        out["seconds"] = time.perf_counter() - t0
-        try:
-            conn.send(out)
-        except (BrokenPipeError, OSError):
-            return
-
-
-def _measure(g: Any, target: Any, cfg: Any, cache: Any, pids: list[int], cores: set[int],
-             graph_key: Callable[..., str], compile_graph: Callable[..., Any],
-             measure_compiled: Callable[..., Any]) -> dict[str, Any]:
-    """Compile (outside the quiet window), time (inside it), through the run's cache."""
-    from dataclasses import replace
-
-    from nasir.backends.tvm.lut import _typed
-
-    g = _typed(g)
-    key, shape = graph_key(g), tuple(g.inputs[0].type.shape)
-    tkey = target.key()
-    hit = cache.get(key, tkey, shape, cfg.batch) if cache is not None else None
-    if hit is not None:
-        return {"ok": True, "median_ms": hit.median_ms, "cv": hit.cv, "compile_s": 0.0,
-                "cached": True}
-    c = compile_graph(g, target, batch=cfg.batch)
-    with quiet_window(pids, cores) as moved:
-        r = measure_compiled(c, cfg)
-    if not r.ok:
-        return {"ok": False, "reason": r.reason, "compile_s": c.compile_s}
-    if cache is not None:
-        cache.put(replace(r, graph_key=key, target=str(target), input_shape=shape), tkey)
-    return {"ok": True, "median_ms": r.median_ms, "cv": r.cv, "compile_s": c.compile_s,
-            "cached": False, "moved_threads": moved}
-
-
 # -- the driver's side -------------------------------------------------------------------------
 class LatencyRunner:
     """The driver's half of ``predict`` / ``auto``: asks the measurement process, decides
@@ -311,11 +176,12 @@ class LatencyRunner:
 
     # -- the process ---------------------------------------------------------------------------
     def _spawn(self) -> None:
+        from nasir.runtime.latency_service import service_main
         from nasir.runtime.store import json_safe
 
         parent, child = self._ctx.Pipe()
         self.proc = self._ctx.Process(
-            target=_service_main, name="nasir-latency",
+            target=service_main, name="nasir-latency",
             args=(child, json_safe(self.exp.to_dict()), self.store.folder, os.getpid()),
             daemon=True)
         self.proc.start()
@@ -456,6 +322,8 @@ class LatencyRunner:
             self._pairs.append((float(m[TABLE]), ms))
             if self.calibration.fit(self._pairs):
                 self.store.set_meta("latency.calibration", self.calibration.state())
+        if self.exp.latency.tuned:
+            m["latency_tuned"] = True
         m.update({"latency_ms": ms, SOURCE: "measured", MEASURED: ms,
                   "latency_cv": msg.get("cv"), "compile_s": msg.get("compile_s"),
                   "latency_cached": bool(msg.get("cached"))})

@@ -1,0 +1,202 @@
+"""The measurement process of ``latency.policy`` predict / auto, and its quiet windows.
+
+One process per run (:class:`~nasir.runtime.latency_policy.LatencyRunner` starts it) answers
+two requests, one at a time: ``predict`` (a network's per-layer table latency; layers the
+table lacks are compiled and timed once, :class:`PolicyLUT`) and ``measure`` (the whole
+network compiled and timed, :func:`measure_network`, through the run's latency cache).
+
+It is pinned to the last ``latency.cores`` CPUs. While it *times* something (compilation
+runs outside this window), every thread of the training processes is moved off those CPUs
+(:func:`quiet_window`) and moved back after, so a timed run never shares a core with
+training. Limits: other programs on the machine are not moved; on a one-CPU machine there
+is nowhere to move them; Ray workers are not moved (their pids are not known here); on a
+2-core machine training runs on one core during each window.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from nasir.backends.tvm.lut import LatencyLUT
+from nasir.errors import NasirError
+
+__all__ = ["PolicyLUT", "measure_network", "quiet_window", "service_main",
+           "tuned_compile_options"]
+
+
+def tuned_compile_options(target: Any) -> dict[str, Any]:
+    """What :func:`~nasir.backends.tvm.compile.compile_graph` needs to build from the
+    target's persistent tuning database (``db=``; workloads it lacks keep TVM's default
+    schedule). Raises :class:`ConfigError` where this build has no tuning database."""
+    import importlib.util
+    import inspect
+
+    from nasir.backends.tvm.compile import compile_graph
+    from nasir.runtime.experiment import ConfigError
+
+    if importlib.util.find_spec("nasir.backends.tvm.tuning_db") is None \
+            or "db" not in inspect.signature(compile_graph).parameters:
+        raise ConfigError(
+            "latency.tuned needs the per-target tuning database (issue 23's compiler "
+            "half), which this build of nasir does not have yet", where="latency.tuned",
+            hint="drop latency.tuned; latency is then measured untuned")
+    from nasir.backends.tvm.tuning_db import TuningDatabase
+
+    return {"db": TuningDatabase(target)}
+
+
+# -- the measurement process -------------------------------------------------------------------
+def _tids(pid: int) -> list[int]:
+    try:
+        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return [pid]
+
+
+@contextlib.contextmanager
+def quiet_window(pids: Sequence[int], cores: set[int]) -> Iterator[int]:
+    """Move every thread of ``pids`` off ``cores`` for the ``with`` body (and back after).
+    Yields how many threads were moved (0 where affinity cannot be set)."""
+    if not hasattr(os, "sched_setaffinity"):
+        yield 0
+        return
+    rest = set(range(os.cpu_count() or 1)) - cores
+    saved: dict[int, set[int]] = {}
+    if rest:
+        for pid in pids:
+            for tid in _tids(pid):
+                try:
+                    saved[tid] = os.sched_getaffinity(tid)
+                    os.sched_setaffinity(tid, (saved[tid] - cores) or rest)
+                except OSError:  # the thread ended or is not ours
+                    saved.pop(tid, None)
+    try:
+        yield len(saved)
+    finally:
+        for tid, aff in saved.items():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, aff)
+
+
+def _measurement_cores(count: int) -> set[int]:
+    n = os.cpu_count() or 1
+    return set(range(max(0, n - count), n))
+
+
+class PolicyLUT(LatencyLUT):
+    """A per-layer table whose layers compile with ``build`` (e.g. the tuning database,
+    :func:`tuned_compile_options`) and are timed inside the :func:`quiet_window` of
+    ``pids`` / ``cores``."""
+
+    build: Mapping[str, Any] = {}
+    pids: Sequence[int] = ()
+    cores: set[int] = set()
+
+    def _measure_layer(self, n: Any) -> float:
+        from nasir.backends.tvm.compile import compile_graph
+        from nasir.backends.tvm.lut import layer_graph, layer_key
+        from nasir.backends.tvm.measure import measure_compiled
+
+        c = compile_graph(layer_graph(n), self.target, batch=self.batch, **dict(self.build))
+        self.compile_s += c.compile_s
+        with quiet_window(self.pids, self.cores):
+            r = measure_compiled(c, self.config)
+        if not r.ok or r.median_ms is None:
+            raise NasirError(f"measuring layer {layer_key(n)} failed: {r.reason}")
+        self.measured_now += 1
+        self._store(layer_key(n), r.median_ms, r.cv, c.compile_s)
+        return r.median_ms
+
+
+def service_main(conn: Any, exp: dict[str, Any], run_dir: str | None, parent: int) -> None:
+    """The dedicated measurement process: table latency and whole-network measurements."""
+    from nasir.runtime.executors import _die_with_parent
+
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from nasir.runtime.experiment import Experiment
+    from nasir.runtime.latency_policy import table_path
+
+    e = Experiment.from_dict(exp)
+    cores = _measurement_cores(e.latency.cores)
+    os.environ["TVM_NUM_THREADS"] = str(len(cores))
+    os.environ["OMP_NUM_THREADS"] = str(len(cores))
+    with contextlib.suppress(OSError, AttributeError):
+        os.sched_setaffinity(0, cores)
+    from nasir.backends.tvm import LatencyCache, MeasureConfig, resolve_target
+    from nasir.runtime.worker import build_space
+
+    t = e.target
+    target = resolve_target(t.spec or {"host": "host", "cuda": "cuda", "rpc": "aarch64"}[t.kind])
+    cfg = MeasureConfig(repeats=t.repeats, warmup=2, min_repeat_ms=2.0)
+    pids: list[int] = []
+    build = tuned_compile_options(target) if e.latency.tuned else {}
+
+    space = build_space(exp, run_dir)
+    lut = PolicyLUT(table_path(e), target, config=cfg, scope=space.name)
+    lut.build, lut.pids, lut.cores = build, pids, cores
+    cache: Any = None  # the run's latency cache, opened by the first measurement
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        kind, tid, assignment, pids[:] = msg
+        t0 = time.perf_counter()
+        out: dict[str, Any] = {"kind": kind, "trial": tid}
+        try:
+            g = space.instantiate(space.check(assignment))
+            if kind == "predict":
+                before = lut.measured_now
+                out.update(ok=True, table_ms=lut.layer_sum(g) + lut.constant_ms,
+                           new_layers=lut.measured_now - before)
+            else:
+                if cache is None and run_dir:
+                    cache = LatencyCache(os.path.join(run_dir, "latency.sqlite"))
+                out.update(measure_network(g, target, cfg, cache, pids, cores, build))
+        except Exception as err:  # reported per request; the process goes on
+            out.update(ok=False, reason=f"{type(err).__name__}: {str(err).splitlines()[0]}"
+                       if str(err) else type(err).__name__)
+        out["seconds"] = time.perf_counter() - t0
+        try:
+            conn.send(out)
+        except (BrokenPipeError, OSError):
+            return
+
+
+def measure_network(g: Any, target: Any, cfg: Any, cache: Any, pids: Sequence[int] = (),
+                    cores: set[int] | None = None, build: Mapping[str, Any] | None = None
+                    ) -> dict[str, Any]:
+    """Compile ``g`` (outside the quiet window; ``build``: extra
+    :func:`~nasir.backends.tvm.compile.compile_graph` options such as the tuning database),
+    time it (inside the window), through the run's ``cache``."""
+    from dataclasses import replace
+
+    from nasir.backends.tvm.compile import compile_graph
+    from nasir.backends.tvm.lut import _typed
+    from nasir.backends.tvm.measure import graph_key, measure_compiled
+
+    g = _typed(g)
+    key, shape = graph_key(g), tuple(g.inputs[0].type.shape)
+    tkey = target.key() + (":tuned" if build else "")
+    hit = cache.get(key, tkey, shape, cfg.batch) if cache is not None else None
+    if hit is not None:
+        return {"ok": True, "median_ms": hit.median_ms, "cv": hit.cv, "compile_s": 0.0,
+                "cached": True}
+    t0 = time.perf_counter()
+    c = compile_graph(g, target, batch=cfg.batch, **dict(build or {}))
+    with quiet_window(pids, cores or set()) as moved:
+        r = measure_compiled(c, cfg)
+    if not r.ok:
+        return {"ok": False, "reason": r.reason, "compile_s": c.compile_s}
+    if cache is not None:
+        cache.put(replace(r, graph_key=key, target=str(target), input_shape=shape), tkey)
+    return {"ok": True, "median_ms": r.median_ms, "cv": r.cv, "compile_s": c.compile_s,
+            "cached": False, "moved_threads": moved, "latency_s": time.perf_counter() - t0}
