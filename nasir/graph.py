@@ -252,6 +252,10 @@ class Graph:
     def __len__(self) -> int:
         return len(self._nodes)
 
+    def has_node(self, name: str) -> bool:
+        """Whether a node is called ``%name``."""
+        return name in self._names
+
     def node(self, name: str) -> Node:
         """The node called ``%name``."""
         try:
@@ -312,6 +316,12 @@ class Graph:
         node.inputs = ins
         self._changed()
         self._ordered = False
+
+    def clear_types(self) -> None:
+        """Forget every inferred type, so that verification infers them again (after a
+        rewrite that changes shapes downstream, such as a new input resolution)."""
+        for n in self._nodes:
+            n.type = None
 
     def replace_op(self, node: Node, op: Op) -> None:
         """Swap the op of ``node`` in place (its type is inferred again)."""

@@ -75,7 +75,7 @@ def graph_to_json(g: Graph) -> dict[str, Any]:
         if n.regions is not None:
             d["regions"] = {k: graph_to_json(r) for k, r in n.regions.items()}
         nodes.append(d)
-    return {"name": g.name, "nodes": nodes, "output": g._output.name if g._output else None}
+    return {"name": g.name, "nodes": nodes, "output": g.output.name if g.has_output else None}
 
 
 def _need(obj: dict, key: str, typ: type | tuple, where: str) -> Any:
@@ -114,7 +114,7 @@ def graph_from_json(obj: object, path: str = "$") -> Graph:
             op = make_op(_need(nd, "op", str, where), attrs, f"{where} (%{name})")
         except NasirError as e:
             raise type(e)(e.message, where=f"{where} (%{name})", hint=e.hint) from None
-        missing = [i for i in ins if not isinstance(i, str) or i not in g._names]
+        missing = [i for i in ins if not isinstance(i, str) or not g.has_node(i)]
         if missing:
             pending[name] = [reprlib.repr(m) for m in missing]
             names = {n.get("name") for n in nodes
@@ -135,18 +135,19 @@ def graph_from_json(obj: object, path: str = "$") -> Graph:
                 for key, r in _need(nd, "regions", dict, where).items()
             }
         try:
-            node = g.add(op, [g._names[i] for i in ins], name=name, regions=regions)
+            loc = None
             if "loc" in nd:
                 if not isinstance(nd["loc"], str):
                     raise ParseError("field 'loc' must be a string", where=where)
-                node.loc = SourceLoc.parse(nd["loc"])
-            if "type" in nd:
-                node.type = TensorType.from_json(nd["type"])
+                loc = SourceLoc.parse(nd["loc"])
+            node_type = TensorType.from_json(nd["type"]) if "type" in nd else None
+            g.add(op, [g.node(i) for i in ins], name=name, regions=regions, loc=loc,
+                  type_=node_type)
         except NasirError as e:
             raise located(e, where) from None
     out = obj.get("output")
     if out is not None:
-        if not isinstance(out, str) or out not in g._names:
+        if not isinstance(out, str) or not g.has_node(out):
             raise ParseError(f"output %{reprlib.repr(out)} is not a node", where=f"{path}.output")
-        g.set_output(g._names[out])
+        g.set_output(g.node(out))
     return g

@@ -72,8 +72,8 @@ def print_graph(g: Graph, *, types: bool = False, locs: bool = False, indent: st
         if locs and n.loc is not None:
             line += f" loc({json.dumps(str(n.loc))})"
         lines.append(line)
-    if g._output is not None:
-        lines.append(f"{indent}  return %{g._output.name}")
+    if g.has_output:
+        lines.append(f"{indent}  return %{g.output.name}")
     lines.append(f"{indent}}}")
     return "\n".join(lines)
 
@@ -238,9 +238,9 @@ def _parse_graph_body(lx: Lexer) -> Graph:
     while True:
         if lx.accept("id", "return"):
             out = lx.expect("val")[1:]
-            if out not in g._names:
+            if not g.has_node(out):
                 raise lx.error(f"return of undefined value %{out}")
-            g.set_output(g._names[out])
+            g.set_output(g.node(out))
             lx.expect("punct", "}")
             return g
         _parse_node(lx, g)
@@ -255,12 +255,12 @@ def _parse_node(lx: Lexer, g: Graph) -> Node:
     if not lx.accept("punct", ")"):
         while True:
             ref = lx.expect("val")[1:]
-            if ref not in g._names:
+            if not g.has_node(ref):
                 lx.i -= 1
                 raise lx.error(
                     f"%{ref} is used before it is defined (or the graph has a cycle)"
                 )
-            ins.append(g._names[ref])
+            ins.append(g.node(ref))
             if lx.accept("punct", ")"):
                 break
             lx.expect("punct", ",")
@@ -276,9 +276,9 @@ def _parse_node(lx: Lexer, g: Graph) -> Node:
         op = make_op(opname, attrs, f"%{res}")
     except NasirError as e:
         raise lx.error(e.message + (f" ({e.hint})" if e.hint else "")) from None
-    if res in g._names:
+    if g.has_node(res):
         raise lx.error(f"%{res} is defined twice")
-    node = g.add(op, ins, name=res, regions=regions)
+    node_type = loc = None
     if lx.accept("punct", ":"):
         _, v = lx.next()
         ty = v
@@ -288,14 +288,14 @@ def _parse_node(lx: Lexer, g: Graph) -> Node:
                 dims.append(lx.next()[1])
             ty = f"{v}[{''.join(dims)}]"
         try:
-            node.type = TensorType.parse(ty)
+            node_type = TensorType.parse(ty)
         except NasirError as e:
             raise lx.error(e.message) from None
     if lx.accept("id", "loc"):
         lx.expect("punct", "(")
-        node.loc = SourceLoc.parse(lx.string())
+        loc = SourceLoc.parse(lx.string())
         lx.expect("punct", ")")
-    return node
+    return g.add(op, ins, name=res, regions=regions, loc=loc, type_=node_type)
 
 
 def parse_graph(text: str, source: str = "<text>") -> Graph:

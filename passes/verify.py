@@ -104,7 +104,7 @@ def verify(g: Graph) -> None:
     """Check structure (output, acyclicity, arity, no choice points) and infer every type."""
     if not g.has_output:
         raise VerifyError(f"graph @{g.name} has no output", hint="set an output node")
-    if not any(n.op.name == "input" for n in g.nodes()):
+    if not any(n.op.name == "input" for n in g.inputs):
         raise VerifyError(f"graph @{g.name} has no input", hint="add an input() node")
     infer_types(g)
 

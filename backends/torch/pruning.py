@@ -187,8 +187,7 @@ def set_widths(g: Graph, widths: Mapping[str, int],
             n = out.node(s)
             field = "out_features" if n.op.name == "linear" else "out_channels"
             out.replace_op(n, dataclasses.replace(n.op, **{field: k}))  # type: ignore[type-var]
-    for n in out.nodes():
-        n.type = None
+    out.clear_types()
     try:
         verify(out)
     except NasirError as e:

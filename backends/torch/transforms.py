@@ -56,8 +56,7 @@ def scale_width(g: Graph, multiplier: float) -> Graph:
         new = _scale_op(n.op, multiplier)
         if new is not n.op:
             out.replace_op(n, new)
-    for n in out.nodes():
-        n.type = None
+    out.clear_types()
     try:
         verify(out)
     except Exception as e:
@@ -74,8 +73,7 @@ def set_resolution(g: Graph, resolution: int) -> Graph:
             c = n.op.shape[0]  # type: ignore[attr-defined]
             out.replace_op(n, InputOp(shape=(c, resolution, resolution),
                                       dtype=n.op.dtype))  # type: ignore[attr-defined]
-    for n in out.nodes():
-        n.type = None
+    out.clear_types()
     try:
         verify(out)
     except Exception as e:
