@@ -1,14 +1,27 @@
-"""Latency LUT accuracy on random MnasNet candidates: measured end-to-end vs LUT prediction.
+"""Latency table accuracy per space: measured end-to-end latency vs the per-layer prediction.
 
-For N random candidates of the MnasNet space at a small resolution this compiles each
-network with TVM for the host, measures it (median over repeats), predicts it from the
-per-layer table (each distinct layer compiled and measured once, constant calibrated on
-a few other random networks), and times PyTorch eager on the same network as baseline.
+For each space (default: the main job's ``tiny_mnasnet``, ``nb201`` and ``mnasnet`` at
+``--resolution``) this draws ``--n`` held-out random candidates and ``--calibration`` other
+networks; the table (:class:`~nasir.backends.tvm.lut.LatencyLUT`, one per space, each
+distinct layer compiled and timed alone once) is calibrated on the other networks only:
+``mape`` with the linear fit table → measured that a run under ``latency.policy = "auto"``
+uses (:class:`~nasir.runtime.latency_policy.Calibration`), ``mape_constant`` with the
+table's own constant (median of measured − layer sum). Each held-out candidate is then
+compiled and measured whole (median over repeats) and predicted from the table; PyTorch
+eager on the same network is the baseline.
 
-    .venv/bin/python benchmarks/latency_lut.py [--n 30] [--resolution 32] [--db PATH]
+``--tuned`` compiles layers and networks from the target's persistent tuning database
+(issue 23's compiler half, ``compile_graph(db=...)``; ``--tune-trials`` measured candidates
+per workload the database lacks); where this build has no tuning database it says so and
+stops.
 
-Last line: ``{"mape": …, "kendall_tau": …, "compile_s_per_candidate": …,
-"tvm_vs_eager_latency_ratio": …}``.
+    nice -n 10 .venv/bin/python benchmarks/latency_lut.py [--spaces tiny_mnasnet,nb201,mnasnet]
+        [--n 50] [--resolution 32] [--calibration 3] [--tuned [--tune-trials 8]]
+
+Per space a line ``space: mape … kendall_tau …``; the last line is one JSON object with
+``spaces`` (per space ``mape`` (percent), ``mape_constant``, ``kendall_tau``, ``n``,
+``compile_s_per_candidate``,
+``tvm_vs_eager_latency_ratio``), ``mape_max``, ``kendall_tau_min`` and ``tuned``.
 """
 
 from __future__ import annotations
@@ -19,6 +32,7 @@ import os
 import sys
 import tempfile
 import time
+from typing import Any
 
 import numpy as np
 
@@ -42,72 +56,123 @@ def eager_ms(graph, batch: int, repeats: int) -> float:
     return float(np.median(times))
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=30)
-    ap.add_argument("--resolution", type=int, default=32)
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--calibration", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=9)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--db", default=None, help="LUT SQLite file (default: a fresh temp file)")
-    args = ap.parse_args(argv)
-
-    import torch
-    from scipy.stats import kendalltau
-
-    from nasir.backends.tvm import LatencyLUT, MeasureConfig, measure
-    from nasir.passes.sampling import sample
+def _space(name: str, resolution: int) -> Any:
     from nasir.spaces import get_space
 
-    # untuned TVM kernels run on one thread (no parallel schedule); compare like with like
-    torch.set_num_threads(1)
-    space = get_space("mnasnet", input_shape=(3, args.resolution, args.resolution),
-                      num_classes=10)
+    if name == "mnasnet":
+        return get_space(name, input_shape=(3, resolution, resolution), num_classes=10)
+    return get_space(name)
+
+
+def bench_space(name: str, args: argparse.Namespace, build: dict[str, Any]) -> dict[str, Any]:
+    """Table vs measured latency on ``args.n`` held-out candidates of one space."""
+    from scipy.stats import kendalltau
+
+    from nasir.backends.tvm import MeasureConfig
+    from nasir.backends.tvm.lut import _typed
+    from nasir.passes.sampling import sample
+    from nasir.runtime.latency_policy import Calibration
+    from nasir.runtime.latency_service import PolicyLUT, measure_network
+
+    space = _space(name, args.resolution)
     rng = np.random.default_rng(args.seed)
     cands = sample(space, rng, args.n)
     calib = sample(space, rng, args.calibration)
     cfg = MeasureConfig(batch=args.batch, repeats=args.repeats, warmup=2, min_repeat_ms=5)
     db = args.db or os.path.join(tempfile.mkdtemp(prefix="nasir_lut_"), "lut.sqlite")
-    lut = LatencyLUT(db, "host", batch=args.batch, config=cfg, scope="mnasnet-bench")
-
+    lut = PolicyLUT(db, "host", batch=args.batch, config=cfg, scope=f"{name}-bench")
+    lut.build = build
     t0 = time.perf_counter()
-    graphs = [space.instantiate(a) for a in cands]
+    graphs = [_typed(space.instantiate(a)) for a in cands]
     for g in graphs:
         lut.ensure(g)
-    const = lut.calibrate(space.instantiate(a) for a in calib)
+    pairs = []  # calibration from networks that are not among the held-out ones
+    for a in calib:
+        g = _typed(space.instantiate(a))
+        r = measure_network(g, lut.target, cfg, None, build=build)
+        if r["ok"]:
+            pairs.append((lut.layer_sum(g), r["median_ms"]))
+    diffs = [m - s for s, m in pairs]
+    const = float(np.median(diffs)) if diffs else 0.0
+    cal = Calibration()  # what a run under latency.policy auto fits (linear)
+    cal.fit(pairs)
     lut_s = time.perf_counter() - t0
-    print(f"LUT: {len(lut)} layers ({lut.measured_now} measured now) in {lut_s:.0f} s, "
-          f"layer compile {lut.compile_s:.0f} s; constant {const:.3f} ms", flush=True)
-
-    measured, predicted, compile_s, eager = [], [], [], []
-    print(f"{'#':>3} {'measured ms':>11} {'LUT ms':>9} {'err %':>7} {'cv':>6} "
-          f"{'compile s':>9} {'eager ms':>9}")
+    print(f"[{name}] table: {len(lut)} layers ({lut.measured_now} measured now) in "
+          f"{lut_s:.0f} s; constant {const:.3f} ms from {len(diffs)} networks", flush=True)
+    measured, predicted, constant, compile_s, eager = [], [], [], [], []
     for i, g in enumerate(graphs):
-        r = measure(g, "host", cfg)
-        if not r.ok:
-            print(f"{i:>3} failed: {r.reason}", flush=True)
+        r = measure_network(g, lut.target, cfg, None, build=build)
+        if not r["ok"]:
+            print(f"[{name}] {i:>3} failed: {r['reason']}", flush=True)
             continue
-        p = lut.predict(g)
-        e = eager_ms(g, args.batch, args.repeats)
-        measured.append(r.median_ms)
+        s = lut.layer_sum(g)
+        p = cal.predict(s)
+        measured.append(r["median_ms"])
         predicted.append(p)
-        compile_s.append(r.compile_s)
-        eager.append(e)
-        err = 100 * (p - r.median_ms) / r.median_ms
-        print(f"{i:>3} {r.median_ms:>11.3f} {p:>9.3f} {err:>7.1f} "
-              f"{r.cv:>6.3f} {r.compile_s:>9.2f} {e:>9.3f}", flush=True)
-    m, p = np.array(measured), np.array(predicted)
-    mape = float(np.mean(np.abs(p - m) / m) * 100)
-    tau = float(kendalltau(m, p).statistic)
-    ratio = float(np.median(m / np.array(eager)))
-    print(f"candidates: {len(m)}/{args.n}  resolution {args.resolution}  batch {args.batch}  "
-          f"load average {os.getloadavg()[0]:.1f}")
-    print(f"MAPE {mape:.1f} % (goal <= 10)  Kendall tau {tau:.3f} (goal >= 0.8)  "
-          f"TVM/eager median latency ratio {ratio:.2f}")
-    print(json.dumps({"mape": round(mape, 2), "kendall_tau": round(tau, 3),
-                      "compile_s_per_candidate": round(float(np.mean(compile_s)), 2),
-                      "tvm_vs_eager_latency_ratio": round(ratio, 3)}))
+        constant.append(s + const)
+        compile_s.append(r["compile_s"])
+        eager.append(eager_ms(g, args.batch, args.repeats))
+        if args.verbose:
+            print(f"[{name}] {i:>3} measured {r['median_ms']:.3f} table {p:.3f} "
+                  f"cv {r['cv']:.3f} compile {r['compile_s']:.2f} s eager {eager[-1]:.3f}",
+                  flush=True)
+    lut.close()
+    m, p, c = np.array(measured), np.array(predicted), np.array(constant)
+    out = {"n": len(m), "mape": round(float(np.mean(np.abs(p - m) / m) * 100), 2),
+           "kendall_tau": round(float(kendalltau(m, p).statistic), 3),
+           "mape_constant": round(float(np.mean(np.abs(c - m) / m) * 100), 2),
+           "calibration": {k: round(v, 4) for k, v in cal.state().items()},
+           "compile_s_per_candidate": round(float(np.mean(compile_s)), 2),
+           "tvm_vs_eager_latency_ratio": round(float(np.median(m / np.array(eager))), 3),
+           "median_measured_ms": round(float(np.median(m)), 3)}
+    print(f"{name}: mape {out['mape']} % (constant only: {out['mape_constant']} %)  "
+          f"kendall_tau {out['kendall_tau']}  "
+          f"n {out['n']}/{args.n}  TVM/eager {out['tvm_vs_eager_latency_ratio']}  "
+          f"load {os.getloadavg()[0]:.1f}", flush=True)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--spaces", default="tiny_mnasnet,nb201,mnasnet")
+    ap.add_argument("--n", type=int, default=50)
+    ap.add_argument("--resolution", type=int, default=32, help="mnasnet's input size")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--calibration", type=int, default=5,
+                    help="networks (not held out) the table is calibrated on")
+    ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tuned", action="store_true",
+                    help="compile from the target's tuning database (issue 23)")
+    ap.add_argument("--tune-trials", type=int, default=0,
+                    help="with --tuned: trials per workload the database lacks")
+    ap.add_argument("--db", default=None, help="table SQLite file (default: a fresh one)")
+    ap.add_argument("--verbose", action="store_true")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from nasir.errors import NasirError
+
+    # untuned TVM kernels run on one thread (no parallel schedule); compare like with like
+    torch.set_num_threads(1)
+    build: dict[str, Any] = {}
+    if args.tuned:
+        from nasir.backends.tvm import resolve_target
+        from nasir.runtime.latency_service import tuned_compile_options
+
+        try:
+            build = tuned_compile_options(resolve_target("host"))
+        except NasirError as e:
+            print(f"--tuned: {e.message} (issue 23's compiler half has not landed here)")
+            return 2
+        if args.tune_trials:
+            build["trials_per_workload"] = args.tune_trials
+    res = {name: bench_space(name, args, build) for name in args.spaces.split(",")}
+    print(json.dumps({"spaces": res, "mape_max": max(r["mape"] for r in res.values()),
+                      "kendall_tau_min": min(r["kendall_tau"] for r in res.values()),
+                      "tuned": bool(args.tuned), "batch": args.batch,
+                      "load_average": round(os.getloadavg()[0], 1)}))
     return 0
 
 
