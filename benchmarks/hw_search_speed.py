@@ -85,7 +85,8 @@ def run_policy(policy: str, args: argparse.Namespace, table: str, root: str) -> 
                                    for t in done),
             "front": [(float(t["metrics"]["accuracy"]), float(t["metrics"]["latency_ms"]))
                       for t in measured],
-            "front_size": len(front), "front_measured": len(measured), "summary": summary}
+            "front_size": len(front), "front_measured": len(measured), "summary": summary,
+            "wait_s": float(summary.get("wait_s", 0.0))}
 
 
 def warm_table(table: str, n: int, seed: int) -> float:
@@ -168,8 +169,11 @@ def main(argv: list[str] | None = None) -> int:
                     f"latency_share_{k}": None if r["latency_share"] is None
                     else round(r["latency_share"], 3),
                     f"measured_trials_{k}": r["measured_trials"],
+                    f"front_{k}": r["front"],
                     f"load_{k}": [round(r["load_average_start"], 1),
                                   round(r["load_average_end"], 1)]})
+    if a:  # seconds trials waited for their table latency (on the critical path)
+        out["latency_wait_s_auto"] = round(a["wait_s"], 1)
     print(json.dumps(out))
     return 0
 

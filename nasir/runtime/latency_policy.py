@@ -164,7 +164,9 @@ class LatencyRunner:
         self.deaths = 0
         self.proc: Any = None
         self.conn: Any = None
-        self.measured_s = self.predict_s = 0.0
+        #: seconds busy measuring / predicting, and seconds trials waited for their table
+        self.measured_s = self.predict_s = self.wait_s = 0.0
+        self._held_at: dict[int, float] = {}
         self.counts = {"predicted": 0, "measured": 0, "new_layers": 0}
         self._ctx = mp.get_context("spawn")
         self._pairs: list[tuple[float, float]] = []
@@ -265,6 +267,7 @@ class LatencyRunner:
             else:
                 self.failed[tid] = str(msg.get("reason"))
             if tid in self.held:
+                self.wait_s += time.monotonic() - self._held_at.pop(tid, time.monotonic())
                 ready.append(self.held.pop(tid))
             return
         self.measured_s += float(msg.get("seconds") or 0.0)
@@ -287,6 +290,7 @@ class LatencyRunner:
                     "error": f"latency prediction failed: {self.failed.pop(tid)}"}
         if tid not in self.table:
             self.held[tid] = r
+            self._held_at[tid] = time.monotonic()
             return None
         table = self.table.pop(tid)
         pred = self.calibration.predict(table)
@@ -371,7 +375,8 @@ class LatencyRunner:
     def summary(self) -> dict[str, Any]:
         """Counts and seconds of this run's latency work (``latency.summary`` in the store)."""
         return {"policy": self.policy, **self.counts, "measure_s": round(self.measured_s, 3),
-                "predict_s": round(self.predict_s, 3), "calibration": self.calibration.state()}
+                "predict_s": round(self.predict_s, 3), "wait_s": round(self.wait_s, 3),
+                "calibration": self.calibration.state()}
 
     def close(self) -> None:
         """Stop the measurement process."""
