@@ -7,11 +7,15 @@ Measures, in one run:
 * MnasNet space: sample + instantiate + verify per second vs a plain-dict builder that
   lists layer dicts and propagates shapes with integer arithmetic;
 * mutations per second (MnasNet space, with the validity check) vs copying a dict and
-  changing one key.
+  changing one key;
+* the pass manager: ``expand-composites,canonicalize,count-macs,hash`` on a copy of the
+  MnasNet-A1 graph through :class:`~nasir.passes.PassManager` (its context, fact
+  bookkeeping and checks; verification off, then on) vs the same passes' ``apply`` called
+  in a row on a copy.
 
 Run: ``.venv/bin/python benchmarks/passes.py`` (``--seconds`` per measurement).
 Last line: JSON ``{"nb201_sample_hash_per_s", "mnasnet_instantiate_verify_per_s",
-"mutations_per_s", ...}``.
+"mutations_per_s", "pipeline_per_s", "pass_manager_vs_direct", ...}``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 
+from nasir.passes.base import parse_pipeline
 from nasir.passes.hashing import assignment_hash
 from nasir.passes.mutation import mutate
 from nasir.passes.sampling import UniformSampler
@@ -111,12 +116,29 @@ def main() -> None:
     mut_rate = rate(mut_nasir, args.seconds)
     mut_base = rate(mut_dict, args.seconds)
 
+    g0 = mn.instantiate(mn.reference("mnasnet_a1"))
+    verify(g0)
+    pipeline = "expand-composites,canonicalize,count-macs,hash"
+    pm_plain = parse_pipeline(pipeline, verify_each=False)
+    pm_verify = parse_pipeline(pipeline)
+
+    def direct() -> None:
+        g = g0.copy()
+        for p in pm_plain.passes:
+            p.apply(g)
+
+    pm_rate = rate(lambda: pm_plain.run(g0.copy()), args.seconds)
+    direct_rate = rate(direct, args.seconds)
+    pmv_rate = rate(lambda: pm_verify.run(g0.copy()), args.seconds)
+
     print(f"NB201 sample+hash:            {nb_rate:12,.0f}/s   plain dict {nb_base:12,.0f}/s "
           f"(nasir/dict {nb_rate / nb_base:.3f})")
     print(f"MnasNet instantiate+verify:   {mn_rate:12,.0f}/s   plain dict {mn_base:12,.0f}/s "
           f"(nasir/dict {mn_rate / mn_base:.3f})")
     print(f"MnasNet mutations (checked):  {mut_rate:12,.0f}/s   plain dict {mut_base:12,.0f}/s "
           f"(nasir/dict {mut_rate / mut_base:.3f})")
+    print(f"Pipeline, pass manager:       {pm_rate:12,.1f}/s   direct     {direct_rate:12,.1f}/s "
+          f"(manager/direct {pm_rate / direct_rate:.3f}; verifying each: {pmv_rate:,.1f}/s)")
     print(json.dumps({
         "nb201_sample_hash_per_s": round(nb_rate, 1),
         "mnasnet_instantiate_verify_per_s": round(mn_rate, 1),
@@ -124,6 +146,9 @@ def main() -> None:
         "nb201_vs_dict": round(nb_rate / nb_base, 4),
         "mnasnet_vs_dict": round(mn_rate / mn_base, 4),
         "mutations_vs_dict": round(mut_rate / mut_base, 4),
+        "pipeline_per_s": round(pm_rate, 1),
+        "pipeline_verify_each_per_s": round(pmv_rate, 1),
+        "pass_manager_vs_direct": round(pm_rate / direct_rate, 4),
     }))
 
 
