@@ -214,3 +214,24 @@ def test_opt_flags(tmp_path, capsys):
     assert main(["opt", str(f), "-p", "canonicalize", "--print-ir-after-all",
                  "--no-verify-each"]) == 0
     assert "IR after canonicalize" in capsys.readouterr().err
+
+
+_SPACE_PASSES = ["canonicalize", "expand-composites", "count-params", "hash", "infer-shapes"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_facts_equal_a_fresh_analysis_on_space_architectures(data):
+    from nasir.spaces import get_space, list_spaces
+
+    name = data.draw(st.sampled_from(list_spaces()))
+    sp = get_space(name, input_shape=(3, 8, 8) if name == "nb201" else (3, 32, 32))
+    a = sp.from_indices([data.draw(st.integers(0, d.size - 1)) for d in sp.decisions])
+    g = sp.instantiate(a)
+    pipeline = data.draw(st.lists(st.sampled_from(_SPACE_PASSES), min_size=1, max_size=5))
+    parse_pipeline(",".join(pipeline)).run(g)
+    fresh = g.copy()
+    fresh.drop_facts()
+    for key in g.facts:
+        parse_pipeline(_PROVIDER[key]).run(fresh)
+    assert dict(g.facts) == dict(fresh.facts)
