@@ -1,0 +1,316 @@
+"""Tune a network's workloads into a :class:`TuningDatabase` and compile from it.
+
+A network lowered to Relax is split by MetaSchedule into workloads (fused TIR functions);
+:func:`tune_module` tunes, with ``trials_per_workload`` measured candidates each, only the
+workloads the database lacks, and :func:`build_module` compiles the network with the best
+record of every workload the database holds (the others keep TVM's default schedule).
+Builds and runs of candidates happen in this process by default (``isolated=False``):
+MetaSchedule's own builder and runner start worker processes that import TVM — 10 s each
+on a loaded 2-core machine, and its builder restarts its pool for every batch.
+
+>>> import tempfile
+>>> from nasir.text import parse_graph
+>>> from nasir.backends.tvm.compile import compile_graph
+>>> g = parse_graph('''graph @g {
+...   %x = input() {shape=[2, 4, 4]}
+...   %1 = relu(%x)
+...   return %1
+... }''')
+>>> db = TuningDatabase("host", tempfile.mkdtemp())
+>>> c = compile_graph(g, "host", db=db)  # trials_per_workload=N would tune the missing ones
+>>> c.tuning.workloads, c.tuning.hits, c.tuning.tuned, c.run()[0].shape
+(1, 0, 0, (1, 2, 4, 4))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import inspect
+import linecache
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any
+
+from nasir.backends.tvm.targets import TargetSpec
+from nasir.backends.tvm.tuning_db import TuningDatabase
+from nasir.errors import BackendError
+
+__all__ = ["COST_MODELS", "TuningStats", "build_module", "default_cost_model",
+           "ms_prepare", "tune_module", "workloads"]
+
+#: MetaSchedule cost models nasir offers: XGBoost (needs ``xgboost``), random, none
+COST_MODELS = ("auto", "xgb", "random", "none")
+
+
+@dataclass(frozen=True)
+class TuningStats:
+    """What compiling a network against the database did.
+
+    ``workloads``: its distinct tunable workloads; ``hits``: those the database held
+    before; ``tuned``: those tuned now; ``waited``: those another process tuned while this
+    one waited for them; ``trials``: candidates measured now; ``tuning_s``: seconds spent
+    tuning now; ``keys``: the workload keys.
+    """
+
+    workloads: int
+    hits: int
+    tuned: int = 0
+    waited: int = 0
+    trials: int = 0
+    tuning_s: float = 0.0
+    cost_model: str = ""
+    keys: tuple[str, ...] = ()
+
+    @property
+    def hit_rate(self) -> float:
+        """``hits / workloads`` (1.0 for a network without tunable workloads).
+
+        >>> TuningStats(workloads=4, hits=3).hit_rate
+        0.75
+        """
+        return self.hits / self.workloads if self.workloads else 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON-able dict (with ``hit_rate``)."""
+        d = asdict(self)
+        d["keys"] = list(self.keys)
+        d["hit_rate"] = self.hit_rate
+        return d
+
+
+def default_cost_model() -> str:
+    """``xgb`` when the ``xgboost`` module is installed (``pip install xgboost-cpu``), else
+    ``random``."""
+    return "xgb" if importlib.util.find_spec("xgboost") else "random"
+
+
+def ms_prepare(mod: Any, tgt: Any) -> Any:
+    """The Relax pipeline before tuning (TVM's ``static_shape_tuning_pipeline``): decompose
+    for inference, canonicalise, the zero pipeline (legalise, fuse)."""
+    import tvm
+    from tvm import relax
+
+    with tgt:
+        return tvm.transform.Sequential([
+            relax.transform.DecomposeOpsForInference(),
+            relax.transform.CanonicalizeBindings(),
+            relax.pipeline.zero_pipeline(),
+        ])(mod)
+
+
+def workloads(mod: Any, tgt: Any) -> dict[str, Any]:
+    """Key (MetaSchedule's structural hash) → extracted task for each tunable workload of a
+    prepared module (:func:`ms_prepare`)."""
+    import tvm_ffi
+    from tvm.s_tir import meta_schedule as ms
+
+    out: dict[str, Any] = {}
+    for task in ms.relax_integration.extract_tasks(mod, tgt):
+        if task.dispatched[0].attrs and task.dispatched[0].attrs.get("tirx.is_scheduled"):
+            continue
+        out[str(tvm_ffi.structural_hash(task.dispatched[0]))] = task
+    return out
+
+
+def _light_stack(context: int = 1) -> list[inspect.FrameInfo]:
+    """``inspect.stack()`` without ``inspect.getmodule``: one line of context per frame."""
+    out = []
+    f: Any = sys._getframe(1)
+    while f is not None:
+        fn, ln = f.f_code.co_filename, f.f_lineno
+        line = linecache.getline(fn, ln)
+        out.append(inspect.FrameInfo(f, fn, ln, f.f_code.co_name, [line] if line else None,
+                                     0 if line else None))
+        f = f.f_back
+    return out
+
+
+@lru_cache(maxsize=1)
+def import_tensor_intrin() -> None:
+    """Import ``tvm.s_tir.tensor_intrin`` (every MetaSchedule tuning context does) with
+    a light ``inspect.stack``: its 248 TVMScript functions each call ``inspect.stack()``,
+    whose ``getmodule`` scans ``sys.modules`` for every import frame — 4 minutes in a
+    process that has imported torch on a loaded 2-core machine, about a second this way."""
+    saved = inspect.stack
+    inspect.stack = _light_stack  # type: ignore[assignment]
+    try:
+        import tvm.s_tir.tensor_intrin  # noqa: F401
+    finally:
+        inspect.stack = saved  # type: ignore[assignment]
+
+
+def _in_process_builder() -> Any:
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
+
+    @derived_object
+    class InProcessBuilder(PyBuilder):
+        """Builds candidates in this process (no worker start-up)."""
+
+        def build(self, build_inputs: list[Any]) -> list[Any]:
+            out = []
+            for bi in build_inputs:
+                try:
+                    out.append(BuilderResult(default_export(default_build(bi.mod, bi.target,
+                                                                          None)), None))
+                except Exception as e:  # a candidate that fails to build is scored as such
+                    out.append(BuilderResult(None, f"build failed: {e}"))
+            return out
+
+    return InProcessBuilder()
+
+
+def _in_process_runner(number: int, min_repeat_ms: int) -> Any:
+    import tvm
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.runner import EvaluatorConfig, PyRunner
+    from tvm.s_tir.meta_schedule.runner.local_runner import (
+        LocalRunnerFuture,
+        default_alloc_argument,
+        default_run_evaluator,
+    )
+
+    cfg = EvaluatorConfig(number=number, repeat=1, min_repeat_ms=min_repeat_ms)
+
+    @derived_object
+    class InProcessRunner(PyRunner):
+        """Times built candidates in this process."""
+
+        def run(self, runner_inputs: list[Any]) -> list[Any]:
+            out = []
+            for ri in runner_inputs:
+                path = str(ri.artifact_path)
+                try:
+                    rt = tvm.runtime.load_module(path)
+                    dev = tvm.runtime.device(str(ri.device_type), 0)
+                    args = default_alloc_argument(
+                        dev, tuple(a.as_json() for a in ri.args_info), 1)
+                    out.append(LocalRunnerFuture(default_run_evaluator(rt, dev, cfg, args)))
+                except Exception as e:
+                    out.append(LocalRunnerFuture(None, f"run failed: {e}"))
+            return out
+
+    return InProcessRunner()
+
+
+def tune_module(mod: Any, spec: TargetSpec, db: TuningDatabase, trials_per_workload: int, *,
+                cost_model: str = "auto", seed: int = 0, isolated: bool = False,
+                population: int = 64, min_repeat_ms: int = 20) -> TuningStats:
+    """Tune the workloads of a prepared module (:func:`ms_prepare`) that ``db`` lacks.
+
+    Each missing workload gets ``trials_per_workload`` measured candidates (MetaSchedule's
+    evolutionary search with ``population`` candidates per generation and the
+    ``cost_model``: ``auto`` = :func:`default_cost_model`); the best ``db.top_k`` are saved.
+    A workload another process is tuning is waited for, then read (``waited``).
+    ``trials_per_workload=0`` tunes nothing and only counts the hits.
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    if cost_model not in COST_MODELS:
+        raise BackendError(f"unknown cost model {cost_model!r}",
+                           hint=f"use one of {', '.join(COST_MODELS)}")
+    if trials_per_workload < 0:
+        raise BackendError(f"trials_per_workload must be >= 0, got {trials_per_workload}")
+    if spec.cross and trials_per_workload:
+        raise BackendError(f"tuning for {spec} needs the device; tuning runs locally",
+                           where=str(spec), hint="tune on the device, or compile from the "
+                           "database only (trials_per_workload=0)")
+    cm = default_cost_model() if cost_model == "auto" else cost_model
+    tgt = _tvm_target(db)
+    tasks = workloads(mod, tgt)
+    keys = tuple(sorted(tasks))
+    missing = [k for k in keys if not db.has(k)]
+    base = TuningStats(len(keys), len(keys) - len(missing), cost_model=cm, keys=keys)
+    if not missing or not trials_per_workload:
+        return base
+    from nasir.backends.tvm.compile import _check_serialization
+
+    _check_serialization()
+    import_tensor_intrin()
+    t0 = time.perf_counter()
+    with db.claim(missing):
+        todo = [k for k in missing if not db.has(k)]
+        if not todo:
+            return TuningStats(len(keys), base.hits, waited=len(missing), cost_model=cm,
+                               keys=keys)
+        trials = _tune(ms, [tasks[k] for k in todo], todo, db, tgt, trials_per_workload,
+                       cm, seed, isolated, population, min_repeat_ms)
+    return TuningStats(len(keys), base.hits, tuned=len(todo), waited=len(missing) - len(todo),
+                       trials=trials, tuning_s=time.perf_counter() - t0, cost_model=cm,
+                       keys=keys)
+
+
+def _tune(ms: Any, tasks: list[Any], keys: list[str], db: TuningDatabase, tgt: Any,
+          trials: int, cm: str, seed: int, isolated: bool, population: int,
+          min_repeat_ms: int) -> int:
+    strategy = ms.search_strategy.EvolutionarySearch(
+        population_size=max(population, 2), init_min_unmeasured=max(8, population // 4),
+        genetic_num_iters=2)
+    t0 = time.perf_counter()
+    ms_log = logging.getLogger("tvm.s_tir.meta_schedule")
+    if ms_log.level == logging.NOTSET:  # MetaSchedule's console handler takes this level
+        ms_log.setLevel(logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="nasir-ms-") as wd, _log_files_closed(wd):
+        ctxs, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            tasks, wd, strategy=strategy, seed=seed)
+        mem = ms.database.MemoryDatabase()
+        if isolated:
+            builder = ms.builder.LocalBuilder(timeout_sec=600)
+            runner = ms.runner.LocalRunner(timeout_sec=600)
+        else:
+            builder, runner = _in_process_builder(), _in_process_runner(3, min_repeat_ms)
+        ms.tune.tune_tasks(
+            tasks=ctxs, task_weights=weights, work_dir=wd,
+            max_trials_global=trials * len(ctxs), max_trials_per_task=trials,
+            num_trials_per_iter=min(64, trials), builder=builder, runner=runner,
+            database=mem, cost_model=cm, task_scheduler="round-robin")
+        per_s = (time.perf_counter() - t0) / max(1, len(ctxs))
+        measured = len(mem.get_all_tuning_records())
+        for key, ctx in zip(keys, ctxs, strict=True):
+            wl = mem.commit_workload(ctx.mod)
+            recs = [r.as_json() for r in mem.get_top_k(wl, max(db.top_k, 1))]
+            db.save(key, wl.as_json(), recs, task=str(ctx.task_name), trials=trials,
+                    tuning_s=per_s, cost_model=cm)
+    return measured
+
+
+@contextlib.contextmanager
+def _log_files_closed(wd: str) -> Iterator[None]:
+    """Close and drop the log file handlers MetaSchedule opens under ``wd``."""
+    try:
+        yield
+    finally:
+        for logger in [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
+                       if n.startswith("tvm.s_tir.meta_schedule")]:
+            for h in list(logger.handlers):
+                if str(getattr(h, "baseFilename", "")).startswith(wd):
+                    logger.removeHandler(h)
+                    h.close()
+
+
+def _tvm_target(db: TuningDatabase) -> Any:
+    import tvm
+
+    return tvm.target.Target(db.target_json())
+
+
+def build_module(mod: Any, db: TuningDatabase, keys: tuple[str, ...] | None = None) -> Any:
+    """Compile a prepared module (:func:`ms_prepare`) with the database's best record of each
+    of its workloads (``keys``: those to look up; default all of the module's)."""
+    import tvm
+    from tvm import relax
+
+    tgt = _tvm_target(db)
+    if keys is None:
+        keys = tuple(workloads(mod, tgt))
+    mem = db.load(keys)
+    with tgt, mem:
+        mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+    return tvm.compile(mod, target=tgt)
