@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psutil
@@ -30,6 +30,10 @@ from nasir.backends.tvm.relax_lowering import lower
 from nasir.backends.tvm.targets import TargetSpec, resolve_target
 from nasir.errors import BackendError, NasirError
 from nasir.graph import Graph
+
+if TYPE_CHECKING:
+    from nasir.backends.tvm.tuning import TuningStats
+    from nasir.backends.tvm.tuning_db import TuningDatabase
 
 __all__ = ["Compiled", "compile_graph", "example_inputs", "tune", "tuning_records"]
 
@@ -50,6 +54,7 @@ class Compiled:
     input_shapes: list[tuple[int, ...]]
     compile_s: float
     tuned: bool = False
+    tuning: TuningStats | None = None
     _vm: Any = field(default=None, repr=False)
 
     def export(self, path: str) -> str:
@@ -164,10 +169,17 @@ def _check_serialization() -> None:
 
 def compile_graph(graph: Graph, target: str | Mapping[str, Any] | TargetSpec = "host", *,
                   batch: int = 1, weights: Mapping[str, Any] | None = None, seed: int = 0,
-                  tune_trials: int = 0, work_dir: str | None = None) -> Compiled:
+                  tune_trials: int = 0, work_dir: str | None = None,
+                  db: TuningDatabase | None = None, trials_per_workload: int = 0,
+                  cost_model: str = "auto") -> Compiled:
     """Lower ``graph`` to Relax and compile it for ``target``.
 
-    ``tune_trials > 0`` runs MetaSchedule with that trial budget first (off by default).
+    ``db``: compile from that :class:`~nasir.backends.tvm.tuning_db.TuningDatabase` (of the
+    same target): workloads it lacks are first tuned with ``trials_per_workload`` measured
+    candidates each (0: they keep TVM's default schedule); ``Compiled.tuning`` says how many
+    workloads were hits. ``trials_per_workload > 0`` without ``db`` uses the target's
+    database in the default folder. ``tune_trials > 0`` instead runs MetaSchedule with that
+    global trial budget into a throw-away work directory (off by default).
     Errors of lowering or of TVM are raised as :class:`~nasir.errors.BackendError`; a bad
     target as :class:`~nasir.errors.TargetError`.
     """
@@ -175,8 +187,26 @@ def compile_graph(graph: Graph, target: str | Mapping[str, Any] | TargetSpec = "
     mod = lower(graph, weights, batch=batch, seed=seed)
     shapes = [tuple(n.type.shape) for n in _typed_inputs(graph)]
     t0 = time.perf_counter()
+    stats = None
+    if db is None and trials_per_workload:
+        from nasir.backends.tvm.tuning_db import TuningDatabase
+
+        db = TuningDatabase(spec)
+    if db is not None and db.spec.key() != spec.key():
+        raise BackendError(f"tuning database {db.path} is for {db.spec}, not {spec}",
+                           where=f"graph @{graph.name}",
+                           hint="open the database of the target you compile for")
     try:
-        if tune_trials:
+        if db is not None:
+            import tvm
+
+            from nasir.backends.tvm.tuning import build_module, ms_prepare, tune_module
+
+            pmod = ms_prepare(mod, tvm.target.Target(db.target_json()))
+            stats = tune_module(pmod, spec, db, trials_per_workload, cost_model=cost_model,
+                                seed=seed)
+            ex = build_module(pmod, db, stats.keys)
+        elif tune_trials:
             ex = tune(mod, spec, tune_trials, work_dir)
         else:
             import tvm
@@ -189,7 +219,8 @@ def compile_graph(graph: Graph, target: str | Mapping[str, Any] | TargetSpec = "
         raise BackendError(f"TVM failed to compile for {spec}: "
                            f"{first[-1] if first else type(e).__name__}",
                            where=f"graph @{graph.name}") from e
-    return Compiled(ex, spec, batch, shapes, time.perf_counter() - t0, bool(tune_trials))
+    return Compiled(ex, spec, batch, shapes, time.perf_counter() - t0,
+                    bool(tune_trials) or bool(stats and stats.hits + stats.tuned), stats)
 
 
 def _typed_inputs(graph: Graph) -> list[Any]:

@@ -31,6 +31,7 @@ from nasir.graph import Graph
 if TYPE_CHECKING:
     from nasir.backends.tvm.cache import LatencyCache
     from nasir.backends.tvm.rpc import RemoteDevice
+    from nasir.backends.tvm.tuning_db import TuningDatabase
 
 __all__ = ["LatencyResult", "MeasureConfig", "graph_key", "measure", "measure_compiled"]
 
@@ -56,10 +57,11 @@ class MeasureConfig:
     cv_threshold: float = 0.10
     max_retries: int = 2
     tune_trials: int = 0
+    trials_per_workload: int = 0
 
     def __post_init__(self) -> None:
         for name, lo in (("batch", 1), ("repeats", 1), ("warmup", 0), ("max_retries", 0),
-                         ("tune_trials", 0)):
+                         ("tune_trials", 0), ("trials_per_workload", 0)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise BackendError(f"MeasureConfig.{name} must be >= {lo}, got {v!r}")
@@ -168,9 +170,16 @@ def _reason(e: BaseException) -> str:
 
 def measure(graph: Graph, target: str | Mapping[str, Any] | TargetSpec = "host",
             config: MeasureConfig | None = None, *, remote: RemoteDevice | None = None,
-            cache: LatencyCache | None = None, weights: Mapping[str, Any] | None = None
-            ) -> LatencyResult:
+            cache: LatencyCache | None = None, weights: Mapping[str, Any] | None = None,
+            db: TuningDatabase | None = None) -> LatencyResult:
     """Compile ``graph`` for ``target`` and measure it here or on ``remote`` (TVM RPC).
+
+    With ``db`` (or ``config.trials_per_workload > 0``, which opens the target's default
+    database) the network is compiled from the tuning database — its missing workloads tuned
+    first with ``trials_per_workload`` candidates each — i.e. it is the code ``nasir export``
+    builds from the same database; ``extra["tuning"]`` holds the
+    :class:`~nasir.backends.tvm.tuning.TuningStats`. Such a result is cached under the
+    database's fingerprint, and only when every workload came from the database.
 
     With ``cache``, a stored result for (canonical hash, target, input shape, batch) is
     returned without compiling; fresh successful results are stored. A compile failure or
@@ -188,7 +197,12 @@ def measure(graph: Graph, target: str | Mapping[str, Any] | TargetSpec = "host",
     key = graph_key(g)
     shape = tuple(g.inputs[0].type.shape)  # type: ignore[union-attr]
     where = remote.label() if remote is not None else None
-    tkey = spec.key() + (f"@{where}" if where else "")
+    if db is None and cfg.trials_per_workload:
+        from nasir.backends.tvm.tuning_db import TuningDatabase
+
+        db = TuningDatabase(spec)
+    tkey = spec.key() + (f"@{where}" if where else "") + (f"#ms:{db.fingerprint}" if db
+                                                          else "")
     if cache is not None:
         hit = cache.get(key, tkey, shape, cfg.batch)
         if hit is not None:
@@ -197,7 +211,8 @@ def measure(graph: Graph, target: str | Mapping[str, Any] | TargetSpec = "host",
     t0 = time.perf_counter()
     try:
         c = compile_graph(g, spec, batch=cfg.batch, weights=weights,
-                          tune_trials=cfg.tune_trials)
+                          tune_trials=cfg.tune_trials, db=db,
+                          trials_per_workload=cfg.trials_per_workload)
     except NasirError as e:
         if not isinstance(e, BackendError):
             raise
@@ -213,6 +228,10 @@ def measure(graph: Graph, target: str | Mapping[str, Any] | TargetSpec = "host",
         except Exception as e:
             res = replace(base, reason=f"run failed: {_reason(e)}", compile_s=c.compile_s)
     res = replace(res, graph_key=key, target=str(spec), remote=where, input_shape=shape)
-    if cache is not None and res.ok:
+    complete = True
+    if c.tuning is not None:
+        res = replace(res, extra={**res.extra, "tuning": c.tuning.to_json()})
+        complete = c.tuning.hits + c.tuning.tuned + c.tuning.waited == c.tuning.workloads
+    if cache is not None and res.ok and complete:
         cache.put(res, tkey)
     return res
