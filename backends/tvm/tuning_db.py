@@ -71,10 +71,19 @@ def ms_target_config(spec: TargetSpec) -> dict[str, Any]:
     return cfg
 
 
-def _fingerprint(cfg: Mapping[str, Any]) -> str:
-    import tvm
+def _tvm_version() -> str:
+    from importlib import metadata
 
-    blob = json.dumps({"format": FORMAT, "target": cfg, "tvm": tvm.__version__},
+    try:  # the installed distribution's version, without importing TVM
+        return metadata.version("apache-tvm")
+    except metadata.PackageNotFoundError:
+        import tvm
+
+        return str(tvm.__version__)
+
+
+def _fingerprint(cfg: Mapping[str, Any]) -> str:
+    blob = json.dumps({"format": FORMAT, "target": cfg, "tvm": _tvm_version()},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -28,14 +28,15 @@ def _run(args: argparse.Namespace) -> int:
 
     folder = find_run(args.target, args.root)
     man = export_run(folder, args.out, None if args.best else args.trial,
-                     args.format or FORMATS, args.tvm_target)
+                     args.format or FORMATS, args.tvm_target, tuning=args.tuning,
+                     tuning_db=args.tuning_db, trials_per_workload=args.trials_per_workload)
     if args.json:
         print(json.dumps(man, indent=1, default=str))
         return 0
     out = args.out or f"{folder}/export/trial-{man['trial']}"
     print(f"exported trial {man['trial']} (hash {man['hash'][:12]}) to {out}/")
     for k in ("files", "weights", "torch_max_abs_diff", "onnx_max_abs_diff", "files_onnx",
-              "onnx", "files_tvm", "tvm_target", "tvm_max_abs_diff", "tvm"):
+              "onnx", "files_tvm", "tvm_target", "tvm_tuning", "tvm_max_abs_diff", "tvm"):
         if k in man:
             print(f"  {k:>18}: {man[k]}")
     return 0
@@ -57,6 +58,15 @@ def add_parser(sub) -> None:
                    help="comma-separated subset of json,torch,onnx,tvm (default all)")
     p.add_argument("--target", dest="tvm_target", metavar="TARGET",
                    help="TVM target (default: the run's)")
+    p.add_argument("--tuning", choices=("auto", "db", "none"), default="auto",
+                   help="how the TVM library is scheduled: auto (default) = from the target's "
+                        "MetaSchedule tuning database when the run measured tuned latency or "
+                        "the database has records, db = always from it, none = untuned")
+    p.add_argument("--tuning-db", metavar="DIR", help="tuning database folder (default "
+                   "$NASIR_CACHE_DIR/tuning)")
+    p.add_argument("--trials-per-workload", type=int, default=0, metavar="N",
+                   help="tune workloads the database lacks with N candidates each "
+                        "(default 0: they keep TVM's default schedule)")
     p.add_argument("--out", metavar="DIR", help="output folder (default RUN/export/trial-ID)")
     p.add_argument("--root", metavar="DIR", help="runs root (default $NASIR_RUNS_DIR or runs)")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")

@@ -12,7 +12,14 @@
   numbers, and the state dict keys follow;
 - ``model.onnx``: checked by onnxruntime giving the same outputs as PyTorch;
 - ``model_TARGET.so`` (or ``.tar`` for cross targets): the TVM-compiled library for the
-  run's target, checked against PyTorch when it can run here;
+  run's target, checked against PyTorch when it can run here. ``tuning`` says how it is
+  scheduled: ``auto`` (default) builds from the target's MetaSchedule tuning database
+  (:class:`~nasir.backends.tvm.tuning_db.TuningDatabase`, under ``tuning_db`` or
+  ``$NASIR_CACHE_DIR/tuning``) when the run measured tuned latency or the database holds
+  records for the target — the same code whose latency trials carry — else untuned; ``db``
+  always from the database (workloads it lacks tuned first with ``trials_per_workload``
+  candidates each, 0: default schedule); ``none`` TVM's default schedules. The manifest's
+  ``tvm_tuning`` gives the database and its hits;
 - ``manifest.json``: what was written, the output differences measured and, under
   ``modules``, each submodule's IR node: ``{"23": {"module": "b2_layer1_dw_conv", "op":
   "depthwise_conv2d", "arch_node": "3", "arch_op": "mbconv", "loc": …, "scope": […]}}`` —
@@ -35,7 +42,7 @@ from nasir.errors import BackendError, NasirError
 from nasir.runtime.export_names import Scope, readable_names, rename_lowered, scoped_instantiate
 from nasir.runtime.store import RunStore, json_safe
 
-__all__ = ["FORMATS", "backend_weights", "export_run", "export_trial", "generate_source",
+__all__ = ["FORMATS", "TUNING", "backend_weights", "export_run", "export_trial", "generate_source",
            "load_exported"]
 
 FORMATS = ("json", "torch", "onnx", "tvm")
@@ -195,8 +202,14 @@ def _weights(folder: str, trial: Mapping[str, Any], module: Any) -> tuple[dict, 
     return module.state_dict(), "initial (seeded; the run kept no trained weights)"
 
 
+#: how ``nasir export`` schedules the TVM library (see the module docstring)
+TUNING = ("auto", "db", "none")
+
+
 def export_trial(folder: str, trial: Mapping[str, Any], out_dir: str,
-                 formats: tuple[str, ...] = FORMATS, target: str | None = None) -> dict[str, Any]:
+                 formats: tuple[str, ...] = FORMATS, target: str | None = None, *,
+                 tuning: str = "auto", tuning_db: str | None = None,
+                 trials_per_workload: int = 0) -> dict[str, Any]:
     """Export one trial of the run in ``folder``; returns the manifest."""
     import numpy as np
     import torch
@@ -209,6 +222,9 @@ def export_trial(folder: str, trial: Mapping[str, Any], out_dir: str,
         cfg = st.config
     finally:
         st.close()
+    if tuning not in TUNING:
+        raise NasirError(f"unknown tuning {tuning!r}", where="--tuning",
+                         hint=f"valid values: {', '.join(TUNING)}")
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise NasirError(f"unknown export format {bad[0]!r}", where="--format",
@@ -257,7 +273,8 @@ def export_trial(folder: str, trial: Mapping[str, Any], out_dir: str,
     if "onnx" in formats:
         man.update(_onnx(net, x, want, out_dir))
     if "tvm" in formats:
-        man.update(_tvm(g, sd, cfg, target, x.numpy(), want, out_dir))
+        man.update(_tvm(g, sd, cfg, target, x.numpy(), want, out_dir,
+                        (tuning, tuning_db, trials_per_workload)))
     return _write_manifest(out_dir, man)
 
 
@@ -313,8 +330,25 @@ def _onnx(net: Any, x: Any, want: Any, out_dir: str) -> dict[str, Any]:
     return {"onnx_max_abs_diff": diff, "files_onnx": "model.onnx"}
 
 
+def _tuning_db(spec: Any, cfg: Mapping[str, Any], how: tuple[str, str | None, int]) -> Any:
+    """The tuning database the library is built from (``None``: untuned)."""
+    mode, root, trials = how
+    if mode == "none":
+        return None
+    from nasir.backends.tvm.tuning_db import TuningDatabase
+
+    if mode == "auto" and spec.cross and not trials:
+        return None
+    db = TuningDatabase(spec, root)
+    tuned_run = bool((cfg.get("latency") or {}).get("tuned"))
+    if mode == "auto" and not (tuned_run or len(db)):
+        return None
+    return db
+
+
 def _tvm(g: Any, sd: Mapping[str, Any], cfg: Mapping[str, Any], target: str | None,
-         x: Any, want: Any, out_dir: str) -> dict[str, Any]:
+         x: Any, want: Any, out_dir: str,
+         how: tuple[str, str | None, int] = ("auto", None, 0)) -> dict[str, Any]:
     import numpy as np
 
     try:
@@ -325,11 +359,16 @@ def _tvm(g: Any, sd: Mapping[str, Any], cfg: Mapping[str, Any], target: str | No
     spec = resolve_target(target or t.get("spec") or {"host": "host", "cuda": "cuda",
                                                       "rpc": "aarch64"}[t.get("kind", "host")])
     weights = {k: v.detach().cpu().numpy() for k, v in sd.items()}
-    c = compile_graph(g, spec, batch=int(x.shape[0]), weights=weights)
+    db = _tuning_db(spec, cfg, how)
+    c = compile_graph(g, spec, batch=int(x.shape[0]), weights=weights, db=db,
+                      trials_per_workload=how[2] if db is not None else 0)
     name = f"model_{spec.name}"
     path = os.path.join(out_dir, name + (".tar" if spec.cross else ".so"))
     c.export(path)
-    out: dict[str, Any] = {"files_tvm": os.path.basename(path), "tvm_target": str(spec)}
+    out: dict[str, Any] = {"files_tvm": os.path.basename(path), "tvm_target": str(spec),
+                           "tvm_tuning": ({"db": db.path, **c.tuning.to_json()}
+                                          if db is not None and c.tuning is not None
+                                          else "none (TVM default schedules)")}
     if not spec.cross and spec.device == "cpu":
         got = c.run([x.astype("float32")])[0]
         out["tvm_max_abs_diff"] = float(np.abs(got - want).max())
@@ -337,8 +376,11 @@ def _tvm(g: Any, sd: Mapping[str, Any], cfg: Mapping[str, Any], target: str | No
 
 
 def export_run(folder: str, out_dir: str | None = None, trial_id: int | None = None,
-               formats: tuple[str, ...] = FORMATS, target: str | None = None) -> dict[str, Any]:
-    """Export the best trial (or ``trial_id``) of a run to ``out_dir`` (default RUN/export)."""
+               formats: tuple[str, ...] = FORMATS, target: str | None = None, *,
+               tuning: str = "auto", tuning_db: str | None = None,
+               trials_per_workload: int = 0) -> dict[str, Any]:
+    """Export the best trial (or ``trial_id``) of a run to ``out_dir`` (default RUN/export);
+    ``tuning``/``tuning_db``/``trials_per_workload`` as for :func:`export_trial`."""
     st = RunStore.open(folder)
     try:
         t = st.best() if trial_id is None else st.trial(trial_id)
@@ -351,4 +393,5 @@ def export_run(folder: str, out_dir: str | None = None, trial_id: int | None = N
         raise NasirError(f"trial {trial_id} is {t['status']}, not done",
                          hint="export a finished trial (see `nasir show RUN`)")
     out = out_dir or os.path.join(folder, "export", f"trial-{t['id']}")
-    return export_trial(folder, t, out, formats, target)
+    return export_trial(folder, t, out, formats, target, tuning=tuning, tuning_db=tuning_db,
+                        trials_per_workload=trials_per_workload)
