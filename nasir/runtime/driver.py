@@ -166,7 +166,8 @@ class Driver:
                              where=store.folder, hint="the store was edited by hand?")
         ex = self.executor or make_executor(self.exp_dict, store.folder)
         self.executor = ex
-        lat = self.latency = make_latency_runner(exp, store, self.reward, self._violation)
+        lat = self.latency = make_latency_runner(exp, store, self.reward, self._violation,
+                                                 self.space)
         if lat is not None:
             lat.pids = ex.pids
         window = max(1, ex.slots)

@@ -7,9 +7,10 @@ through one dedicated measurement process
 (:func:`~nasir.runtime.latency_service.service_main`):
 
 - each trial's *table* latency (the sum of its layers in the per-layer table,
-  :class:`~nasir.backends.tvm.lut.LatencyLUT`; layers the table lacks are compiled and
-  measured once, then shared by every later candidate and run) is asked for when the trial
-  is submitted, so it is ready by the time training ends;
+  :class:`~nasir.backends.tvm.lut.LatencyLUT`) is read in the driver when the table knows
+  every layer; else it is asked of the measurement process when the trial is submitted
+  (the layers the table lacks are compiled and timed once, then shared by every later
+  candidate and run), so it is ready by the time training ends;
 - the trial is recorded with the *predicted* latency: the table latency through the run's
   :class:`Calibration` (a linear fit table → measured, refit after every measurement);
 - under ``auto`` the whole network is compiled and measured for every trial that enters the
@@ -44,6 +45,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from nasir.errors import NasirError
 
 __all__ = ["Calibration", "LatencyRunner", "check_latency_policy", "default_table_path",
            "make_latency_runner", "table_path"]
@@ -148,8 +151,10 @@ class LatencyRunner:
     """
 
     def __init__(self, exp: Any, store: Any, reward: Callable[[Mapping[str, Any]], float],
-                 violation: Callable[[Mapping[str, Any]], str | None]) -> None:
-        self.exp, self.store = exp, store
+                 violation: Callable[[Mapping[str, Any]], str | None],
+                 space: Any = None) -> None:
+        self.exp, self.store, self.space = exp, store, space
+        self._lut: Any = None  # the table, read here when it knows every layer
         self.policy = exp.latency_policy
         self.reward, self.violation = reward, violation
         self.pids: Callable[[], list[int]] = list
@@ -167,7 +172,10 @@ class LatencyRunner:
         #: seconds busy measuring / predicting, and seconds trials waited for their table
         self.measured_s = self.predict_s = self.wait_s = 0.0
         self._held_at: dict[int, float] = {}
-        self.counts = {"predicted": 0, "measured": 0, "new_layers": 0}
+        self.counts = {"predicted": 0, "measured": 0, "new_layers": 0, "dropped": 0,
+                       "table_hits": 0}
+        self._trials: Mapping[int, Any] = {}
+        self._ending = False
         self._ctx = mp.get_context("spawn")
         self._pairs: list[tuple[float, float]] = []
         for t in store.trials("done") + store.trials("infeasible"):
@@ -197,6 +205,10 @@ class LatencyRunner:
             if self.proc is None or not self.proc.is_alive():
                 self._spawn()
             req = self.queue.popleft()
+            if req[0] == "measure" and not self._still_wanted(req[1]):
+                self.wanted.discard(req[1])
+                self.counts["dropped"] += 1
+                continue
             self.inflight.append(req)
             self.conn.send((req[0], req[1], req[2], list(self.pids())))
 
@@ -210,8 +222,25 @@ class LatencyRunner:
         tid = int(trial["id"])
         self.table.pop(tid, None)
         self.failed.pop(tid, None)
+        known = self._lookup(trial["assignment"])
+        if known is not None:  # every layer in the table: no need to ask (or wait)
+            self.table[tid] = known
+            self.counts["table_hits"] += 1
+            return
         self.queue.appendleft(("predict", tid, trial["assignment"]))
         self._send()
+
+    def _lookup(self, assignment: Any) -> float | None:
+        if self.space is None:
+            return None
+        try:
+            if self._lut is None:
+                from nasir.runtime.latency_service import open_table
+
+                self._lut = open_table(self.exp, self.space)
+            return self._lut.lookup(self.space.instantiate(self.space.check(assignment)))
+        except NasirError:  # a bad assignment or table: the process says why, per trial
+            return None
 
     def _want(self, trial: Mapping[str, Any]) -> None:
         tid = int(trial["id"])
@@ -305,9 +334,22 @@ class LatencyRunner:
             return
         if (t.get("metrics") or {}).get(SOURCE) != "predicted":
             return
+        self._trials = trials
         why = self._why(t, [u for u in trials.values() if u["status"] == "done"])
         if why:
             self._want(t)
+
+    def _still_wanted(self, tid: int) -> bool:
+        """Whether a queued measurement still matters now that it is its turn: the trial
+        may have dropped off the front and out of the top-k while it waited (at the end of a
+        run only the front counts)."""
+        t = self._trials.get(tid)
+        if t is None or t["status"] != "done":
+            return False
+        done = [u for u in self._trials.values() if u["status"] == "done"]
+        if self._ending:
+            return _on_front(t, done, self.exp.objectives)
+        return self._why(t, done) is not None
 
     def _why(self, t: Mapping[str, Any], done: Sequence[Mapping[str, Any]]) -> str | None:
         r = t.get("reward")
@@ -349,6 +391,7 @@ class LatencyRunner:
         measured."""
         if self.policy != "auto":
             return
+        self._trials, self._ending = trials, True  # queued measurements off the front drop
         while self.busy:
             self.poll(1.0, trials)
         for tid, t in list(trials.items()):
@@ -388,6 +431,9 @@ class LatencyRunner:
             self.proc.kill()
             self.proc.join(2)
         self.proc = self.conn = None
+        if self._lut is not None:
+            self._lut.close()
+            self._lut = None
 
 
 def _on_front(t: Mapping[str, Any], done: Sequence[Mapping[str, Any]],
@@ -415,10 +461,10 @@ def _on_front(t: Mapping[str, Any], done: Sequence[Mapping[str, Any]],
 
 
 def make_latency_runner(exp: Any, store: Any, reward: Callable[[Mapping[str, Any]], float],
-                        violation: Callable[[Mapping[str, Any]], str | None]
-                        ) -> LatencyRunner | None:
+                        violation: Callable[[Mapping[str, Any]], str | None],
+                        space: Any = None) -> LatencyRunner | None:
     """The runner a run needs: ``None`` when its trials carry no latency or measure it in
     their workers (``measure``)."""
     if not exp.needs_latency or exp.latency_policy == "measure":
         return None
-    return LatencyRunner(exp, store, reward, violation)
+    return LatencyRunner(exp, store, reward, violation, space)

@@ -25,7 +25,7 @@ from typing import Any
 from nasir.backends.tvm.lut import LatencyLUT
 from nasir.errors import NasirError
 
-__all__ = ["PolicyLUT", "measure_network", "quiet_window", "service_main",
+__all__ = ["PolicyLUT", "measure_network", "open_table", "quiet_window", "service_main",
            "tuned_compile_options"]
 
 
@@ -97,6 +97,24 @@ class PolicyLUT(LatencyLUT):
     pids: Sequence[int] = ()
     cores: set[int] = set()
 
+    def lookup(self, g: Any) -> float | None:
+        """``g``'s table latency (layer sum + constant) when every layer is in the table —
+        rows other processes added since are read first — else ``None``; never measures."""
+        from nasir.backends.tvm.lut import FREE_OPS, layer_key, layers
+
+        nodes = layers(g)
+        keys = [layer_key(n) for n in nodes if n.op.name not in FREE_OPS]
+        missing = sorted({k for k in keys if k not in self._lat})
+        if missing:
+            marks = ",".join("?" * len(missing))
+            rows = self._db.execute(
+                f"SELECT key, latency_ms FROM lut_layer WHERE target=? AND batch=? AND key IN "
+                f"({marks})", (self._tkey, self.batch, *missing)).fetchall()
+            self._lat.update(dict(rows))
+        if any(k not in self._lat for k in keys):
+            return None
+        return float(sum(self._lat[k] for k in keys)) + self.constant_ms
+
     def _measure_layer(self, n: Any) -> float:
         from nasir.backends.tvm.compile import compile_graph
         from nasir.backends.tvm.lut import layer_graph, layer_key
@@ -111,6 +129,18 @@ class PolicyLUT(LatencyLUT):
         self.measured_now += 1
         self._store(layer_key(n), r.median_ms, r.cv, c.compile_s)
         return r.median_ms
+
+
+def open_table(exp: Any, space: Any) -> PolicyLUT:
+    """The per-layer table of an experiment's target for ``space``
+    (:func:`~nasir.runtime.latency_policy.table_path`)."""
+    from nasir.backends.tvm import MeasureConfig, resolve_target
+    from nasir.runtime.latency_policy import table_path
+
+    t = exp.target
+    target = resolve_target(t.spec or {"host": "host", "cuda": "cuda", "rpc": "aarch64"}[t.kind])
+    cfg = MeasureConfig(repeats=t.repeats, warmup=2, min_repeat_ms=2.0)
+    return PolicyLUT(table_path(exp), target, config=cfg, scope=space.name)
 
 
 def service_main(conn: Any, exp: dict[str, Any], run_dir: str | None, parent: int) -> None:
