@@ -22,22 +22,41 @@ search, and seconds per search. The last line is one JSON object: ``blackbox`` m
 → setting → figures; ``bananas_paper_vs_0_043`` compares BANANAS' paper default with the
 0.043 mean regret its earlier defaults scored on seeds 0–99.
 
-**Sections.** :data:`SECTIONS` maps a JSON key to the function that measures it. Only
-``blackbox`` is measured here. The one-shot methods' paper defaults next to today's variants
-(how they are judged is the one-shot issue's) belong in a ``oneshot`` section: a later commit
-adds a function ``oneshot(args) -> dict`` and registers it in :data:`SECTIONS`; until then the
-JSON carries ``"oneshot": null`` and lists it under ``pending``. No option selects it.
+**Sections.** :data:`SECTIONS` maps a JSON key to the function that measures it;
+``--sections`` picks them (default: both).
+
+* ``blackbox``: the rows above.
+* ``oneshot``: the one-shot methods' paper defaults next to their variants, judged by
+  ``benchmarks/oneshot_quality.py`` (run as a child process): on the digits NB201 supernet
+  (1×8×8, C = 8), each method searches with seeds ``0 … --oneshot-seeds − 1`` for
+  ``--oneshot-epochs`` epochs; its derived child is trained from scratch (5 epochs × 3
+  training seeds) and scored by the mean validation accuracy, against the median of the
+  same space's random children (``--oneshot-random`` of them, or ``--oneshot-baseline``,
+  an earlier run's median: the rng-100 children train deterministically), and the derived
+  cell's CIFAR-10 accuracy and rank (1 = best of 15,625) are read from the NB201 table.
+  ``darts`` (paper, second order) next to ``darts_first_order`` and ``darts_pt``;
+  ``fbnet`` (paper, soft mixture) next to ``fbnet_gdas``; ``proxylessnas`` (the code's
+  loss) next to ``proxylessnas_penalty`` — FBNet and ProxylessNAS with the NB201 per-layer
+  TVM latency table as their latency term. Method → setting → figures.
+
+Sections not run are ``null`` in the JSON and listed under ``not_run``.
 
     nice -n 10 .venv/bin/python benchmarks/paper_defaults.py --queries 150 --seeds 100 \\
         --workers 2 --log /tmp/paper_defaults.jsonl
     # a subset (random search, the baseline, always runs):
-    .venv/bin/python benchmarks/paper_defaults.py --only bananas:paper,pnas --seeds 5
+    .venv/bin/python benchmarks/paper_defaults.py --only bananas:paper,pnas --seeds 5 \\
+        --sections blackbox
+    # the one-shot section alone, with an earlier run's random median:
+    nice -n 10 .venv/bin/python benchmarks/paper_defaults.py --sections oneshot \\
+        --oneshot-seeds 3 --oneshot-baseline 0.9656
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -131,11 +150,70 @@ def blackbox(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-#: JSON key → the function measuring that section; the one-shot section is added later
-SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {"blackbox": blackbox}
+#: one-shot method → setting → the ``oneshot_quality.py`` method it runs (paper first)
+ONESHOT_ROWS: dict[str, dict[str, str]] = {
+    "darts": {"paper": "darts", "first_order": "darts_first_order", "darts_pt": "darts_pt"},
+    "fbnet": {"paper": "fbnet_nb201", "fbnet_gdas": "fbnet_gdas_nb201"},
+    "proxylessnas": {"paper": "proxylessnas_nb201",
+                     "proxylessnas_penalty": "proxylessnas_penalty_nb201"},
+}
 
-#: sections the issue asks for that no function measures yet (their JSON value is null)
-PENDING = ("oneshot",)
+#: the judged fields kept from each ``oneshot_quality.py`` method record
+ONESHOT_FIELDS = ("acc", "mean_acc", "median_acc", "beats", "beats_random", "ranks",
+                  "cifar10", "search_cpu_s", "lat_us", "settings")
+
+
+def oneshot(args: argparse.Namespace) -> dict[str, Any]:
+    """Run ``benchmarks/oneshot_quality.py`` on the methods of :data:`ONESHOT_ROWS`; method
+    → setting → figures, plus ``random_median_acc`` and the judge's options."""
+    methods = [m for rows in ONESHOT_ROWS.values() for m in rows.values()]
+    env = dict(os.environ, ONESHOT_METHODS=",".join(methods), ONESHOT_NO_TARGETS="1",
+               ONESHOT_NB201_NO_LATENCY="1",
+               ONESHOT_SEARCH_EPOCHS=str(args.oneshot_epochs),
+               ONESHOT_RANDOM=str(0 if args.oneshot_baseline else args.oneshot_random))
+    if args.oneshot_baseline:
+        env["ONESHOT_BASELINE_NB201"] = env["ONESHOT_BASELINE_NB201_LATENCY"] = str(
+            args.oneshot_baseline)
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "oneshot_quality.py")
+    proc = subprocess.run([sys.executable, script, str(args.oneshot_seeds)], env=env,
+                          stdout=subprocess.PIPE, text=True, check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    for ln in lines[:-1]:
+        print(ln)
+    if proc.returncode != 0 or not lines or not lines[-1].startswith("{"):
+        raise SystemExit(f"oneshot_quality.py failed (exit {proc.returncode})")
+    judged = json.loads(lines[-1])
+    out: dict[str, Any] = {}
+    for method, rows in ONESHOT_ROWS.items():
+        for setting, name in rows.items():
+            rec = judged.get(name)
+            if rec is not None:
+                out.setdefault(method, {})[setting] = {
+                    "method": name, **{k: rec[k] for k in ONESHOT_FIELDS if k in rec}}
+    base = judged.get("nb201", judged.get("nb201_latency", {}))
+    out["random_median_acc"] = base.get("random_median_acc")
+    out["judge"] = {"seeds": args.oneshot_seeds, "search_epochs": args.oneshot_epochs,
+                    "train_seeds": judged.get("train_seeds"),
+                    "random_children": judged.get("random_children"),
+                    "random_baseline": base.get("random_baseline")}
+    return out
+
+
+#: JSON key → the function measuring that section
+SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "blackbox": blackbox, "oneshot": oneshot}
+
+
+def _print_oneshot(fig: dict[str, Any]) -> None:
+    print(f"one-shot on digits NB201: random median {fig['random_median_acc']}; "
+          f"{fig['judge']['seeds']} search seeds x {fig['judge']['search_epochs']} epochs")
+    print(f"{'method':<14} {'setting':<22} {'mean acc':>8} {'beats':>6}  NB201 ranks")
+    for method, settings in fig.items():
+        if method in ("random_median_acc", "judge"):
+            continue
+        for setting, r in settings.items():
+            print(f"{method:<14} {setting:<22} {r.get('mean_acc', float('nan')):>8.4f} "
+                  f"{r.get('beats', 0)}/{len(r.get('acc', []))}    {r.get('ranks')}")
 
 
 def _print_blackbox(fig: dict[str, Any], queries: int, seeds: int, wall: float) -> None:
@@ -164,26 +242,39 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log", default="", help="append one JSON line per finished search")
     p.add_argument("--only", default="", help="rows to run: strategy or strategy:setting, "
                                               "comma-separated (random always runs)")
+    p.add_argument("--sections", default="blackbox,oneshot",
+                   help=f"comma-separated, of: {', '.join(SECTIONS)}")
+    p.add_argument("--oneshot-seeds", type=int, default=3)
+    p.add_argument("--oneshot-epochs", type=int, default=8)
+    p.add_argument("--oneshot-random", type=int, default=12,
+                   help="random children for the one-shot baseline")
+    p.add_argument("--oneshot-baseline", type=float, default=0.0,
+                   help="an earlier run's random median (skips the random children)")
     args = p.parse_args(argv)
+    chosen = [k.strip() for k in args.sections.split(",") if k.strip()]
+    unknown = [k for k in chosen if k not in SECTIONS]
+    if unknown or not chosen:
+        p.error(f"--sections: unknown {unknown}; choose from {', '.join(SECTIONS)}")
     start = time.perf_counter()
     result: dict[str, Any] = {"queries": args.queries, "seeds": args.seeds,
                               "first_seed": args.first_seed}
     for key, measure in SECTIONS.items():
-        result[key] = measure(args)
+        result[key] = measure(args) if key in chosen else None
     wall = time.perf_counter() - start
     fig = result["blackbox"]
-    _print_blackbox(fig, args.queries, args.seeds, wall)
-    result["optimum"] = fig.pop("_optimum")
-    for key in PENDING:
-        result.setdefault(key, None)
-    result["pending"] = [k for k in PENDING if result[k] is None]
-    bananas = fig.get("bananas", {})
-    if "paper" in bananas:
-        paper, before = bananas["paper"]["mean_regret"], BANANAS_BEFORE
-        result["bananas_paper_vs_0_043"] = {
-            "paper_mean_regret": paper,
-            "nasir_profile_same_run": bananas.get("nasir", {}).get("mean_regret"),
-            "at_least_as_good": paper <= before, "worse_by": max(0.0, paper - before)}
+    if fig is not None:
+        _print_blackbox(fig, args.queries, args.seeds, wall)
+        result["optimum"] = fig.pop("_optimum")
+        bananas = fig.get("bananas", {})
+        if "paper" in bananas:
+            paper, before = bananas["paper"]["mean_regret"], BANANAS_BEFORE
+            result["bananas_paper_vs_0_043"] = {
+                "paper_mean_regret": paper,
+                "nasir_profile_same_run": bananas.get("nasir", {}).get("mean_regret"),
+                "at_least_as_good": paper <= before, "worse_by": max(0.0, paper - before)}
+    if result["oneshot"] is not None:
+        _print_oneshot(result["oneshot"])
+    result["not_run"] = [k for k in SECTIONS if result[k] is None]
     result["wall_s"] = round(wall, 1)
     print(json.dumps(result))
     return 0
