@@ -15,9 +15,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from nasir.errors import SpecError
@@ -25,7 +26,7 @@ from nasir.graph import Graph, Node
 from nasir.loc import caller_loc
 from nasir.ops import InputOp, Op, Ref
 from nasir.ops.control import ArgOp, ChooseOp, RepeatOp, SelectOp
-from nasir.space import Constraint, Decision, Space
+from nasir.space import Constraint, Decision, DecisionMeta, Space
 
 __all__ = ["SpaceBuilder"]
 
@@ -45,14 +46,30 @@ def _takes_index(fn: RegionFn) -> bool:
 class _Registry:
     def __init__(self) -> None:
         self.decisions: dict[str, Decision] = {}
+        self.scope: dict[str, Any] = {}
 
-    def declare(self, label: str, kind: str, options: Sequence[Any]) -> Decision:
+    def declare(self, label: str, kind: str, options: Sequence[Any],
+                meta: Mapping[str, Any] | None = None) -> Decision:
         loc = caller_loc()
-        d = Decision(label, kind, tuple(options), loc)
+        try:
+            dmeta = DecisionMeta(**{**self.scope, **(meta or {})})
+        except TypeError:
+            bad = sorted(set(meta or {}) - set(DecisionMeta.__dataclass_fields__))
+            raise SpecError(f"decision {label!r}: unknown metadata {bad}", loc=loc,
+                            hint="metadata: role, windows, stage, block, layer, cell, slot"
+                            ) from None
+        d = Decision(label, kind, tuple(options), loc, dmeta)
         old = self.decisions.get(label)
         if old is None:
             self.decisions[label] = d
             return d
+        if old.meta != d.meta:
+            raise SpecError(
+                f"decision {label!r} is declared twice with different metadata: "
+                f"{old.meta.text()} and {d.meta.text()}",
+                where=f"first declared at {old.loc}", loc=loc,
+                hint="a shared decision has one role and one position; declare it in the "
+                     "same scope")
         if old.kind != kind or old.options != d.options:
             raise SpecError(
                 f"decision {label!r} is declared twice with different domains: "
@@ -108,23 +125,55 @@ class SpaceBuilder:
         return self.graph.add(op, inputs, name=name, loc=loc)
 
     # -- choice points ---------------------------------------------------------------
-    def value(self, label: str, options: Sequence[Any]) -> Ref:
-        """Value choice: returns a ref to use as an op attribute (channels, kernel, ratio…)."""
-        self._reg.declare(label, "value", options)
+    @contextlib.contextmanager
+    def scope(self, **where: Any) -> Iterator[None]:
+        """Decisions declared inside (regions of choices included) get these metadata
+        fields — ``stage``, ``block``, ``layer`` (ints), ``cell``, ``slot`` (names); scopes
+        nest, the inner value wins.
+
+        >>> from nasir.ops import ConvBNActOp
+        >>> s = SpaceBuilder("scoped", input_shape=(3, 8, 8))
+        >>> with s.scope(block=2):
+        ...     k = s.value("b2_kernel", [3, 5], role="kernel")
+        >>> s.build(s.op(ConvBNActOp(out_channels=4, kernel=k), s.input)).decisions[0].meta
+        DecisionMeta(role='kernel', stage=None, block=2, layer=None, cell=None, slot=None, \
+windows=())
+        """
+        bad = sorted(set(where) - {"stage", "block", "layer", "cell", "slot"})
+        if bad:
+            raise SpecError(f"scope takes stage, block, layer, cell and slot, not {bad[0]!r}",
+                            loc=caller_loc(), hint="set a role with role= on the choice")
+        old = self._reg.scope
+        self._reg.scope = {**old, **where}
+        try:
+            yield
+        finally:
+            self._reg.scope = old
+
+    def value(self, label: str, options: Sequence[Any], *, role: str | None = None,
+              **meta: Any) -> Ref:
+        """Value choice: returns a ref to use as an op attribute (channels, kernel, ratio…).
+
+        ``role`` says what the value is (``width``, ``kernel``, ``expansion`` …: see
+        :data:`nasir.decision_meta.ROLES`); ``meta`` sets other metadata fields directly.
+        """
+        self._reg.declare(label, "value", options, {"role": role, **meta} if role else meta)
         return Ref(label)
 
-    def choose(self, label: str, branches: Mapping[str, RegionFn], *operands: Node) -> Node:
-        """Op choice: each branch builds a sub-graph from the operands; one is picked."""
+    def choose(self, label: str, branches: Mapping[str, RegionFn], *operands: Node,
+               role: str | None = None, **meta: Any) -> Node:
+        """Op choice: each branch builds a sub-graph from the operands; one is picked.
+        ``role`` (default ``op``) and ``meta`` as in :meth:`value`."""
         if not branches:
             raise SpecError(f"op choice {label!r} has no branches", loc=caller_loc())
-        self._reg.declare(label, "op", list(branches))
+        self._reg.declare(label, "op", list(branches), {"role": role, **meta} if role else meta)
         regions = {k: self._region(f"{label}.{k}", fn, len(operands))
                    for k, fn in branches.items()}
         return self.graph.add(ChooseOp(label=label), operands, loc=caller_loc(),
                               regions=regions)
 
     def repeat(self, label: str, counts: Sequence[int], first: RegionFn, x: Node,
-               rest: RegionFn | None = None) -> Node:
+               rest: RegionFn | None = None, *, role: str | None = None, **meta: Any) -> Node:
         """Depth choice: apply ``first`` once, then ``rest`` (default ``first``) n-1 times.
 
         A body with a third parameter, ``first(b, h, i)``, gets the repetition index ``i``
@@ -146,7 +195,7 @@ class SpaceBuilder:
             if isinstance(c, bool) or not isinstance(c, int) or c < 0:
                 raise SpecError(f"depth choice {label!r}: counts must be ints >= 0, got {c!r}",
                                 loc=caller_loc())
-        self._reg.declare(label, "depth", list(counts))
+        self._reg.declare(label, "depth", list(counts), {"role": role, **meta} if role else meta)
         indexed = _takes_index(first) or (rest is not None and _takes_index(rest))
         regions: dict[str, Graph] = {}
         if indexed:
@@ -161,19 +210,19 @@ class SpaceBuilder:
         return self.graph.add(RepeatOp(label=label), [x], loc=caller_loc(), regions=regions)
 
     def select(self, label: str, candidates: Sequence[Node], k: int = 1,
-               reduce: str = "add") -> Node:
+               reduce: str = "add", *, role: str | None = None, **meta: Any) -> Node:
         """Input choice: pick ``k`` of ``candidates`` (combined by ``reduce`` when k > 1)."""
         n = len(candidates)
         if not 1 <= k <= n:
             raise SpecError(f"input choice {label!r} picks {k} of {n} candidates",
                             loc=caller_loc(), hint="use 1 <= k <= number of candidates")
         options = list(range(n)) if k == 1 else list(itertools.combinations(range(n), k))
-        self._reg.declare(label, "input", options)
+        self._reg.declare(label, "input", options, {"role": role, **meta} if role else meta)
         return self.graph.add(SelectOp(label=label, k=k, reduce=reduce), candidates,
                               loc=caller_loc())
 
     def select_any(self, label: str, candidates: Sequence[Node], required: Sequence[int] = (),
-                   reduce: str = "add") -> Node:
+                   reduce: str = "add", *, role: str | None = None, **meta: Any) -> Node:
         """Input choice of any subset of ``candidates`` that contains ``required`` (combined
         by ``reduce``); the options are the subsets as sorted index tuples, smallest first.
 
@@ -189,7 +238,7 @@ class SpaceBuilder:
         options = [tuple(sorted(req + c)) for r in range(len(free) + 1)
                    for c in itertools.combinations(free, r)]
         options = [o for o in options if o]
-        self._reg.declare(label, "input", options)
+        self._reg.declare(label, "input", options, {"role": role, **meta} if role else meta)
         return self.graph.add(SelectOp(label=label, k=1, reduce=reduce), candidates,
                               loc=caller_loc())
 

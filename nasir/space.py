@@ -23,13 +23,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from nasir.decision_meta import DecisionMeta, default_role
 from nasir.errors import AssignmentError, NasirError, ParseError, SpecError, located
 from nasir.graph import Graph, Node
 from nasir.loc import SourceLoc
 from nasir.ops import AddOp, ConcatOp, Op, has_refs, resolve_refs
 from nasir.ops.control import RepeatOp
 
-__all__ = ["DECISION_KINDS", "Assignment", "Constraint", "Decision", "Space"]
+__all__ = ["DECISION_KINDS", "Assignment", "Constraint", "Decision", "DecisionMeta", "Space"]
 
 DECISION_KINDS = ("op", "value", "depth", "input")
 
@@ -48,20 +49,31 @@ def _norm(v: Any, _depth: int = 0) -> Any:
 
 @dataclass(frozen=True)
 class Decision:
-    """One choice point: a label, a kind (op / value / depth / input) and its options.
+    """One choice point: a label, a kind (op / value / depth / input), its options and its
+    :class:`~nasir.decision_meta.DecisionMeta` (role, block, cell …; an op, input or depth
+    decision's role defaults to its kind).
 
-    >>> d = Decision("b1_kernel", "value", (3, 5))
-    >>> d.index(5), d.size
-    (1, 2)
+    >>> d = Decision("b1_kernel", "value", (3, 5), meta=DecisionMeta(role="kernel", block=1))
+    >>> d.index(5), d.size, d.meta.role, d.meta.block
+    (1, 2, 'kernel', 1)
+    >>> Decision("b1_op", "op", ("a", "b")).meta.role
+    'op'
     """
 
     label: str
     kind: str
     options: tuple
     loc: SourceLoc | None = field(default=None, compare=False)
+    meta: DecisionMeta = field(default_factory=DecisionMeta)
     _lookup: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.meta, DecisionMeta):
+            raise SpecError(f"decision {self.label}: meta must be a DecisionMeta, "
+                            f"got {type(self.meta).__name__}", loc=self.loc)
+        if self.meta.role is None and default_role(self.kind) is not None:
+            object.__setattr__(self, "meta", self.meta.merged(
+                DecisionMeta(role=default_role(self.kind))))
         if not self.label or not all(c.isalnum() or c in "_." for c in self.label):
             raise SpecError(f"bad decision label {self.label!r}", loc=self.loc,
                             hint="use letters, digits, '_' and '.'")
@@ -107,18 +119,23 @@ class Decision:
                                          for o in self.options]}
         if self.loc is not None:
             d["loc"] = str(self.loc)
+        meta = self.meta.to_json()
+        if meta:
+            d["meta"] = meta
         return d
 
     @staticmethod
     def from_json(obj: Any, where: str = "decision") -> Decision:
-        """Read the JSON form."""
+        """Read the JSON form. A form saved before decisions had metadata loads with what
+        the kind tells (an op / input / depth decision's role), the rest unknown."""
         if not isinstance(obj, dict) or not isinstance(obj.get("options"), list):
             raise ParseError("a decision needs label, kind and an options list", where=where)
         for key in ("label", "kind", "loc"):
             if not isinstance(obj.get(key, ""), str):
                 raise ParseError(f"a decision's {key} must be a string", where=f"{where}.{key}")
+        meta = DecisionMeta.from_json(obj.get("meta", {}), f"{where}.meta")
         return Decision(str(obj.get("label", "")), str(obj.get("kind", "")),
-                        tuple(obj["options"]), SourceLoc.parse(str(obj.get("loc", ""))))
+                        tuple(obj["options"]), SourceLoc.parse(str(obj.get("loc", ""))), meta)
 
 
 @dataclass(frozen=True)
@@ -260,6 +277,18 @@ class Space:
         """Number of assignments: the product of the domain sizes (what :meth:`enumerate`
         walks and :meth:`from_indices` indexes)."""
         return math.prod(d.size for d in self.decisions)
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """The per-sample shape of the space's (first) input, ``None`` if it has none.
+
+        >>> from nasir.spaces import get_space
+        >>> get_space("nb201", input_shape=(1, 8, 8)).input_shape
+        (1, 8, 8)
+        """
+        ins = self.body.inputs
+        shape = getattr(ins[0].op, "shape", None) if ins else None
+        return None if shape is None else tuple(int(v) for v in shape)
 
     def decision(self, label: str) -> Decision:
         """The decision called ``label``."""

@@ -9,7 +9,9 @@ True
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
+from nasir.decision_meta import default_role
 from nasir.errors import NasirError, located
 from nasir.space import Constraint, Decision, Space
 from nasir.text import Lexer, _parse_graph_body, format_value, parse_attrs, parse_value, print_graph
@@ -18,14 +20,19 @@ __all__ = ["parse_space", "print_space"]
 
 
 def print_space(sp: Space) -> str:
-    """Print ``sp`` in the text form."""
+    """Print ``sp`` in the text form. A decision's metadata is printed after its options
+    (``meta {...}``), less a role its kind implies."""
     lines = [f"space @{sp.name} {{"]
     if sp.meta:
         lines.append(f"  meta {json.dumps(sp.meta, sort_keys=True)}")
     for d in sp.decisions:
         opts = format_value(list(d.options))
         loc = f" loc({json.dumps(str(d.loc))})" if d.loc is not None else ""
-        lines.append(f"  decision ${d.label} : {d.kind} {opts}{loc}")
+        meta = d.meta
+        if meta.role is not None and meta.role == default_role(d.kind):
+            meta = replace(meta, role=None)  # the kind says it (and old texts stay the same)
+        mtext = f" meta {meta.text()}" if meta.to_json() else ""
+        lines.append(f"  decision ${d.label} : {d.kind} {opts}{mtext}{loc}")
     for c in sp.constraints:
         lines.append(f"  constraint {c.metric} <= {c.max!r}")
     for name, a in sp.references.items():
@@ -36,7 +43,9 @@ def print_space(sp: Space) -> str:
 
 
 def _parse_decision(lx: Lexer) -> Decision:
-    """``$label : kind [options] loc("file:line")`` (after the ``decision`` keyword)."""
+    """``$label : kind [options] meta {role="op", block=1} loc("file:line")`` (after the
+    ``decision`` keyword; ``meta`` and ``loc`` are optional)."""
+    from nasir.decision_meta import DecisionMeta
     from nasir.loc import SourceLoc
 
     label = lx.expect("ref")[1:]
@@ -44,6 +53,11 @@ def _parse_decision(lx: Lexer) -> Decision:
     kind = lx.expect("id")
     at = lx.i
     opts = parse_value(lx)
+    meta_at = lx.i
+    meta: dict = {}
+    if lx.accept("id", "meta"):
+        meta_at = lx.i
+        meta = parse_attrs(lx)
     loc = ""
     if lx.accept("id", "loc"):
         lx.expect("punct", "(")
@@ -53,7 +67,12 @@ def _parse_decision(lx: Lexer) -> Decision:
         lx.i = at
         raise lx.error(f"decision ${label} needs a list of options, found {opts!r}")
     try:
-        return Decision(label, kind, opts, SourceLoc.parse(loc))
+        dmeta = DecisionMeta.from_json(meta, f"decision ${label} meta")
+    except NasirError as e:
+        lx.i = meta_at
+        raise lx.error(e.message + (f" ({e.hint})" if e.hint else "")) from None
+    try:
+        return Decision(label, kind, opts, SourceLoc.parse(loc), dmeta)
     except NasirError as e:
         lx.i = at
         raise lx.error(e.message + (f" ({e.hint})" if e.hint else "")) from None

@@ -1,5 +1,5 @@
 """``nasir spaces [SPACE...]``: list spaces (default: the built-ins) with their decisions, size
-and references."""
+and references; ``--json`` adds each decision's kind, size and metadata (``schema``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,13 @@ UNIQUE_LIMIT = 20_000
 
 
 def space_summary(name: str, with_unique: bool = True) -> dict:
-    """One JSON-able summary of a space (any spec: built-in, registered, file.py:function)."""
+    """One JSON-able summary of a space (any spec: built-in, registered, file.py:function);
+    ``schema`` lists every decision with its kind, number of options and metadata.
+
+    >>> s = space_summary("nb201", with_unique=False)
+    >>> s["decisions"], s["schema"][0]
+    (6, {'label': 'edge_0_1', 'kind': 'op', 'size': 5, 'meta': {'role': 'op'}})
+    """
     from nasir.spaces import is_builtin
 
     sp = get_space(name)
@@ -24,6 +30,8 @@ def space_summary(name: str, with_unique: bool = True) -> dict:
         "size": sp.size,
         "references": reference_names(name) if is_builtin(name) else list(sp.references),
         "paper": sp.meta.get("paper", ""),
+        "schema": [{"label": d.label, "kind": d.kind, "size": d.size, "meta": d.meta.to_json()}
+                   for d in sp.decisions],
     }
     if with_unique and sp.raw_size <= UNIQUE_LIMIT:  # count_unique walks every assignment
         try:

@@ -3,7 +3,8 @@
 Every block ``b`` of a cell kind (``normal`` / ``reduce``) has, per operand ``x`` in
 ``a``/``b``, an input decision ``{kind}_b{b}_in_{x}`` (which earlier hidden state) and an
 op decision ``{kind}_b{b}_op_{x}`` (which :class:`~nasir.ops.CellEdgeOp` op); the block's
-value is the sum of its two operands. All cells of one kind share these decisions.
+value is the sum of its two operands. All cells of one kind share these decisions. Their
+metadata: ``cell=kind``, ``block=b``, ``slot=x``, role ``input`` / ``op``.
 """
 
 from __future__ import annotations
@@ -47,9 +48,10 @@ def cell_blocks(s: SpaceBuilder, kind: str, states: list[Node], blocks: int,
     labels = block_labels(kind, blocks)
     for b in range(blocks):
         terms = []
-        for in_label, op_label in labels[2 * b: 2 * b + 2]:
-            h = s.select(in_label, states)
-            terms.append(s.choose(op_label, branches, h))
+        with s.scope(cell=kind, block=b):
+            for slot, (in_label, op_label) in zip("ab", labels[2 * b: 2 * b + 2]):
+                h = s.select(in_label, states, slot=slot)
+                terms.append(s.choose(op_label, branches, h, slot=slot))
         states.append(s.op(AddOp(), *terms))
     return states
 

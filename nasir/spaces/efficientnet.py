@@ -41,9 +41,10 @@ REFERENCES = {"efficientnet_b0": {
 def _layer(i: int, stride: int, out: int):
     def make(s: SpaceBuilder, x: Node) -> Node:
         return s.op(MBConvOp(out_channels=out, stride=stride,
-                             kernel=s.value(f"s{i}_kernel", (3, 5)),
-                             expand=s.value(f"s{i}_expand", (1, 3, 4, 6)),
-                             se_ratio=s.value(f"s{i}_se", (0.0, 0.25)),
+                             kernel=s.value(f"s{i}_kernel", (3, 5), role="kernel", stage=i),
+                             expand=s.value(f"s{i}_expand", (1, 3, 4, 6), role="expansion",
+                                            stage=i),
+                             se_ratio=s.value(f"s{i}_se", (0.0, 0.25), role="se", stage=i),
                              act="swish", se_act="swish"), x)
 
     return make
@@ -56,7 +57,7 @@ def build(input_shape: Sequence[int] = (3, 224, 224), num_classes: int = 1000,
     x = s.op(ConvBNActOp(out_channels=32, kernel=3, stride=2, act="swish"), s.input)
     for i, (_, _, stride, out, n) in enumerate(B0):
         x = s.repeat(f"s{i}_layers", list(range(max(1, n - 1), n + 2)),
-                     _layer(i, stride, out), x, rest=_layer(i, 1, out))
+                     _layer(i, stride, out), x, rest=_layer(i, 1, out), stage=i)
     x = s.op(ConvBNActOp(out_channels=1280, kernel=1, act="swish"), x)
     x = s.op(FlattenOp(), s.op(GlobalAvgPoolOp(), x))
     x = s.op(DropoutOp(p=dropout), x)

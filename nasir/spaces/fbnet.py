@@ -137,7 +137,7 @@ def build(input_shape: Sequence[int] = (3, 224, 224), num_classes: int = 1000,
     for st, (n, width, stride) in enumerate(STAGES):
         for i in range(n):
             x = _layer(s, x, f"s{st}_l{i}", width, stride if i == 0 else 1, e1_expand, ops)
-    head = s.value("head_width", (1504, 1984)) if head_width is None else head_width
+    head = s.value("head_width", (1504, 1984), role="width") if head_width is None else head_width
     x = s.op(ConvBNActOp(out_channels=head, kernel=1), x)
     x = s.op(FlattenOp(), s.op(GlobalAvgPoolOp(), x))
     if dropout:

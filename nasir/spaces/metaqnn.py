@@ -86,6 +86,8 @@ POOLS = {"p5s3": (5, 3), "p3s2": (3, 2), "p2s2": (2, 2)}
 FILTERS = (64, 128, 256, 512)
 KERNELS = (1, 3, 5)
 FC_UNITS = (512, 256, 128)
+#: what pool decisions tell a strategy (``DecisionMeta.windows``): option, kernel, stride
+_WINDOWS = tuple((name, k, st) for name, (k, st) in POOLS.items())
 
 def _units(convs: Sequence[tuple[int, int, str]]) -> dict:
     """Assignment values for conv units ``(filters, kernel, pool)`` and no FC layers."""
@@ -114,14 +116,15 @@ def _pool(k: int, st: int):
 
 def _unit(i: int, units: int):
     def make(s: SpaceBuilder, x: Node) -> Node:
-        conv = ConvBNActOp(out_channels=s.value(f"u{i}_filters", (64, 128, 256, 512)),
-                           kernel=s.value(f"u{i}_kernel", (1, 3, 5)))
+        conv = ConvBNActOp(out_channels=s.value(f"u{i}_filters", (64, 128, 256, 512),
+                                                role="width", layer=i),
+                           kernel=s.value(f"u{i}_kernel", (1, 3, 5), role="kernel", layer=i))
         x = s.op(conv, x)
         branches = {"none": lambda b, h: b.op(IdentityOp(), h)}
         branches.update({name: _pool(k, st) for name, (k, st) in POOLS.items()})
-        x = s.choose(f"u{i}_pool", branches, x)
+        x = s.choose(f"u{i}_pool", branches, x, role="pool", layer=i, windows=_WINDOWS)
         if i + 1 < units:
-            x = s.repeat(f"u{i + 1}_more", (0, 1), _unit(i + 1, units), x)
+            x = s.repeat(f"u{i + 1}_more", (0, 1), _unit(i + 1, units), x, layer=i + 1)
         return x
 
     return make
@@ -129,10 +132,10 @@ def _unit(i: int, units: int):
 
 def _fc(j: int, fcs: int):
     def make(s: SpaceBuilder, x: Node) -> Node:
-        x = s.op(ReLUOp(), s.op(LinearOp(out_features=s.value(f"fc{j}_units", (512, 256, 128))),
-                                x))
+        x = s.op(ReLUOp(), s.op(LinearOp(out_features=s.value(
+            f"fc{j}_units", (512, 256, 128), role="units", block=j)), x))
         if j + 1 < fcs:
-            x = s.repeat(f"fc{j + 1}_more", (0, 1), _fc(j + 1, fcs), x)
+            x = s.repeat(f"fc{j + 1}_more", (0, 1), _fc(j + 1, fcs), x, block=j + 1)
         return x
 
     return make
@@ -176,15 +179,18 @@ class _PaperWalk:
             r = rep_bin(n)
             tag = "" if r == 8 else f"_r{r}"
             kernels = tuple(k for k in KERNELS if k < r)
-            x = b.op(ConvBNActOp(out_channels=b.value(f"u{i}_filters", FILTERS),
-                                 kernel=b.value(f"u{i}{tag}_kernel", kernels)), x)
+            x = b.op(ConvBNActOp(out_channels=b.value(f"u{i}_filters", FILTERS, role="width",
+                                                      layer=i),
+                                 kernel=b.value(f"u{i}{tag}_kernel", kernels, role="kernel",
+                                                layer=i)), x)
             pools = [p for p, (k, _) in POOLS.items() if k < r] if depth + 1 < self.limit else []
             if not pools:
                 return self.after(i, n, depth + 1)(b, x)
             branches = {"none": self.after(i, n, depth + 1)}
             for p in pools:
                 branches[p] = self._pooled(i, n, depth + 1, *POOLS[p])
-            return b.choose(f"u{i}{tag}_pool", branches, x)
+            return b.choose(f"u{i}{tag}_pool", branches, x, role="pool", layer=i,
+                            windows=tuple(w for w in _WINDOWS if w[0] in branches))
 
         return make
 
@@ -204,7 +210,7 @@ class _PaperWalk:
             opts["gap"] = self.gap
             opts["sm"] = self.softmax
             tag = ("" if r == 8 else f"_r{r}") + ("_end" if depth >= self.limit else "")
-            return b.choose(f"u{i}{tag}_next", opts, x)
+            return b.choose(f"u{i}{tag}_next", opts, x, role="next", layer=i)
 
         return make
 
@@ -213,7 +219,8 @@ class _PaperWalk:
         before: one decision over those width sequences."""
         label = "fc_layers" if room == self.fc_layers else f"fc_layers_upto{room}"
         seqs = tuple(_fc_widths(room))
-        return lambda b, x: b.op(FCStackOp(widths=b.value(label, seqs)), b.op(FlattenOp(), x))
+        return lambda b, x: b.op(FCStackOp(widths=b.value(label, seqs, role="units")),
+                                 b.op(FlattenOp(), x))
 
     @staticmethod
     def gap(b: SpaceBuilder, x: Node) -> Node:
@@ -313,7 +320,7 @@ def build(input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10, units
     if classifier == "gap":
         x = s.op(GlobalAvgPoolOp(), x)
     x = s.op(FlattenOp(), x)
-    x = s.repeat("fc0_more", (0, 1), _fc(0, fc_layers), x)
+    x = s.repeat("fc0_more", (0, 1), _fc(0, fc_layers), x, block=0)
     x = s.op(LinearOp(out_features=num_classes), x)
     refs = REFERENCES if units >= 6 and fc_layers >= 1 else {}
     return s.build(x, references=refs, meta={

@@ -56,12 +56,14 @@ def block_layer(b: int, stride: int, filters: Sequence[Sequence[int]] = FILTERS,
                 skips: Sequence = (False, True)):
     """Region function of one layer of block ``b``: the block's op choice with its shared
     filters / kernel / SE / skip decisions (``filters[b - 1]`` is the filter domain,
-    ``skips`` the skip domain)."""
+    ``skips`` the skip domain). Call it inside ``s.scope(block=b)`` (as the builders do)
+    so that the decisions know their block."""
     f, k, se, skip = (f"b{b}_{n}" for n in ("filters", "kernel", "se", "skip"))
 
     def make(s: SpaceBuilder, x: Node) -> Node:
-        F, K, SE, SK = s.value(f, filters[b - 1]), s.value(k, (3, 5)), \
-            s.value(se, (0.0, 0.25)), s.value(skip, tuple(skips))
+        F, K, SE, SK = s.value(f, filters[b - 1], role="width"), \
+            s.value(k, (3, 5), role="kernel"), s.value(se, (0.0, 0.25), role="se"), \
+            s.value(skip, tuple(skips), role="skip")
         branches = {
             "conv": lambda t, h: t.op(ConvBlockOp(out_channels=F, kernel=K, stride=stride,
                                                   se_ratio=SE, skip=SK), h),
@@ -114,9 +116,10 @@ def build(input_shape: Sequence[int] = (3, 224, 224), num_classes: int = 1000,
     s = SpaceBuilder("mnasnet", input_shape)
     x = s.op(ConvBNActOp(out_channels=32, kernel=3, stride=2), s.input)
     for b in range(1, 8):
-        x = s.repeat(f"b{b}_layers", LAYERS[b - 1],
-                     block_layer(b, STRIDES[b - 1], skips=skips), x,
-                     rest=block_layer(b, 1, skips=skips))
+        with s.scope(block=b):
+            x = s.repeat(f"b{b}_layers", LAYERS[b - 1],
+                         block_layer(b, STRIDES[b - 1], skips=skips), x,
+                         rest=block_layer(b, 1, skips=skips))
     x = s.op(ConvBNActOp(out_channels=1280, kernel=1), x)
     x = s.op(FlattenOp(), s.op(GlobalAvgPoolOp(), x))
     x = s.op(DropoutOp(p=dropout), x)

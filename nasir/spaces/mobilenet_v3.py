@@ -60,10 +60,12 @@ def build(input_shape: Sequence[int] = (3, 224, 224), num_classes: int = 1000,
              s.input)
     for i, (_, _, out, _, _, stride) in enumerate(LARGE):
         x = s.op(MBConvOp(out_channels=out, stride=stride,
-                          kernel=s.value(f"l{i}_kernel", (3, 5)),
-                          expand=s.value(f"l{i}_expand", EXPANSIONS),
-                          se_ratio=s.value(f"l{i}_se", (0.0, 0.25)),
-                          act=s.value(f"l{i}_act", ("relu", "hardswish")),
+                          kernel=s.value(f"l{i}_kernel", (3, 5), role="kernel", layer=i),
+                          expand=s.value(f"l{i}_expand", EXPANSIONS, role="expansion",
+                                         layer=i),
+                          se_ratio=s.value(f"l{i}_se", (0.0, 0.25), role="se", layer=i),
+                          act=s.value(f"l{i}_act", ("relu", "hardswish"), role="activation",
+                                      layer=i),
                           se_base="expanded", se_act="relu", se_gate="hardsigmoid",
                           bn_eps=1e-3), x)
     x = s.op(ConvBNActOp(out_channels=960, kernel=1, act="hardswish", bn_eps=1e-3), x)

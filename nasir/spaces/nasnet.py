@@ -170,9 +170,11 @@ def _paper_blocks(s: SpaceBuilder, kind: str, states: list[Node], blocks: int,
     labels = block_labels(kind, blocks)
     for b in range(blocks):
         pair = labels[2 * b: 2 * b + 2]
-        hs = [s.select(in_label, states) for in_label, _ in pair]
-        terms = [s.choose(op_label, branches, h) for (_, op_label), h in zip(pair, hs)]
-        states.append(s.choose(f"{kind}_b{b}_combine", combine, *terms))
+        with s.scope(cell=kind, block=b):
+            hs = [s.select(in_label, states, slot=x) for x, (in_label, _) in zip("ab", pair)]
+            terms = [s.choose(op_label, branches, h, slot=x)
+                     for x, (_, op_label), h in zip("ab", pair, hs)]
+            states.append(s.choose(f"{kind}_b{b}_combine", combine, *terms, role="combine"))
     return states
 
 
@@ -198,7 +200,7 @@ class _Cells:
             return s.op(ConcatOp(), *states[2:])
         if self.concat == "paper":
             return s.op(CellOutputOp(used=used_refs(kind, self.blocks)), *states)
-        keep = s.value(f"{kind}_keep", _keep_options(self.blocks))
+        keep = s.value(f"{kind}_keep", _keep_options(self.blocks), role="keep", cell=kind)
         return s.op(CellOutputOp(used=used_refs(kind, self.blocks), keep=keep), *states)
 
 

@@ -74,12 +74,14 @@ def build(input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10,
     for i in range(layers):
         if len(outs) > 1:
             x = s.select_any(f"l{i}_skip", [outs[-1], *outs[:-1]], required=(0,),
-                             reduce="pad_concat" if strides else "concat")
-        fh = s.value(f"l{i}_fh", (1, 3, 5, 7))
-        fw = s.value(f"l{i}_fw", (1, 3, 5, 7))
-        stride = (s.value(f"l{i}_sh", (1, 2, 3)), s.value(f"l{i}_sw", (1, 2, 3))) \
-            if strides else 1
-        conv = Conv2dOp(out_channels=s.value(f"l{i}_filters", (24, 36, 48, 64)),
+                             reduce="pad_concat" if strides else "concat", role="skip",
+                             layer=i)
+        fh = s.value(f"l{i}_fh", (1, 3, 5, 7), role="kernel", layer=i)
+        fw = s.value(f"l{i}_fw", (1, 3, 5, 7), role="kernel", layer=i)
+        stride = (s.value(f"l{i}_sh", (1, 2, 3), role="stride", layer=i),
+                  s.value(f"l{i}_sw", (1, 2, 3), role="stride", layer=i)) if strides else 1
+        conv = Conv2dOp(out_channels=s.value(f"l{i}_filters", (24, 36, 48, 64), role="width",
+                                             layer=i),
                         kernel=(fh, fw), stride=stride)  # type: ignore[arg-type]
         x = s.op(ReLUOp(), s.op(BatchNormOp(), s.op(conv, x)))
         outs.append(x)

@@ -104,7 +104,7 @@ class _GrowingCells:
         reduce_from = self.h if reduction and self.h > 1 else 0
         branches = {str(n): self._branch(n, filters, reduce_from)
                     for n in range(1, self.blocks + 1)}
-        out = s.choose(COUNT_LABEL, branches, h0, p)
+        out = s.choose(COUNT_LABEL, branches, h0, p, role="count", cell="cell")
         if reduce_from:
             self.h = conv_out2(self.h)
         return out

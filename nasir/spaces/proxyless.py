@@ -95,15 +95,17 @@ def build(input_shape: Sequence[int] = (3, 224, 224), num_classes: int = 1000,
           dropout: float = 0.0) -> Space:
     """The ProxylessNAS space; at inputs down to 1×1 the stride-2 convs keep 1×1 maps."""
     s = SpaceBuilder("proxylessnas", input_shape)
-    x = s.op(ConvBNActOp(out_channels=s.value("stem_width", STEM), kernel=3, stride=2,
+    x = s.op(ConvBNActOp(out_channels=s.value("stem_width", STEM, role="width"), kernel=3, stride=2,
                          act="relu6"), s.input)
-    x = s.op(MBConvOp(out_channels=s.value("first_width", FIRST), kernel=3, expand=1,
+    x = s.op(MBConvOp(out_channels=s.value("first_width", FIRST, role="width"), kernel=3, expand=1,
                       act="relu6"), x)
     for g, (n, stride, widths) in enumerate(GROUPS, 1):
-        w = widths[0] if len(widths) == 1 else s.value(f"g{g}_width", widths)
+        w = widths[0] if len(widths) == 1 else s.value(f"g{g}_width", widths, role="width",
+                                                                stage=g)
         for i in range(n):
             x = _layer(s, x, f"g{g}_l{i}", w, stride if i == 0 else 1, skippable=i > 0)
-    x = s.op(ConvBNActOp(out_channels=s.value("head_width", HEAD), kernel=1, act="relu6"), x)
+    x = s.op(ConvBNActOp(out_channels=s.value("head_width", HEAD, role="width"), kernel=1,
+                         act="relu6"), x)
     x = s.op(FlattenOp(), s.op(GlobalAvgPoolOp(), x))
     if dropout:
         x = s.op(DropoutOp(p=dropout), x)

@@ -69,8 +69,9 @@ def build(input_shape: Sequence[int] = (1, 8, 8), num_classes: int = 10,
     s = SpaceBuilder("tiny_mnasnet", input_shape)
     x = s.op(ConvBNActOp(out_channels=stem, kernel=3, stride=1), s.input)
     for b in range(1, len(STRIDES) + 1):
-        x = s.repeat(f"b{b}_layers", LAYERS[b - 1], _layer(b, STRIDES[b - 1]), x,
-                     rest=_layer(b, 1))
+        with s.scope(block=b):
+            x = s.repeat(f"b{b}_layers", LAYERS[b - 1], _layer(b, STRIDES[b - 1]), x,
+                         rest=_layer(b, 1))
     x = s.op(ConvBNActOp(out_channels=head, kernel=1), x)
     x = s.op(FlattenOp(), s.op(GlobalAvgPoolOp(), x))
     x = s.op(DropoutOp(p=dropout), x)
