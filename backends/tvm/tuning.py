@@ -222,6 +222,11 @@ def tune_module(mod: Any, spec: TargetSpec, db: TuningDatabase, trials_per_workl
         raise BackendError(f"tuning for {spec} needs the device; tuning runs locally",
                            where=str(spec), hint="tune on the device, or compile from the "
                            "database only (trials_per_workload=0)")
+    if cost_model == "auto":
+        cost_model = db.cost_model
+    if cost_model not in COST_MODELS:
+        raise BackendError(f"unknown cost model {cost_model!r}", where=repr(db),
+                           hint=f"use one of {', '.join(COST_MODELS)}")
     cm = default_cost_model() if cost_model == "auto" else cost_model
     tgt = _tvm_target(db)
     tasks = workloads(mod, tgt)
@@ -254,10 +259,7 @@ def _tune(ms: Any, tasks: list[Any], keys: list[str], db: TuningDatabase, tgt: A
         population_size=max(population, 2), init_min_unmeasured=max(8, population // 4),
         genetic_num_iters=2)
     t0 = time.perf_counter()
-    ms_log = logging.getLogger("tvm.s_tir.meta_schedule")
-    if ms_log.level == logging.NOTSET:  # MetaSchedule's console handler takes this level
-        ms_log.setLevel(logging.WARNING)
-    with tempfile.TemporaryDirectory(prefix="nasir-ms-") as wd, _log_files_closed(wd):
+    with tempfile.TemporaryDirectory(prefix="nasir-ms-") as wd, _quiet_ms_logs():
         ctxs, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             tasks, wd, strategy=strategy, seed=seed)
         mem = ms.database.MemoryDatabase()
@@ -281,18 +283,29 @@ def _tune(ms: Any, tasks: list[Any], keys: list[str], db: TuningDatabase, tgt: A
     return measured
 
 
+def _ms_loggers() -> list[logging.Logger]:
+    return [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
+            if n.startswith("tvm.s_tir.meta_schedule")]
+
+
 @contextlib.contextmanager
-def _log_files_closed(wd: str) -> Iterator[None]:
-    """Close and drop the log file handlers MetaSchedule opens under ``wd``."""
+def _quiet_ms_logs() -> Iterator[None]:
+    """MetaSchedule's console handler takes its logger's level (INFO tables on stdout for
+    every round) and each tuning adds handlers: tune at WARNING, then close and drop the
+    handlers the tuning added and restore the levels."""
+    root = logging.getLogger("tvm.s_tir.meta_schedule")
+    level = root.level
+    before = {id(h) for lg in _ms_loggers() for h in lg.handlers}
+    root.setLevel(logging.WARNING)
     try:
         yield
     finally:
-        for logger in [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
-                       if n.startswith("tvm.s_tir.meta_schedule")]:
-            for h in list(logger.handlers):
-                if str(getattr(h, "baseFilename", "")).startswith(wd):
-                    logger.removeHandler(h)
+        for lg in _ms_loggers():
+            for h in list(lg.handlers):
+                if id(h) not in before:
+                    lg.removeHandler(h)
                     h.close()
+        root.setLevel(level)
 
 
 def _tvm_target(db: TuningDatabase) -> Any:

@@ -101,17 +101,21 @@ class TuningDatabase:
     ``target``: anything :func:`~nasir.backends.tvm.targets.resolve_target` takes;
     ``root``: the folder holding one sub-folder per target (default
     :func:`default_tuning_root`); ``top_k``: records kept per workload. A folder that cannot
-    be created or written raises :class:`~nasir.errors.StoreError`.
+    be created or written raises :class:`~nasir.errors.StoreError`. ``cost_model``: the
+    MetaSchedule cost model workloads missing here are tuned with when a compile asks for
+    ``auto`` (``xgb``, ``random``, ``none``; ``auto``: ``xgb`` when ``xgboost`` is
+    installed).
     """
 
     def __init__(self, target: str | Mapping[str, Any] | TargetSpec = "host",
-                 root: str | None = None, *, top_k: int = 5) -> None:
+                 root: str | None = None, *, top_k: int = 5, cost_model: str = "auto") -> None:
         self.spec = resolve_target(target)
         self.config = ms_target_config(self.spec)
         self.fingerprint = _fingerprint(self.config)
         self.root = os.path.abspath(root or default_tuning_root())
         self.path = os.path.join(self.root, _folder_name(self.config, self.fingerprint))
         self.top_k = int(top_k)
+        self.cost_model = cost_model
         self._parsed: dict[str, tuple[float, dict[str, Any]]] = {}
         self._held: set[str] = set()  # keys this instance has claimed (flock is per open)
         try:

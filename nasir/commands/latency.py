@@ -3,6 +3,10 @@
 Locally (``--target host``) or on a device through a TVM RPC tracker
 (``--rpc HOST:PORT --key KEY``). Results are cached in SQLite (``--cache``, default
 ``$NASIR_CACHE_DIR/latency.sqlite``) by canonical hash, target, input shape and batch.
+``--trials-per-workload N`` (or ``--tuning-db DIR``) compiles from the target's MetaSchedule
+tuning database, tuning the workloads it lacks with N candidates each — the code ``nasir
+export`` writes. ``--compare`` also times PyTorch eager and ONNX Runtime on this machine
+with the same weights and threads, and prints all three.
 """
 
 from __future__ import annotations
@@ -41,12 +45,20 @@ def _run(args) -> int:
     elif args.key:
         raise NasirError("--key needs --rpc HOST:PORT (the tracker)")
     cache = None if args.no_cache else LatencyCache(args.cache)
-    r = measure(g, args.target, cfg, remote=remote, cache=cache)
+    db = None
+    if args.tuning_db or args.trials_per_workload:
+        from nasir.backends.tvm.tuning_db import TuningDatabase
+
+        db = TuningDatabase(args.target, args.tuning_db)
+    if args.compare:
+        return _compare(g, args, db)
+    r = measure(g, args.target, cfg, remote=remote, cache=cache, db=db)
     out = {"space": sp.name, "assignment": a.to_json(), "status": r.status,
            "median_ms": r.median_ms, "cv": r.cv, "compile_s": r.compile_s,
            "target": r.target, "input_shape": list(r.input_shape), "batch": r.batch,
            "flagged": r.flagged, "retries": r.retries, "cached": r.cached,
-           "remote": r.remote, "reason": r.reason, "hash": r.graph_key}
+           "remote": r.remote, "reason": r.reason, "hash": r.graph_key,
+           "tuning": r.extra.get("tuning")}
     if args.json:
         print(json.dumps(out))
     else:
@@ -57,6 +69,27 @@ def _run(args) -> int:
                 continue
             print(f"{k:>12}: {v:.4g}" if isinstance(v, float) else f"{k:>12}: {v}")
     return 0 if r.ok else 1
+
+
+def _compare(g, args, db) -> int:
+    from nasir.backends.tvm import resolve_target
+    from nasir.backends.tvm.host_compare import host_latencies
+
+    if args.rpc or resolve_target(args.target).cross or resolve_target(args.target).kind != "llvm":
+        raise NasirError("--compare times this machine's CPU", where="--target",
+                         hint="use --target host (or a dict for this CPU) without --rpc")
+    h = host_latencies(g, db=db, trials_per_workload=args.trials_per_workload,
+                       batch=args.batch, repeats=args.repeats)
+    if args.json:
+        print(json.dumps(h.to_json()))
+        return 0
+    for k, v in sorted(h.times_ms.items(), key=lambda kv: kv[1]):
+        print(f"{k:>12}: {v:.4g} ms{'  (best)' if k == h.best else ''}")
+    print(f"{'threads':>12}: {h.threads}")
+    if h.tuning:
+        print(f"{'tvm tuning':>12}: {h.tuning['hits']}/{h.tuning['workloads']} workloads "
+              f"from the database, {h.tuning['tuned']} tuned now")
+    return 0
 
 
 def add_parser(sub) -> None:
@@ -76,6 +109,13 @@ def add_parser(sub) -> None:
                    help="retry and flag when spread exceeds this CV (default 0.10)")
     p.add_argument("--tune-trials", type=int, default=0,
                    help="MetaSchedule trial budget (default 0: no tuning)")
+    p.add_argument("--trials-per-workload", type=int, default=0, metavar="N",
+                   help="compile from the target's tuning database, tuning each workload it "
+                        "lacks with N candidates (default 0: none tuned)")
+    p.add_argument("--tuning-db", metavar="DIR",
+                   help="tuning database folder (default $NASIR_CACHE_DIR/tuning)")
+    p.add_argument("--compare", action="store_true",
+                   help="also time PyTorch eager and ONNX Runtime here; print all three")
     p.add_argument("--rpc", metavar="HOST:PORT", help="RPC tracker to measure through")
     p.add_argument("--key", help="device key at the tracker")
     p.add_argument("--timeout", type=float, default=600.0, help="RPC timeout in seconds")

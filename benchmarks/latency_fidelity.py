@@ -1,0 +1,170 @@
+"""Does the latency a search sees rank candidates like their best deployment does?
+
+For held-out random candidates of the MnasNet space (at ``--resolution``, ≥ 64 for the
+issue's figures) and of the main job's space (``tiny_mnasnet`` on 8×8 digits, what ``nasir
+demo`` searches), in order, each candidate is
+
+1. compiled from the per-target tuning database — its workloads the database lacks tuned
+   first with ``--trials-per-workload`` candidates each — and measured: the latency a search
+   with the database sees (``measure(g, db=...)``, what the run's latency estimator does);
+2. compiled untuned (TVM's default schedules) and measured: what a search saw before;
+3. deployed three ways on this machine with the same weights and threads:
+   nasir's exported TVM library (built from the same database), PyTorch eager, ONNX Runtime
+   (:func:`nasir.backends.tvm.host_compare.host_latencies`); the fastest is the best
+   deployment latency.
+
+Figures per space: ``rank_tau`` (Kendall τ, search latency vs best deployment latency; the
+untuned baseline's τ next to it), ``tuned_vs_eager`` (median ratio tuned TVM / eager), the
+tuning seconds per newly tuned workload and the database's hit rate over the candidates
+(workload hits / workloads, in candidate order, from the database's state at the start).
+MobileNetV2 at 224² gets its ``tuned_vs_eager`` too (``--no-mobilenetv2`` skips it).
+
+    .venv/bin/python benchmarks/latency_fidelity.py [--candidates 30] [--resolution 64]
+        [--trials-per-workload 16] [--spaces mnasnet,main] [--tuning-db DIR]
+
+The default database is a fresh temporary folder (the figures include every tuning second);
+``--tuning-db DIR`` reuses one. Last line: one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def _load() -> str:
+    la = os.getloadavg()
+    return f"load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}"
+
+
+def _space(name: str, resolution: int):
+    from nasir.spaces import get_space
+
+    if name == "mnasnet":
+        return get_space("mnasnet", input_shape=(3, resolution, resolution), num_classes=10)
+    if name == "main":
+        return get_space("tiny_mnasnet")
+    raise SystemExit(f"unknown space {name!r} (use mnasnet, main)")
+
+
+def run_space(name: str, args: argparse.Namespace, db) -> dict:
+    """Measure ``args.candidates`` held-out candidates of one space; returns its figures."""
+    from scipy.stats import kendalltau
+
+    from nasir.backends.tvm import MeasureConfig, measure
+    from nasir.backends.tvm.host_compare import host_latencies
+    from nasir.passes.sampling import sample
+
+    sp = _space(name, args.resolution)
+    cands = sample(sp, np.random.default_rng(args.seed), args.candidates)
+    cfg = MeasureConfig(repeats=args.repeats, warmup=2, min_repeat_ms=args.min_repeat_ms,
+                        trials_per_workload=args.trials_per_workload)
+    plain = MeasureConfig(repeats=args.repeats, warmup=2, min_repeat_ms=args.min_repeat_ms)
+    rows = []
+    hits = workloads = tuned = 0
+    tuning_s = 0.0
+    print(f"== {sp.name} {tuple(sp.body.inputs[0].op.shape)}: {args.candidates} candidates "
+          f"(seed {args.seed}), {args.trials_per_workload} trials per new workload; {_load()}")
+    print(f"{'#':>3} {'search':>8} {'untuned':>8} {'tvm':>8} {'eager':>8} {'ort':>8} "
+          f"{'best':>11} {'wl':>3} {'hit':>3} {'new':>3} {'tune s':>7}", flush=True)
+    for i, a in enumerate(cands):
+        g = sp.instantiate(a)
+        r = measure(g, "host", cfg, db=db)
+        u = measure(g, "host", plain)
+        if not (r.ok and u.ok):
+            print(f"{i:>3} failed: {r.reason or u.reason}", flush=True)
+            continue
+        st = r.extra["tuning"]
+        hits += st["hits"]
+        workloads += st["workloads"]
+        tuned += st["tuned"]
+        tuning_s += st["tuning_s"]
+        h = host_latencies(g, db=db, repeats=args.repeats, min_repeat_ms=args.min_repeat_ms)
+        t = h.times_ms
+        rows.append((float(r.median_ms), float(u.median_ms), t["tvm"], t["eager"],
+                     t["onnxruntime"], h.best_ms))
+        print(f"{i:>3} {r.median_ms:>8.3f} {u.median_ms:>8.3f} {t['tvm']:>8.3f} "
+              f"{t['eager']:>8.3f} {t['onnxruntime']:>8.3f} {h.best:>11} "
+              f"{st['workloads']:>3} {st['hits']:>3} {st['tuned']:>3} {st['tuning_s']:>7.1f}",
+              flush=True)
+    m = np.array(rows)
+    out = {"candidates": len(rows),
+           "rank_tau": round(float(kendalltau(m[:, 0], m[:, 5]).statistic), 3),
+           "rank_tau_untuned": round(float(kendalltau(m[:, 1], m[:, 5]).statistic), 3),
+           "tuned_vs_eager": round(float(np.median(m[:, 2] / m[:, 3])), 3),
+           "untuned_vs_eager": round(float(np.median(m[:, 1] / m[:, 3])), 3),
+           "ort_vs_eager": round(float(np.median(m[:, 4] / m[:, 3])), 3),
+           "best_is_tvm": round(float(np.mean(m[:, 2] <= m[:, 5] + 1e-12)), 3),
+           "tuning_s_per_workload": round(tuning_s / tuned, 2) if tuned else None,
+           "tuned_workloads": tuned, "db_hit_rate": round(hits / workloads, 3)
+           if workloads else None, "load": _load()}
+    print(f"{sp.name}: {json.dumps(out)}", flush=True)
+    return out
+
+
+def run_mobilenetv2(args: argparse.Namespace, db) -> dict:
+    """Tuned TVM (from the database) vs eager vs ONNX Runtime for MobileNetV2 at 224²."""
+    from nasir.backends.tvm.host_compare import host_latencies
+    from nasir.spaces import get_space
+
+    sp = get_space("mobilenet_v2")
+    g = sp.instantiate(sp.reference("mobilenet_v2_1.0"))
+    t0 = time.perf_counter()
+    h = host_latencies(g, db=db, trials_per_workload=args.trials_per_workload,
+                       repeats=args.repeats, min_repeat_ms=args.min_repeat_ms)
+    st = h.tuning or {}
+    out = {"tuned_vs_eager": round(h.times_ms["tvm"] / h.times_ms["eager"], 3),
+           "times_ms": {k: round(v, 3) for k, v in h.times_ms.items()},
+           "workloads": st.get("workloads"), "hits": st.get("hits"),
+           "tuned_workloads": st.get("tuned"), "seconds": round(time.perf_counter() - t0, 1),
+           "load": _load()}
+    print(f"mobilenet_v2 224: {json.dumps(out)}", flush=True)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--spaces", default="mnasnet,main", help="comma list of mnasnet, main")
+    ap.add_argument("--candidates", type=int, default=30)
+    ap.add_argument("--resolution", type=int, default=64, help="MnasNet input size")
+    ap.add_argument("--trials-per-workload", type=int, default=16)
+    ap.add_argument("--tuning-db", default=None, help="database folder (default: fresh temp)")
+    ap.add_argument("--cost-model", default="auto", help="auto, xgb, random or none")
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--min-repeat-ms", type=float, default=10.0)
+    ap.add_argument("--seed", type=int, default=5000, help="held-out sampling seed")
+    ap.add_argument("--no-mobilenetv2", action="store_true")
+    args = ap.parse_args(argv)
+
+    from nasir.backends.tvm.tuning_db import TuningDatabase
+
+    db = TuningDatabase("host", args.tuning_db or tempfile.mkdtemp(prefix="nasir-fidelity-"),
+                        cost_model=args.cost_model)
+    print(f"tuning database {db.path} ({len(db)} workloads at start); {_load()}", flush=True)
+    figures: dict = {"trials_per_workload": args.trials_per_workload,
+                     "cost_model": args.cost_model,
+                     "resolution": args.resolution}
+    for name in [s.strip() for s in args.spaces.split(",") if s.strip()]:
+        figures[name] = run_space(name, args, db)
+    if not args.no_mobilenetv2:
+        figures["mobilenet_v2_224"] = run_mobilenetv2(args, db)
+    spaces = [figures[k] for k in ("mnasnet", "main") if k in figures]
+    figures["rank_tau"] = min(s["rank_tau"] for s in spaces) if spaces else None
+    figures["tuned_vs_eager"] = {k: figures[k]["tuned_vs_eager"] for k in
+                                 ("mnasnet", "main", "mobilenet_v2_224") if k in figures}
+    figures["tuning_s_per_workload"] = {k: figures[k]["tuning_s_per_workload"]
+                                        for k in ("mnasnet", "main") if k in figures}
+    figures["db_hit_rate"] = {k: figures[k]["db_hit_rate"] for k in ("mnasnet", "main")
+                              if k in figures}
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
