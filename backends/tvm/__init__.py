@@ -1,8 +1,10 @@
 """TVM backend: IR → Relax, compilation for a target, measured latency (local and RPC),
-a persistent latency cache and per-layer latency lookup tables."""
+a persistent latency cache, per-layer latency lookup tables, a persistent MetaSchedule tuning
+database per target and the host comparison with PyTorch eager and ONNX Runtime."""
 
 from nasir.backends.tvm.cache import LatencyCache, default_cache_path
 from nasir.backends.tvm.compile import Compiled, compile_graph, example_inputs, tune
+from nasir.backends.tvm.host_compare import HostLatencies, host_latencies
 from nasir.backends.tvm.lut import LatencyLUT, build_lut, layer_key
 from nasir.backends.tvm.measure import (
     LatencyResult,
@@ -14,11 +16,14 @@ from nasir.backends.tvm.measure import (
 from nasir.backends.tvm.relax_lowering import LOWERINGS, lower, param_specs, prepare, random_weights
 from nasir.backends.tvm.rpc import LocalCluster, RemoteDevice, local_cluster, measure_remote
 from nasir.backends.tvm.targets import REGISTRY, TargetSpec, host_cpu, resolve_target
+from nasir.backends.tvm.tuning import TuningStats, tune_graph
+from nasir.backends.tvm.tuning_db import TuningDatabase, default_tuning_root
 
 __all__ = [
     "LOWERINGS",
     "REGISTRY",
     "Compiled",
+    "HostLatencies",
     "LatencyCache",
     "LatencyLUT",
     "LatencyResult",
@@ -26,12 +31,16 @@ __all__ = [
     "MeasureConfig",
     "RemoteDevice",
     "TargetSpec",
+    "TuningDatabase",
+    "TuningStats",
     "build_lut",
     "compile_graph",
     "default_cache_path",
+    "default_tuning_root",
     "example_inputs",
     "graph_key",
     "host_cpu",
+    "host_latencies",
     "layer_key",
     "local_cluster",
     "lower",
@@ -43,4 +52,5 @@ __all__ = [
     "random_weights",
     "resolve_target",
     "tune",
+    "tune_graph",
 ]

@@ -42,7 +42,7 @@ from nasir.backends.tvm.tuning_db import TuningDatabase
 from nasir.errors import BackendError
 
 __all__ = ["COST_MODELS", "TuningStats", "build_module", "default_cost_model",
-           "ms_prepare", "tune_module", "workloads"]
+           "ms_prepare", "tune_graph", "tune_module", "workloads"]
 
 #: MetaSchedule cost models nasir offers: XGBoost (needs ``xgboost``), random, none
 COST_MODELS = ("auto", "xgb", "random", "none")
@@ -250,6 +250,38 @@ def tune_module(mod: Any, spec: TargetSpec, db: TuningDatabase, trials_per_workl
     return TuningStats(len(keys), base.hits, tuned=len(todo), waited=len(missing) - len(todo),
                        trials=trials, tuning_s=time.perf_counter() - t0, cost_model=cm,
                        keys=keys)
+
+
+def tune_graph(graph: Any, db: TuningDatabase, trials_per_workload: int, *, batch: int = 1,
+               cost_model: str = "auto", seed: int = 0) -> TuningStats:
+    """Tune the workloads of ``graph`` that ``db`` lacks, without building the network: what
+    a background tuner runs so that a later :func:`~nasir.backends.tvm.compile.compile_graph`
+    of the graph (or of any graph sharing its workloads) hits. ``trials_per_workload=0``
+    only counts the hits (how much of the graph the database covers).
+
+    >>> import tempfile
+    >>> from nasir.text import parse_graph
+    >>> g = parse_graph('''graph @g {
+    ...   %x = input() {shape=[2, 4, 4]}
+    ...   %1 = relu(%x)
+    ...   return %1
+    ... }''')
+    >>> tune_graph(g, TuningDatabase("host", tempfile.mkdtemp()), 0).hit_rate
+    0.0
+    """
+    import tvm
+
+    from nasir.backends.tvm.relax_lowering import lower
+
+    g = graph
+    if any(n.type is None for n in g.nodes()):
+        from nasir.passes import verify
+
+        g = g.copy()
+        verify(g)
+    mod = ms_prepare(lower(g, None, batch=batch, seed=seed),
+                     tvm.target.Target(db.target_json()))
+    return tune_module(mod, db.spec, db, trials_per_workload, cost_model=cost_model, seed=seed)
 
 
 def _tune(ms: Any, tasks: list[Any], keys: list[str], db: TuningDatabase, tgt: Any,
