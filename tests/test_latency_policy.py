@@ -83,7 +83,7 @@ def _trials(run: str) -> tuple[list[dict], dict]:
 def auto_run(project):
     run = str(project / "auto")
     cfg = _config(project, "auto", top_k=1, calibration=0.5)
-    assert _search(project, run, "auto", 8, "-c", cfg) == 0
+    assert _search(project, run, "auto", 6, "-c", cfg) == 0
     return run
 
 
@@ -92,7 +92,7 @@ def test_auto_measures_the_whole_final_front_and_rescores(auto_run):
 
     trials, meta = _trials(auto_run)
     done = [t for t in trials if t["status"] == "done"]
-    assert len(done) == 8
+    assert len(done) == 6
     front = pareto_trials(done, {"accuracy": "max", "latency_ms": "min"})
     assert front and all(t["metrics"]["latency_source"] == "measured" for t in front)
     for t in done:

@@ -7,10 +7,11 @@ through one dedicated measurement process
 (:func:`~nasir.runtime.latency_service.service_main`):
 
 - each trial's *table* latency (the sum of its layers in the per-layer table,
-  :class:`~nasir.backends.tvm.lut.LatencyLUT`) is read in the driver when the table knows
-  every layer; else it is asked of the measurement process when the trial is submitted
-  (the layers the table lacks are compiled and timed once, then shared by every later
-  candidate and run), so it is ready by the time training ends;
+  :class:`~nasir.backends.tvm.lut.LatencyLUT`) is read in the driver when the trial is
+  submitted; layers the table lacks are estimated from their MACs (per op, from the layers
+  seen so far; ``latency_estimated_layers`` counts them) and the measurement process
+  compiles and times them in the background, once, for every later candidate and run. Only
+  while nothing is known yet does a trial wait for the process to measure its layers;
 - the trial is recorded with the *predicted* latency: the table latency through the run's
   :class:`Calibration` (a linear fit table → measured, refit after every measurement);
 - under ``auto`` the whole network is compiled and measured for every trial that enters the
@@ -173,7 +174,8 @@ class LatencyRunner:
         self.measured_s = self.predict_s = self.wait_s = 0.0
         self._held_at: dict[int, float] = {}
         self.counts = {"predicted": 0, "measured": 0, "new_layers": 0, "dropped": 0,
-                       "table_hits": 0}
+                       "table_hits": 0, "estimated": 0}
+        self.estimated: dict[int, int] = {}  # trial → layers estimated, not in the table
         self._trials: Mapping[int, Any] = {}
         self._ending = False
         self._ctx = mp.get_context("spawn")
@@ -205,6 +207,8 @@ class LatencyRunner:
             if self.proc is None or not self.proc.is_alive():
                 self._spawn()
             req = self.queue.popleft()
+            if req[0] == "fill" and self._ending:
+                continue
             if req[0] == "measure" and not self._still_wanted(req[1]):
                 self.wanted.discard(req[1])
                 self.counts["dropped"] += 1
@@ -222,25 +226,33 @@ class LatencyRunner:
         tid = int(trial["id"])
         self.table.pop(tid, None)
         self.failed.pop(tid, None)
-        known = self._lookup(trial["assignment"])
-        if known is not None:  # every layer in the table: no need to ask (or wait)
+        known, missing = self._lookup(trial["assignment"])
+        if missing and self.policy == "predict":  # no measurement will correct it: exact
+            known = None
+        if known is not None:  # answered here: the trial never waits for the process
             self.table[tid] = known
-            self.counts["table_hits"] += 1
+            if missing:  # estimated layers: the process measures them in the background
+                self.estimated[tid] = missing
+                self.counts["estimated"] += 1
+                self.queue.append(("fill", tid, trial["assignment"]))
+                self._send()
+            else:
+                self.counts["table_hits"] += 1
             return
         self.queue.appendleft(("predict", tid, trial["assignment"]))
         self._send()
 
-    def _lookup(self, assignment: Any) -> float | None:
+    def _lookup(self, assignment: Any) -> tuple[float | None, int]:
         if self.space is None:
-            return None
+            return None, 0
         try:
             if self._lut is None:
                 from nasir.runtime.latency_service import open_table
 
                 self._lut = open_table(self.exp, self.space)
-            return self._lut.lookup(self.space.instantiate(self.space.check(assignment)))
+            return self._lut.estimate(self.space.instantiate(self.space.check(assignment)))
         except NasirError:  # a bad assignment or table: the process says why, per trial
-            return None
+            return None, 0
 
     def _want(self, trial: Mapping[str, Any]) -> None:
         tid = int(trial["id"])
@@ -288,6 +300,10 @@ class LatencyRunner:
     def _answer(self, msg: Mapping[str, Any], trials: dict[int, Any],
                 ready: list[dict[str, Any]]) -> None:
         tid = int(msg["trial"])
+        if msg["kind"] == "fill":
+            self.predict_s += float(msg.get("seconds") or 0.0)
+            self.counts["new_layers"] += int(msg.get("new_layers") or 0)
+            return
         if msg["kind"] == "predict":
             self.predict_s += float(msg.get("seconds") or 0.0)
             if msg["ok"]:
@@ -326,6 +342,8 @@ class LatencyRunner:
         self.counts["predicted"] += 1
         m = {**r["metrics"], "latency_ms": pred, SOURCE: "predicted", TABLE: table,
              PREDICTED: pred}
+        if tid in self.estimated:  # layers the table lacked, estimated from their MACs
+            m["latency_estimated_layers"] = self.estimated.pop(tid)
         return {**r, "metrics": m}
 
     def recorded(self, t: Mapping[str, Any], trials: Mapping[int, Any]) -> None:

@@ -1,8 +1,9 @@
 """The measurement process of ``latency.policy`` predict / auto, and its quiet windows.
 
 One process per run (:class:`~nasir.runtime.latency_policy.LatencyRunner` starts it) answers
-two requests, one at a time: ``predict`` (a network's per-layer table latency; layers the
-table lacks are compiled and timed once, :class:`PolicyLUT`) and ``measure`` (the whole
+requests one at a time: ``predict`` (a network's per-layer table latency; layers the table
+lacks are compiled and timed once, :class:`PolicyLUT`), ``fill`` (the same, for a trial that
+was answered with an estimate and goes on without it) and ``measure`` (the whole
 network compiled and timed, :func:`measure_network`, through the run's latency cache).
 
 It is pinned to the last ``latency.cores`` CPUs. While it *times* something (compilation
@@ -21,6 +22,8 @@ import signal
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from nasir.backends.tvm.lut import LatencyLUT
 from nasir.errors import NasirError
@@ -97,6 +100,11 @@ class PolicyLUT(LatencyLUT):
     pids: Sequence[int] = ()
     cores: set[int] = set()
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stats: dict[str, list[tuple[int, float]]] = {}  # op → (MACs, ms) of its layers
+        self._seen: set[str] = set()
+
     def lookup(self, g: Any) -> float | None:
         """``g``'s table latency (layer sum + constant) when every layer is in the table —
         rows other processes added since are read first — else ``None``; never measures."""
@@ -115,6 +123,36 @@ class PolicyLUT(LatencyLUT):
             return None
         return float(sum(self._lat[k] for k in keys)) + self.constant_ms
 
+    def estimate(self, g: Any) -> tuple[float | None, int]:
+        """``(latency, missing)``: the table latency of ``g`` with each layer the table
+        lacks estimated from its MACs (per op: least squares ``ms = a + b · MACs`` over the
+        layers of that op seen here, else their median, else the median of every layer
+        seen); ``(None, n)`` when nothing has been seen yet. Never measures."""
+        from nasir.backends.tvm.lut import FREE_OPS, layer_key, layers
+
+        nodes = [n for n in layers(g) if n.op.name not in FREE_OPS]
+        base = self.lookup(g)
+        for n in nodes:
+            k = layer_key(n)
+            if k in self._lat and k not in self._seen:
+                self._seen.add(k)
+                self._stats.setdefault(n.op.name, []).append((_macs(n), self._lat[k]))
+        if base is not None:
+            return base, 0
+        missing = [n for n in nodes if layer_key(n) not in self._lat]
+        every = [ms for pts in self._stats.values() for _, ms in pts]
+        if not every:
+            return None, len(missing)
+        total = sum(self._lat[layer_key(n)] for n in nodes if layer_key(n) in self._lat)
+        for n in missing:
+            pts = self._stats.get(n.op.name) or []
+            if len(pts) >= 3 and len({m for m, _ in pts}) > 1:
+                b, a = np.polyfit([m for m, _ in pts], [ms for _, ms in pts], 1)
+                total += max(float(a + b * _macs(n)), 0.0)
+            else:
+                total += float(np.median([ms for _, ms in pts] if pts else every))
+        return total + self.constant_ms, len(missing)
+
     def _measure_layer(self, n: Any) -> float:
         from nasir.backends.tvm.compile import compile_graph
         from nasir.backends.tvm.lut import layer_graph, layer_key
@@ -129,6 +167,10 @@ class PolicyLUT(LatencyLUT):
         self.measured_now += 1
         self._store(layer_key(n), r.median_ms, r.cv, c.compile_s)
         return r.median_ms
+
+
+def _macs(n: Any) -> int:
+    return int(n.op.macs(tuple(i.type for i in n.inputs), n.type))
 
 
 def open_table(exp: Any, space: Any) -> PolicyLUT:
@@ -183,7 +225,7 @@ def service_main(conn: Any, exp: dict[str, Any], run_dir: str | None, parent: in
         out: dict[str, Any] = {"kind": kind, "trial": tid}
         try:
             g = space.instantiate(space.check(assignment))
-            if kind == "predict":
+            if kind in ("predict", "fill"):
                 before = lut.measured_now
                 out.update(ok=True, table_ms=lut.layer_sum(g) + lut.constant_ms,
                            new_layers=lut.measured_now - before)
