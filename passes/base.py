@@ -43,6 +43,7 @@ PASSES: dict[str, str] = {
     "activation-memory": "nasir.passes.analysis:ActivationMemoryPass",
     "canonicalize": "nasir.passes.canonicalize:CanonicalizePass",
     "hash": "nasir.passes.hashing:HashPass",
+    "connectivity": "nasir.passes.connectivity:ConnectivityPass",
 }
 
 

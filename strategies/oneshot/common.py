@@ -275,7 +275,8 @@ def _is_zero_option(v: Any) -> bool:
 
 
 def is_connected(space: Space, assignment: Mapping[str, Any]) -> bool:
-    """Whether the network of ``assignment`` still carries its input to its output.
+    """Whether the network of ``assignment`` still carries its input to its output
+    (:func:`nasir.passes.connectivity.is_connected` of its graph).
 
     ``zero`` ops (a cell's ``none`` edge) output zeros whatever they read, so a path through
     one carries nothing; a derived cell whose every input-to-output path crosses one is
@@ -288,13 +289,9 @@ def is_connected(space: Space, assignment: Mapping[str, Any]) -> bool:
     >>> is_connected(sp, sp.reference("resnet"))
     True
     """
-    g = space.instantiate(space.check(assignment))
-    live: set[str] = set()
-    for n in g.nodes():
-        carries = n.op.name != "zero" and any(i.name in live for i in n.inputs)
-        if n.op.name == "input" or carries:
-            live.add(n.name)
-    return g.output is not None and g.output.name in live
+    from nasir.passes.connectivity import is_connected as graph_connected
+
+    return graph_connected(space.instantiate(space.check(assignment)))
 
 
 def derive_from_probs(space: Space, probs: Mapping[str, np.ndarray],
