@@ -12,9 +12,11 @@ States (``state=``):
 * ``"layer"`` — MetaQNN's layer states: the decision being made (its label names the
   layer type and depth, e.g. ``u2_kernel``, ``fc0_more``), the value chosen just before it
   and the *representation size* (spatial size after the pools chosen so far, computed from
-  the space's input and the pools' (size, stride) in ``nasir.spaces.metaqnn.POOLS``), so
-  Q-values are shared across histories as in the paper;
-* ``"auto"`` (default) — ``"layer"`` for the ``metaqnn`` space, ``"prefix"`` otherwise.
+  the space's input shape and the (size, stride) its ``pool`` decisions declare in their
+  metadata, :attr:`~nasir.decision_meta.DecisionMeta.windows`), so Q-values are shared
+  across histories as in the paper;
+* ``"auto"`` (default) — ``"layer"`` for a space whose decisions declare pooling windows
+  (the ``metaqnn`` space), ``"prefix"`` otherwise.
 
 Learning, as the official code: Q initialised to 0.5; after each new model the episode
 joins the replay memory and ``replays`` (128) episodes are drawn from it uniformly and
@@ -99,7 +101,9 @@ class MetaQNN(Strategy):
         self.lr, self.discount, self.q_init = float(lr), float(discount), float(q_init)
         self.replays = max(0, int(replays))
         self.epsilons = scaled_schedule(budget, schedule or EPSILON_SCHEDULE)
-        self.state_kind = ("layer" if space.name == "metaqnn" else "prefix") \
+        self._windows = {d.label: {o: (k, st) for o, k, st in d.meta.windows}
+                         for d in space.decisions if d.meta.windows}
+        self.state_kind = ("layer" if self._windows else "prefix") \
             if state == "auto" else state
         self.max_tries = max(1, int(max_tries))
         self.q: dict[State, np.ndarray] = {}
@@ -112,19 +116,15 @@ class MetaQNN(Strategy):
 
     # -- states -------------------------------------------------------------------------
     def _input_size(self) -> int:
-        for n in self.space.body.nodes():
-            if n.op.name == "input":
-                shape = n.op.attrs().get("shape", ())
-                return int(shape[-1]) if len(shape) == 3 else 1
-        return 1
+        shape: tuple[int, ...] = self.space.input_shape or ()
+        return int(shape[-1]) if len(shape) == 3 else 1
 
     def _rep_size(self, values: Mapping[str, Any]) -> int:
-        from nasir.spaces.metaqnn import POOLS
-
         size = self._input_hw
         for label, v in values.items():
-            if label.endswith("_pool") and v in POOLS:
-                k, st = POOLS[v]
+            window = self._windows.get(label, {}).get(v)
+            if window is not None:
+                k, st = window
                 size = (size + 2 * (k // 2) - k) // st + 1
         return size
 

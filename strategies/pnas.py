@@ -18,8 +18,9 @@ block-shared encoding, so the surrogate can rank cells one block larger than any
 * :class:`AnchorOrder` (``order="anchor"``): any space; the level is the number of
   decisions that differ from an anchor architecture drawn uniformly with the strategy's
   seed, so nothing about the space's ops is assumed and level 1 differs between seeds.
-* :class:`PrefixOrder`: cell spaces built from blocks (decisions labelled ``…_b{k}_…``,
-  the NASNet and PNAS spaces). When the space has a block-count decision (``cell_blocks``
+* :class:`PrefixOrder`: cell spaces built from blocks (decisions whose metadata names a
+  ``cell`` and a ``block``: the NASNet, PNAS, DARTS and ENAS-micro spaces). When the
+  space has a block-count decision (``cell_blocks``
   of ``get_space("pnas", progressive=True)``, options ``"1"``…``"B"``), level ``b`` is a
   real ``b``-block cell, as in the paper: the later blocks are not built (their decisions
   are inactive and sit at index 0), and a child adds block ``b+1`` in every possible
@@ -52,12 +53,12 @@ estimator cannot). Each surrogate-ranked proposal carries its prediction in
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from nasir.decision_meta import groups, positions
 from nasir.errors import SpecError
 from nasir.space import Assignment, Space
 from nasir.strategies.base import Strategy
@@ -183,37 +184,33 @@ class AnchorOrder:
 
 
 class PrefixOrder:
-    """Level ``b`` = cells of ``b`` blocks. Blocks are read from labels ``…_b{k}_…``
-    (decisions of every cell kind with the same ``k`` form one block); other decisions stay
-    at their first option.
+    """Level ``b`` = cells of ``b`` blocks. Blocks are the decisions' metadata: those with
+    a ``cell`` and a ``block`` (:class:`~nasir.decision_meta.DecisionMeta`; decisions of
+    every cell kind with the same block index form one block); other decisions stay at
+    their first option.
 
     ``count``: label of a block-count op decision (options ``"1"``…``"B"``) that builds only
-    the first ``b`` blocks; by default the decision labelled ``…blocks`` with exactly those
-    options, if the space has one. With it, level = the count and a child sets the count
+    the first ``b`` blocks; by default the decision whose role is ``count`` with exactly
+    those options, if the space has one. With it, level = the count and a child sets the count
     to ``b+1`` and block ``b+1`` to any setting; without it, level = 1 + the last block not
     at its first options and a child gives the next block any non-default setting.
     """
 
-    _BLOCK = re.compile(r"_b(\d+)_")
-
     def __init__(self, space: Space, count: str | None = None) -> None:
-        groups: dict[int, list[int]] = {}
-        for k, d in enumerate(space.decisions):
-            m = self._BLOCK.search(d.label)
-            if m:
-                groups.setdefault(int(m.group(1)), []).append(k)
-        if not groups:
+        decs = space.decisions
+        blocks = groups(decs, "block", positions(decs, cell=...))
+        if not blocks:
             raise SpecError(f"{space.name} has no block-prefix complexity order: no decision "
-                            "label names a block (…_b0_…)",
-                            hint="pass order= with a ComplexityOrder for this space")
-        self.groups = [groups[k] for k in sorted(groups)]
+                            "belongs to a cell block (metadata cell and block)",
+                            hint="pass order= with a ComplexityOrder for this space, or build "
+                                 "the cells inside SpaceBuilder.scope(cell=..., block=...)")
+        self.groups = list(blocks.values())
         self.sizes = sizes_of(space)
         self.max_level = len(self.groups)
         counts = tuple(str(b) for b in range(1, self.max_level + 1))
         labels = [d.label for d in space.decisions]
         if count is None:
-            found = [k for k, d in enumerate(space.decisions)
-                     if d.label.endswith("blocks") and d.options == counts]
+            found = [k for k in positions(decs, role="count") if decs[k].options == counts]
             self.count: int | None = found[0] if found else None
         elif count not in labels or space.decisions[labels.index(count)].options != counts:
             raise SpecError(f"{space.name}: {count!r} is not a block-count decision with "

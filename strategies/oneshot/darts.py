@@ -60,7 +60,6 @@ True
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -72,6 +71,7 @@ import torch.nn.functional as F
 
 from nasir.backends.torch.device import resolve_device
 from nasir.backends.torch.supernet import Supernet
+from nasir.decision_meta import positions
 from nasir.errors import SpecError
 from nasir.space import Assignment, Space
 from nasir.strategies.controller import single_thread
@@ -91,10 +91,35 @@ from nasir.strategies.oneshot.common import (
 )
 
 __all__ = ["VARIANTS", "Darts", "DartsFirstOrder", "DartsPT", "DartsSearch", "DartsSettings",
-           "arch_probs", "discretize", "perturbation_select"]
+           "arch_probs", "discretize", "input_pair", "perturbation_select", "slot_role"]
 
-_PAIR = re.compile(r"^(?P<node>.+)_in_a$")
-_OP = re.compile(r"^.+_op_[ab]$")
+def slot_role(space: Space, label: str) -> str | None:
+    """``"op"`` / ``"input"`` for an operand's op or input decision of a cell block (its
+    metadata has a ``slot``), else ``None``.
+
+    >>> from nasir.spaces import get_space
+    >>> sp = get_space("darts")
+    >>> slot_role(sp, "normal_b0_op_a"), slot_role(sp, "normal_b0_in_b")
+    ('op', 'input')
+    """
+    m = space.decision(label).meta
+    return m.role if m.slot is not None and m.role in ("op", "input") else None
+
+
+def input_pair(space: Space, label: str) -> str | None:
+    """For the input decision of operand ``a`` of a cell block, the input decision of the
+    same block's operand ``b`` (else ``None``).
+
+    >>> from nasir.spaces import get_space
+    >>> input_pair(get_space("darts"), "reduce_b3_in_a")
+    'reduce_b3_in_b'
+    """
+    m = space.decision(label).meta
+    if m.role != "input" or m.slot != "a":
+        return None
+    for k in positions(space.decisions, role="input", slot="b", cell=m.cell, block=m.block):
+        return space.decisions[k].label
+    return None
 
 
 def arch_probs(net: Supernet) -> dict[str, np.ndarray]:
@@ -124,14 +149,13 @@ def discretize(net: Supernet, none: str = "exclude") -> dict[str, Any]:
     out = derive_from_probs(net.space, {lb: probs[lb] for lb in opts},
                             {**net.fixed, **cells}, none=none)
     for lb in opts:
-        if _OP.match(lb) and "none" in opts[lb] and len(opts[lb]) > 1:
+        if slot_role(net.space, lb) == "op" and "none" in opts[lb] and len(opts[lb]) > 1:
             p = probs[lb].copy()
             p[list(opts[lb]).index("none")] = -1.0
             out[lb] = opts[lb][int(np.argmax(p))]
     for lb in opts:
-        m = _PAIR.match(lb)
-        other = f"{m['node']}_in_b" if m else ""
-        if m is None or other not in opts:
+        other = input_pair(net.space, lb)
+        if other is None or other not in opts:
             continue
         pa, pb = probs[lb], probs[other]
         joint = np.outer(pa, pb)
@@ -142,9 +166,6 @@ def discretize(net: Supernet, none: str = "exclude") -> dict[str, Any]:
         i, j = (int(v) for v in np.unravel_index(int(np.argmax(joint)), joint.shape))
         out[lb], out[other] = opts[lb][i], opts[other][j]
     return out
-
-
-_IN = re.compile(r"^.+_in_[ab]$")
 
 
 def perturbation_select(net: Supernet, batches: list[tuple[Any, Any]],
@@ -160,7 +181,7 @@ def perturbation_select(net: Supernet, batches: list[tuple[Any, Any]],
     The architecture logits are left pinned (``-inf`` off the chosen option).
     """
     opts = net.decisions()
-    labels = [lb for lb in opts if not _IN.match(lb) and len(opts[lb]) > 1]
+    labels = [lb for lb in opts if slot_role(net.space, lb) != "input" and len(opts[lb]) > 1]
     order = np.random.default_rng(seed).permutation(len(labels))
     x = torch.cat([b[0] for b in batches])
     y = torch.cat([b[1] for b in batches])

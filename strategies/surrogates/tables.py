@@ -24,17 +24,22 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nasir.decision_meta import positions
 from nasir.errors import BackendError, SpecError
-from nasir.ops import ConvBlockOp, MBConvOp, Op
+from nasir.graph import Graph
+from nasir.ops import InputOp, Op
 from nasir.space import Space
 from nasir.types import TensorType
 
-__all__ = ["TermTable", "additive_terms", "layer_latency_from_lut", "lut_terms", "metric_terms",
-           "mnasnet_terms", "proxy_latency_ms"]
+if TYPE_CHECKING:
+    from nasir.passes.layer_chain import LayerChain
+
+__all__ = ["TermTable", "additive_terms", "block_chain", "layer_latency_from_lut", "lut_terms",
+           "metric_terms", "mnasnet_terms", "proxy_latency_ms"]
 
 
 @dataclass(frozen=True)
@@ -109,21 +114,10 @@ class TermTable:
         return out
 
 
-# -- MnasNet -------------------------------------------------------------------------------
+# -- MnasNet ---------------------------------------------------------------------------------
 
-_OPS = ("conv", "dconv", "mbconv3", "mbconv6")
-_KEYS = ("filters", "op", "kernel", "se", "skip", "layers")
-
-
-def _layer_op(op: str, filters: int, kernel: int, stride: int, se: float, skip: bool) -> Op:
-    """The op one MnasNet layer instantiates to (mirrors ``nasir.spaces.mnasnet``)."""
-    if op == "conv":
-        return ConvBlockOp(out_channels=filters, kernel=kernel, stride=stride, se_ratio=se,
-                           skip=skip)
-    expand = {"dconv": 1, "mbconv3": 3, "mbconv6": 6}[op]
-    return MBConvOp(out_channels=filters, kernel=kernel, stride=stride, expand=expand,
-                    se_ratio=se, skip=skip)
-
+#: the roles of a block's decisions, in the order of a block term's keys
+_ROLES = ("width", "op", "kernel", "se", "skip", "depth")
 
 LayerCost = Callable[[Op, TensorType, TensorType], float]
 
@@ -138,21 +132,35 @@ def _macs_cost(op: Op, t_in: TensorType, t_out: TensorType) -> float:
     return float(_layer(op, t_in)[1])
 
 
-def _chain(space: Space) -> tuple[list[Op], list[Op]]:
-    """The fixed ops before the first block and after the last one (the space's own)."""
-    stem: list[Op] = []
-    head: list[Op] = []
-    seen_block = False
-    for n in space.body.nodes():
-        if n.op.name == "input":
-            continue
-        if n.op.name == "repeat":
-            seen_block = True
-        elif len(n.inputs) != 1 or n.regions:
-            raise SpecError(f"mnasnet_terms expects a chain of layers, %{n.name} is not")
-        else:
-            (head if seen_block else stem).append(n.op)
-    return stem, head
+def block_chain(space: Space) -> tuple[LayerChain, list[list[int]]] | None:
+    """The space's layer chain (:func:`nasir.passes.layer_chain.layer_chain`) and, per
+    block, the schema positions of its decisions by role (width, op, kernel, SE, skip,
+    depth: the metadata the DSL gave them), or ``None`` when the space is not such a chain
+    of MnasNet blocks.
+
+    >>> from nasir.spaces import get_space
+    >>> chain, keys = block_chain(get_space("mnasnet"))
+    >>> len(keys), [get_space("mnasnet").decisions[k].label for k in keys[0]]
+    (7, ['b1_filters', 'b1_op', 'b1_kernel', 'b1_se', 'b1_skip', 'b1_layers'])
+    >>> block_chain(get_space("nb201")) is None
+    True
+    """
+    from nasir.passes.layer_chain import layer_chain
+
+    try:
+        chain = layer_chain(space)
+    except SpecError:
+        return None
+    decs = space.decisions
+    keys = []
+    for label in chain.blocks:
+        b = space.decision(label).meta.block
+        at = positions(decs, block=b) if b is not None else []
+        by_role = {decs[k].meta.role: k for k in at}
+        if len(at) != len(_ROLES) or set(by_role) != set(_ROLES):
+            return None
+        keys.append([by_role[r] for r in _ROLES])
+    return chain, keys
 
 
 def mnasnet_terms(space: Space, layer_cost: LayerCost | None = None) -> TermTable:
@@ -160,71 +168,77 @@ def mnasnet_terms(space: Space, layer_cost: LayerCost | None = None) -> TermTabl
 
     ``layer_cost(op, input type, output type)`` gives one top-level layer's cost (default:
     its MACs; :func:`layer_latency_from_lut` gives LUT latency). The stem's cost is the
-    constant; block ``b``'s term is keyed by ``b{b-1}_filters`` (the stem's width for
-    block 1) and its own six decisions; the head's by ``b7_filters``.
+    constant; block ``b``'s term is keyed by the previous block's filters (the stem's width
+    for the first block) and its own six decisions; the head's by the last block's
+    filters. The space is read through :func:`block_chain` (its layer chain and the
+    decisions' roles), so any space built like MnasNet works (``tiny_mnasnet`` too).
     """
     cost = layer_cost or _macs_cost
-    if not str(space.meta.get("paper", "")).startswith("MnasNet"):
-        raise SpecError(f"mnasnet_terms needs the MnasNet space, got {space.name}",
-                        hint="build it with get_space('mnasnet', ...)")
-    strides = _strides()
-    pos = {d.label: k for k, d in enumerate(space.decisions)}
-    dec = {d.label: d for d in space.decisions}
-    stem, head = _chain(space)
-    t = TensorType(tuple(int(v) for v in space.body.inputs[0].op.shape))  # type: ignore[attr-defined]
+    found = block_chain(space)
+    if found is None:
+        raise SpecError(f"mnasnet_terms needs a MnasNet-style space, got {space.name}",
+                        hint="build it with get_space('mnasnet', ...): a chain of blocks "
+                             "whose decisions have the roles " + ", ".join(_ROLES))
+    chain, block_keys = found
+    decs = space.decisions
+    shape = space.input_shape
+    if shape is None:
+        raise SpecError(f"space {space.name} has no input")
+    t = TensorType(shape)
     constant = 0.0
-    for op in stem:
+    for op in chain.stem:
         t_out = _layer(op, t)[0]
         constant += cost(op, t, t_out)
         t = t_out
     terms: list[tuple[Sequence[int], np.ndarray]] = []
     hw = t.shape[1:]
     prev_filters: tuple[int, ...] = (t.shape[0],)
-    for b in range(1, 8):
-        opts = [dec[f"b{b}_{k}"].options for k in _KEYS]
+    prev_key: int | None = None
+    for i, keys in enumerate(block_keys):
+        labels = [decs[k].label for k in keys]
+        opts = [decs[k].options for k in keys]
         sub = np.zeros((len(prev_filters), *(len(o) for o in opts)))
         out_hw = hw
         for cell in np.ndindex(*sub.shape):
-            f, op, k, se, skip, nl = (o[i] for o, i in zip(opts, cell[1:]))
+            values = {lb: o[j] for lb, o, j in zip(labels, opts, cell[1:])}
+            nl = values[labels[-1]]
             t_in = TensorType((prev_filters[cell[0]], *hw))
-            first = _layer_op(op, f, k, strides[b - 1], se, skip)
+            first = chain.layer_op(i, values, first=True)
             t_out = _layer(first, t_in)[0]
             total = cost(first, t_in, t_out)
             if nl > 1:
-                rest = _layer_op(op, f, k, 1, se, skip)
+                rest = chain.layer_op(i, values, first=False)
                 total += (nl - 1) * cost(rest, t_out, _layer(rest, t_out)[0])
             sub[cell] = total
             out_hw = t_out.shape[1:]
-        keys = [pos[f"b{b}_{k}"] for k in _KEYS]
-        if b > 1:
-            keys = [pos[f"b{b - 1}_filters"], *keys]
+        if prev_key is not None:
+            term_keys = [prev_key, *keys]
         else:
-            sub = sub[0]
-        terms.append((keys, sub))
-        hw, prev_filters = out_hw, dec[f"b{b}_filters"].options
+            term_keys, sub = list(keys), sub[0]
+        terms.append((term_keys, sub))
+        hw, prev_filters, prev_key = out_hw, decs[keys[0]].options, keys[0]
     tail = np.zeros(len(prev_filters))
     for i, cin in enumerate(prev_filters):
         t = TensorType((cin, *hw))
-        for op in head:
+        for op in chain.head:
             t_out = _layer(op, t)[0]
             tail[i] += cost(op, t, t_out)
             t = t_out
-    terms.append(([pos["b7_filters"]], tail))
+    terms.append(([block_keys[-1][0]], tail))
     return TermTable.from_terms(terms, constant)
-
-
-def _strides() -> tuple[int, ...]:
-    from nasir.spaces.mnasnet import STRIDES
-
-    return STRIDES
 
 
 # -- latency ---------------------------------------------------------------------------------
 
 @lru_cache(maxsize=65536)
 def _layer_key(op: Op, t_in: TensorType) -> str:
-    """The LUT's key of a layer (``nasir.backends.tvm.lut.layer_key`` of its node)."""
-    return f"{op.signature()}|{t_in}"
+    """The LUT's key of a layer: ``nasir.backends.tvm.lut.layer_key`` of a node applying
+    ``op`` to an input of type ``t_in``."""
+    from nasir.backends.tvm.lut import layer_key
+
+    g = Graph("layer")
+    x = g.add(InputOp(shape=t_in.shape, dtype=t_in.dtype), type_=t_in)
+    return layer_key(g.add(op, [x]))
 
 
 def layer_latency_from_lut(lut: Any, missing: str = "raise") -> LayerCost:
@@ -321,7 +335,7 @@ def metric_terms(space: Space, metric: str) -> TermTable:
         raise SpecError(f"no lookup table for metric {metric!r}",
                         hint="tables exist for macs and params; pass latency= as a TermTable "
                              "(see lut_terms)")
-    if str(space.meta.get("paper", "")).startswith("MnasNet") and metric == "macs":
+    if metric == "macs" and block_chain(space) is not None:
         table: TermTable | None = mnasnet_terms(space)
     else:
         table = additive_terms(space, _analysis(metric))
@@ -338,7 +352,7 @@ def lut_terms(space: Space, lut: Any, missing: str = "raise") -> TermTable:
     per-block for MnasNet (every layer must be in the LUT), the LUT's dense table where
     the space is additive (NB201); the LUT's calibrated constant is included.
     ``missing`` as in :func:`layer_latency_from_lut`."""
-    if str(space.meta.get("paper", "")).startswith("MnasNet"):
+    if block_chain(space) is not None:
         t = mnasnet_terms(space, layer_latency_from_lut(lut, missing))
         return TermTable(t.pos, t.stride, t.base, t.values, t.constant + lut.constant_ms)
     dense = lut.dense(space)
