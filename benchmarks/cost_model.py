@@ -24,10 +24,29 @@ import time
 
 import numpy as np
 
+#: typical layers of a MnasNet network at 64²: stem conv, expansion 1x1, depthwise 3x3
+LAYERS = ["""graph @stem {
+  %x = input() {shape=[3, 64, 64]}
+  %1 = conv2d(%x) {out_channels=32, kernel=3, stride=2}
+  %2 = relu(%1)
+  return %2
+}""", """graph @expand {
+  %x = input() {shape=[24, 16, 16]}
+  %1 = conv2d(%x) {out_channels=144, kernel=1}
+  %2 = relu(%1)
+  return %2
+}""", """graph @depthwise {
+  %x = input() {shape=[144, 16, 16]}
+  %1 = depthwise_conv2d(%x) {kernel=3}
+  %2 = relu(%1)
+  return %2
+}"""]
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--space", default="main", help="main (tiny_mnasnet) or mnasnet")
+    ap.add_argument("--space", default="main",
+                    help="main (tiny_mnasnet), mnasnet, or layers (three MnasNet-64² layers)")
     ap.add_argument("--resolution", type=int, default=64)
     ap.add_argument("--networks", type=int, default=2)
     ap.add_argument("--trials-per-workload", type=int, default=32)
@@ -41,11 +60,18 @@ def main(argv=None) -> int:
     from nasir.passes.sampling import sample
     from nasir.spaces import get_space
 
-    sp = (get_space("tiny_mnasnet") if args.space == "main" else
-          get_space("mnasnet", input_shape=(3, args.resolution, args.resolution),
-                    num_classes=10))
-    graphs = [sp.instantiate(a) for a in sample(sp, np.random.default_rng(args.seed),
-                                                args.networks)]
+    if args.space == "layers":
+        from nasir.text import parse_graph
+
+        name = "mnasnet layers"
+        graphs = [parse_graph(t) for t in LAYERS]
+    else:
+        sp = (get_space("tiny_mnasnet") if args.space == "main" else
+              get_space("mnasnet", input_shape=(3, args.resolution, args.resolution),
+                        num_classes=10))
+        name = sp.name
+        graphs = [sp.instantiate(a) for a in sample(sp, np.random.default_rng(args.seed),
+                                                    args.networks)]
     cfg = MeasureConfig(repeats=args.repeats, warmup=2, min_repeat_ms=10)
     res: dict[str, dict] = {}
     for cm in [c.strip() for c in args.cost_models.split(",") if c.strip()]:
@@ -71,7 +97,7 @@ def main(argv=None) -> int:
         print(f"{cm}: {json.dumps(res[cm])}", flush=True)
         # untuned baseline of the same networks for scale
     base = [float(measure(g, "host", cfg).median_ms or 0.0) for g in graphs]
-    out: dict = {"space": sp.name, "networks": len(graphs),
+    out: dict = {"space": name, "networks": len(graphs),
                  "trials_per_workload": args.trials_per_workload, "untuned_ms": base, **res}
     if "xgb" in res and "random" in res:
         x, r = res["xgb"], res["random"]

@@ -74,6 +74,9 @@ def run_space(name: str, args: argparse.Namespace, db) -> dict:
     print(f"{'#':>3} {'search':>8} {'untuned':>8} {'tvm':>8} {'eager':>8} {'ort':>8} "
           f"{'best':>11} {'wl':>3} {'hit':>3} {'new':>3} {'tune s':>7}", flush=True)
     for i, a in enumerate(cands):
+        if time.monotonic() > args.deadline:
+            print(f"time budget spent: {len(rows)} of {args.candidates} candidates measured")
+            break
         g = sp.instantiate(a)
         r = measure(g, "host", cfg, db=db)
         u = measure(g, "host", plain)
@@ -93,6 +96,10 @@ def run_space(name: str, args: argparse.Namespace, db) -> dict:
               f"{t['eager']:>8.3f} {t['onnxruntime']:>8.3f} {h.best:>11} "
               f"{st['workloads']:>3} {st['hits']:>3} {st['tuned']:>3} {st['tuning_s']:>7.1f}",
               flush=True)
+    if len(rows) < 2:
+        return {"candidates": len(rows), "rank_tau": None, "rank_tau_untuned": None,
+                "tuned_vs_eager": None, "tuning_s_per_workload": None, "db_hit_rate": None,
+                "load": _load()}
     m = np.array(rows)
     out = {"candidates": len(rows),
            "rank_tau": round(float(kendalltau(m[:, 0], m[:, 5]).statistic), 3),
@@ -140,7 +147,11 @@ def main(argv=None) -> int:
     ap.add_argument("--min-repeat-ms", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=5000, help="held-out sampling seed")
     ap.add_argument("--no-mobilenetv2", action="store_true")
+    ap.add_argument("--time-budget-s", type=float, default=None,
+                    help="stop starting candidates after this many seconds (figures over "
+                         "those measured; the count is in the JSON)")
     args = ap.parse_args(argv)
+    args.deadline = time.monotonic() + (args.time_budget_s or float("inf"))
 
     from nasir.backends.tvm.tuning_db import TuningDatabase
 
@@ -155,7 +166,8 @@ def main(argv=None) -> int:
     if not args.no_mobilenetv2:
         figures["mobilenet_v2_224"] = run_mobilenetv2(args, db)
     spaces = [figures[k] for k in ("mnasnet", "main") if k in figures]
-    figures["rank_tau"] = min(s["rank_tau"] for s in spaces) if spaces else None
+    taus = [s["rank_tau"] for s in spaces if s["rank_tau"] is not None]
+    figures["rank_tau"] = min(taus) if taus else None
     figures["tuned_vs_eager"] = {k: figures[k]["tuned_vs_eager"] for k in
                                  ("mnasnet", "main", "mobilenet_v2_224") if k in figures}
     figures["tuning_s_per_workload"] = {k: figures[k]["tuning_s_per_workload"]

@@ -202,11 +202,13 @@ def _in_process_runner(number: int, min_repeat_ms: int) -> Any:
 
 def tune_module(mod: Any, spec: TargetSpec, db: TuningDatabase, trials_per_workload: int, *,
                 cost_model: str = "auto", seed: int = 0, isolated: bool = False,
-                population: int = 64, min_repeat_ms: int = 20) -> TuningStats:
+                population: int | None = None, min_repeat_ms: int = 20) -> TuningStats:
     """Tune the workloads of a prepared module (:func:`ms_prepare`) that ``db`` lacks.
 
     Each missing workload gets ``trials_per_workload`` measured candidates (MetaSchedule's
-    evolutionary search with ``population`` candidates per generation and the
+    evolutionary search with ``population`` candidates per generation — default
+    ``clip(4 × trials, 16, 512)``: with a few trials the search's own cost, not measuring,
+    dominates — and the
     ``cost_model``: ``auto`` = :func:`default_cost_model`); the best ``db.top_k`` are saved.
     A workload another process is tuning is waited for, then read (``waited``).
     ``trials_per_workload=0`` tunes nothing and only counts the hits.
@@ -285,8 +287,10 @@ def tune_graph(graph: Any, db: TuningDatabase, trials_per_workload: int, *, batc
 
 
 def _tune(ms: Any, tasks: list[Any], keys: list[str], db: TuningDatabase, tgt: Any,
-          trials: int, cm: str, seed: int, isolated: bool, population: int,
+          trials: int, cm: str, seed: int, isolated: bool, population: int | None,
           min_repeat_ms: int) -> int:
+    if population is None:
+        population = min(512, max(16, 4 * trials))
     strategy = ms.search_strategy.EvolutionarySearch(
         population_size=max(population, 2), init_min_unmeasured=max(8, population // 4),
         genetic_num_iters=2)
