@@ -364,9 +364,12 @@ class LatencyRunner:
         t = self._trials.get(tid)
         if t is None or t["status"] != "done":
             return False
+        if self._ending:  # the front exactly as the run's result reads it
+            from nasir.runtime.results import pareto_trials
+
+            front = pareto_trials(list(self._trials.values()), self.exp.objectives)
+            return any(int(u["id"]) == tid for u in front)
         done = [u for u in self._trials.values() if u["status"] == "done"]
-        if self._ending:
-            return _on_front(t, done, self.exp.objectives)
         return self._why(t, done) is not None
 
     def _why(self, t: Mapping[str, Any], done: Sequence[Mapping[str, Any]]) -> str | None:
