@@ -88,7 +88,8 @@ def run_space(name: str, args: argparse.Namespace, db) -> dict:
         workloads += st["workloads"]
         tuned += st["tuned"]
         tuning_s += st["tuning_s"]
-        h = host_latencies(g, db=db, repeats=args.repeats, min_repeat_ms=args.min_repeat_ms)
+        h = host_latencies(g, db=db, repeats=args.repeats, min_repeat_ms=args.min_repeat_ms,
+                           threads=args.threads)
         t = h.times_ms
         rows.append((float(r.median_ms), float(u.median_ms), t["tvm"], t["eager"],
                      t["onnxruntime"], h.best_ms))
@@ -124,7 +125,8 @@ def run_mobilenetv2(args: argparse.Namespace, db) -> dict:
     g = sp.instantiate(sp.reference("mobilenet_v2_1.0"))
     t0 = time.perf_counter()
     h = host_latencies(g, db=db, trials_per_workload=args.trials_per_workload,
-                       repeats=args.repeats, min_repeat_ms=args.min_repeat_ms)
+                       repeats=args.repeats, min_repeat_ms=args.min_repeat_ms,
+                       threads=args.threads)
     st = h.tuning or {}
     out = {"tuned_vs_eager": round(h.times_ms["tvm"] / h.times_ms["eager"], 3),
            "times_ms": {k: round(v, 3) for k, v in h.times_ms.items()},
@@ -150,7 +152,12 @@ def main(argv=None) -> int:
     ap.add_argument("--time-budget-s", type=float, default=None,
                     help="stop starting candidates after this many seconds (figures over "
                          "those measured; the count is in the JSON)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for every path (TVM_NUM_THREADS, torch, ONNX Runtime); "
+                         "default: the physical cores")
     args = ap.parse_args(argv)
+    if args.threads:  # before TVM's runtime starts its thread pool
+        os.environ["TVM_NUM_THREADS"] = str(args.threads)
     args.deadline = time.monotonic() + (args.time_budget_s or float("inf"))
 
     from nasir.backends.tvm.tuning_db import TuningDatabase

@@ -202,7 +202,8 @@ def _in_process_runner(number: int, min_repeat_ms: int) -> Any:
 
 def tune_module(mod: Any, spec: TargetSpec, db: TuningDatabase, trials_per_workload: int, *,
                 cost_model: str = "auto", seed: int = 0, isolated: bool = False,
-                population: int | None = None, min_repeat_ms: int = 20) -> TuningStats:
+                population: int | None = None, min_repeat_ms: int = 20,
+                trials_per_round: int = 16) -> TuningStats:
     """Tune the workloads of a prepared module (:func:`ms_prepare`) that ``db`` lacks.
 
     Each missing workload gets ``trials_per_workload`` measured candidates (MetaSchedule's
@@ -229,7 +230,10 @@ def tune_module(mod: Any, spec: TargetSpec, db: TuningDatabase, trials_per_workl
     if cost_model not in COST_MODELS:
         raise BackendError(f"unknown cost model {cost_model!r}", where=repr(db),
                            hint=f"use one of {', '.join(COST_MODELS)}")
-    cm = default_cost_model() if cost_model == "auto" else cost_model
+    per_round = max(1, min(trials_per_round, trials_per_workload or 1))
+    if cost_model == "auto":  # a model is trained after a round and used in the next only
+        cost_model = default_cost_model() if trials_per_workload > per_round else "random"
+    cm = cost_model
     tgt = _tvm_target(db)
     tasks = workloads(mod, tgt)
     keys = tuple(sorted(tasks))
@@ -248,7 +252,7 @@ def tune_module(mod: Any, spec: TargetSpec, db: TuningDatabase, trials_per_workl
             return TuningStats(len(keys), base.hits, waited=len(missing), cost_model=cm,
                                keys=keys)
         trials = _tune(ms, [tasks[k] for k in todo], todo, db, tgt, trials_per_workload,
-                       cm, seed, isolated, population, min_repeat_ms)
+                       cm, seed, isolated, population, min_repeat_ms, per_round)
     return TuningStats(len(keys), base.hits, tuned=len(todo), waited=len(missing) - len(todo),
                        trials=trials, tuning_s=time.perf_counter() - t0, cost_model=cm,
                        keys=keys)
@@ -288,7 +292,7 @@ def tune_graph(graph: Any, db: TuningDatabase, trials_per_workload: int, *, batc
 
 def _tune(ms: Any, tasks: list[Any], keys: list[str], db: TuningDatabase, tgt: Any,
           trials: int, cm: str, seed: int, isolated: bool, population: int | None,
-          min_repeat_ms: int) -> int:
+          min_repeat_ms: int, per_round: int) -> int:
     if population is None:
         population = min(512, max(16, 4 * trials))
     strategy = ms.search_strategy.EvolutionarySearch(
@@ -307,7 +311,7 @@ def _tune(ms: Any, tasks: list[Any], keys: list[str], db: TuningDatabase, tgt: A
         ms.tune.tune_tasks(
             tasks=ctxs, task_weights=weights, work_dir=wd,
             max_trials_global=trials * len(ctxs), max_trials_per_task=trials,
-            num_trials_per_iter=min(64, trials), builder=builder, runner=runner,
+            num_trials_per_iter=per_round, builder=builder, runner=runner,
             database=mem, cost_model=cm, task_scheduler="round-robin")
         per_s = (time.perf_counter() - t0) / max(1, len(ctxs))
         measured = len(mem.get_all_tuning_records())
