@@ -1,6 +1,8 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# pytest workers (pytest-xdist); JOBS=0 runs the suite in one process
+JOBS ?= auto
 STAMP := $(VENV)/.installed
 
 .PHONY: venv demo test lint typecheck pytest clean
@@ -24,7 +26,7 @@ typecheck: venv
 	$(BIN)/mypy nasir passes backends strategies
 
 pytest: venv
-	$(BIN)/python -m pytest -q nasir passes backends strategies tests
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --durations=25 nasir passes backends strategies tests
 
 test: lint typecheck pytest
 

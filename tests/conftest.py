@@ -15,7 +15,8 @@ def _torch_threads():
     try:
         import torch
 
-        torch.set_num_threads(2)
+        # one thread a worker when pytest-xdist runs the suite in parallel (make test)
+        torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
     except ImportError:  # pragma: no cover
         pass
     yield
