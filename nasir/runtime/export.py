@@ -335,12 +335,13 @@ def _tuning_db(spec: Any, cfg: Mapping[str, Any], how: tuple[str, str | None, in
     mode, root, trials = how
     if mode == "none":
         return None
-    from nasir.backends.tvm.tuning_db import TuningDatabase
+    from nasir.backends.tvm.tuning_db import TuningDatabase, default_tuning_root
 
-    if mode == "auto" and spec.cross and not trials:
-        return None
-    db = TuningDatabase(spec, root)
     tuned_run = bool((cfg.get("latency") or {}).get("tuned"))
+    if mode == "auto" and not tuned_run and (
+            (spec.cross and not trials) or not os.path.isdir(root or default_tuning_root())):
+        return None  # nothing was ever tuned here: the untuned build, no folder created
+    db = TuningDatabase(spec, root)
     if mode == "auto" and not (tuned_run or len(db)):
         return None
     return db
