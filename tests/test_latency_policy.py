@@ -192,20 +192,21 @@ def test_bad_policy_in_a_file_fails_before_a_run_folder(project, tmp_path, capsy
     assert not os.path.exists(run)
 
 
-def test_tuned_without_a_tuning_database_fails_before_a_run_folder(project, tmp_path,
-                                                                   capsys):
+def test_tuned_compiles_from_the_targets_tuning_database(tmp_path, monkeypatch):
+    from nasir.backends.tvm.tuning_db import TuningDatabase
     from nasir.errors import NasirError
     from nasir.runtime.latency_service import tuned_compile_options
 
-    try:
+    monkeypatch.setenv("NASIR_CACHE_DIR", str(tmp_path / "cache"))
+    db = tuned_compile_options("host")["db"]
+    assert isinstance(db, TuningDatabase)
+    assert db.path.startswith(str(tmp_path / "cache" / "tuning"))
+    assert os.path.isdir(os.path.join(db.path, "workloads"))
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("NASIR_CACHE_DIR", str(blocker))
+    with pytest.raises(NasirError, match="tuning database"):
         tuned_compile_options("host")
-    except NasirError:
-        run = str(tmp_path / "never")
-        cfg = _config(project, "auto", tuned="true")
-        assert _search(project, run, "auto", 2, "-c", cfg) == 2
-        assert "tuning database" in capsys.readouterr().err and not os.path.exists(run)
-    else:
-        pytest.skip("this build has the tuning database: latency.tuned is accepted")
 
 
 def test_quiet_window_moves_training_threads_off_the_measurement_cores():

@@ -35,19 +35,8 @@ __all__ = ["PolicyLUT", "measure_network", "open_table", "quiet_window", "servic
 def tuned_compile_options(target: Any) -> dict[str, Any]:
     """What :func:`~nasir.backends.tvm.compile.compile_graph` needs to build from the
     target's persistent tuning database (``db=``; workloads it lacks keep TVM's default
-    schedule). Raises :class:`ConfigError` where this build has no tuning database."""
-    import importlib.util
-    import inspect
-
-    from nasir.backends.tvm.compile import compile_graph
-    from nasir.runtime.experiment import ConfigError
-
-    if importlib.util.find_spec("nasir.backends.tvm.tuning_db") is None \
-            or "db" not in inspect.signature(compile_graph).parameters:
-        raise ConfigError(
-            "latency.tuned needs the per-target tuning database (issue 23's compiler "
-            "half), which this build of nasir does not have yet", where="latency.tuned",
-            hint="drop latency.tuned; latency is then measured untuned")
+    schedule): the database in ``$NASIR_CACHE_DIR/tuning`` (a ``StoreError`` where that
+    folder cannot be used)."""
     from nasir.backends.tvm.tuning_db import TuningDatabase
 
     return {"db": TuningDatabase(target)}
