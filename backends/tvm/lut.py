@@ -31,6 +31,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -143,11 +144,21 @@ class LatencyLUT:
             raise BackendError(f"layer {key!r} is not in the table",
                                hint="call lut.ensure(graph) to measure it") from None
 
+    def _build_options(self) -> Mapping[str, Any]:
+        """Extra :func:`compile_graph` options for a layer (a subclass may add a tuning
+        database)."""
+        return {}
+
+    def _timing_window(self) -> contextlib.AbstractContextManager[Any]:
+        """Held while a layer is timed (a subclass may keep other work off its cores)."""
+        return contextlib.nullcontext()
+
     def _measure_layer(self, n: Node) -> float:
         lg = layer_graph(n)
-        c = compile_graph(lg, self.target, batch=self.batch)
+        c = compile_graph(lg, self.target, batch=self.batch, **dict(self._build_options()))
         self.compile_s += c.compile_s
-        r = measure_compiled(c, self.config)
+        with self._timing_window():
+            r = measure_compiled(c, self.config)
         if not r.ok or r.median_ms is None:
             raise BackendError(f"measuring layer {layer_key(n)} failed: {r.reason}")
         self.measured_now += 1

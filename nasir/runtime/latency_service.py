@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from nasir.backends.tvm.lut import LatencyLUT
-from nasir.errors import NasirError
 
 __all__ = ["PolicyLUT", "measure_network", "open_table", "quiet_window", "service_main",
            "tuned_compile_options"]
@@ -142,20 +141,11 @@ class PolicyLUT(LatencyLUT):
                 total += float(np.median([ms for _, ms in pts] if pts else every))
         return total + self.constant_ms, len(missing)
 
-    def _measure_layer(self, n: Any) -> float:
-        from nasir.backends.tvm.compile import compile_graph
-        from nasir.backends.tvm.lut import layer_graph, layer_key
-        from nasir.backends.tvm.measure import measure_compiled
+    def _build_options(self) -> Mapping[str, Any]:
+        return self.build
 
-        c = compile_graph(layer_graph(n), self.target, batch=self.batch, **dict(self.build))
-        self.compile_s += c.compile_s
-        with quiet_window(self.pids, self.cores):
-            r = measure_compiled(c, self.config)
-        if not r.ok or r.median_ms is None:
-            raise NasirError(f"measuring layer {layer_key(n)} failed: {r.reason}")
-        self.measured_now += 1
-        self._store(layer_key(n), r.median_ms, r.cv, c.compile_s)
-        return r.median_ms
+    def _timing_window(self) -> Any:
+        return quiet_window(self.pids, self.cores)
 
 
 def _macs(n: Any) -> int:
