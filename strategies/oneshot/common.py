@@ -147,6 +147,24 @@ def cycle(loader: Any) -> Iterator[Any]:
         yield from loader
 
 
+#: where one-shot searches keep their per-layer latency table when given none
+DEFAULT_LUT_PATH = "runs/oneshot_lut.db"
+
+
+def latency_function(latency_fn: Callable[[Any], float] | None, lut: Any
+                     ) -> tuple[Callable[[Any], float], str]:
+    """``(function, source)``: ``latency_fn`` when given (``"latency_fn"``), else the
+    ``predict`` of ``lut`` — a host :class:`~nasir.backends.tvm.lut.LatencyLUT` at
+    :data:`DEFAULT_LUT_PATH` when ``lut`` is ``None`` (``"lut"``)."""
+    if latency_fn is not None:
+        return latency_fn, "latency_fn"
+    if lut is None:
+        from nasir.backends.tvm.lut import LatencyLUT
+
+        lut = LatencyLUT(DEFAULT_LUT_PATH, "host")
+    return lut.predict, "lut"
+
+
 def decision_latency(space: Space, lut: Any, fixed: Mapping[str, Any] | None = None
                      ) -> dict[str, np.ndarray]:
     """Per free decision, the latency (ms) each option adds, from a TVM latency table.

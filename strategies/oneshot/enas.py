@@ -103,6 +103,7 @@ from nasir.strategies.oneshot.common import (
     OneShotResult,
     OneShotStrategy,
     SearchData,
+    SearchSettings,
     cycle,
     on_device,
     search_data,
@@ -114,7 +115,7 @@ __all__ = ["ENAS_ADAM", "ENAS_MACRO", "ENAS_MICRO", "VARIANTS", "Enas", "EnasSea
 
 
 @dataclass(frozen=True)
-class EnasSettings:
+class EnasSettings(SearchSettings):
     """Every setting of an ENAS search; the defaults are the official macro search's
     (``enas_macro``). Sources: melodyguan/enas ``scripts/cifar10_macro_search.sh`` (S),
     ``src/cifar10/main.py`` (M), ``src/utils.py`` (U), ``src/cifar10/general_controller.py``
@@ -229,16 +230,6 @@ class EnasSettings:
         for ok, msg, hint in checks:
             if not ok:
                 raise SpecError(msg, where="ENAS settings", hint=hint or None)
-
-    def to_json(self) -> dict[str, Any]:
-        """Every setting, JSON-able (tuples as lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v
-                for k, v in dataclasses.asdict(self).items()}
-
-    def changed_from(self, other: EnasSettings) -> dict[str, Any]:
-        """The settings whose value differs from ``other``'s (JSON form)."""
-        mine, theirs = self.to_json(), other.to_json()
-        return {k: v for k, v in mine.items() if theirs.get(k) != v}
 
 
 #: the official macro search (module docstring; sources at :class:`EnasSettings`)

@@ -74,6 +74,7 @@ from nasir.errors import SpecError
 from nasir.space import Space
 from nasir.strategies.controller import single_thread
 from nasir.strategies.oneshot.common import (
+    DEFAULT_LUT_PATH,
     OneShotResult,
     OneShotStrategy,
     SearchData,
@@ -203,7 +204,7 @@ class LatencySearch:
                 from nasir.backends.tvm.lut import LatencyLUT
                 from nasir.backends.tvm.measure import MeasureConfig
 
-                lut = LatencyLUT(self.lut_path or "runs/oneshot_lut.db", "host",
+                lut = LatencyLUT(self.lut_path or DEFAULT_LUT_PATH, "host",
                                  config=MeasureConfig(repeats=5, min_repeat_ms=2))
             ms = decision_latency(self.space, lut, self.fixed)
             self.latency_rows = {k: v * 1000.0 for k, v in ms.items()}

@@ -65,7 +65,7 @@ from nasir.backends.torch.pruning import (
 from nasir.errors import NasirError, SpecError
 from nasir.graph import Graph
 from nasir.space import Space
-from nasir.strategies.oneshot.common import OneShotResult, OneShotStrategy
+from nasir.strategies.oneshot.common import OneShotResult, OneShotStrategy, latency_function
 
 __all__ = ["FINETUNE", "PICKS", "NetAdapt", "NetAdaptSearch"]
 
@@ -129,14 +129,7 @@ class NetAdaptSearch:
         if pick not in PICKS:
             raise SpecError(f"NetAdapt: unknown pick {pick!r}", hint=f"use one of {PICKS}")
         self.space, self.seed = space, int(seed)
-        latency = "latency_fn" if latency_fn is not None else "lut"
-        if latency_fn is None:
-            if lut is None:
-                from nasir.backends.tvm.lut import LatencyLUT
-
-                lut = LatencyLUT("runs/oneshot_lut.db", "host")
-            latency_fn = lut.predict
-        self.latency_fn = latency_fn
+        self.latency_fn, latency = latency_function(latency_fn, lut)
         self.budget_ms, self.budget_ratio = budget_ms, float(budget_ratio)
         self.reduction_ratio, self.reduction_decay = float(reduction_ratio), float(reduction_decay)
         self.filter_step, self.max_iters, self.pick = filter_step, max_iters, pick

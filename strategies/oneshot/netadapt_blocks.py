@@ -38,7 +38,7 @@ from nasir.backends.torch.estimator import TrainConfig, TrainingEstimator
 from nasir.errors import NasirError, SpecError
 from nasir.graph import Graph
 from nasir.space import Space
-from nasir.strategies.oneshot.common import OneShotResult, OneShotStrategy
+from nasir.strategies.oneshot.common import OneShotResult, OneShotStrategy, latency_function
 
 __all__ = ["NetAdaptBlocks", "NetAdaptBlocksSearch"]
 
@@ -59,14 +59,7 @@ class NetAdaptBlocksSearch:
         if not budget_ms > 0:
             raise SpecError(f"budget_ms must be > 0, got {budget_ms}")
         self.space, self.seed, self.budget = space, int(seed), float(budget_ms)
-        latency = "latency_fn" if latency_fn is not None else "lut"
-        if latency_fn is None:
-            if lut is None:
-                from nasir.backends.tvm.lut import LatencyLUT
-
-                lut = LatencyLUT("runs/oneshot_lut.db", "host")
-            latency_fn = lut.predict
-        self.latency_fn = latency_fn
+        self.latency_fn, latency = latency_function(latency_fn, lut)
         names = decisions or [d.label for d in space.decisions
                               if ("filters" in d.label or "width" in d.label)
                               and all(isinstance(o, (int, float)) for o in d.options)]
