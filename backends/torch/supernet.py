@@ -191,23 +191,22 @@ class _Ctx:
         #: darts/gumbel with per-edge logits: cell key → (edge, op) pairs of weight 0
         self.dead_edges: dict[str, frozenset[tuple[int, ...]]] = {}
         if self.mode in ("darts", "gumbel"):
-            for label, k in net._label_keys.items():
+            def mix(name: str, k: str) -> torch.Tensor:
                 a = alphas[k]
                 w = (F.softmax(a, -1) if self.mode == "darts"
                      else F.gumbel_softmax(a, tau=net.tau, hard=False))
-                self.weights[label] = w
+                self.weights[name] = w
                 if self.mode == "gumbel":
-                    net.last_mask[label] = w
+                    net.last_mask[name] = w
+                return w
+
+            for label, k in net._label_keys.items():
+                w = mix(label, k)
                 dead = frozenset(i for i, z in enumerate((w == 0).tolist()) if z)
                 if dead:
                     self.dead[label] = dead
             for cell, k in net._edge_keys.items():
-                a = alphas[k]
-                w = (F.softmax(a, -1) if self.mode == "darts"
-                     else F.gumbel_softmax(a, tau=net.tau, hard=False))
-                self.weights[cell] = w
-                if self.mode == "gumbel":
-                    net.last_mask[cell] = w
+                w = mix(cell, k)
                 zero = (w == 0).nonzero().tolist()
                 if zero:
                     self.dead_edges[cell] = frozenset(tuple(z) for z in zero)
