@@ -459,24 +459,22 @@ class LatencyRunner:
 
 def _on_front(t: Mapping[str, Any], done: Sequence[Mapping[str, Any]],
               objectives: Mapping[str, str]) -> bool:
+    """Whether no other finished trial of ``done`` dominates ``t`` on ``objectives``."""
+    from nasir.pareto import dominates
     from nasir.runtime.results import _val
+
+    senses = list(objectives.values())
 
     def vec(u: Mapping[str, Any]) -> list[float] | None:
         vals = [_val(u, k) for k in objectives]
-        if any(v is None for v in vals):
-            return None
-        return [float(v) if objectives[k] == "max" else -float(v)  # type: ignore[arg-type]
-                for k, v in zip(objectives, vals)]
+        return None if any(v is None for v in vals) else [float(v) for v in vals if v is not None]
 
     mine = vec(t)
     if mine is None:
         return False
     for u in done:
-        if u["id"] == t["id"]:
-            continue
-        other = vec(u)
-        if other is not None and all(o >= x for o, x in zip(other, mine)) \
-                and any(o > x for o, x in zip(other, mine)):
+        other = vec(u) if u["id"] != t["id"] else None
+        if other is not None and dominates(other, mine, senses):
             return False
     return True
 
