@@ -25,6 +25,7 @@ import numpy as np
 
 from nasir.errors import NasirError, SpecError
 from nasir.space import Assignment, Space
+from nasir.strategies.jobs import SearchJob
 
 __all__ = ["STRATEGIES", "Strategy", "make_strategy", "register_strategy", "strategy_names"]
 
@@ -129,9 +130,24 @@ class Strategy:
                                      hint="was it built with another seed or options?")
             elif ev.get("event") == "feedback":
                 self.feedback(ev["assignment"], ev["metrics"])
+            elif ev.get("event") == "job":
+                self.job_done(str(ev["name"]), ev["result"])
             else:
                 raise NasirError(f"unknown history event {ev.get('event')!r}",
                                  where=f"history[{k}]")
+
+    def job(self) -> SearchJob | None:
+        """Training the runner must do before the next ``propose`` (a
+        :class:`~nasir.strategies.jobs.SearchJob`), or ``None`` (the default: black-box
+        strategies train nothing themselves)."""
+        return None
+
+    def job_done(self, name: str, result: Mapping[str, Any]) -> None:
+        """The runner finished job ``name`` with ``result``; recorded as an event, so a
+        replayed history hands the result back without running the job again."""
+        r = dict(result)
+        self.history.append({"event": "job", "name": name, "result": r})
+        self._job_done(name, r)
 
     # -- helpers for subclasses -----------------------------------------------------------
     def score(self, metrics: Mapping[str, Any]) -> float:
@@ -155,3 +171,6 @@ class Strategy:
 
     def _feedback(self, a: Assignment, metrics: dict[str, Any]) -> None:
         """Update internal state (default: nothing)."""
+
+    def _job_done(self, name: str, result: dict[str, Any]) -> None:
+        """Take a finished job's result (default: nothing)."""
