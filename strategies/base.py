@@ -27,7 +27,8 @@ from nasir.errors import NasirError, SpecError
 from nasir.space import Assignment, Space
 from nasir.strategies.jobs import SearchJob
 
-__all__ = ["STRATEGIES", "Strategy", "make_strategy", "register_strategy", "strategy_names"]
+__all__ = ["STRATEGIES", "AwaitFeedback", "Strategy", "make_strategy", "register_strategy",
+           "strategy_names"]
 
 #: registry name → "module:Class" (imported lazily)
 STRATEGIES: dict[str, str] = {
@@ -50,6 +51,12 @@ STRATEGIES: dict[str, str] = {
     "netadapt": "nasir.strategies.oneshot.netadapt:NetAdapt",
     "netadapt_blocks": "nasir.strategies.oneshot.netadapt_blocks:NetAdaptBlocks",
 }
+
+
+class AwaitFeedback(NasirError):
+    """Raised by ``_propose`` when the strategy cannot propose before the trials in flight
+    are fed back (NetAdapt between two iterations); the driver proposes again after the
+    next feedback, and nothing is recorded for the refused call."""
 
 
 def register_strategy(name: str, target: str) -> None:
@@ -148,6 +155,14 @@ class Strategy:
         r = dict(result)
         self.history.append({"event": "job", "name": name, "result": r})
         self._job_done(name, r)
+
+    def trial_inputs(self, k: int) -> dict[str, Any]:
+        """What the ``k``-th proposed trial (0-based, in proposal order) starts from besides
+        its assignment — JSON-able, e.g. weights to inherit and training overrides
+        (:mod:`nasir.runtime.inherit`); the driver hands it to the worker as
+        ``task["inputs"]`` and never reuses another trial's result for it. Default: ``{}``
+        (a trial is its assignment). Must be the same after :meth:`replay`."""
+        return {}
 
     # -- helpers for subclasses -----------------------------------------------------------
     def score(self, metrics: Mapping[str, Any]) -> float:
