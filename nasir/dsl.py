@@ -258,10 +258,11 @@ windows=())
 
     # -- result ----------------------------------------------------------------------
     def build(self, output: Node, *, references: Mapping[str, Mapping[str, Any]] | None = None,
-              meta: Mapping[str, Any] | None = None) -> Space:
-        """Finish the space with ``output`` as its result."""
+              meta: Mapping[str, Any] | None = None, view: Space | None = None) -> Space:
+        """Finish the space with ``output`` as its result (``view``: see
+        :attr:`~nasir.space.Space.view`)."""
         self.graph.set_output(output)
         sp = Space(self.name, self.graph, tuple(self._reg.decisions.values()), references,
-                   tuple(self._constraints), meta)
+                   tuple(self._constraints), meta, view)
         sp.validate()
         return sp

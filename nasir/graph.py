@@ -88,6 +88,9 @@ class Graph:
         self._version = 0
         self._facts: dict[str, Any] = {}
         self._facts_version = 0
+        #: for a graph a space instantiated: the labels of the decisions that shaped it
+        #: (``None`` for graphs built otherwise)
+        self.active_decisions: set[str] | None = None
 
     # -- versions and facts ----------------------------------------------------------
     @property
@@ -185,8 +188,10 @@ class Graph:
         self._changed()
         return node
 
-    def _append(self, op: Op, ins: tuple[Node, ...], loc: SourceLoc | None) -> Node:
-        """Fast path of :meth:`add` for trusted builders (instantiation): no checks."""
+    def append_trusted(self, op: Op, ins: tuple[Node, ...], loc: SourceLoc | None) -> Node:
+        """Fast path of :meth:`add` for builders that guarantee what :meth:`add` checks
+        (inputs of this graph, the op's arity; e.g. a space's instantiation, which copies
+        a verified body): an automatic name, no checks."""
         self._counter += 1
         name = str(self._counter)
         while name in self._names:
@@ -411,8 +416,8 @@ class Graph:
                 m.meta = dict(n.meta)
             mapping[n] = m
         g._counter = self._counter
-        if hasattr(self, "active_decisions"):
-            g.active_decisions = set(self.active_decisions)  # type: ignore[attr-defined]
+        if self.active_decisions is not None:
+            g.active_decisions = set(self.active_decisions)
         if self._output is not None:
             g._output = mapping[self._output]
         g._changed()

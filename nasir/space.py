@@ -19,7 +19,9 @@ import itertools
 import json
 import math
 import reprlib
-from collections.abc import Iterator, Mapping
+import uuid
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,6 +229,26 @@ class Assignment(Mapping[str, Any]):
         return f"Assignment({self.text()})"
 
 
+class FrozenDict(dict):
+    """A dict that refuses changes (a built :class:`Space`'s ``meta`` and ``references``);
+    still a dict, so ``json.dumps`` and ``dict(...)`` take it as one.
+
+    >>> d = FrozenDict({"a": 1})
+    >>> d["a"], json.dumps(d)
+    (1, '{"a": 1}')
+    """
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("this mapping belongs to a built space and cannot be changed; "
+                        "copy it with dict(...) first")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenDict, (dict(self),))
+
+    __setitem__ = __delitem__ = __ior__ = _refuse  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+
+
 class Space:
     """A search space. Build one with :mod:`nasir.dsl`; see the module docstring."""
 
@@ -238,6 +260,7 @@ class Space:
         references: Mapping[str, Mapping[str, Any]] | None = None,
         constraints: tuple[Constraint, ...] = (),
         meta: Mapping[str, Any] | None = None,
+        view: Space | None = None,
     ) -> None:
         self.name = name
         self.body = body
@@ -246,10 +269,60 @@ class Space:
         if len(self._by_label) != len(self.decisions):
             raise SpecError(f"space {name} lists a decision label twice")
         self.constraints = tuple(constraints)
-        self.meta: dict[str, Any] = dict(meta or {})
-        self.references: dict[str, Assignment] = {}
+        self.meta: Mapping[str, Any] = FrozenDict(meta or {})
+        #: marks the assignments this space checked; never reused by another space (a uuid,
+        #: not ``id()``, which a later object may get once this one is gone)
+        self._token = uuid.uuid4().int
+        self._memo: dict[str, Any] = {}
+        refs: dict[str, Assignment] = {}
         for rname, vals in (references or {}).items():
-            self.references[rname] = self.check(vals, where=f"reference {rname}")
+            refs[rname] = self.check(vals, where=f"reference {rname}")
+        self.references: Mapping[str, Assignment] = FrozenDict(refs)
+        if view is not None and [d.label for d in view.decisions] != list(self._by_label):
+            raise SpecError(f"the view of space {name} must have the same decisions",
+                            hint="a view is the part of the space every decision lives in")
+        #: a smaller space with the same decisions whose graph determines the architecture
+        #: (NB201: one cell); hashing and cell encodings instantiate it instead of the body
+        self.view = view
+        self._frozen = True
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if self.__dict__.get("_frozen"):
+            raise NasirError(f"space {self.name} is immutable once built: cannot set {name}",
+                             where=f"space {self.name}",
+                             hint="build a new space (nasir.dsl, Space(...) or "
+                                  "Space.from_json) with the change instead")
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        raise NasirError(f"space {self.name} is immutable once built: cannot delete {name}",
+                         where=f"space {self.name}")
+
+    def memo(self, key: str, build: Callable[[], Any]) -> Any:
+        """A value derived from this (immutable) space, computed once by ``build()`` and
+        kept under ``key`` — how analyses of the schema cache their results.
+
+        >>> from nasir.spaces import get_space
+        >>> sp = get_space("nb201")
+        >>> sp.memo("n_ops", lambda: len(sp.decisions)), sp.memo("n_ops", lambda: 0)
+        (6, 6)
+        """
+        try:
+            return self._memo[key]
+        except KeyError:
+            value = self._memo[key] = build()
+            return value
+
+    def owns(self, assignment: Mapping[str, Any]) -> bool:
+        """Whether ``assignment`` is an :class:`Assignment` that this space checked (so it
+        needs no checking again).
+
+        >>> from nasir.spaces import get_space
+        >>> sp = get_space("nb201")
+        >>> sp.owns(sp.reference("resnet")), sp.owns(dict(sp.reference("resnet")))
+        (True, False)
+        """
+        return isinstance(assignment, Assignment) and assignment._space == self._token
 
     # -- schema ----------------------------------------------------------------------
     @property
@@ -265,12 +338,9 @@ class Space:
         >>> sp.size < sp.raw_size
         True
         """
-        cached = self.__dict__.get("_size")
-        if cached is None:
-            from nasir.space_count import count_active
+        from nasir.space_count import count_active
 
-            cached = self.__dict__["_size"] = count_active(self)
-        return cached
+        return int(self.memo("size", lambda: count_active(self)))
 
     @property
     def raw_size(self) -> int:
@@ -318,7 +388,7 @@ class Space:
                 )
             out[k] = d.options[d.index(v)]
         a = Assignment(out, getattr(values, "provenance", None))
-        a._space = id(self)
+        a._space = self._token
         return a
 
     def reference(self, name: str) -> Assignment:
@@ -341,7 +411,7 @@ class Space:
                                                           if hasattr(idx, "tolist") else idx)}
         a._hash = None
         a.provenance = provenance or {}
-        a._space = id(self)
+        a._space = self._token
         return a
 
     def enumerate(self) -> Iterator[Assignment]:
@@ -355,7 +425,7 @@ class Space:
 
         The graph gets ``active_decisions``: the labels that shaped it.
         """
-        if isinstance(assignment, Assignment) and (checked or assignment._space == id(self)):
+        if isinstance(assignment, Assignment) and (checked or self.owns(assignment)):
             a = assignment
         else:
             a = self.check(assignment)
@@ -363,12 +433,20 @@ class Space:
         inst = _Instantiator(self, a, g)
         out = inst.region(self.body, [])
         g.set_output(out)
-        g.active_decisions = inst.active  # type: ignore[attr-defined]
+        g.active_decisions = inst.active
         return g
+
+    def hash_view(self, assignment: Mapping[str, Any]) -> Graph:
+        """The graph that identifies ``assignment``'s architecture: the :attr:`view`'s
+        instance when the space has one, else the whole network."""
+        if self.view is None:
+            return self.instantiate(assignment)
+        return self.view.instantiate(assignment if self.owns(assignment)
+                                     else self.check(assignment), checked=True)
 
     def active(self, assignment: Mapping[str, Any]) -> set[str]:
         """Labels of the decisions that ``assignment`` actually uses."""
-        return self.instantiate(assignment).active_decisions  # type: ignore[attr-defined]
+        return self.instantiate(assignment).active_decisions or set()
 
     # -- forms -----------------------------------------------------------------------
     def to_json(self) -> dict:
@@ -380,7 +458,7 @@ class Space:
             "decisions": [d.to_json() for d in self.decisions],
             "references": {k: v.to_json() for k, v in self.references.items()},
             "constraints": [{"metric": c.metric, "max": c.max} for c in self.constraints],
-            "meta": self.meta,
+            "meta": dict(self.meta),
             "body": graph_to_json(self.body),
         }
 
@@ -504,11 +582,16 @@ def _ref_labels(op: Op) -> tuple[str, ...]:
     return tuple(out)
 
 
+#: region → (its version when planned, the plan); a region changed since is planned again
+_PLANS: weakref.WeakKeyDictionary[Graph, tuple[int, tuple[list[tuple], int]]] = \
+    weakref.WeakKeyDictionary()
+
+
 def _plan(r: Graph) -> tuple[list[tuple], int]:
     """A flat, cached recipe of a region: one tuple per node, inputs as positions."""
-    cached = r.__dict__.get("_plan")
-    if cached is not None:
-        return cached
+    cached = _PLANS.get(r)
+    if cached is not None and cached[0] == r.version:
+        return cached[1]
     nodes = r.nodes()
     pos = {n: k for k, n in enumerate(nodes)}
     steps = []
@@ -531,7 +614,7 @@ def _plan(r: Graph) -> tuple[list[tuple], int]:
         else:
             steps.append((_K_OP, n, op, ins))
     result = (steps, pos[r.output])
-    r.__dict__["_plan"] = result
+    _PLANS[r] = (r.version, result)
     return result
 
 
@@ -562,7 +645,7 @@ class _Instantiator:
         a = self.a
         for kind, n, op, ins in steps:
             if kind == _K_OP:
-                vals.append(g._append(op, tuple([vals[i] for i in ins]), n.loc))
+                vals.append(g.append_trusted(op, tuple([vals[i] for i in ins]), n.loc))
             elif kind == _K_ARG:
                 vals.append(args[op])
             elif kind == _K_CHOOSE and op.label in a:
@@ -586,7 +669,7 @@ class _Instantiator:
                     raise SpecError(f"{e.message} (after choosing {dict(zip(labels, key))})",
                                     where=f"%{n.name}", loc=n.loc, hint=e.hint) from None
                 cache[key] = resolved
-            return self.g._append(resolved, tuple(ins), n.loc)
+            return self.g.append_trusted(resolved, tuple(ins), n.loc)
         if kind == _K_INPUT:
             return self.g.add(op, ins, name=n.name, loc=n.loc)
         if kind == _K_REPEAT:

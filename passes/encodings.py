@@ -47,16 +47,14 @@ def _onehot(space: Space, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
 
 
 def _cell(space: Space, a: Mapping[str, Any]) -> Graph:
-    view = getattr(space, "hash_view", None)
-    if view is None:
+    if space.view is None:
         raise SpecError(f"encoding needs a cell space; {space.name} has no cell view",
                         hint="use the onehot or indices encoding for this space")
-    return view(a)
+    return space.hash_view(a)
 
 
 def _vocab(space: Space) -> list[str]:
-    cached = space.__dict__.get("_op_vocab")
-    if cached is None:
+    def build() -> list[str]:
         sigs: set[str] = set()
         for d in space.decisions:
             if d.kind == "op":
@@ -65,9 +63,9 @@ def _vocab(space: Space) -> list[str]:
                     vals[d.label] = o
                     g = _cell(space, space.check(vals))
                     sigs.update(_sig(n) for n in g.nodes() if _is_edge(n))
-        cached = sorted(sigs)
-        space.__dict__["_op_vocab"] = cached
-    return cached
+        return sorted(sigs)
+
+    return list(space.memo("op_vocab", build))
 
 
 def _is_edge(n: Node) -> bool:

@@ -136,8 +136,7 @@ def nb201_form(g: Graph) -> str:
 
 
 def _view(space: Any, a: Mapping[str, Any]) -> Graph:
-    view = getattr(space, "hash_view", None)
-    g = view(a) if view is not None else space.instantiate(a)
+    g = space.hash_view(a)
     verify(g)
     return g
 
@@ -146,7 +145,7 @@ def assignment_hash(space: Any, a: Mapping[str, Any], equivalence: str = "nasir"
     """Canonical hash of the architecture ``a`` of ``space``.
 
     Spaces whose macro skeleton is fixed and whose decisions all live in one repeated cell
-    (NB201) expose ``space.hash_view(a)``, the cell alone: hashing it is equivalent to
+    (NB201) have a ``view``: ``space.hash_view(a)`` is the cell alone: hashing it is equivalent to
     hashing the whole network and far cheaper.
     """
     g = _view(space, a)

@@ -66,18 +66,14 @@ def _surely_used(g: Graph, depth_opts: dict[str, tuple]) -> set[str]:
     return used
 
 
-def always_active(space: Space) -> set[str]:
+def always_active(space: Space) -> frozenset[str]:
     """Labels that every assignment uses (cached): mutating them always changes the graph."""
-    cached = space.__dict__.get("_always_active")
-    if cached is not None:
-        return cached
     depth_opts = {d.label: d.options for d in space.decisions if d.kind == "depth"}
-    result = _surely_used(space.body, depth_opts)
-    space.__dict__["_always_active"] = result
-    return result
+    return space.memo("always_active",
+                      lambda: frozenset(_surely_used(space.body, depth_opts)))
 
 
-def _active(space: Space, a: Assignment) -> set[str]:
+def _active(space: Space, a: Assignment) -> set[str] | frozenset[str]:
     static = always_active(space)
     if len(static) == len(space.decisions):
         return static
@@ -112,7 +108,7 @@ def mutate(space: Space, a: Assignment, rng: np.random.Generator, kind: str | No
     The result's ``provenance`` holds ``mutation``, ``label``, ``old``, ``new`` and
     ``parent`` (the parent's JSON form).
     """
-    a = space.check(a) if not isinstance(a, Assignment) or a._space != id(space) else a
+    a = a if space.owns(a) else space.check(a)
     if kind is not None and kind not in MUTATIONS:
         raise SpecError(f"unknown mutation {kind!r}", hint=f"use one of {', '.join(MUTATIONS)}")
     if kind == "identity":

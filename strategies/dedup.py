@@ -83,10 +83,8 @@ def fresh_sample(space: Space, seen: SeenArchitectures, rng: np.random.Generator
     uses when its own proposals keep repeating; :class:`SpaceExhausted` after ``tries``."""
     from nasir.passes.sampling import ConstrainedSampler, UniformSampler
 
-    cache = space.__dict__.get("_fresh_sampler")
-    if cache is None:
-        cache = ConstrainedSampler(space) if space.constraints else UniformSampler(space)
-        space.__dict__["_fresh_sampler"] = cache
+    cache = space.memo("fresh_sampler", lambda: ConstrainedSampler(space)
+                       if space.constraints else UniformSampler(space))
     for _ in range(tries):
         a = cache.sample(rng, 1)[0]
         if seen.add(a):

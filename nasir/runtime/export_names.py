@@ -172,7 +172,7 @@ def scoped_instantiate(space: Space,
     g = Graph(space.name)
     watcher = _ScopeWatcher(space, a, g)
     g.set_output(watcher.region(space.body, []))
-    g.active_decisions = watcher.active  # type: ignore[attr-defined]
+    g.active_decisions = watcher.active
     return g, watcher.scopes
 
 

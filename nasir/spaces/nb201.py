@@ -114,13 +114,10 @@ def build(input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10, chann
     x = s.op(ReLUOp(), s.op(BatchNormOp(), x))
     x = s.op(FlattenOp(), s.op(GlobalAvgPoolOp(), x))
     x = s.op(LinearOp(out_features=num_classes), x)
-    space = s.build(
+    return s.build(
         x,
         references={k: from_arch_string(v) for k, v in REFERENCES.items()},
         meta={"paper": "NAS-Bench-201 (Dong & Yang, ICLR 2020)", "ops": list(OPS),
               "edges": [list(e) for e in EDGES]},
+        view=cell_space(),
     )
-    cell = cell_space()
-    space.hash_view = lambda a: cell.instantiate(a, checked=True)  # type: ignore[attr-defined]
-    space.cell = cell  # type: ignore[attr-defined]
-    return space
