@@ -80,10 +80,27 @@ class ProgressCallback:
             self.progress.update(self.task, completed=info["done"], failed=self.failed,
                                  best=f"{best['reward']:.4f}" if best and best.get("reward")
                                  is not None else "-", eta=self._eta(int(info["done"])))
+        elif kind.startswith("job_") and self.progress is not None:
+            self._job(kind, info)
         elif kind == "note":
             self.console.print(f"[yellow]note:[/] {info['text']}")
         elif kind == "end":
             self.close()
+
+    def _job(self, kind: str, info: Mapping[str, Any]) -> None:
+        """A strategy's search job: its own bar (steps, last loss) under the trials'."""
+        assert self.progress is not None
+        if kind == "job_start":
+            desc = f"job {info['name']}" + (" (resumed)" if info.get("resumed") else "")
+            self.job_task = self.progress.add_task(desc, total=int(info["total"]),
+                                                   completed=int(info["done"]), best="-",
+                                                   failed=0, eta="-")
+        elif kind == "job_step" and getattr(self, "job_task", None) is not None:
+            loss = info["record"].get("loss")
+            self.progress.update(self.job_task, completed=int(info["done"]),
+                                 best=f"loss {loss:.4f}" if isinstance(loss, float) else "-")
+        elif kind == "job_end" and getattr(self, "job_task", None) is not None:
+            self.progress.update(self.job_task, completed=int(info["total"]))
 
     def _eta(self, done: int) -> str:
         """Remaining time: trials left at the rate so far, capped by the wall-time budget."""

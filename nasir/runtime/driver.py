@@ -39,6 +39,7 @@ from typing import Any
 from nasir.errors import NasirError, StoreError, located
 from nasir.runtime.executors import Executor, make_executor
 from nasir.runtime.experiment import Experiment
+from nasir.runtime.jobs import JobRunner, give_run_data, refuse_duplicate
 from nasir.runtime.latency_policy import LatencyRunner, make_latency_runner
 from nasir.runtime.store import DB_NAME, FINAL, RunStore
 from nasir.runtime.worker import build_space, trial_seed
@@ -121,6 +122,9 @@ class Driver:
         self._order: list[int] = []
         #: the strategy found no new architecture (a small space used up)
         self.exhausted: str | None = None
+        #: canonical hashes proposed so far (a one-shot strategy must not repeat one)
+        self._proposed: set[str] = set()
+        self.jobs: JobRunner | None = None
 
     # -- helpers ------------------------------------------------------------------------------
     def _new_events(self) -> list[dict[str, Any]]:
@@ -157,7 +161,10 @@ class Driver:
         if events:
             self.strategy.replay(events)
         self._written = len(self.strategy.history)
+        self.jobs = JobRunner(store, self.strategy, self.callback, self._new_events)
+        give_run_data(self.strategy, exp)
         trials = {t["id"]: t for t in store.trials()}
+        self._proposed = {t["hash"] for t in trials.values()}
         order = sorted(trials)
         self._trials, self._order = trials, order
         fed = sum(1 for t in trials.values() if t["fed"])
@@ -228,6 +235,8 @@ class Driver:
         while (len(order) < self.exp.budget.trials and not out_of_time
                and len(order) - fed < window and not self.exhausted):
             try:
+                if self.jobs is not None:
+                    self.jobs.run_pending()
                 t = self._propose(fed)
             except SpaceExhausted as e:  # the search ends early; what ran is kept
                 self.exhausted = e.message
@@ -240,6 +249,8 @@ class Driver:
     def _propose(self, fed: int) -> dict[str, Any]:
         a = self.strategy.propose(1)[0]
         h = self._hash(self.space, a)
+        refuse_duplicate(self.strategy, h, self._proposed, a)
+        self._proposed.add(h)
         tid = self.store.add_trial(a.to_json(), h, self._new_events())
         if self._pruning:  # a pruner compares with the trials fed so far: fixed per trial
             self.store.set_meta(f"peers.{tid}", fed)

@@ -1,11 +1,12 @@
 """The run store: one SQLite database (WAL) per run folder, written only by the driver.
 
-Three tables: ``meta`` (the experiment config and run facts), ``trials`` (one row per
+Four tables: ``meta`` (the experiment config and run facts), ``trials`` (one row per
 trial: assignment, canonical hash, status, metrics, reward, timings, error, worker,
-attempts, whether its feedback reached the strategy) and ``events`` (the strategy's
-history, append-only, exactly as :meth:`Strategy.state` lists it). A trial's result and the
-strategy events it caused are written in one transaction, so after any crash — ``kill -9``
-included — the store holds a consistent prefix of the run.
+attempts, whether its feedback reached the strategy), ``events`` (the strategy's
+history, append-only, exactly as :meth:`Strategy.state` lists it) and ``job_steps`` (one
+JSON record per finished step of a strategy's search job, :mod:`nasir.runtime.jobs`). A
+trial's result and the strategy events it caused are written in one transaction, so after
+any crash — ``kill -9`` included — the store holds a consistent prefix of the run.
 
 >>> import tempfile
 >>> st = RunStore.create(tempfile.mkdtemp(), {"seed": 1})
@@ -35,6 +36,8 @@ DB_NAME = "run.sqlite"
 STATUSES = ("pending", "running", "done", "failed", "infeasible")
 FINAL = ("done", "failed", "infeasible")
 
+_JOB_TABLE = """CREATE TABLE IF NOT EXISTS job_steps (name TEXT NOT NULL, step INTEGER NOT NULL,
+    record TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (name, step))"""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS trials (
@@ -56,7 +59,7 @@ CREATE TABLE IF NOT EXISTS trials (
 );
 CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, trial INTEGER, event TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS trials_hash ON trials(hash);
-"""
+""" + _JOB_TABLE + ";\n"
 
 
 def json_safe(obj: Any) -> Any:
@@ -304,6 +307,38 @@ class RunStore:
         return None if r is None else self._row(r)
 
     # -- strategy events -------------------------------------------------------------------------
+    def add_events(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """Append strategy events that belong to no trial (e.g. a finished job's)."""
+        with self._tx():
+            self._add_events(None, events)
+
+    # -- search jobs -----------------------------------------------------------------------------
+    def add_job_step(self, name: str, step: int, record: Mapping[str, Any]) -> None:
+        """Record step ``step`` of job ``name`` (replacing a row of that step, if any)."""
+        with self._tx():
+            self.conn.execute(_JOB_TABLE)  # stores made before jobs existed lack the table
+            self.conn.execute("INSERT OR REPLACE INTO job_steps(name, step, record, at) "
+                              "VALUES (?, ?, ?, ?)", (name, int(step), _dumps(record),
+                                                      time.time()))
+
+    def drop_job_steps(self, name: str, first: int) -> None:
+        """Forget the rows of job ``name`` from step ``first`` on (beyond its checkpoint)."""
+        if self.job_steps(name):
+            with self._tx():
+                self.conn.execute("DELETE FROM job_steps WHERE name=? AND step>=?",
+                                  (name, int(first)))
+
+    def job_steps(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Job step rows (``name``, ``step``, ``record``, ``at``), by job then step."""
+        q, args = "SELECT * FROM job_steps", []
+        if name is not None:
+            q, args = q + " WHERE name=?", [name]
+        try:
+            rows = self.conn.execute(q + " ORDER BY name, step", args).fetchall()
+        except sqlite3.OperationalError:  # no such table: a store from before jobs
+            return []
+        return [dict(r) | {"record": json.loads(r["record"])} for r in rows]
+
     def events(self) -> list[dict[str, Any]]:
         """The strategy history, in order."""
         rows = self.conn.execute("SELECT event FROM events ORDER BY seq").fetchall()
