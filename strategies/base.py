@@ -48,7 +48,7 @@ STRATEGIES: dict[str, str] = {
     "fbnet_gdas": "nasir.strategies.oneshot.fbnet:FBNetGDAS",
     "proxylessnas": "nasir.strategies.oneshot.proxylessnas:Proxyless",
     "proxylessnas_penalty": "nasir.strategies.oneshot.proxylessnas:ProxylessPenalty",
-    "netadapt": "nasir.strategies.oneshot.netadapt:NetAdapt",
+    "netadapt": "nasir.strategies.oneshot.netadapt_trials:NetAdapt",
     "netadapt_blocks": "nasir.strategies.oneshot.netadapt_blocks:NetAdaptBlocks",
 }
 

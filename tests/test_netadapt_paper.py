@@ -175,11 +175,11 @@ def test_set_widths_reinfers_shapes_downstream():
 def test_each_iteration_meets_its_reduction_target_by_the_layer_table():
     sp = _space()
     lut = SyntheticLUT()
-    s = make_strategy("netadapt", sp, seed=0, lut=lut, budget_ratio=0.8,
-                      reduction_ratio=0.08, reduction_decay=0.9, pretrain_epochs=1,
-                      short_term_epochs=1, long_term_epochs=2, data_fraction=0.05)
-    [a] = s.propose(1)
-    r, se = s.result, s.searcher
+    se = NetAdaptSearch(sp, seed=0, lut=lut, budget_ratio=0.8,
+                        reduction_ratio=0.08, reduction_decay=0.9, pretrain_epochs=1,
+                        short_term_epochs=1, long_term_epochs=2, data_fraction=0.05)
+    r = se.search()
+    a = r.assignment
     assert a == sp.reference("small") and r.method == "netadapt"
     assert r.extra["met"] and r.extra["latency_ms"] <= r.extra["budget_ms"]
     assert r.epochs == len(r.history) - 1 >= 2

@@ -189,7 +189,7 @@ class Driver:
                                 "deadline": deadline})
         try:
             for tid in resubmit:
-                self._submit(trials[tid])
+                self._submit(trials[tid], order.index(tid))
             while True:
                 out_of_time = (exp.budget.wall_time_s is not None
                                and elapsed0 + time.time() - t_start >= exp.budget.wall_time_s)
@@ -230,6 +230,7 @@ class Driver:
 
     def _fill(self, order: list[int], trials: dict[int, Any], fed: int, window: int,
               out_of_time: bool) -> None:
+        from nasir.strategies.base import AwaitFeedback
         from nasir.strategies.dedup import SpaceExhausted
 
         while (len(order) < self.exp.budget.trials and not out_of_time
@@ -243,10 +244,16 @@ class Driver:
                 self.store.set_meta("exhausted", e.message)
                 self.callback("note", {"text": f"{e.message}; the search stops here"})
                 break
+            except AwaitFeedback as e:  # proposes again once the trials in flight are fed
+                if fed == len(order):
+                    raise NasirError(f"strategy {self.strategy.name} waits for feedback "
+                                     "with no trial in flight", hint=e.message) from None
+                break
             trials[t["id"]] = t
             order.append(t["id"])
 
     def _propose(self, fed: int) -> dict[str, Any]:
+        k = len(self._order)  # this trial's place in proposal order
         a = self.strategy.propose(1)[0]
         h = self._hash(self.space, a)
         refuse_duplicate(self.strategy, h, self._proposed, a)
@@ -259,20 +266,24 @@ class Driver:
         if violation is not None:
             self.store.finish_trial(tid, "infeasible", metrics=static, error=violation)
             return self.store.trial(tid)
-        prior = self.store.finished_by_hash(h)
+        # a trial with inputs (weights to start from …) is not the same as one without
+        prior = None if self.strategy.trial_inputs(k) else self.store.finished_by_hash(h)
         if prior is not None:
             self.store.finish_trial(tid, "done", metrics=prior["metrics"],
                                     reward=prior["reward"], worker=prior["worker"],
                                     eval_s=0.0, cached_from=prior["id"])
             return self.store.trial(tid)
-        self._submit(t)
+        self._submit(t, k)
         return self.store.trial(tid)
 
-    def _submit(self, t: Mapping[str, Any]) -> None:
+    def _submit(self, t: Mapping[str, Any], k: int) -> None:
         assert self.executor is not None
         self.store.start_trial(t["id"])
         task = {"trial": t["id"], "assignment": t["assignment"],
                 "seed": trial_seed(self.exp.seed, t["hash"])}
+        inputs = self.strategy.trial_inputs(k)
+        if inputs:  # what the strategy says trial k starts from (Strategy.trial_inputs)
+            task["inputs"] = inputs
         if self._pruning:
             task["peers"] = self._peers(int(self.store.meta(f"peers.{t['id']}", 0) or 0))
         self.executor.submit(task)

@@ -157,16 +157,28 @@ class TrainingEstimator:
         torch.set_num_threads(max(1, int(threads)))
         self.impl = _Keeping(config, data=data)
         self.weights_dir = weights_dir
+        self.config = config
+        self.inputs: dict[str, Any] = {}
+
+    def set_task(self, task: Mapping[str, Any]) -> None:
+        """Take the trial's ``inputs`` (:mod:`nasir.runtime.inherit`: weights to start
+        from, training overrides) from the worker's task."""
+        self.inputs = dict(task.get("inputs") or {})
 
     def evaluate(self, space: Space, assignment: Mapping[str, Any], *,
                  seed: int) -> dict[str, Any]:
         """Train with ``seed``; accuracy, final loss, curves and training time."""
         import dataclasses
 
-        self.impl.config = dataclasses.replace(self.impl.config, seed=int(seed))
+        from nasir.runtime.inherit import start_state, train_overrides
+
+        run_dir = os.path.dirname(self.weights_dir) if self.weights_dir else None
+        init = start_state(space, assignment, self.inputs, run_dir)
+        self.impl.config = dataclasses.replace(self.config, **train_overrides(self.inputs),
+                                               seed=int(seed))
         self.impl.last = None
         g = space.instantiate(assignment)
-        r = self.impl.estimate(g)
+        r = self.impl.estimate(g, init=init)
         if not r.ok:
             self.impl.last = None  # a failed trial's model must not hold the GPU's memory
             if r.infeasible:
@@ -179,6 +191,8 @@ class TrainingEstimator:
                "epochs_run": int(r.epochs_run), "device": r.device, "amp": r.amp}
         if r.test_accuracy is not None:
             out["test_accuracy"] = float(r.test_accuracy)
+        if "stage" in self.inputs:
+            out["stage"] = str(self.inputs["stage"])
         return out
 
 def save_weights(space: Space, assignment: Mapping[str, Any], module: Any,

@@ -180,7 +180,7 @@ def prepare(exp: Experiment, base_dir: str | None = None, *, smoke: bool = True)
     """Check everything that can be checked before a run starts (see the module docstring)."""
     from nasir.spaces import build_space_spec
 
-    exp = _absolute(exp, base_dir)
+    exp = _derived_space(_absolute(exp, base_dir))
     _estimator_options(exp)
     check_latency_policy(exp)
     _training_device(exp)
@@ -204,6 +204,24 @@ def prepare(exp: Experiment, base_dir: str | None = None, *, smoke: bool = True)
     if smoke and data is not None:
         smoke_batch(space, data, exp.seed)
     return Prepared(exp, space, source, data)
+
+
+def _derived_space(exp: Experiment) -> Experiment:
+    """A strategy that searches a space derived from the user's (NetAdapt: the start
+    network's width space) has ``derived_space(space config, options)``: the run keeps the
+    derived space (the user's is its base) and the options left for the strategy."""
+    import importlib
+
+    from nasir.runtime.driver import resolve_strategy
+    from nasir.strategies import STRATEGIES
+
+    mod, _, cls = STRATEGIES[resolve_strategy(exp.strategy.name)].partition(":")
+    derive = getattr(getattr(importlib.import_module(mod), cls), "derived_space", None)
+    if derive is None:
+        return exp
+    space, opts = derive(exp.space.model_dump(mode="json"), exp.strategy.options)
+    return exp.merged({"space.name": space["name"], "space.options": space["options"],
+                       "strategy.options": opts})
 
 
 def _strategy_and_reward(exp: Experiment, space: Space) -> None:

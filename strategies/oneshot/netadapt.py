@@ -33,8 +33,10 @@ pre-training uses the estimator's defaults.
 The adapted network is not in the space: the result's ``assignment`` is the start
 architecture, ``extra["widths"]`` the filters of every layer, ``extra["graph"]`` the
 adapted graph's text; :attr:`NetAdaptSearch.graph` and :attr:`NetAdaptSearch.state` hold
-it and its weights. Registry name ``netadapt``; ``netadapt_blocks``
-(:mod:`.netadapt_blocks`) is the older variant over a space's per-block width decisions.
+it and its weights. This is the in-process API; the registry's ``netadapt`` runs the
+same algorithm through the runner, each proposal a trial
+(:mod:`.netadapt_trials`); ``netadapt_blocks`` (:mod:`.netadapt_blocks`) is the older
+variant over a space's per-block width decisions.
 
 >>> from nasir.spaces import get_space
 >>> sp = get_space("tiny_mnasnet", input_shape=(1, 8, 8), num_classes=10)
@@ -65,9 +67,9 @@ from nasir.backends.torch.pruning import (
 from nasir.errors import NasirError, SpecError
 from nasir.graph import Graph
 from nasir.space import Space
-from nasir.strategies.oneshot.common import OneShotResult, OneShotStrategy, latency_function
+from nasir.strategies.oneshot.common import OneShotResult, latency_function
 
-__all__ = ["FINETUNE", "PICKS", "NetAdapt", "NetAdaptSearch"]
+__all__ = ["FINETUNE", "PICKS", "NetAdaptSearch"]
 
 #: how proposals are picked: the paper's (highest accuracy) or the official code's
 PICKS = ("accuracy", "ratio")
@@ -340,12 +342,3 @@ class NetAdaptSearch:
         return OneShotResult(self.method, a, time.perf_counter() - t0, len(history) - 1,
                              history, extra)
 
-
-class NetAdapt(OneShotStrategy):
-    """Registry entry ``netadapt`` (the paper's method): ``propose`` adapts the start
-    network to the budget once and returns its architecture; the adapted network is in
-    ``result.extra`` and ``searcher.graph`` / ``searcher.state`` (options go to
-    :class:`NetAdaptSearch`)."""
-
-    name: ClassVar[str] = "netadapt"
-    search_cls = NetAdaptSearch

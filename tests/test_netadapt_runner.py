@@ -1,0 +1,115 @@
+"""NetAdapt through the runner (issue 22): each iteration's per-layer proposals are trials of
+the start network's width space, fine-tuned from the pruned weights of the current network
+by the run's training estimator; feedback picks the winner; a final trial fine-tunes it
+long-term; a stopped run resumes to the same end."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from nasir.backends.torch.lowering import lower, prepare
+from nasir.errors import NasirError
+from nasir.runtime.driver import run_search, start_run
+from nasir.runtime.experiment import Experiment
+from nasir.runtime.inherit import start_state
+from nasir.runtime.resume import resume_run
+from nasir.runtime.store import RunStore
+from nasir.spaces import get_space
+from nasir.strategies.base import AwaitFeedback, make_strategy
+from nasir.strategies.oneshot.netadapt_space import SPEC, build, layer_groups
+
+OPTS = {"latency": "macs", "budget_ratio": 0.93, "reduction_ratio": 0.04,
+        "pretrain_epochs": 1, "short_term_epochs": 1, "long_term_epochs": 1,
+        "max_iters": 3, "start": "small", "filter_step": 8}
+
+
+def _exp(**over):
+    d = {"space": {"name": "tiny_mnasnet"}, "strategy": {"name": "netadapt", "options": OPTS},
+         "estimator": {"kind": "training", "latency": "off",
+                       "options": {"epochs": 1, "data_fraction": 0.05}},
+         "objectives": {"accuracy": "max"}, "executor": {"kind": "inprocess"},
+         "budget": {"trials": 60, "wall_time_s": None}, "seed": 1, "device": "cpu"}
+    d.update(over)
+    return Experiment.from_dict(d)
+
+
+def _space():
+    return build(base="tiny_mnasnet", start="small", input_shape=(1, 8, 8), num_classes=10)
+
+
+def test_width_space_members_are_the_start_network_with_fewer_filters():
+    sp, base = _space(), get_space("tiny_mnasnet", input_shape=(1, 8, 8), num_classes=10)
+    a = sp.reference("start")
+    g, ref = prepare(sp.instantiate(a)), prepare(base.instantiate(base.reference("small")))
+    assert [n.op.signature() for n in g.nodes()] == [n.op.signature() for n in ref.nodes()]
+    groups = layer_groups(sp, g)
+    assert set(groups) == {d.label for d in sp.decisions}
+    for d in sp.decisions:  # options: multiples of 8 below the width, and the width
+        assert d.options[-1] == groups[d.label].width == a[d.label]
+        assert all(o % 8 == 0 for o in d.options[:-1])
+    with pytest.raises(NasirError, match="no prunable layer"):
+        build(base="tiny_mnasnet", start="small", layers=["nope"], input_shape=(1, 8, 8))
+
+
+def test_a_proposal_starts_from_the_parents_largest_norm_filters():
+    sp = _space()
+    parent = sp.reference("start")
+    child = parent.replace(w_20=8)
+    run = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"na-inherit-{os.getpid()}")
+    os.makedirs(os.path.join(run, "weights"), exist_ok=True)
+    state = lower(sp.instantiate(parent), seed=3).state_dict()
+    torch.save(state, os.path.join(run, "weights", "p.pt"))
+    got = start_state(sp, child, {"inherit": {"weights": "weights/p.pt",
+                                              "parent": parent.to_json()}}, run)
+    c = layer_groups(sp, sp.instantiate(parent))["w_20"]
+    w = state[f"{c.sources[0]}.weight"]
+    keep = sorted(torch.argsort(w.flatten(1).norm(dim=1), descending=True)[:8].tolist())
+    assert torch.equal(got[f"{c.sources[0]}.weight"], w[keep])
+    assert torch.equal(got[f"{c.consumers[0]}.weight"], state[f"{c.consumers[0]}.weight"][:, keep])
+    module = lower(sp.instantiate(child), seed=0)
+    module.load_state_dict(got)  # every tensor fits the narrower network
+    with pytest.raises(NasirError, match="more than"):
+        start_state(sp, parent, {"inherit": {"weights": "weights/p.pt",
+                                             "parent": child.to_json()}}, run)
+
+
+def test_strategy_waits_for_the_iterations_feedback_and_refuses_other_spaces():
+    s = make_strategy("netadapt", _space(), seed=0, latency="macs", budget_ratio=0.9)
+    a = s.propose(1)[0]
+    with pytest.raises(AwaitFeedback):
+        s.propose(1)
+    s.feedback(a, {"status": "ok", "accuracy": 0.4})
+    assert s.queue and all(t["inputs"]["stage"] == "short_term" for t in s.queue)
+    with pytest.raises(NasirError, match="width space"):
+        make_strategy("netadapt", get_space("tiny_mnasnet"), latency="macs")
+
+
+def test_netadapt_runs_through_the_runner_one_trial_per_proposal(tmp_path):
+    s1 = run_search(_exp(), str(tmp_path / "a"))
+    store = RunStore.open(str(tmp_path / "a"))
+    exp = store.config
+    trials = store.trials()
+    stages = [t["metrics"].get("stage") for t in trials]
+    assert stages[0] == "pretrain" and stages[-1] == "long_term"
+    assert set(stages[1:-1]) == {"short_term"} and len(stages) > 3
+    assert all(t["status"] == "done" and 0 <= t["metrics"]["accuracy"] <= 1 for t in trials)
+    assert os.path.exists(tmp_path / "a" / "weights" / f"{trials[-1]['hash']}.pt")
+    assert trials[-1]["hash"] in {t["hash"] for t in trials[1:-1]}  # the last winner
+    assert s1["status"] == "finished" and store.meta("exhausted").startswith("NetAdapt")
+    assert exp["space"]["name"] == SPEC and exp["space"]["options"]["base"] == "tiny_mnasnet"
+    store.close()
+    # stop after the first iteration's proposals, resume: the same trials and results
+    cut = 4
+    st, drv = start_run(_exp(budget={"trials": cut, "wall_time_s": None}), str(tmp_path / "b"))
+    drv.run()
+    st.close()
+    resume_run(str(tmp_path / "b"), trials=60)
+    st = RunStore.open(str(tmp_path / "b"))
+    again = st.trials()
+    st.close()
+    assert [t["assignment"] for t in again] == [t["assignment"] for t in trials]
+    assert [t["metrics"]["accuracy"] for t in again] == pytest.approx(
+        [t["metrics"]["accuracy"] for t in trials])
