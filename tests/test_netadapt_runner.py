@@ -5,6 +5,7 @@ long-term; a stopped run resumes to the same end."""
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import pytest
@@ -21,15 +22,16 @@ from nasir.spaces import get_space
 from nasir.strategies.base import AwaitFeedback, make_strategy
 from nasir.strategies.oneshot.netadapt_space import SPEC, build, layer_groups
 
-OPTS = {"latency": "macs", "budget_ratio": 0.93, "reduction_ratio": 0.04,
-        "pretrain_epochs": 1, "short_term_epochs": 1, "long_term_epochs": 1,
-        "max_iters": 3, "start": "small", "filter_step": 8}
+OPTS = {"latency": "macs", "budget_ratio": 0.5, "reduction_ratio": 0.04,
+        "pretrain_epochs": 3, "short_term_epochs": 1, "long_term_epochs": 1,
+        "max_iters": 2, "start": "small", "filter_step": 8,
+        "layers": ["12", "20", "28", "36"]}
 
 
 def _exp(**over):
     d = {"space": {"name": "tiny_mnasnet"}, "strategy": {"name": "netadapt", "options": OPTS},
          "estimator": {"kind": "training", "latency": "off",
-                       "options": {"epochs": 1, "data_fraction": 0.05}},
+                       "options": {"epochs": 1, "data_fraction": 0.7}},
          "objectives": {"accuracy": "max"}, "executor": {"kind": "inprocess"},
          "budget": {"trials": 60, "wall_time_s": None}, "seed": 1, "device": "cpu"}
     d.update(over)
@@ -90,20 +92,28 @@ def test_strategy_waits_for_the_iterations_feedback_and_refuses_other_spaces():
 def test_netadapt_runs_through_the_runner_one_trial_per_proposal(tmp_path):
     s1 = run_search(_exp(), str(tmp_path / "a"))
     store = RunStore.open(str(tmp_path / "a"))
-    exp = store.config
-    trials = store.trials()
-    stages = [t["metrics"].get("stage") for t in trials]
-    assert stages[0] == "pretrain" and stages[-1] == "long_term"
-    assert set(stages[1:-1]) == {"short_term"} and len(stages) > 3
-    assert all(t["status"] == "done" and 0 <= t["metrics"]["accuracy"] <= 1 for t in trials)
-    assert os.path.exists(tmp_path / "a" / "weights" / f"{trials[-1]['hash']}.pt")
-    assert trials[-1]["hash"] in {t["hash"] for t in trials[1:-1]}  # the last winner
+    cfg, trials, events = store.config, store.trials(), store.events()
     assert s1["status"] == "finished" and store.meta("exhausted").startswith("NetAdapt")
-    assert exp["space"]["name"] == SPEC and exp["space"]["options"]["base"] == "tiny_mnasnet"
     store.close()
-    # stop after the first iteration's proposals, resume: the same trials and results
-    cut = 4
-    st, drv = start_run(_exp(budget={"trials": cut, "wall_time_s": None}), str(tmp_path / "b"))
+    assert cfg["space"]["name"] == SPEC and cfg["space"]["options"]["base"] == "tiny_mnasnet"
+    stages = [t["metrics"].get("stage") for t in trials]
+    # the start, 2 iterations of one proposal per layer that can shrink, the final network
+    assert stages[0] == "pretrain" and stages[-1] == "long_term"
+    assert set(stages[1:-1]) == {"short_term"} and 6 <= len(stages[1:-1]) <= 8
+    assert all(t["status"] == "done" and 0 <= t["metrics"]["accuracy"] <= 1 for t in trials)
+    assert len({t["metrics"]["accuracy"] for t in trials}) > 3  # they really train
+    assert os.path.exists(tmp_path / "a" / "weights" / f"{trials[-1]['hash']}.pt")
+    # the strategy rebuilt from the stored events: each iteration's network is faster, and
+    # the final trial fine-tunes the last one
+    s = make_strategy("netadapt", _space_of(cfg), seed=1, objective="reward",
+                      **{k: v for k, v in cfg["strategy"]["options"].items()})
+    s.replay(events)
+    lat = [s.lat0] + [it["latency_table_ms"] for it in s.iterations]
+    assert len(s.iterations) == 2 and s.stop == "max_iters"
+    assert all(b < a for a, b in itertools.pairwise(lat))
+    assert trials[-1]["assignment"] == s.iterations[-1]["assignment"]
+    # stopped in the first iteration, then resumed: the same trials and results
+    st, drv = start_run(_exp(budget={"trials": 3, "wall_time_s": None}), str(tmp_path / "b"))
     drv.run()
     st.close()
     resume_run(str(tmp_path / "b"), trials=60)
@@ -113,3 +123,8 @@ def test_netadapt_runs_through_the_runner_one_trial_per_proposal(tmp_path):
     assert [t["assignment"] for t in again] == [t["assignment"] for t in trials]
     assert [t["metrics"]["accuracy"] for t in again] == pytest.approx(
         [t["metrics"]["accuracy"] for t in trials])
+
+
+def _space_of(cfg):
+    o = cfg["space"]["options"]
+    return build(**o)
