@@ -1,6 +1,6 @@
 """Search cost of the one-shot methods vs training one child for the same epochs.
 
-Each method on the space its quality figures use (``benchmarks/oneshot_quality.py``):
+Each method on the space its quality figures use (``benchmarks/oneshot_children.py``):
 DARTS and ENAS on NB201 on digits (1×8×8, C=8, one cell per stage), FBNet and
 ProxylessNAS on ``tiny_proxyless`` (the per-layer MBConv space at digits size); FBNet and
 ProxylessNAS are also timed on NB201 (keys ``fbnet_nb201``, ``proxylessnas_nb201``), and

@@ -27,7 +27,7 @@ search, and seconds per search. The last line is one JSON object: ``blackbox`` m
 
 * ``blackbox``: the rows above.
 * ``oneshot``: the one-shot methods' paper defaults next to their variants, judged by
-  ``benchmarks/oneshot_quality.py`` (run as a child process): on the digits NB201 supernet
+  ``benchmarks/oneshot_children.py`` (run as a child process): on the digits NB201 supernet
   (1×8×8, C = 8), each method searches with seeds ``0 … --oneshot-seeds − 1`` for
   ``--oneshot-epochs`` epochs; its derived child is trained from scratch (5 epochs × 3
   training seeds) and scored by the mean validation accuracy, against the median of the
@@ -150,7 +150,7 @@ def blackbox(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-#: one-shot method → setting → the ``oneshot_quality.py`` method it runs (paper first)
+#: one-shot method → setting → the ``oneshot_children.py`` method it runs (paper first)
 ONESHOT_ROWS: dict[str, dict[str, str]] = {
     "darts": {"paper": "darts", "first_order": "darts_first_order", "darts_pt": "darts_pt"},
     "fbnet": {"paper": "fbnet_nb201", "fbnet_gdas": "fbnet_gdas_nb201"},
@@ -158,13 +158,13 @@ ONESHOT_ROWS: dict[str, dict[str, str]] = {
                      "proxylessnas_penalty": "proxylessnas_penalty_nb201"},
 }
 
-#: the judged fields kept from each ``oneshot_quality.py`` method record
+#: the judged fields kept from each ``oneshot_children.py`` method record
 ONESHOT_FIELDS = ("acc", "mean_acc", "median_acc", "beats", "beats_random", "ranks",
                   "cifar10", "search_cpu_s", "lat_us", "settings")
 
 
 def oneshot(args: argparse.Namespace) -> dict[str, Any]:
-    """Run ``benchmarks/oneshot_quality.py`` on the methods of :data:`ONESHOT_ROWS`; method
+    """Run ``benchmarks/oneshot_children.py`` on the methods of :data:`ONESHOT_ROWS`; method
     → setting → figures, plus ``random_median_acc`` and the judge's options."""
     methods = [m for rows in ONESHOT_ROWS.values() for m in rows.values()]
     env = dict(os.environ, ONESHOT_METHODS=",".join(methods), ONESHOT_NO_TARGETS="1",
@@ -174,14 +174,14 @@ def oneshot(args: argparse.Namespace) -> dict[str, Any]:
     if args.oneshot_baseline:
         env["ONESHOT_BASELINE_NB201"] = env["ONESHOT_BASELINE_NB201_LATENCY"] = str(
             args.oneshot_baseline)
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "oneshot_quality.py")
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "oneshot_children.py")
     proc = subprocess.run([sys.executable, script, str(args.oneshot_seeds)], env=env,
                           stdout=subprocess.PIPE, text=True, check=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     for ln in lines[:-1]:
         print(ln)
     if proc.returncode != 0 or not lines or not lines[-1].startswith("{"):
-        raise SystemExit(f"oneshot_quality.py failed (exit {proc.returncode})")
+        raise SystemExit(f"oneshot_children.py failed (exit {proc.returncode})")
     judged = json.loads(lines[-1])
     out: dict[str, Any] = {}
     for method, rows in ONESHOT_ROWS.items():
