@@ -1,0 +1,270 @@
+"""Start the ranks of a data-parallel run: local processes or Ray actors.
+
+:func:`launch` spawns ``world_size`` local processes; :func:`launch_ray` places one Ray
+actor per rank (rank 0's node address and a free port there are the rendezvous). Either
+way each rank joins a process group (gloo on CPU, NCCL on CUDA; rendezvous over TCP),
+calls ``fn(replica, *args)`` with its :class:`~nasir.backends.torch.distributed.Replica`,
+and the launcher returns the ranks' results in rank order.
+
+A rank that raises, or dies (a signal, ``os._exit``), stops the run: the other ranks are
+terminated (they would wait in a collective until the group timeout) and the launcher
+raises :class:`~nasir.errors.NasirError` naming the rank with the tail of its traceback.
+``timeout_s`` bounds the whole run; when it passes every rank is terminated and the error
+says so. No process is left behind.
+
+``fn`` and ``args`` travel by pickle to fresh interpreters (``spawn``): ``fn`` must be
+importable by name (defined at a module's top level), and each rank builds its own model
+from ``args`` (same seed on every rank).
+
+>>> launch(str, 0)
+Traceback (most recent call last):
+...
+nasir.errors.BackendError: a data-parallel run needs world_size >= 1, got 0
+  where: launch
+  fix:   one process per rank: world_size=2 for two
+"""
+
+from __future__ import annotations
+
+import datetime
+import multiprocessing as mp
+import os
+import pickle
+import socket
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from nasir.backends.torch.distributed import Replica
+from nasir.errors import BackendError, NasirError
+
+__all__ = ["free_port", "launch", "launch_ray", "run_rank"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now (the rendezvous of a new process group)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _backend(backend: str, device: str) -> str:
+    if backend != "auto":
+        return backend
+    return "nccl" if device.startswith("cuda") else "gloo"
+
+
+def _rank_device(device: str, rank: int) -> torch.device:
+    if device == "cuda":  # one GPU per rank: the rank's among those visible
+        n = torch.cuda.device_count()
+        dev = torch.device("cuda", rank % max(1, n))
+        torch.cuda.set_device(dev)
+        return dev
+    return torch.device(device)
+
+
+def run_rank(fn: Callable[..., Any], rank: int, world_size: int, address: str, port: int,
+             args: Sequence[Any] = (), *, backend: str = "auto", device: str = "cpu",
+             timeout_s: float = 600.0, threads: int = 1) -> tuple[str, Any]:
+    """Join the group as ``rank``, run ``fn(replica, *args)``, leave the group.
+
+    Returns ``("ok", result)`` or ``("error", traceback text)`` — never raises, so a
+    launcher always learns why a rank stopped.
+    """
+    try:
+        torch.set_num_threads(max(1, int(threads)))
+        dist.init_process_group(_backend(backend, device), init_method=f"tcp://{address}:{port}",
+                                rank=rank, world_size=world_size,
+                                timeout=datetime.timedelta(seconds=timeout_s))
+        try:
+            out = fn(Replica(rank, world_size, _rank_device(device, rank)), *args)
+        finally:
+            dist.destroy_process_group()
+        return "ok", out
+    except BaseException:
+        return "error", traceback.format_exc()
+
+
+def _child(conn: Connection, fn: Callable[..., Any], rank: int, world_size: int, port: int,
+           args: Sequence[Any], backend: str, device: str, timeout_s: float,
+           threads: int) -> None:
+    status, out = run_rank(fn, rank, world_size, "127.0.0.1", port, args, backend=backend,
+                           device=device, timeout_s=timeout_s, threads=threads)
+    # plain pickle: multiprocessing's would pass tensors as shared memory that goes away
+    # with this process
+    try:
+        data = pickle.dumps((status, out))
+    except Exception:
+        data = pickle.dumps(("error", traceback.format_exc()))
+    conn.send_bytes(data)
+    conn.close()
+
+
+def _failed(rank: int, world_size: int, why: str, tb: str = "") -> NasirError:
+    tail = "\n".join(tb.strip().splitlines()[-12:])
+    hint = ("the traceback below is the rank's; " if tail else
+            "killed by a signal or os._exit (out of memory?); ") + "the other ranks were stopped"
+    return BackendError(f"rank {rank} of {world_size} failed: {why}",
+                        where=f"data-parallel rank {rank}", hint=hint, context=tail or None)
+
+
+def _check(world_size: int, timeout_s: float) -> None:
+    if world_size < 1:
+        raise BackendError(f"a data-parallel run needs world_size >= 1, got {world_size}",
+                           where="launch", hint="one process per rank: world_size=2 for two")
+    if not timeout_s > 0:
+        raise BackendError(f"timeout_s must be > 0, got {timeout_s}", where="launch")
+
+
+def launch(fn: Callable[..., Any], world_size: int, args: Sequence[Any] = (), *,
+           backend: str = "auto", device: str = "cpu", timeout_s: float = 600.0,
+           threads: int | None = None) -> list[Any]:
+    """Run ``fn(replica, *args)`` in ``world_size`` local processes; their results.
+
+    Args:
+        fn: a top-level function (it is pickled by name into spawned interpreters).
+        world_size: processes (ranks).
+        args: passed to ``fn`` after the replica (picklable).
+        backend: ``auto`` (NCCL for ``cuda``, else gloo), ``gloo`` or ``nccl``.
+        device: ``cpu`` or ``cuda`` (rank ``r`` takes visible GPU ``r``).
+        timeout_s: the whole run's limit (and the process group's collective timeout).
+        threads: torch threads a rank (default: the CPU cores shared out, at least 1).
+    """
+    _check(world_size, timeout_s)
+    threads = threads or max(1, (os.cpu_count() or 1) // world_size)
+    ctx = mp.get_context("spawn")
+    port = free_port()
+    procs, conns = [], []
+    try:
+        for rank in range(world_size):
+            here, there = ctx.Pipe(duplex=False)
+            p = ctx.Process(target=_child, name=f"nasir-rank-{rank}", daemon=True,
+                            args=(there, fn, rank, world_size, port, tuple(args), backend,
+                                  device, timeout_s, threads))
+            p.start()
+            there.close()
+            procs.append(p)
+            conns.append(here)
+        return _collect(procs, conns, world_size, timeout_s)
+    finally:
+        _stop(procs)
+        for c in conns:
+            c.close()
+
+
+def _collect(procs: list[Any], conns: list[Connection], world_size: int,
+             timeout_s: float) -> list[Any]:
+    results: dict[int, Any] = {}
+    deadline = time.monotonic() + timeout_s
+    waiting = {id(c): k for k, c in enumerate(conns)}
+    sentinels = {p.sentinel: k for k, p in enumerate(procs)}
+    while len(results) < world_size:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise BackendError(f"data-parallel run timed out after {timeout_s:g} s "
+                               f"({len(results)} of {world_size} ranks finished)",
+                               where="launch", hint="raise timeout_s, or look for a rank "
+                               "stuck outside the collectives the others wait in")
+        live = [c for c in conns if id(c) in waiting]
+        ready = wait([*live, *[s for s, k in sentinels.items() if k not in results]], left)
+        for r in ready:
+            if isinstance(r, Connection):
+                k = waiting.pop(id(r))
+                try:
+                    status, out = pickle.loads(r.recv_bytes())
+                except EOFError:  # the pipe closed without a result: the process died
+                    raise _died(procs, k, world_size) from None
+                if status != "ok":
+                    raise _failed(k, world_size, _last_line(out), out)
+                results[k] = out
+            elif sentinels[r] not in results and not conns[sentinels[r]].poll():
+                raise _died(procs, sentinels[r], world_size)
+    return [results[k] for k in range(world_size)]
+
+
+def _died(procs: list[Any], k: int, world_size: int) -> NasirError:
+    procs[k].join(5)
+    return _failed(k, world_size, f"the process died (exit code {procs[k].exitcode}) "
+                   "without reporting")
+
+
+def _last_line(tb: Any) -> str:
+    lines = str(tb).strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def _stop(procs: list[Any]) -> None:
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(5)
+        if p.is_alive():
+            p.kill()
+            p.join(5)
+
+
+class _RankActor:
+    """One Ray actor a rank (``launch_ray``)."""
+
+    def address(self) -> tuple[str, int]:
+        import ray
+
+        host = ray.util.get_node_ip_address()
+        return host, free_port(host)
+
+    def run(self, fn: Callable[..., Any], rank: int, world_size: int, address: str,
+            port: int, args: Sequence[Any], backend: str, device: str, timeout_s: float,
+            threads: int) -> tuple[str, Any]:
+        return run_rank(fn, rank, world_size, address, port, args, backend=backend,
+                        device=device, timeout_s=timeout_s, threads=threads)
+
+
+def launch_ray(fn: Callable[..., Any], world_size: int, args: Sequence[Any] = (), *,
+               backend: str = "auto", device: str = "cpu", timeout_s: float = 600.0,
+               threads: int = 1, gpus_per_rank: float | None = None) -> list[Any]:
+    """:func:`launch` on Ray (``ray.init`` must have run): one actor per rank, each with
+    ``threads`` CPUs (and one GPU with ``device="cuda"``); rank 0's node address and a
+    free port there are the rendezvous. Actors are killed when the run ends or fails."""
+    _check(world_size, timeout_s)
+    import ray
+
+    if not ray.is_initialized():
+        raise BackendError("launch_ray needs a running Ray", where="launch_ray",
+                           hint="ray.init() first (the runner does for executor ray)")
+    gpus = gpus_per_rank if gpus_per_rank is not None else (1 if device == "cuda" else 0)
+    cls = ray.remote(num_cpus=threads, num_gpus=gpus)(_RankActor)
+    actors: list[Any] = [cls.remote() for _ in range(world_size)]  # type: ignore[union-attr]
+    dev = "cuda" if device == "cuda" else device  # Ray sets CUDA_VISIBLE_DEVICES: GPU 0
+    try:
+        deadline = time.monotonic() + timeout_s
+        host, port = ray.get(actors[0].address.remote(), timeout=timeout_s)
+        refs = {a.run.remote(fn, k, world_size, host, port, tuple(args), backend, dev,
+                             timeout_s, threads): k for k, a in enumerate(actors)}
+        results: dict[int, Any] = {}
+        while len(results) < world_size:
+            left = deadline - time.monotonic()
+            ready, _ = ray.wait(list(refs), num_returns=1, timeout=max(0.0, left))
+            if not ready:
+                raise BackendError(f"data-parallel run on Ray timed out after {timeout_s:g} s "
+                                   f"({len(results)} of {world_size} ranks finished)",
+                                   where="launch_ray", hint="raise timeout_s")
+            for ref in ready:
+                k = refs.pop(ref)
+                try:
+                    status, out = ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    raise _failed(k, world_size, f"its actor died ({type(e).__name__})",
+                                  str(e)) from None
+                if status != "ok":
+                    raise _failed(k, world_size, _last_line(out), out)
+                results[k] = out
+        return [results[k] for k in range(world_size)]
+    finally:
+        for a in actors:
+            ray.kill(a)
