@@ -5,6 +5,7 @@ from nasir.passes.base import PASSES, Pass, PassManager, get_pass, parse_pipelin
 from nasir.passes.context import PassContext, PassInstrument
 from nasir.passes.expand import expand_composites
 from nasir.passes.instrument import PassTiming, PrintIRAfter
+from nasir.passes.lowering import prepare_for_lowering
 from nasir.passes.verify import verify
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "expand_composites",
     "get_pass",
     "parse_pipeline",
+    "prepare_for_lowering",
     "register_pass",
     "verify",
 ]

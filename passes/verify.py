@@ -33,7 +33,6 @@ from nasir.passes.base import Pass
 
 __all__ = ["InferShapesPass", "VerifyPass", "ir_context", "verify"]
 
-_SPACE_ONLY = ("arg", "choose", "repeat", "select")
 
 
 def ir_context(g: Graph, node: Node, radius: int = 3) -> str:
@@ -80,7 +79,7 @@ def infer_types(g: Graph) -> None:
             ins = tuple([i.type for i in n.inputs])
             cache = op.__dict__.get("_infer")
             if cache is None:
-                if op.name in _SPACE_ONLY or has_refs(op):
+                if op.space_only or has_refs(op):
                     raise VerifyError(f"{op.name} still has unresolved choices",
                                       hint="instantiate the space with an assignment first")
                 cache = {}

@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import operator
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -43,10 +43,12 @@ from nasir.backends.torch.droppath import DropPath, drop_path_operands
 from nasir.errors import BackendError, NasirError
 from nasir.graph import Graph, Node
 from nasir.ops import OPS, UserOp, pair
-from nasir.passes import expand_composites, verify
+from nasir.passes import prepare_for_lowering
 
 __all__ = [
+    "CALL_RULES",
     "INITS",
+    "MODULE_RULES",
     "BatchNorm1d",
     "BatchNorm2d",
     "expression_hashes",
@@ -59,9 +61,6 @@ __all__ = [
 
 #: weight initialisations ``lower`` knows
 INITS = ("default", "hash")
-
-_SPACE_ONLY = ("arg", "choose", "repeat", "select")
-
 
 class _NoCounterMixin:
     """Drop BatchNorm's ``num_batches_tracked`` counter from the state dict.
@@ -91,98 +90,124 @@ class BatchNorm1d(_NoCounterMixin, nn.BatchNorm1d):
     """``nn.BatchNorm1d`` without the ``num_batches_tracked`` counter."""
 
 
-# -- modules for parameterised ops -----------------------------------------------------
+# -- lowering rules: one registry entry an op --------------------------------------------
+#: op name → the node's weight module (``rule(node, in_channels)``); node ``%N`` becomes
+#: submodule ``"N"``
+MODULE_RULES: dict[str, Callable[[Node, int], nn.Module]] = {}
+#: op name → the call of a weight-free op: ``rule(fx_graph, op, args)`` returns
+#: ``(target, args, kwargs, kind)`` of the fx node (``kind``: ``call_function`` /
+#: ``call_method``); it may add helper nodes to ``fx_graph`` first
+CALL_RULES: dict[str, Callable[[fx.Graph, Any, list[fx.Node]], tuple[Any, tuple, dict | None,
+                                                                       str]]] = {}
+#: ops lowered without a rule: inputs become placeholders, identities their operand
+_STRUCTURAL = ("input", "identity")
 
 
-def _padding(op: Any) -> tuple[int, int]:
-    if op.padding is None:
-        kh, kw = pair(op.kernel)
-        dh, dw = pair(op.dilation)
-        return (dh * (kh - 1)) // 2, (dw * (kw - 1)) // 2
-    return pair(op.padding)
+def _module(name: str) -> Callable[[Callable[[Node, int], nn.Module]],
+                                   Callable[[Node, int], nn.Module]]:
+    def deco(fn: Callable[[Node, int], nn.Module]) -> Callable[[Node, int], nn.Module]:
+        MODULE_RULES[name] = fn
+        return fn
+    return deco
+
+
+@_module("conv2d")
+def _conv(n: Node, cin: int) -> nn.Module:
+    op: Any = n.op
+    return nn.Conv2d(cin, op.out_channels, pair(op.kernel), pair(op.stride), op.pads(),
+                     pair(op.dilation), op.groups, op.bias)
+
+
+@_module("depthwise_conv2d")
+def _dwconv(n: Node, cin: int) -> nn.Module:
+    op: Any = n.op
+    return nn.Conv2d(cin, cin * op.multiplier, pair(op.kernel), pair(op.stride), op.pads(),
+                     pair(op.dilation), cin, op.bias)
+
+
+@_module("batch_norm")
+def _bn(n: Node, cin: int) -> nn.Module:
+    op: Any = n.op
+    cls = BatchNorm2d if n.type.rank == 3 else BatchNorm1d  # type: ignore[union-attr]
+    return cls(cin, eps=op.eps, momentum=op.momentum, affine=op.affine)
+
+
+MODULE_RULES["linear"] = lambda n, cin: nn.Linear(cin, n.op.out_features,  # type: ignore[attr-defined]
+                                                  n.op.bias)  # type: ignore[attr-defined]
+MODULE_RULES["dropout"] = lambda n, cin: nn.Dropout(n.op.p)  # type: ignore[attr-defined]
 
 
 def _module_for(n: Node) -> nn.Module | None:
-    op: Any = n.op
-    cin = n.inputs[0].type.shape[0] if n.inputs else 0  # type: ignore[union-attr]
-    name = op.name
-    if name == "conv2d":
-        return nn.Conv2d(cin, op.out_channels, pair(op.kernel), pair(op.stride), _padding(op),
-                         pair(op.dilation), op.groups, op.bias)
-    if name == "depthwise_conv2d":
-        return nn.Conv2d(cin, cin * op.multiplier, pair(op.kernel), pair(op.stride),
-                         _padding(op), pair(op.dilation), cin, op.bias)
-    if name == "batch_norm":
-        cls = BatchNorm2d if n.type.rank == 3 else BatchNorm1d  # type: ignore[union-attr]
-        return cls(cin, eps=op.eps, momentum=op.momentum, affine=op.affine)
-    if name == "linear":
-        return nn.Linear(cin, op.out_features, op.bias)
-    if name == "dropout":
-        return nn.Dropout(op.p)
-    return None
+    rule = MODULE_RULES.get(n.op.name)
+    if rule is None:
+        return None
+    return rule(n, n.inputs[0].type.shape[0] if n.inputs else 0)  # type: ignore[union-attr]
 
 
-_ACTS = {
-    "relu": F.relu,
-    "relu6": F.relu6,
-    "hardswish": F.hardswish,
-    "swish": F.silu,
-    "sigmoid": torch.sigmoid,
-    "hardsigmoid": F.hardsigmoid,
-}
+def _fn(target: Any) -> Callable[[fx.Graph, Any, list[fx.Node]], tuple]:
+    """The rule of an op that is ``target(first operand)``."""
+    return lambda fg, op, a: (target, (a[0],), None, "call_function")
+
+
+for _name, _target in {"relu": F.relu, "relu6": F.relu6, "hardswish": F.hardswish,
+                       "swish": F.silu, "sigmoid": torch.sigmoid,
+                       "hardsigmoid": F.hardsigmoid, "zero": torch.zeros_like}.items():
+    CALL_RULES[_name] = _fn(_target)
+
+
+def _pool(fg: fx.Graph, op: Any, a: list[fx.Node]) -> tuple:
+    kw: dict[str, Any] = {"stride": op.strides(), "padding": op.pads(),
+                          "ceil_mode": op.ceil_mode}
+    if op.name == "avg_pool2d":
+        kw["count_include_pad"] = op.count_include_pad
+        return F.avg_pool2d, (a[0], pair(op.kernel)), kw, "call_function"
+    return F.max_pool2d, (a[0], pair(op.kernel)), kw, "call_function"
+
+
+def _add(fg: fx.Graph, op: Any, a: list[fx.Node]) -> tuple:
+    out = a[0]
+    for x in a[1:-1]:
+        out = fg.call_function(operator.add, (out, x))
+    return operator.add, (out, a[-1]), None, "call_function"
 
 
 def _slice(lo: int, hi: int) -> slice:
     return slice(lo if lo else None, -hi if hi else None)
 
 
+def _crop(fg: fx.Graph, op: Any, a: list[fx.Node]) -> tuple:
+    idx = (slice(None), slice(None), _slice(op.top, op.bottom), _slice(op.left, op.right))
+    return operator.getitem, (a[0], idx), None, "call_function"
+
+
+CALL_RULES.update({
+    "max_pool2d": _pool,
+    "avg_pool2d": _pool,
+    "global_avg_pool": lambda fg, op, a: ("mean", (a[0], (2, 3)), {"keepdim": op.keepdims},
+                                          "call_method"),
+    "add": _add,
+    "mul": lambda fg, op, a: (operator.mul, (a[0], a[1]), None, "call_function"),
+    "concat": lambda fg, op, a: (torch.cat, (list(a), 1), None, "call_function"),
+    "flatten": lambda fg, op, a: (torch.flatten, (a[0], 1), None, "call_function"),
+    "crop": _crop,
+    "pad": lambda fg, op, a: (F.pad, (a[0], (op.left, op.right, op.top, op.bottom)), None,
+                              "call_function"),
+})
+
+
 def _call(fg: fx.Graph, n: Node, args: list[fx.Node]) -> fx.Node:
-    """The fx node computing a weight-free op."""
-    op: Any = n.op
-    name = op.name
-    label = _fx_name(n)
-
-    def call(target: Any, a: tuple, kw: dict | None = None, kind: str = "call_function"):
-        return fg.create_node(kind, target, a, kw, name=label)
-
-    fn = _ACTS.get(name)
-    if fn is not None:
-        return call(fn, (args[0],))
-    if name == "zero":
-        return call(torch.zeros_like, (args[0],))
-    if name in ("max_pool2d", "avg_pool2d"):
-        k = pair(op.kernel)
-        s = k if op.stride is None else pair(op.stride)
-        kw: dict[str, Any] = {"stride": s, "padding": pair(op.padding), "ceil_mode": op.ceil_mode}
-        if name == "avg_pool2d":
-            kw["count_include_pad"] = op.count_include_pad
-            return call(F.avg_pool2d, (args[0], k), kw)
-        return call(F.max_pool2d, (args[0], k), kw)
-    if name == "global_avg_pool":
-        return call("mean", (args[0], (2, 3)), {"keepdim": op.keepdims}, "call_method")
-    if name == "add":
-        out = args[0]
-        for a in args[1:-1]:
-            out = fg.call_function(operator.add, (out, a))
-        return call(operator.add, (out, args[-1]))
-    if name == "mul":
-        return call(operator.mul, (args[0], args[1]))
-    if name == "concat":
-        return call(torch.cat, (list(args), 1))
-    if name == "flatten":
-        return call(torch.flatten, (args[0], 1))
-    if name == "crop":
-        idx = (slice(None), slice(None), _slice(op.top, op.bottom), _slice(op.left, op.right))
-        return call(operator.getitem, (args[0], idx))
-    if name == "pad":
-        return call(F.pad, (args[0], (op.left, op.right, op.top, op.bottom)))
-    raise BackendError(
-        f"the torch backend cannot lower op {name!r}",
-        where=f"node %{n.name}",
-        loc=n.loc,
-        hint="add a lowering rule to nasir/backends/torch/lowering.py"
-        if name not in _SPACE_ONLY else "instantiate the space first, or build a Supernet",
-    )
+    """The fx node computing a weight-free op (its :data:`CALL_RULES` entry)."""
+    rule = CALL_RULES.get(n.op.name)
+    if rule is None:
+        raise BackendError(
+            f"the torch backend cannot lower op {n.op.name!r}",
+            where=f"node %{n.name}",
+            loc=n.loc,
+            hint="add a rule to MODULE_RULES or CALL_RULES in nasir/backends/torch/lowering.py"
+            if not n.op.space_only else "instantiate the space first, or build a Supernet",
+        )
+    target, a, kw, kind = rule(fg, n.op, args)
+    return fg.create_node(kind, target, a, kw, name=_fx_name(n))
 
 
 def lowerable_ops() -> tuple[str, ...]:
@@ -191,9 +216,7 @@ def lowerable_ops() -> tuple[str, ...]:
     >>> "crop" in lowerable_ops() and "choose" not in lowerable_ops()
     True
     """
-    return (*_ACTS, "input", "conv2d", "depthwise_conv2d", "batch_norm", "linear", "dropout",
-            "identity", "zero", "max_pool2d", "avg_pool2d", "global_avg_pool", "add", "mul",
-            "concat", "flatten", "crop", "pad",
+    return (*_STRUCTURAL, *MODULE_RULES, *CALL_RULES,
             *(name for name, cls in OPS.items() if issubclass(cls, UserOp)))
 
 
@@ -268,22 +291,9 @@ def _user_module(n: Node, seed: int, hashes: dict[Node, str] | None) -> nn.Modul
 
 
 def prepare(graph: Graph) -> Graph:
-    """A verified, composite-free copy of ``graph`` (the graph itself is not changed)."""
-    if not isinstance(graph, Graph):
-        raise BackendError(f"lower expects a nasir Graph, got {type(graph).__name__}",
-                           hint="instantiate a space first: space.instantiate(assignment)")
-    bad = [n for n in graph.nodes() if n.op.name in _SPACE_ONLY]
-    if bad:
-        raise BackendError(
-            f"graph @{graph.name} still has choice points ({bad[0].op.name} at %{bad[0].name})",
-            loc=bad[0].loc,
-            hint="instantiate the space with an assignment, or use Supernet(space) for a "
-                 "weight-sharing network of the whole space",
-        )
-    g = graph.copy()
-    verify(g)
-    expand_composites(g)
-    return g
+    """A verified, composite-free copy of ``graph`` (the graph itself is not changed):
+    :func:`nasir.passes.prepare_for_lowering`, the same preparation as the TVM backend's."""
+    return prepare_for_lowering(graph)
 
 
 def _fx_name(n: Node) -> str:

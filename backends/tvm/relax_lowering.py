@@ -40,13 +40,11 @@ _DTYPES = {"f32": "float32", "f16": "float16", "f64": "float64"}
 
 
 def prepare(graph: Graph) -> Graph:
-    """A verified copy of ``graph`` with composites expanded (the input is not changed)."""
-    from nasir.passes import expand_composites, verify
+    """A verified copy of ``graph`` with composites expanded (the input is not changed):
+    :func:`nasir.passes.prepare_for_lowering`, the same preparation as the torch backend's."""
+    from nasir.passes import prepare_for_lowering
 
-    g = graph.copy()
-    verify(g)
-    expand_composites(g)
-    return g
+    return prepare_for_lowering(graph)
 
 
 def _has_bias(n: Node) -> bool:
@@ -156,10 +154,8 @@ def _conv(em: _Emitter, n: Node, x: Any, specs: Mapping[str, tuple[int, ...]]) -
     from tvm.relax import op as R
 
     op = n.op
-    kh, kw = pair(op.kernel)  # type: ignore[attr-defined]
     dh, dw = pair(op.dilation)  # type: ignore[attr-defined]
-    padding = op.padding  # type: ignore[attr-defined]
-    ph, pw = ((dh * (kh - 1)) // 2, (dw * (kw - 1)) // 2) if padding is None else pair(padding)
+    ph, pw = op.pads()  # type: ignore[attr-defined]
     cin = n.inputs[0].type.shape[0]  # type: ignore[union-attr]
     groups = cin if op.name == "depthwise_conv2d" else op.groups  # type: ignore[attr-defined]
     w = em.fetch(f"{n.name}.weight", specs[f"{n.name}.weight"])
@@ -203,8 +199,8 @@ def _pool(em: _Emitter, n: Node, x: Any) -> Any:
 
     op = n.op
     k = pair(op.kernel)  # type: ignore[attr-defined]
-    s = k if op.stride is None else pair(op.stride)  # type: ignore[attr-defined]
-    ph, pw = pair(op.padding)  # type: ignore[attr-defined]
+    s = op.strides()  # type: ignore[attr-defined]
+    ph, pw = op.pads()  # type: ignore[attr-defined]
     if op.name == "max_pool2d":
         return em.emit(R.nn.max_pool2d(x, k, s, (ph, pw, ph, pw),
                                        ceil_mode=bool(op.ceil_mode)))  # type: ignore[attr-defined]

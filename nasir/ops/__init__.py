@@ -47,6 +47,7 @@ from nasir.ops.primitive import (
     ZeroOp,
     conv_out,
     pair,
+    resolve_padding,
 )
 from nasir.ops.user import UserOp, user_op
 
@@ -111,6 +112,7 @@ __all__ = [
     "pair",
     "register_op",
     "residual",
+    "resolve_padding",
     "resolve_refs",
     "user_op",
 ]

@@ -92,6 +92,9 @@ class Op:
     composite: ClassVar[bool] = False
     #: ops with ``zero_preserving`` map an all-zero input to an all-zero output
     zero_preserving: ClassVar[bool] = False
+    #: choice points and region arguments: they exist only in a space's body, have no type
+    #: and cannot be lowered (an instantiated graph has none)
+    space_only: ClassVar[bool] = False
     #: ops whose inputs can be reordered without changing the result
     commutative: ClassVar[bool] = False
 

@@ -13,6 +13,8 @@ __all__ = ["ArgOp", "ChooseOp", "RepeatOp", "SelectOp"]
 
 
 class _SpaceOnly(Op):
+    space_only: ClassVar[bool] = True
+
     def infer(self, ins):
         raise VerifyError(
             f"{self.name} is a choice point of a search space and has no type",

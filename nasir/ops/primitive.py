@@ -40,6 +40,7 @@ __all__ = [
     "ZeroOp",
     "conv_out",
     "pair",
+    "resolve_padding",
 ]
 
 IntOrPair = int | tuple[int, int] | Ref
@@ -70,15 +71,28 @@ def _check_pair(op: Op, field: str, minimum: int) -> None:
             raise op._bad(field, f"must be an int >= {minimum} or a pair of them, got {v!r}")
 
 
+def resolve_padding(kernel: IntOrPair, dilation: IntOrPair,
+                    padding: IntOrPair | None) -> tuple[int, int]:
+    """The (height, width) padding of a window op: ``padding`` as given, or for ``None``
+    the padding that keeps the size at stride 1 ("same", ``dilation·(kernel−1)//2``) —
+    the one rule every backend and the shape inference use.
+
+    >>> resolve_padding(3, 1, None), resolve_padding((5, 3), 2, None), resolve_padding(3, 1, 0)
+    ((1, 1), (4, 2), (0, 0))
+    """
+    if padding is not None:
+        return pair(padding)
+    kh, kw = pair(kernel)
+    dh, dw = pair(dilation)
+    return (dh * (kh - 1)) // 2, (dw * (kw - 1)) // 2
+
+
 def _spatial(op: Op, ins: tuple[TensorType, ...], k, s, p, d, ceil=False) -> tuple[int, int]:
     t = op._want_rank(ins, 3)
     kh, kw = pair(k)
     sh, sw = pair(s)
     dh, dw = pair(d)
-    if p is None:
-        ph, pw = (dh * (kh - 1)) // 2, (dw * (kw - 1)) // 2
-    else:
-        ph, pw = pair(p)
+    ph, pw = resolve_padding(k, d, p)
     h = conv_out(t.shape[1], kh, sh, ph, dh, ceil)
     w = conv_out(t.shape[2], kw, sw, pw, dw, ceil)
     if h < 1 or w < 1:
@@ -121,6 +135,10 @@ class Conv2dOp(Op):
     dilation: IntOrPair = 1
     groups: int | Ref = 1
     bias: bool = False
+
+    def pads(self) -> tuple[int, int]:
+        """The (height, width) padding this op applies (:func:`resolve_padding`)."""
+        return resolve_padding(self.kernel, self.dilation, self.padding)
 
     def check(self) -> None:
         self._pos_int("out_channels")
@@ -168,6 +186,10 @@ class DepthwiseConv2dOp(Op):
     dilation: IntOrPair = 1
     multiplier: int = 1
     bias: bool = False
+
+    def pads(self) -> tuple[int, int]:
+        """The (height, width) padding this op applies (:func:`resolve_padding`)."""
+        return resolve_padding(self.kernel, self.dilation, self.padding)
 
     def check(self) -> None:
         _check_pair(self, "kernel", 1)
@@ -252,6 +274,14 @@ class MaxPool2dOp(Op):
     stride: IntOrPair | None = None
     padding: IntOrPair = 0
     ceil_mode: bool = False
+
+    def pads(self) -> tuple[int, int]:
+        """The (height, width) padding this op applies."""
+        return resolve_padding(self.kernel, 1, self.padding)
+
+    def strides(self) -> tuple[int, int]:
+        """The (height, width) stride (the kernel's when ``stride`` is ``None``)."""
+        return pair(self.kernel if self.stride is None else self.stride)
 
     def check(self) -> None:
         _check_pair(self, "kernel", 1)
