@@ -40,7 +40,7 @@ STRATEGIES: dict[str, str] = {
     "metaqnn": "nasir.strategies.metaqnn:MetaQNN",
     "pnas": "nasir.strategies.pnas:PNAS",
     "bananas": "nasir.strategies.bananas:Bananas",
-    "enas": "nasir.strategies.oneshot.enas:Enas",
+    "enas": "nasir.strategies.oneshot.enas_runner:Enas",
     "darts": "nasir.strategies.oneshot.darts:Darts",
     "darts_first_order": "nasir.strategies.oneshot.darts:DartsFirstOrder",
     "darts_pt": "nasir.strategies.oneshot.darts:DartsPT",

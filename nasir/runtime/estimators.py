@@ -355,6 +355,19 @@ def build_estimator(exp: Mapping[str, Any], run_dir: str | None = None) -> Combi
             prune_startup=ev.prune_startup, prune_warmup=ev.prune_warmup,
             data=load_run_data(e), device=_device(e),
             weights_dir=os.path.join(run_dir, "weights") if run_dir else None))
+    elif kind == "shared":  # ENAS's children, scored with the run's shared weights
+        from nasir.runtime.experiment import TRAINING_DEFAULTS
+        from nasir.runtime.shared_weights import SharedConfig, SharedWeightsEstimator
+
+        cfg = SharedConfig(**e.estimator.options)
+        final = None if cfg.final == "shared" else TrainingEstimator(
+            {**TRAINING_DEFAULTS, **cfg.final_options},
+            threads=max(1, int(e.executor.cpus_per_trial)),
+            weights_dir=os.path.join(run_dir, "weights") if run_dir else None,
+            data=load_run_data(e), device=_device(e))
+        parts.append(SharedWeightsEstimator(
+            e.estimator.options, run_dir=run_dir, data=load_run_data(e), device=_device(e),
+            final=final, threads=max(1, int(e.executor.cpus_per_trial))))
     elif kind == "oneshot":
         from nasir.runtime.weight_sharing import OneShotEstimator
 
@@ -373,7 +386,7 @@ def build_estimator(exp: Mapping[str, Any], run_dir: str | None = None) -> Combi
                                   "memory_budget_bytes") from None
     else:
         raise NasirError(f"unknown estimator {kind!r}",
-                         hint="use --estimator training, nb201 or oneshot")
+                         hint="use --estimator training, nb201, oneshot or shared")
     if e.needs_latency and e.latency_policy == "measure":  # else: the driver's
         parts.append(latency_estimator(e, run_dir))  # LatencyRunner (latency_policy)
     return CombinedEstimator(parts)

@@ -48,9 +48,9 @@ __all__ = [
     "load_experiment",
 ]
 
-ESTIMATORS = ("training", "nb201", "oneshot", "fault", "evaluator")
+ESTIMATORS = ("training", "nb201", "oneshot", "fault", "evaluator", "shared")
 #: estimators that train on (and so build the space for) the run's data
-DATA_ESTIMATORS = ("training", "oneshot", "evaluator")
+DATA_ESTIMATORS = ("training", "oneshot", "evaluator", "shared")
 EXECUTORS = ("inprocess", "pool", "ray")
 TARGET_KINDS = ("host", "cuda", "rpc")
 REWARDS = ("auto", "mnasnet", "accuracy", "objective")
@@ -90,12 +90,15 @@ class EstimatorConfig(_Model):
     ``nb201`` looks accuracy up in the NAS-Bench-201 table; ``oneshot`` scores candidates
     with weights inherited from one trained supernet
     (:class:`~nasir.runtime.weight_sharing.OneShotEstimator`, options are its
-    :class:`~nasir.runtime.weight_sharing.OneShotConfig` fields); ``latency`` adds TVM-measured
-    latency on :class:`TargetConfig` (``auto``: on when the reward or a constraint needs it).
-    Training defaults to ``TRAINING_DEFAULTS`` (3 epochs) under the given options.
+    :class:`~nasir.runtime.weight_sharing.OneShotConfig` fields); ``shared`` scores an ENAS
+    run's children with the shared weights it trains (what ``strategy enas`` selects when
+    the estimator is left at its default, :mod:`nasir.runtime.shared_weights`); ``latency``
+    adds TVM-measured latency on :class:`TargetConfig` (``auto``: on when the reward or a
+    constraint needs it). Training defaults to ``TRAINING_DEFAULTS`` (3 epochs) under the
+    given options.
     """
 
-    kind: Literal["training", "nb201", "oneshot", "fault", "evaluator"] = "training"
+    kind: Literal["training", "nb201", "oneshot", "fault", "evaluator", "shared"] = "training"
     options: dict[str, Any] = Field(default_factory=dict)
     latency: Literal["auto", "on", "off"] = "auto"
 
@@ -274,6 +277,10 @@ class Experiment(_Model):
         elif not fn and kind == "evaluator":
             raise ValueError("estimator.kind is 'evaluator' but no evaluator.function is "
                              "given")
+        elif (kind == "training" and self.strategy.name == "enas"  # its shared weights
+              and set(self.estimator.options) <= {"final", "final_options"}):
+            object.__setattr__(self, "estimator",
+                               self.estimator.model_copy(update={"kind": "shared"}))
         return self
 
     @model_validator(mode="after")
@@ -315,7 +322,7 @@ class Experiment(_Model):
         """The reward strategies maximise, with ``auto`` resolved (see :class:`RewardConfig`)."""
         return self.reward.spec(self.objectives, self.estimator.kind == "evaluator",
                                 self.estimator.latency == "off"
-                                or self.estimator.kind == "nb201")
+                                or self.estimator.kind in ("nb201", "shared"))
 
     @property
     def data_name(self) -> str | None:
@@ -323,7 +330,7 @@ class Experiment(_Model):
         when none is given, ``None`` when trials use no data set of the run's."""
         if self.data.name:
             return self.data.name
-        return "digits" if self.estimator.kind in ("training", "oneshot") else None
+        return "digits" if self.estimator.kind in ("training", "oneshot", "shared") else None
 
     @property
     def latency_policy(self) -> str:
@@ -337,7 +344,7 @@ class Experiment(_Model):
         """Whether trials measure latency (reward, objective or constraint uses it)."""
         if self.estimator.latency != "auto":
             return self.estimator.latency == "on"
-        if self.estimator.kind == "nb201":
+        if self.estimator.kind in ("nb201", "shared"):
             return False
         r = self.reward_spec()
         return ((r["kind"] == "mnasnet" and r["metric"] == "latency_ms")

@@ -109,6 +109,14 @@ def _estimator_options(exp: Experiment) -> None:
         from nasir.runtime.weight_sharing import OneShotConfig
 
         validate_options(OneShotConfig, opts, "oneshot estimator", where)
+    elif kind == "shared":
+        from nasir.backends.torch.estimator import TrainConfig
+        from nasir.runtime.experiment import TRAINING_DEFAULTS
+        from nasir.runtime.shared_weights import SharedConfig
+
+        cfg = validate_options(SharedConfig, opts, "shared estimator", where)
+        validate_options(TrainConfig, cfg.final_options, "training estimator (final)",
+                         f"{where}.final_options", TRAINING_DEFAULTS)
     elif kind == "nb201":
         from nasir.runtime.estimators import NB201TableEstimator
 
@@ -232,16 +240,25 @@ def _strategy_and_reward(exp: Experiment, space: Space) -> None:
     from nasir.strategies.rewards import make_reward
 
     name = resolve_strategy(exp.strategy.name)
+    from nasir.runtime.shared_weights import check_enas_estimator
+
+    check_enas_estimator(name, exp.estimator.kind)
     mod, _, cls = STRATEGIES[name].partition(":")
     klass = getattr(importlib.import_module(mod), cls)
     _check_kwargs(klass.__init__, exp.strategy.options, f"{name} strategy",
                   "strategy.options", reserved=("space", "seed", "objective"))
     try:
-        make_strategy(name, space, seed=exp.seed, objective="reward",
-                      **strategy_options(exp, name))
+        s = make_strategy(name, space, seed=exp.seed, objective="reward",
+                          **strategy_options(exp, name))
     except NasirError as e:
         raise ConfigError(f"bad {name} strategy option: {e.message}",
                           where="strategy.options", hint=e.hint) from None
+    plan = getattr(s, "planned_trials", None)
+    if plan is not None and exp.budget.trials < plan():
+        raise ConfigError(f"strategy {name}'s search has {plan()} trials but the budget is "
+                          f"{exp.budget.trials}: it would stop before its derived child",
+                          where="budget.trials", hint=f"give --trials {plan()}, or fewer "
+                          "epochs / controller steps with --strategy-opt")
     try:
         make_reward(exp.reward_spec())
     except NasirError as e:

@@ -101,7 +101,6 @@ from nasir.strategies.controller import (
 )
 from nasir.strategies.oneshot.common import (
     OneShotResult,
-    OneShotStrategy,
     SearchData,
     SearchSettings,
     cycle,
@@ -110,7 +109,7 @@ from nasir.strategies.oneshot.common import (
     weight_optimizer,
 )
 
-__all__ = ["ENAS_ADAM", "ENAS_MACRO", "ENAS_MICRO", "VARIANTS", "Enas", "EnasSearch",
+__all__ = ["ENAS_ADAM", "ENAS_MACRO", "ENAS_MICRO", "VARIANTS", "EnasSearch",
            "EnasSettings", "sgdr_lr", "space_variant"]
 
 
@@ -458,18 +457,3 @@ class EnasSearch:
         best = cands[int(np.argmax(scores))]
         return self._path(net, labels, best), scores
 
-
-class Enas(OneShotStrategy):
-    """Registry entry ``enas``: ENAS with the official settings of the space's kind
-    (:func:`space_variant`; ``variant=`` picks another of :data:`VARIANTS`); ``propose``
-    runs :class:`EnasSearch` once and returns the derived assignment."""
-
-    name: ClassVar[str] = "enas"
-    search_cls = EnasSearch
-
-    def state(self) -> dict[str, Any]:
-        """The base state plus ``variant``, every setting and what the options
-        ``changed`` from the variant's."""
-        s = self.searcher
-        return {**super().state(), "variant": s.variant, "settings": s.settings.to_json(),
-                "changed": dict(s.changed)}
