@@ -165,6 +165,7 @@ class CellEdgeOp(CompositeOp):
     def lower(self, emit, x):
         cin, h, _ = emit.type(x).shape
         c = self.out_channels
+        assert isinstance(c, int), "an instantiated op has no $label references left"
         s = 2 if self.reduce_from and h == self.reduce_from else 1
         op = str(self.op)
         if op == "none":
