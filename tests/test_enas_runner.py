@@ -126,13 +126,13 @@ def test_the_controller_learns_from_feedback():
     probability of that op, and its children's reward, must rise (it can fail: with the
     sign of the advantage flipped, or no update, neither does)."""
     sp = get_space("nb201", input_shape=(1, 8, 8), channels=4, cells_per_stage=1)
-    s = make_strategy("enas", sp, seed=0, epochs=1, controller_steps=40,
+    s = make_strategy("enas", sp, seed=0, epochs=1, controller_steps=30,
                       controller_samples=5, derive_samples=1, c_lr=0.05, entropy=0.0)
     op = list(sp.decisions[0].options).index("nor_conv_3x3")
     before = np.mean([p[op] for p in s.probabilities().values()])
     s.job_done("enas-shared", {"epoch": 0, "loss": 0.0, "w_lr": 0.0})  # weights: not used
     rewards = []
-    for _ in range(40):
+    for _ in range(30):
         batch = s.propose(5)
         with pytest.raises(AwaitFeedback):
             s.propose(1)  # the next step waits for this step's feedback
@@ -149,3 +149,4 @@ def test_the_controller_learns_from_feedback():
     assert s.derived() is None and s.propose(1)[0] == d  # the derived child: the best
     with pytest.raises(SpaceExhausted):
         s.propose(1)
+

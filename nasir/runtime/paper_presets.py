@@ -113,9 +113,10 @@ NASNET = Preset(
 ENAS = Preset(
     name="enas", system="ENAS (macro)",
     paper="Pham et al., Efficient Neural Architecture Search via Parameter Sharing, ICML 2018",
-    space="enas_macro", strategy="enas", budget=1,
-    budget_note="one search (310 epochs of shared weights on one GPU), then the derived net "
-                "is trained from scratch (310 epochs)",
+    space="enas_macro", strategy="enas", budget=310 * 50 * 20 + 10 + 1,
+    budget_note="310 epochs of shared weights, each followed by 50 controller updates of 20 "
+                "children (every child a trial scored with the shared weights), 10 derivation "
+                "children, then the derived net trained from scratch (310 epochs)",
     paper_setting=("12-layer macro space, 36 filters, 6 branch ops, skips sampled by anchor "
                    "attention with a KL skip penalty (target 0.4, weight 0.8); shared weights "
                    "SGD (Nesterov) lr 0.05→0.0005 with warm restarts, batch 128; controller "
@@ -123,10 +124,17 @@ ENAS = Preset(
                    "constant 1.5 (melodyguan/enas scripts/cifar10_macro_search.sh; the "
                    "`enas` strategy's macro settings); retraining: 310 epochs, SGD lr 0.05, "
                    "batch 100, l2 2e-4 (cifar10_macro_final.sh)"),
-    strategy_options={"epochs": 310},
-    estimator_options={"epochs": 310, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9,
-                       "weight_decay": 4e-4, "batch_size": 100},
-    epochs={"strategy.options.epochs": 310, "estimator.options.epochs": 310},
+    strategy_options={"epochs": 310, "controller_steps": 50, "controller_samples": 20,
+                      "derive_samples": 10},
+    estimator="shared",
+    estimator_options={"final_options": {"epochs": 310, "optimizer": "sgd", "lr": 0.05,
+                                         "momentum": 0.9, "weight_decay": 4e-4,
+                                         "batch_size": 100}},
+    epochs={"strategy.options.epochs": 310,
+            "estimator.options.final_options.epochs": 310},
+    scale={"strategy.options.controller_steps": Scale("share"),
+           "strategy.options.controller_samples": Scale("share"),
+           "strategy.options.derive_samples": Scale("share")},
     deviations=(
         DIGITS_ONESHOT,
         "retraining: the derived architecture is trained in the search-size space (12 "
@@ -137,6 +145,9 @@ ENAS = Preset(
         "rewards on a batch of the training split's architecture half rather than a "
         "held-out validation split, scored with BatchNorm batch statistics; the full "
         "entropy; no auxiliary heads or drop-path in the supernet",
+        "a budget below the paper's (`--trials N`) scales the controller updates, their "
+        "children and the derivation children in proportion (at least 1 each); the run "
+        "needs epochs × updates × children + derivation + 1 trials",
     ),
 )
 
