@@ -82,7 +82,8 @@ def add_experiment_options(p: argparse.ArgumentParser) -> None:
                         "cuda:N or mps")
     e = p.add_argument_group("evaluation")
     e.add_argument("--estimator", choices=ESTIMATORS,
-                   help="training (torch on digits), nb201 (table), oneshot")
+                   help="training (torch on digits), nb201 (table), oneshot, shared (an "
+                        "ENAS run's shared weights; what --strategy enas selects)")
     e.add_argument("--estimator-opt", action="append", type=parse_kv("--estimator-opt"),
                    default=[], metavar="KEY=VALUE", help="estimator option, e.g. epochs=3")
     e.add_argument("--evaluator", metavar="FUNCTION",
