@@ -199,6 +199,7 @@ def write_report(folder: str, out_dir: str | None = None) -> str:
         cfg, trials, counts, best = st.config, st.trials(), st.counts(), st.best()
         status, elapsed = st.meta("status"), float(st.meta("elapsed_s", 0.0) or 0.0)
         latency_summary = st.meta("latency.summary")
+        job_steps, events = st.job_steps(), st.events()
     finally:
         st.close()
     out = out_dir or os.path.join(folder, "report")
@@ -232,6 +233,10 @@ def write_report(folder: str, out_dir: str | None = None) -> str:
     from nasir.runtime.latency_report import latency_lines
 
     lines += latency_lines(trials, cfg, latency_summary, out)
+    if job_steps:  # a one-shot run: its supernet search, epoch by epoch
+        from nasir.runtime.job_report import job_lines
+
+        lines += job_lines(job_steps, events, trials, out, build_space(cfg, folder))
     lines += _test_lines(folder)
     failed = [t for t in trials if t["status"] == "failed"]
     if failed:

@@ -1,8 +1,9 @@
 """One-shot and differentiable searches (ENAS, DARTS, FBNet, ProxylessNAS) and NetAdapt.
 
 Each has a ``search(...) -> OneShotResult`` API ending in a discrete assignment; the
-registry names (``darts``, ``enas``, ``fbnet``, ``proxylessnas``) wrap them as strategies
-whose ``propose`` runs the search once (see :mod:`nasir.strategies.oneshot.common`).
+registry names (``darts``, ``enas``, ``fbnet``, ``proxylessnas``) wrap them as strategies;
+DARTS, FBNet and ProxylessNAS run their supernet search as a job of the runner and then
+propose the derived children (see :mod:`nasir.strategies.oneshot.strategy`).
 """
 
 from nasir.strategies.oneshot.common import OneShotResult, OneShotStrategy, SearchData

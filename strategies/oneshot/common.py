@@ -2,9 +2,10 @@
 
 One-shot methods (ENAS, DARTS, FBNet, ProxylessNAS, NetAdapt) do not fit propose/feedback:
 they train one weight-sharing supernet and end with a single derived assignment. Each has
-a ``search(...) -> OneShotResult`` API; :class:`OneShotStrategy` adapts a search to the
-:class:`~nasir.strategies.base.Strategy` registry: the first ``propose`` runs the search
-and returns the derived assignment (later calls return it again); feedback is recorded.
+a ``search(...) -> OneShotResult`` API; :class:`OneShotStrategy`
+(:mod:`~nasir.strategies.oneshot.strategy`) adapts a search to the
+:class:`~nasir.strategies.base.Strategy` registry: a search job of the runner, then the
+derived children as trials.
 
 Every search takes ``device`` (``cpu`` by default; ``auto``, ``cuda``, ``cuda:N``, ``mps``;
 the runtime passes the experiment's): the supernet and its batches live there (digits held
@@ -29,10 +30,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,7 +43,6 @@ from nasir.backends.torch.data import digits_splits
 from nasir.backends.torch.device import resolve_device
 from nasir.errors import SpecError
 from nasir.space import Assignment, Space
-from nasir.strategies.base import Strategy
 
 __all__ = ["ZERO_OPTIONS", "LatencyCalibration", "OneShotResult", "OneShotStrategy",
            "SearchData", "SearchSettings", "additive_latency", "calibrate_rows", "cycle",
@@ -113,12 +112,14 @@ class SearchData:
 
 
 def search_data(batch_size: int = 64, seed: int = 0, fraction: float = 1.0,
-                device: str | torch.device = "cpu") -> SearchData:
-    """Digits: the training split cut in two halves (weights / architecture), plus val,
-    held and batched on ``device`` (:func:`~nasir.backends.torch.batches.device_loader`;
-    the two halves share one seeded order generator, as their DataLoaders did)."""
+                device: str | torch.device = "cpu", splits: Any = None) -> SearchData:
+    """``splits`` (a :class:`~nasir.backends.torch.data.DataSplits`, the run's data;
+    digits when ``None``): the training split cut in two halves (weights / architecture),
+    plus val, held and batched on ``device``
+    (:func:`~nasir.backends.torch.batches.device_loader`; the two halves share one seeded
+    order generator, as their DataLoaders did)."""
     dev = resolve_device(device)
-    s = digits_splits()
+    s = splits if splits is not None else digits_splits()
     n = len(s.train)
     idx = np.random.default_rng(seed).permutation(n)[:max(2, round(n * fraction))]
     half = len(idx) // 2
@@ -204,46 +205,6 @@ def expected_table(space: Space, rows: Mapping[str, np.ndarray]) -> np.ndarray:
     for k, lb in enumerate(labels):
         t[k, :len(rows[lb])] = rows[lb]
     return t
-
-
-class OneShotStrategy(Strategy):
-    """Registry adapter: ``propose`` runs the search once and returns its derived
-    assignment; options are passed to the search class. Subclasses set ``search_cls``."""
-
-    name: ClassVar[str] = "oneshot"
-    search_cls: ClassVar[Callable[..., Any] | None] = None
-    #: the search's variant this registry name runs (searches with variants only)
-    variant: ClassVar[str | None] = None
-
-    def __init__(self, space: Space, seed: int = 0, objective: str = "accuracy",
-                 **options: Any) -> None:
-        super().__init__(space, seed, objective)
-        if self.search_cls is None:
-            raise SpecError(f"{type(self).__name__} has no search class")
-        if self.variant is not None:
-            if "variant" in options:
-                raise SpecError(f"strategy {self.name} runs the {self.variant} variant",
-                                hint="pick another variant by its registry name")
-            options = {"variant": self.variant, **options}
-        self.searcher = self.search_cls(space, seed=seed, **options)
-        self.result: OneShotResult | None = None
-
-    def state(self) -> dict[str, Any]:
-        """The base state plus, for searches with variants, ``variant``, every setting
-        and the settings the options ``changed`` from the variant's."""
-        out = super().state()
-        cfg = getattr(self.searcher, "settings", None)
-        if isinstance(cfg, SearchSettings):
-            out |= {"variant": self.searcher.variant, "settings": cfg.to_json(),
-                    "changed": dict(self.searcher.changed)}
-        return out
-
-    def _propose(self, n: int) -> list[Assignment]:
-        if self.result is None:
-            t = time.perf_counter()
-            self.result = self.searcher.search()
-            self.result.wall_s = time.perf_counter() - t
-        return [self.result.assignment] * n
 
 
 def set_arch_grads(net: Any, loss: torch.Tensor) -> None:
@@ -476,3 +437,8 @@ def tvm_measure_us(space: Space, config: Any = None) -> Callable[[Mapping[str, A
         return float(r.median_ms) * 1000.0
 
     return run
+
+
+# the registry adapter lives in its own module (it imports nothing of this one at import
+# time); its users import it from here
+from nasir.strategies.oneshot.strategy import OneShotStrategy  # noqa: E402

@@ -73,21 +73,17 @@ from nasir.backends.torch.device import resolve_device
 from nasir.backends.torch.supernet import Supernet
 from nasir.decision_meta import positions
 from nasir.errors import SpecError
-from nasir.space import Assignment, Space
+from nasir.space import Space
 from nasir.strategies.controller import single_thread
 from nasir.strategies.oneshot.common import (
     OneShotResult,
     OneShotStrategy,
     SearchData,
     SearchSettings,
-    cycle,
     derive_from_probs,
-    frozen_logits,
     on_device,
     resolve_variant,
     search_data,
-    set_arch_grads,
-    weight_optimizer,
 )
 
 __all__ = ["VARIANTS", "Darts", "DartsFirstOrder", "DartsPT", "DartsSearch", "DartsSettings",
@@ -398,91 +394,38 @@ class DartsSearch:
             out.append(g)
         return out
 
-    def _select(self, net: Supernet, data: SearchData, wopt: torch.optim.Optimizer
-                ) -> dict[str, Any]:
-        """DARTS-PT's selection (``select="pt"``) after the search; ``{}`` for argmax."""
+    def data_for(self, splits: Any = None) -> SearchData:
+        """The search's loaders: ``splits`` (the run's data; digits when ``None``) cut in
+        the weight and architecture halves, batched on the search's device."""
         cfg = self.settings
-        if cfg.select != "pt":
-            return {}
-        w_it = cycle(data.train_w)
+        return search_data(cfg.batch_size, self.seed, cfg.data_fraction, self.device, splits)
 
-        def tune() -> None:
-            with frozen_logits(net):
-                for _ in range(cfg.pt_tune_steps):
-                    xw, yw = next(w_it)
-                    wopt.zero_grad()
-                    F.cross_entropy(net(xw), yw).backward()
-                    torch.nn.utils.clip_grad_norm_(net.weight_parameters(), cfg.grad_clip)
-                    wopt.step()
+    def make_job(self, data: SearchData | None = None) -> Any:
+        """The search as a resumable :class:`~nasir.strategies.oneshot.darts_job.DartsJob`
+        (one epoch a step) on ``data`` (default: :meth:`data_for` digits)."""
+        from nasir.strategies.oneshot.darts_job import DartsJob
 
-        batches = list(data.train_a)
-        if cfg.pt_images is not None:
-            x = torch.cat([b[0] for b in batches])[:cfg.pt_images]
-            y = torch.cat([b[1] for b in batches])[:cfg.pt_images]
-            batches = [(x, y)]
-        return perturbation_select(net, batches, tune, self.seed, cfg.none)
+        with single_thread():
+            torch.manual_seed(self.seed)
+            data = on_device(data, self.device) if data is not None else self.data_for()
+            return DartsJob(self, data)
 
     def search(self, data: SearchData | None = None) -> OneShotResult:
         """Run the bilevel optimisation and derive; see the module docstring."""
-        cfg = self.settings
         t0 = time.perf_counter()
-        with single_thread():
-            torch.manual_seed(self.seed)
-            data = on_device(data, self.device) if data is not None else search_data(
-                cfg.batch_size, self.seed, cfg.data_fraction, self.device)
-            net = self.net = self._build()
-            wopt = weight_optimizer(net, cfg.w_optimizer, cfg.w_lr, cfg.w_momentum,
-                                    cfg.w_weight_decay)
-            per_step = cfg.lr_schedule == "step"
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-                wopt, self.epochs * (len(data.train_w) if per_step else 1),
-                eta_min=cfg.w_lr_min)
-            aopt = torch.optim.Adam(net.arch_parameters(), lr=cfg.a_lr, betas=cfg.a_betas,
-                                    weight_decay=cfg.a_weight_decay)
-            arch_it = cycle(data.train_a)
-            history: list[dict[str, Any]] = []
-            for ep in range(self.epochs):
-                net.train()
-                lr = float(wopt.param_groups[0]["lr"])
-                losses = []
-                for xw, yw in data.train_w:
-                    if ep >= cfg.warmup:
-                        xa, ya = next(arch_it)
-                        aopt.zero_grad()
-                        if self.order == 1:
-                            set_arch_grads(net, F.cross_entropy(net(xa), ya))
-                        else:
-                            for p, g in zip(net.arch_parameters(), self._arch_grad_unrolled(
-                                    net, xw, yw, xa, ya, wopt)):
-                                p.grad = g
-                        aopt.step()
-                    wopt.zero_grad()
-                    with frozen_logits(net):
-                        loss = F.cross_entropy(net(xw), yw)
-                        loss.backward()
-                    torch.nn.utils.clip_grad_norm_(net.weight_parameters(), cfg.grad_clip)
-                    wopt.step()
-                    if per_step:
-                        sched.step()
-                    losses.append(loss.item())
-                if not per_step:
-                    sched.step()
-                history.append({"epoch": ep, "loss": float(np.mean(losses)), "w_lr": lr,
-                                "derived": Assignment(discretize(net, cfg.none)).to_json()})
-            selected = self._select(net, data, wopt)
-            a = self.space.check(discretize(net, cfg.none) | selected)
-        probs = {k: v.round(4).tolist() for k, v in arch_probs(net).items()}
-        return OneShotResult(self.method, a, time.perf_counter() - t0, self.epochs, history,
-                             {"arch_probs": probs, "order": self.order,
-                              "device": str(self.device), "variant": self.variant,
-                              "settings": cfg.to_json(), "changed": dict(self.changed),
-                              "arch_logits": sum(p.numel() for p in net.arch_parameters())})
+        job = self.make_job(data)
+        while not job.done:
+            job.step()
+        out: OneShotResult = job.outcome()
+        out.wall_s = time.perf_counter() - t0
+        return out
 
 
 class Darts(OneShotStrategy):
     """Registry entry ``darts``: the paper's DARTS (second order, per-edge α, argmax
-    derivation; :class:`DartsSearch`); ``propose`` runs it once and returns the derived
-    assignment (options go to :class:`DartsSettings`)."""
+    derivation; :class:`DartsSearch`) — a search job of the run, then the derived child
+    (and ``top_k - 1`` more) as trials (:mod:`~nasir.strategies.oneshot.strategy`; other
+    options go to :class:`DartsSettings`)."""
 
     name: ClassVar[str] = "darts"
     variant: ClassVar[str | None] = "darts"

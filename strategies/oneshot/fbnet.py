@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -80,16 +79,11 @@ from nasir.strategies.oneshot.common import (
     SearchData,
     SearchSettings,
     calibrate_rows,
-    cycle,
     decision_latency,
-    derive_from_probs,
-    frozen_logits,
     on_device,
     resolve_variant,
     search_data,
-    set_arch_grads,
     tvm_measure_us,
-    weight_optimizer,
 )
 
 __all__ = ["FBNet", "FBNetGDAS", "FBNetSearch", "FBNetSettings", "LatencySearch",
@@ -265,61 +259,31 @@ class LatencySearch:
     def _set_tau(self, net: Supernet, epoch: int) -> None:
         """Per-epoch hook (temperature annealing)."""
 
-    def search(self, data: SearchData | None = None) -> OneShotResult:
-        """Warm up weights, then alternate weight and architecture steps; derive argmax."""
+    def data_for(self, splits: Any = None) -> SearchData:
+        """The search's loaders: ``splits`` (the run's data; digits when ``None``) cut in
+        the weight and architecture halves, batched on the search's device."""
         cfg = self.settings
-        t0 = time.perf_counter()
+        return search_data(cfg.batch_size, self.seed, cfg.data_fraction, self.device, splits)
+
+    def make_job(self, data: SearchData | None = None) -> Any:
+        """The search as a resumable :class:`~nasir.strategies.oneshot.latency_job.
+        LatencyJob` (one epoch a step) on ``data`` (default: :meth:`data_for` digits)."""
+        from nasir.strategies.oneshot.latency_job import LatencyJob
+
         with single_thread():
             torch.manual_seed(self.seed)
-            data = on_device(data, self.device) if data is not None else search_data(
-                cfg.batch_size, self.seed, cfg.data_fraction, self.device)
-            net = self.net = Supernet(self.space, mode=self.mode, seed=self.seed,
-                                      fixed=self.fixed, **self.supernet_options()
-                                      ).to(self.device)
-            expected, sampled = self._lat_fns(net)
-            wopt = weight_optimizer(net, "adam", cfg.w_lr, 0.9, 0.0)
-            aopt = torch.optim.Adam(net.arch_parameters(), lr=cfg.a_lr, betas=cfg.a_betas)
-            arch_it = cycle(data.train_a)
-            history: list[dict[str, Any]] = []
-            for ep in range(self.epochs):
-                self._set_tau(net, ep)
-                losses = []
-                for step, (x, y) in enumerate(data.train_w):
-                    if ep >= cfg.warmup and step % cfg.arch_every == 0:
-                        xa, ya = next(arch_it)
-                        aopt.zero_grad()
-                        ce = F.cross_entropy(net(xa), ya)
-                        exp = expected()
-                        lat = sampled() if cfg.latency == "sampled" else exp
-                        # the target constrains the expected latency (its exact gradient,
-                        # whichever LAT the own term uses): with a sampled one, a single
-                        # draw's gradient barely moves the logits once a draw is under T
-                        # while the argmax child is still above it
-                        set_arch_grads(net, self.arch_loss(ce, lat) * self.over_target(exp))
-                        before = {k: v.detach().clone() for k, v in net.alphas.items()}
-                        aopt.step()
-                        self.after_arch_step(net, before)
-                    wopt.zero_grad()
-                    with frozen_logits(net) if self.freeze_in_weight_steps else nullcontext():
-                        loss = F.cross_entropy(net(x), y)
-                        loss.backward()
-                    wopt.step()
-                    losses.append(loss.item())
-                history.append({"epoch": ep, "loss": float(np.mean(losses)),
-                                "expected_latency_us": float(expected().detach())})
-            probs = {lb: F.softmax(net.alphas[lb.replace(".", "__")].detach(), -1).cpu()
-                     .numpy() for lb in net.decisions()}
-            a = self.space.check(derive_from_probs(self.space, probs, net.fixed, cfg.none))
-            lat = float(expected().detach())
-        extra = {"expected_latency_us": lat, "predicted_latency_us": self.predict(a),
-                 "target_us": self.target_us, "device": str(self.device),
-                 "arch_probs": {k: v.round(4).tolist() for k, v in probs.items()},
-                 "variant": self.variant, "settings": cfg.to_json(),
-                 "changed": dict(self.changed), "mode": self.mode}
-        if self.calibration is not None:
-            extra["calibration"] = self.calibration.to_json()
-        return OneShotResult(self.method, a, time.perf_counter() - t0, self.epochs, history,
-                             extra)
+            data = on_device(data, self.device) if data is not None else self.data_for()
+            return LatencyJob(self, data)
+
+    def search(self, data: SearchData | None = None) -> OneShotResult:
+        """Warm up weights, then alternate weight and architecture steps; derive argmax."""
+        t0 = time.perf_counter()
+        job = self.make_job(data)
+        while not job.done:
+            job.step()
+        out: OneShotResult = job.outcome()
+        out.wall_s = time.perf_counter() - t0
+        return out
 
     def predict(self, a: Mapping[str, Any]) -> float:
         """Additive-table latency (µs) of an assignment."""
@@ -387,7 +351,8 @@ class FBNetSearch(LatencySearch):
 
 class FBNet(OneShotStrategy):
     """Registry entry ``fbnet``: the paper's soft Gumbel-softmax mixture with its latency
-    loss; ``propose`` runs :class:`FBNetSearch` once."""
+    loss (:class:`FBNetSearch`): a search job of the run, then the derived children as
+    trials (:mod:`~nasir.strategies.oneshot.strategy`)."""
 
     name: ClassVar[str] = "fbnet"
     variant: ClassVar[str | None] = "fbnet"

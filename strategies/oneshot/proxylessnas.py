@@ -143,7 +143,8 @@ class ProxylessSearch(LatencySearch):
 
 class Proxyless(OneShotStrategy):
     """Registry entry ``proxylessnas``: the official code's latency loss, no penalty;
-    ``propose`` runs :class:`ProxylessSearch` once."""
+    a search job of the run (:class:`ProxylessSearch`), then the derived children as trials
+    (:mod:`~nasir.strategies.oneshot.strategy`)."""
 
     name: ClassVar[str] = "proxylessnas"
     variant: ClassVar[str | None] = "proxylessnas"
