@@ -52,7 +52,8 @@ def test_every_preset_option_exists(name):
     """The preflight builds the space, the strategy (unknown options are errors) and the
     reward and checks the estimator's options: at the paper's budget and at a tiny one."""
     p = get_preset(name)
-    for trials, epochs in ((None, None), (2, 1)):
+    tiny = 3 if name == "enas" else 2  # ENAS: a child, a derivation child, the derived one
+    for trials, epochs in ((None, None), (tiny, 1)):
         prepared = prepare(p.experiment(trials, epochs), smoke=False)
         assert prepared.exp.strategy.name == p.strategy
         assert prepared.space.decisions or name == "netadapt"
@@ -165,8 +166,7 @@ class _TableLUT:
 
 #: per preset, what shrinks its run to seconds (the budget stays the preset's own settings)
 TINY = {
-    "enas": ["--strategy-opt", "data_fraction=0.1", "--strategy-opt", "controller_steps=5",
-             "--strategy-opt", "derive_samples=2"],
+    "enas": ["--strategy-opt", "data_fraction=0.1"],
     "darts": ["--strategy-opt", "data_fraction=0.1", "--strategy-opt", "top_k=2"],
     "fbnet": ["--strategy-opt", "data_fraction=0.1", "--strategy-opt", "top_k=2"],
     "proxylessnas": ["--strategy-opt", "data_fraction=0.1", "--strategy-opt", "top_k=2"],
@@ -201,8 +201,13 @@ def test_each_preset_runs_end_to_end(name, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(lut, "LatencyLUT", _TableLUT)
     (tmp_path / "static_eval.py").write_text(EVALUATOR)
     run = tmp_path / "run"
-    code = main(["search", "--preset", name, "--trials", "2", "--epochs", "1",
-                 "--evaluator", "static_eval.py:evaluate", "--latency", "off",
+    # ENAS scores its children with its shared weights (its derived child too, here): its
+    # smallest run is a child, a derivation child and the derived child
+    n = 3 if name == "enas" else 2
+    scoring = ["--estimator-opt", "final=shared"] if name == "enas" else \
+        ["--evaluator", "static_eval.py:evaluate"]
+    code = main(["search", "--preset", name, "--trials", str(n), "--epochs", "1",
+                 *scoring, "--latency", "off",
                  "--executor", "inprocess", "--run-dir", str(run), "--no-progress",
                  "--no-report", *_tiny(name)])
     assert code == 0, capsys.readouterr().err
@@ -211,9 +216,11 @@ def test_each_preset_runs_end_to_end(name, tmp_path, monkeypatch, capsys):
         trials, exp = store.trials(), store.config
     finally:
         store.close()
-    assert len(trials) == 2 and all(t["status"] == "done" for t in trials), trials
+    assert len(trials) == n and all(t["status"] == "done" for t in trials), trials
     assert exp["strategy"]["name"] == get_preset(name).strategy
-    if name in ("darts", "fbnet", "proxylessnas"):  # a search job, then 2 distinct children
+    if name == "enas":  # the controller's child, then the derivation
+        assert [t["metrics"]["role"] for t in trials] == ["child", "derive", "derived"]
+    elif name in ("darts", "fbnet", "proxylessnas"):  # a search job, then 2 distinct children
         assert len({t["hash"] for t in trials}) == 2
     elif name in ONESHOT:  # one search, its derived architecture proposed again: cached
         assert trials[1].get("cached_from") == trials[0]["id"] or len(
