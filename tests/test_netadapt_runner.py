@@ -94,6 +94,7 @@ def test_netadapt_runs_through_the_runner_one_trial_per_proposal(tmp_path):
     store = RunStore.open(str(tmp_path / "a"))
     cfg, trials, events = store.config, store.trials(), store.events()
     assert s1["status"] == "finished" and store.meta("exhausted").startswith("NetAdapt")
+    assert store.meta("exhausted").endswith(f"trial {len(trials)} (long-term fine-tuned)")
     store.close()
     assert cfg["space"]["name"] == SPEC and cfg["space"]["options"]["base"] == "tiny_mnasnet"
     stages = [t["metrics"].get("stage") for t in trials]

@@ -67,7 +67,9 @@ class NetAdapt(Strategy):
     """The paper's NetAdapt as trials of the runner (see the module docstring); ``space``
     must be a width space (:func:`~.netadapt_space.build`). Options as
     :class:`~.netadapt.NetAdaptSearch`'s; ``train``: overrides of the fine-tuning's
-    training settings."""
+    training settings; ``device`` is accepted and unused (trials train where the run's
+    estimator trains). ``start``, ``filter_step`` and ``layers`` shape the width space
+    (:func:`~.netadapt_space.derived_spec` moves them into its spec)."""
 
     name: ClassVar[str] = "netadapt"
     #: the final fine-tuning trial repeats the last winner's architecture on purpose (its
@@ -225,8 +227,11 @@ class NetAdapt(Strategy):
             self._start()
         if not self.queue:
             if self.done:
+                final = [k + 1 for k, t in enumerate(self.trials) if t["kind"] == "final"]
                 raise SpaceExhausted(f"NetAdapt finished ({self.stop}) after "
-                                     f"{len(self.iterations)} iterations")
+                                     f"{len(self.iterations)} iterations" + (
+                                         f"; the adapted network is trial {final[0]} "
+                                         "(long-term fine-tuned)" if final else ""))
             raise AwaitFeedback("NetAdapt picks the iteration's network from the feedback "
                                 "of all its proposals")
         t = self.queue.pop(0)
