@@ -67,6 +67,20 @@ class Node:
         """The graph that owns this node."""
         return self._graph
 
+    @property
+    def ttype(self) -> TensorType:
+        """The node's inferred type; a located :class:`~nasir.errors.VerifyError` when it
+        has none yet (run ``verify`` on the graph first)."""
+        if self.type is None:
+            raise VerifyError(f"%{self.name} ({self.op.name}) has no type yet", loc=self.loc,
+                              hint="run nasir.passes.verify(graph) before reading types")
+        return self.type
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The per-sample shape of the node's inferred type (see :attr:`ttype`)."""
+        return self.ttype.shape
+
     def __repr__(self) -> str:
         return f"<Node %{self.name} = {self.op.name}>"
 

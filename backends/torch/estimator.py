@@ -283,7 +283,7 @@ def _attach_aux(module: Any, g: Graph, num_classes: int) -> nn.Module:
     out = next(n for n in module.graph.nodes if n.op == "output")
     out.args = ((out.args[0], by_name[_fx_name(feat)]),)
     module.recompile()
-    return _WithAux(module, _AuxHead(feat.type.shape[0], num_classes))  # type: ignore[union-attr]
+    return _WithAux(module, _AuxHead(feat.shape[0], num_classes))
 
 
 @dataclass(frozen=True)
@@ -449,7 +449,7 @@ class TrainingEstimator:
         cfg = self.config
         m = lower(g, seed=cfg.seed, drop_path=cfg.drop_path > 0)
         if cfg.aux_weight > 0:
-            m = _attach_aux(m, g, g.output.type.shape[0])  # type: ignore[union-attr]
+            m = _attach_aux(m, g, g.output.shape[0])
         return m
 
     def _train(self, g: Graph, result: TrainResult, best: float | None,

@@ -128,7 +128,7 @@ def _dwconv(n: Node, cin: int) -> nn.Module:
 @_module("batch_norm")
 def _bn(n: Node, cin: int) -> nn.Module:
     op: Any = n.op
-    cls = BatchNorm2d if n.type.rank == 3 else BatchNorm1d  # type: ignore[union-attr]
+    cls = BatchNorm2d if n.ttype.rank == 3 else BatchNorm1d
     return cls(cin, eps=op.eps, momentum=op.momentum, affine=op.affine)
 
 
@@ -141,7 +141,7 @@ def _module_for(n: Node) -> nn.Module | None:
     rule = MODULE_RULES.get(n.op.name)
     if rule is None:
         return None
-    return rule(n, n.inputs[0].type.shape[0] if n.inputs else 0)  # type: ignore[union-attr]
+    return rule(n, n.inputs[0].shape[0] if n.inputs else 0)
 
 
 def _fn(target: Any) -> Callable[[fx.Graph, Any, list[fx.Node]], tuple]:

@@ -407,7 +407,7 @@ def predict_training_memory(graph: Graph, batch_size: int, optimizer: str = "sgd
     if batch_size < 1:
         raise BackendError(f"batch size must be >= 1, got {batch_size}")
     g = prepare(graph)
-    buffers = sum(2 * 4 * n.type.shape[0] for n in g.nodes()  # type: ignore[union-attr]
+    buffers = sum(2 * 4 * n.shape[0] for n in g.nodes()
                   if n.op.name == "batch_norm")
     total_w = sum(4 * n.op.params(tuple(i.type for i in n.inputs), n.type)  # type: ignore[arg-type]
                   for n in g.nodes())

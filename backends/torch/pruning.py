@@ -83,7 +83,7 @@ class ChannelGroup:
 
 
 def _channels(n: Node) -> int:
-    return n.type.shape[0]  # type: ignore[union-attr]
+    return n.shape[0]
 
 
 class _Groups:
@@ -114,7 +114,7 @@ def _same_channels(n: Node) -> bool:
     if op == "depthwise_conv2d":
         return n.op.multiplier == 1  # type: ignore[attr-defined]
     if op == "flatten":
-        shape = n.inputs[0].type.shape  # type: ignore[union-attr]
+        shape = n.inputs[0].shape
         return len(shape) == 1 or all(s == 1 for s in shape[1:])
     if op in ("add", "mul"):
         return all(_channels(i) == _channels(n) for i in n.inputs)

@@ -111,7 +111,7 @@ def host_latencies(graph: Graph, *, db: TuningDatabase | None = None,
 
         g = g.copy()
         verify(g)
-    shape = tuple(int(s) for s in g.inputs[0].type.shape)  # type: ignore[union-attr]
+    shape = tuple(int(s) for s in g.inputs[0].shape)
     net = torch_lower(g, seed=seed).eval()
     x = np.random.default_rng(seed).standard_normal((batch, *shape)).astype(np.float32)
     xt = torch.from_numpy(x)

@@ -90,7 +90,7 @@ def layer_key(n: Node) -> str:
 def layer_graph(n: Node) -> Graph:
     """A graph computing node ``n`` alone on fresh inputs of its input types."""
     g = Graph(f"layer_{n.op.name}")
-    ins = [g.add(InputOp(shape=tuple(i.type.shape), dtype=i.type.dtype), name=f"in{k}")  # type: ignore[union-attr]
+    ins = [g.add(InputOp(shape=tuple(i.shape), dtype=i.ttype.dtype), name=f"in{k}")
            for k, i in enumerate(n.inputs)]
     g.set_output(g.add(n.op, ins, name="layer"))
     return g

@@ -195,7 +195,7 @@ def measure(graph: Graph, target: str | Mapping[str, Any] | TargetSpec = "host",
         g = g.copy()
         verify(g)
     key = graph_key(g)
-    shape = tuple(g.inputs[0].type.shape)  # type: ignore[union-attr]
+    shape = tuple(g.inputs[0].shape)
     where = remote.label() if remote is not None else None
     if db is None and cfg.trials_per_workload:
         from nasir.backends.tvm.tuning_db import TuningDatabase

@@ -55,27 +55,28 @@ def param_specs(g: Graph) -> dict[str, tuple[int, ...]]:
     """Name → shape of every weight tensor of an expanded, typed graph, in graph order."""
     out: dict[str, tuple[int, ...]] = {}
     for n in g.nodes():
-        name, op = n.op.name, n.op
+        op: Any = n.op  # dispatched by name: the op's fields are read as its class has them
+        name = op.name
         if name in ("conv2d", "depthwise_conv2d"):
-            cin = n.inputs[0].type.shape[0]  # type: ignore[union-attr]
-            cout = n.type.shape[0]  # type: ignore[union-attr]
-            kh, kw = pair(op.kernel)  # type: ignore[attr-defined]
-            per = 1 if name == "depthwise_conv2d" else cin // op.groups  # type: ignore[attr-defined]
+            cin = n.inputs[0].shape[0]
+            cout = n.shape[0]
+            kh, kw = pair(op.kernel)
+            per = 1 if name == "depthwise_conv2d" else cin // op.groups
             out[f"{n.name}.weight"] = (cout, per, kh, kw)
             if _has_bias(n):
                 out[f"{n.name}.bias"] = (cout,)
         elif name == "batch_norm":
-            c = n.type.shape[0]  # type: ignore[union-attr]
-            if op.affine:  # type: ignore[attr-defined]
+            c = n.shape[0]
+            if op.affine:
                 out[f"{n.name}.weight"] = (c,)
                 out[f"{n.name}.bias"] = (c,)
             out[f"{n.name}.running_mean"] = (c,)
             out[f"{n.name}.running_var"] = (c,)
         elif name == "linear":
-            fin = n.inputs[0].type.shape[0]  # type: ignore[union-attr]
-            out[f"{n.name}.weight"] = (n.type.shape[0], fin)  # type: ignore[union-attr]
+            fin = n.inputs[0].shape[0]
+            out[f"{n.name}.weight"] = (n.shape[0], fin)
             if _has_bias(n):
-                out[f"{n.name}.bias"] = (n.type.shape[0],)  # type: ignore[union-attr]
+                out[f"{n.name}.bias"] = (n.shape[0],)
         elif isinstance(op, UserOp):
             for k, shape in _probe(n).state.items():
                 out[f"{n.name}.{k}"] = shape
@@ -84,7 +85,7 @@ def param_specs(g: Graph) -> dict[str, tuple[int, ...]]:
 
 def _probe(n: Node) -> Any:
     try:
-        return n.op.probe(n.inputs[0].type)  # type: ignore[attr-defined]
+        return n.op.probe(n.inputs[0].type)  # type: ignore[attr-defined]  # a UserOp
     except NasirError as e:
         raise BackendError(e.message, where=f"node %{n.name} ({n.op.name})", loc=n.loc,
                            hint=e.hint) from None
@@ -153,13 +154,13 @@ class _Emitter:
 def _conv(em: _Emitter, n: Node, x: Any, specs: Mapping[str, tuple[int, ...]]) -> Any:
     from tvm.relax import op as R
 
-    op = n.op
-    dh, dw = pair(op.dilation)  # type: ignore[attr-defined]
-    ph, pw = op.pads()  # type: ignore[attr-defined]
-    cin = n.inputs[0].type.shape[0]  # type: ignore[union-attr]
-    groups = cin if op.name == "depthwise_conv2d" else op.groups  # type: ignore[attr-defined]
+    op: Any = n.op  # dispatched by name: the op's fields are read as its class has them
+    dh, dw = pair(op.dilation)
+    ph, pw = op.pads()
+    cin = n.inputs[0].shape[0]
+    groups = cin if op.name == "depthwise_conv2d" else op.groups
     w = em.fetch(f"{n.name}.weight", specs[f"{n.name}.weight"])
-    y = em.emit(R.nn.conv2d(x, w, strides=pair(op.stride), padding=(ph, pw, ph, pw),  # type: ignore[attr-defined]
+    y = em.emit(R.nn.conv2d(x, w, strides=pair(op.stride), padding=(ph, pw, ph, pw),
                             dilation=(dh, dw), groups=groups))
     if _has_bias(n):
         b = em.fetch(f"{n.name}.bias", specs[f"{n.name}.bias"])
@@ -171,8 +172,9 @@ def _batch_norm(em: _Emitter, n: Node, x: Any, specs: Mapping[str, tuple[int, ..
     from tvm import relax
     from tvm.relax import op as R
 
-    c = n.type.shape[0]  # type: ignore[union-attr]
-    if n.op.affine:  # type: ignore[attr-defined]
+    op: Any = n.op
+    c = n.shape[0]
+    if op.affine:
         gamma = em.fetch(f"{n.name}.weight", (c,))
         beta = em.fetch(f"{n.name}.bias", (c,))
     else:
@@ -181,7 +183,7 @@ def _batch_norm(em: _Emitter, n: Node, x: Any, specs: Mapping[str, tuple[int, ..
     mean = em.fetch(f"{n.name}.running_mean", (c,))
     var = em.fetch(f"{n.name}.running_var", (c,))
     bn = em.emit(R.nn.batch_norm(x, gamma, beta, mean, var, axis=1,
-                                 epsilon=float(n.op.eps), training=False))  # type: ignore[attr-defined]
+                                 epsilon=float(op.eps), training=False))
     return em.emit(relax.TupleGetItem(bn, 0))
 
 
@@ -197,15 +199,15 @@ def _hard(x: Any, sigmoid_only: bool) -> Any:
 def _pool(em: _Emitter, n: Node, x: Any) -> Any:
     from tvm.relax import op as R
 
-    op = n.op
-    k = pair(op.kernel)  # type: ignore[attr-defined]
-    s = op.strides()  # type: ignore[attr-defined]
-    ph, pw = op.pads()  # type: ignore[attr-defined]
+    op: Any = n.op  # dispatched by name: the op's fields are read as its class has them
+    k = pair(op.kernel)
+    s = op.strides()
+    ph, pw = op.pads()
     if op.name == "max_pool2d":
         return em.emit(R.nn.max_pool2d(x, k, s, (ph, pw, ph, pw),
-                                       ceil_mode=bool(op.ceil_mode)))  # type: ignore[attr-defined]
-    return em.emit(R.nn.avg_pool2d(x, k, s, (ph, pw, ph, pw), ceil_mode=bool(op.ceil_mode),  # type: ignore[attr-defined]
-                                   count_include_pad=bool(op.count_include_pad)))  # type: ignore[attr-defined]
+                                       ceil_mode=bool(op.ceil_mode)))
+    return em.emit(R.nn.avg_pool2d(x, k, s, (ph, pw, ph, pw), ceil_mode=bool(op.ceil_mode),
+                                   count_include_pad=bool(op.count_include_pad)))
 
 
 def _linear(em: _Emitter, n: Node, x: Any, specs: Mapping[str, tuple[int, ...]]) -> Any:
@@ -219,17 +221,17 @@ def _linear(em: _Emitter, n: Node, x: Any, specs: Mapping[str, tuple[int, ...]])
 def _crop(em: _Emitter, n: Node, x: Any) -> Any:
     from tvm.relax import op as R
 
-    op = n.op
-    _, h, w = n.inputs[0].type.shape  # type: ignore[union-attr]
-    return em.emit(R.strided_slice(x, axes=[2, 3], begin=[op.top, op.left],  # type: ignore[attr-defined]
-                                   end=[h - op.bottom, w - op.right]))  # type: ignore[attr-defined]
+    op: Any = n.op  # dispatched by name: the op's fields are read as its class has them
+    _, h, w = n.inputs[0].shape
+    return em.emit(R.strided_slice(x, axes=[2, 3], begin=[op.top, op.left],
+                                   end=[h - op.bottom, w - op.right]))
 
 
 def _pad(em: _Emitter, n: Node, x: Any) -> Any:
     from tvm.relax import op as R
 
-    op = n.op
-    return em.emit(R.nn.pad(x, [0, 0, 0, 0, op.top, op.bottom, op.left, op.right]))  # type: ignore[attr-defined]
+    op: Any = n.op  # dispatched by name: the op's fields are read as its class has them
+    return em.emit(R.nn.pad(x, [0, 0, 0, 0, op.top, op.bottom, op.left, op.right]))
 
 
 def _simple(fn: Callable[[Any], Any]) -> Callable[..., Any]:
@@ -260,7 +262,7 @@ def _passthrough(em: _Emitter, n: Node, ins: list[Any], specs: Any) -> Any:
 def _flatten(em: _Emitter, n: Node, ins: list[Any], specs: Any) -> Any:
     from tvm.relax import op as R
 
-    return em.emit(R.reshape(ins[0], (em.batch, n.type.shape[0])))  # type: ignore[union-attr]
+    return em.emit(R.reshape(ins[0], (em.batch, n.shape[0])))
 
 
 def _gap(em: _Emitter, n: Node, ins: list[Any], specs: Any) -> Any:
@@ -368,7 +370,7 @@ def lower(graph: Graph, weights: Mapping[str, Any] | None = None, *, batch: int 
     for n in g.inputs:
         dtype = _DTYPES.get(n.type.dtype, "float32")  # type: ignore[union-attr]
         inputs.append(relax.Var(f"in_{n.name}",
-                                relax.TensorType((batch, *n.type.shape), dtype)))  # type: ignore[union-attr]
+                                relax.TensorType((batch, *n.shape), dtype)))
     pvars: dict[str, Any] = {}
     if not bind_params:
         for k, shape in specs.items():

@@ -236,7 +236,7 @@ def export_trial(folder: str, trial: Mapping[str, Any], out_dir: str,
     from nasir.passes import verify
 
     verify(g)
-    shape = tuple(int(s) for s in g.inputs[0].type.shape)  # type: ignore[union-attr]
+    shape = tuple(int(s) for s in g.inputs[0].shape)
     arch = ", ".join(f"{k}={v}" for k, v in a.items())
     man: dict[str, Any] = {"run": folder, "trial": trial["id"], "hash": trial["hash"],
                            "space": cfg["space"], "metrics": trial["metrics"], "files": {}}

@@ -99,7 +99,7 @@ def start_state(space: Space, assignment: Mapping[str, Any], inputs: Mapping[str
     parent = prepare(space.instantiate(space.check(spec["parent"], where="inherit.parent")))
     child = prepare(space.instantiate(assignment))
     for c in channel_groups(parent):
-        k = child.node(c.sources[0]).type.shape[0]  # type: ignore[union-attr]
+        k = child.node(c.sources[0]).shape[0]
         if k > c.width:
             raise TrialError(f"layer {c.name} has {k} filters, more than the {c.width} of "
                              "the network it inherits from", where="inherit.parent")
