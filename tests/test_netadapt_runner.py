@@ -13,10 +13,10 @@ import torch
 
 from nasir.backends.torch.lowering import lower, prepare
 from nasir.errors import NasirError
-from nasir.runtime.driver import run_search, start_run
+from nasir.runtime.driver import Driver, run_search, start_run
+from nasir.runtime.executors import InProcessExecutor
 from nasir.runtime.experiment import Experiment
 from nasir.runtime.inherit import start_state
-from nasir.runtime.resume import resume_run
 from nasir.runtime.store import RunStore
 from nasir.spaces import get_space
 from nasir.strategies.base import AwaitFeedback, make_strategy
@@ -66,6 +66,7 @@ def test_a_proposal_starts_from_the_parents_largest_norm_filters():
     torch.save(state, os.path.join(run, "weights", "p.pt"))
     got = start_state(sp, child, {"inherit": {"weights": "weights/p.pt",
                                               "parent": parent.to_json()}}, run)
+    assert got is not None
     c = layer_groups(sp, sp.instantiate(parent))["w_20"]
     w = state[f"{c.sources[0]}.weight"]
     keep = sorted(torch.argsort(w.flatten(1).norm(dim=1), descending=True)[:8].tolist())
@@ -113,17 +114,40 @@ def test_netadapt_runs_through_the_runner_one_trial_per_proposal(tmp_path):
     assert len(s.iterations) == 2 and s.stop == "max_iters"
     assert all(b < a for a, b in itertools.pairwise(lat))
     assert trials[-1]["assignment"] == s.iterations[-1]["assignment"]
-    # stopped in the first iteration, then resumed: the same trials and results
-    st, drv = start_run(_exp(budget={"trials": 3, "wall_time_s": None}), str(tmp_path / "b"))
-    drv.run()
+    # interrupted with a trial in flight, resumed with two slots finishing out of order
+    # (the driver meets AwaitFeedback at each iteration's end): the same trials and results
+    st, drv = start_run(_exp(), str(tmp_path / "b"))
+    drv.executor = _OutOfOrder(drv.exp_dict, st.folder, interrupt_at=4)
+    with pytest.raises(KeyboardInterrupt):
+        drv.run()
+    assert {t["status"] for t in st.trials()} == {"done", "running"}
     st.close()
-    resume_run(str(tmp_path / "b"), trials=60)
     st = RunStore.open(str(tmp_path / "b"))
+    drv = Driver(st, Experiment.from_dict(st.config))
+    drv.executor = _OutOfOrder(drv.exp_dict, st.folder)
+    drv.run()
     again = st.trials()
     st.close()
     assert [t["assignment"] for t in again] == [t["assignment"] for t in trials]
     assert [t["metrics"]["accuracy"] for t in again] == pytest.approx(
         [t["metrics"]["accuracy"] for t in trials])
+
+
+class _OutOfOrder(InProcessExecutor):
+    """Two slots; the trial submitted last finishes first; ``interrupt_at``: the poll that
+    stops the driver as Ctrl-C would, with trials in flight."""
+
+    def __init__(self, exp, run_dir, interrupt_at=None):
+        super().__init__(exp, run_dir)
+        self.slots, self.polls, self.interrupt_at = 2, 0, interrupt_at
+
+    def poll(self, timeout):
+        self.polls += 1
+        if self.polls == self.interrupt_at:
+            raise KeyboardInterrupt
+        if len(self._queue) > 1:
+            self._queue.rotate(1)
+        return super().poll(timeout)
 
 
 def _space_of(cfg):
