@@ -49,7 +49,7 @@ STRATEGIES: dict[str, str] = {
     "proxylessnas": "nasir.strategies.oneshot.proxylessnas:Proxyless",
     "proxylessnas_penalty": "nasir.strategies.oneshot.proxylessnas:ProxylessPenalty",
     "netadapt": "nasir.strategies.oneshot.netadapt_trials:NetAdapt",
-    "netadapt_blocks": "nasir.strategies.oneshot.netadapt_blocks:NetAdaptBlocks",
+    "netadapt_blocks": "nasir.strategies.oneshot.netadapt_blocks_trials:NetAdaptBlocks",
 }
 
 

@@ -24,8 +24,8 @@ from nasir.errors import NasirError
 from nasir.ops import pair
 from nasir.passes import analyze, verify
 from nasir.spaces import get_space
-from nasir.strategies.base import make_strategy
 from nasir.strategies.oneshot.netadapt import NetAdaptSearch
+from nasir.strategies.oneshot.netadapt_blocks import NetAdaptBlocksSearch
 from nasir.text import parse_graph
 
 
@@ -110,7 +110,7 @@ def test_l2_selection_keeps_exactly_the_largest_norm_filters():
 
 
 def _bn_outputs(m, names, x):
-    got = {}
+    got: dict[str, torch.Tensor] = {}
     hooks = [m.get_submodule(n).register_forward_hook(
         lambda _m, _i, o, n=n: got.__setitem__(n, o.detach())) for n in names]
     out = m(x)
@@ -266,10 +266,10 @@ def test_netadapt_blocks_variant_still_runs():
         return analyze(g)["macs"] / 1e6
 
     full = mmacs(sp.instantiate(sp.check(a)))
-    s = make_strategy("netadapt_blocks", sp, seed=0, budget_ms=0.95 * full,
-                      latency_fn=mmacs, decisions=["b4_filters"], step_ms=1e9,
-                      finetune_epochs=1, pretrain_epochs=1, data_fraction=0.05)
-    r = s.searcher.search(a)
+    s = NetAdaptBlocksSearch(sp, seed=0, budget_ms=0.95 * full,
+                             latency_fn=mmacs, decisions=["b4_filters"], step_ms=1e9,
+                             finetune_epochs=1, pretrain_epochs=1, data_fraction=0.05)
+    r = s.search(a)
     assert r.method == "netadapt_blocks" and r.extra["variant"] == "netadapt_blocks"
     assert r.extra["met"] and r.assignment["b4_filters"] < a["b4_filters"]
     assert r.extra["settings"]["decisions"] == ["b4_filters"]

@@ -153,3 +153,26 @@ class _OutOfOrder(InProcessExecutor):
 def _space_of(cfg):
     o = cfg["space"]["options"]
     return build(**o)
+
+
+def test_netadapt_blocks_proposals_are_trials_of_the_users_space(tmp_path):
+    from nasir.passes import analyze
+
+    sp = get_space("tiny_mnasnet", input_shape=(1, 8, 8), num_classes=10)
+    opts = {"latency": "macs", "decisions": ["b3_filters", "b4_filters"], "max_iters": 2,
+            "pretrain_epochs": 2, "finetune_epochs": 1, "step_ms": 1e-9}
+    s = make_strategy("netadapt_blocks", sp, budget_ms=1.0, **opts)
+    start = s.start_assignment()
+    budget = 0.8 * analyze(prepare(sp.instantiate(start)))["macs"] * 1e-6
+    exp = _exp(strategy={"name": "netadapt_blocks", "options": {**opts, "budget_ms": budget}})
+    run_search(exp, str(tmp_path))
+    st = RunStore.open(str(tmp_path))
+    cfg, trials, note = st.config, st.trials(), st.meta("exhausted")
+    st.close()
+    assert cfg["space"]["name"] == "tiny_mnasnet" and note.startswith("NetAdapt (per-block")
+    stages = [t["metrics"].get("stage") for t in trials]
+    assert stages[0] == "pretrain" and set(stages[1:]) == {"short_term"} and len(stages) == 5
+    assert trials[0]["assignment"] == start.to_json()
+    for t in trials[1:3]:  # the first iteration: one block narrower than the start each
+        changed = [k for k, v in t["assignment"].items() if v != start[k]]
+        assert len(changed) == 1 and t["assignment"][changed[0]] < start[changed[0]]

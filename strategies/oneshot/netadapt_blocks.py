@@ -21,6 +21,9 @@ the budget is met or nothing can shrink. Each step's latency target decays by
 ``step_decay`` (as in NetAdapt). The result's ``extra["val_accuracy"]`` is the final
 network's accuracy after its last short-term fine-tune.
 
+This is the in-process API; the registry's ``netadapt_blocks`` runs the same variant
+through the runner, each proposal a trial (:mod:`.netadapt_blocks_trials`).
+
 >>> from nasir.spaces import get_space
 >>> sp = get_space("tiny_mnasnet", input_shape=(1, 8, 8), num_classes=10)
 >>> NetAdaptBlocksSearch(sp, budget_ms=0.5, latency_fn=lambda g: 1.0).names
@@ -38,9 +41,9 @@ from nasir.backends.torch.estimator import TrainConfig, TrainingEstimator
 from nasir.errors import NasirError, SpecError
 from nasir.graph import Graph
 from nasir.space import Space
-from nasir.strategies.oneshot.common import OneShotResult, OneShotStrategy, latency_function
+from nasir.strategies.oneshot.common import OneShotResult, latency_function
 
-__all__ = ["NetAdaptBlocks", "NetAdaptBlocksSearch"]
+__all__ = ["NetAdaptBlocksSearch"]
 
 
 class NetAdaptBlocksSearch:
@@ -145,11 +148,3 @@ class NetAdaptBlocksSearch:
                                        "settings": self.settings,
                                        "device": str(resolve_device(self.cfg.device))})
 
-
-class NetAdaptBlocks(OneShotStrategy):
-    """Registry entry ``netadapt_blocks``: ``propose`` simplifies the widest network of the
-    space to ``budget_ms`` once and returns the result (options go to
-    :class:`NetAdaptBlocksSearch`)."""
-
-    name: ClassVar[str] = "netadapt_blocks"
-    search_cls = NetAdaptBlocksSearch

@@ -75,6 +75,10 @@ class NetAdapt(Strategy):
     #: the final fine-tuning trial repeats the last winner's architecture on purpose (its
     #: inputs differ); every other trial is a new architecture
     distinct_proposals: ClassVar[bool] = False
+    #: the run searches the start network's width space (preflight derives it)
+    derives_space: ClassVar[bool] = True
+    #: how the end-of-search note names the method
+    title: ClassVar[str] = "NetAdapt"
 
     def __init__(self, space: Space, seed: int = 0, objective: str = "accuracy", *,
                  budget_ms: float | None = None, budget_ratio: float = 0.5,
@@ -85,7 +89,7 @@ class NetAdapt(Strategy):
                  pretrain_epochs: int = 5, pick: str = "accuracy",
                  train: Mapping[str, Any] | None = None, device: str | None = None) -> None:
         super().__init__(space, seed, objective)
-        if not isinstance(space.meta.get("netadapt"), Mapping):
+        if self.derives_space and not isinstance(space.meta.get("netadapt"), Mapping):
             raise SpecError(f"netadapt runs on a width space, not {space.name}",
                             hint=f"nasir search derives it (space {SPEC}); in Python use "
                                  "NetAdaptSearch(space).search()")
@@ -112,7 +116,7 @@ class NetAdapt(Strategy):
         self.max_iters, self.pick = max_iters, pick
         self.short_term_epochs, self.long_term_epochs = short_term_epochs, long_term_epochs
         self.pretrain_epochs = pretrain_epochs
-        self.train = {**FINETUNE, **dict(train or {})}
+        self.train: dict[str, Any] = {**FINETUNE, **dict(train or {})}
         self._latency_fn = latency_fn
         if latency_fn is None and latency == "macs":
             self._latency_fn = _macs_ms
@@ -130,11 +134,13 @@ class NetAdapt(Strategy):
         self.stop: str | None = None
         self.done = False
 
-    @staticmethod
-    def derived_space(space: Mapping[str, Any], options: Mapping[str, Any]
+    @classmethod
+    def derived_space(cls, space: Mapping[str, Any], options: Mapping[str, Any]
                       ) -> tuple[dict[str, Any], dict[str, Any]]:
         """The run's width space over the user's ``space`` config, and the options left
         (:func:`~.netadapt_space.derived_spec`; the runner's preflight asks)."""
+        if not cls.derives_space:
+            return dict(space), dict(options)
         return derived_spec(space, options)
 
     # -- latency and weights ------------------------------------------------------------
@@ -171,9 +177,13 @@ class NetAdapt(Strategy):
         self.queue.append({"kind": kind, "assignment": a, "inputs": inputs, **info})
 
     def _start(self) -> None:
-        a = self.space.reference("start")
+        a = self.start_assignment()
         self._add("start", a, {"train": {"epochs": self.pretrain_epochs},
                                "stage": "pretrain"})
+
+    def start_assignment(self) -> Assignment:
+        """The network the search starts from (the width space's ``start``)."""
+        return self.space.reference("start")
 
     def _iterate(self) -> None:
         """Queue the next iteration's proposals, or the final trial."""
@@ -228,7 +238,7 @@ class NetAdapt(Strategy):
         if not self.queue:
             if self.done:
                 final = [k + 1 for k, t in enumerate(self.trials) if t["kind"] == "final"]
-                raise SpaceExhausted(f"NetAdapt finished ({self.stop}) after "
+                raise SpaceExhausted(f"{self.title} finished ({self.stop}) after "
                                      f"{len(self.iterations)} iterations" + (
                                          f"; the adapted network is trial {final[0]} "
                                          "(long-term fine-tuned)" if final else ""))
