@@ -154,7 +154,11 @@ def test_a_run_records_its_variant_settings_and_changes():
     assert st["settings"] == extra["settings"]
     assert st["changed"] == extra["changed"] == {"epochs": 1, "data_fraction": 0.05}
     assert st["settings"] == VARIANTS["darts"].to_json() | st["changed"]
-    assert st["history"][0]["event"] == "propose"  # the history still replays
+    # the job's result is an event: the history replays without training again
+    assert [e["event"] for e in st["history"]] == ["job", "propose"]
+    again = make_strategy("darts", sp, seed=0, epochs=1, data_fraction=0.05)
+    again.replay(st["history"])
+    assert again.result.assignment == s.result.assignment and again.searcher.net is None
     with pytest.raises(NasirError, match="variant"):
         make_strategy("darts", sp, variant="darts_pt")
     with pytest.raises(NasirError, match="unknown DARTS option"):
