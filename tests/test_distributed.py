@@ -34,10 +34,14 @@ def _batches(seed: int, steps: int) -> list[torch.Tensor]:
     return out[:steps]
 
 
-def train(replica: Replica, variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def train(replica: Replica, variants: list[dict[str, Any]], scratch: torch.Tensor | None = None
+          ) -> list[dict[str, Any]]:
     """DARTS first order on a tiny NB201 supernet: per global batch an α step on the
     architecture half, then a weight step (momentum SGD, clipped) on the weight half.
-    A variant may leave out ``sync_bn`` or ``average`` and sets ``steps``."""
+    A variant may leave out ``sync_bn`` or ``average`` and sets ``steps``. ``scratch`` is
+    changed in place (each rank must get its own copy: an optimizer adopts loaded tensors)."""
+    if scratch is not None:
+        scratch.add_(1.0)
     out = []
     for v in variants:
         torch.manual_seed(0)
@@ -84,7 +88,9 @@ def _max_diff(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float]:
 def test_two_processes_train_like_one() -> None:
     variants = [{"steps": 3}, {"steps": 1, "sync_bn": False}, {"steps": 1, "average": False}]
     one = train(Replica(), variants[:1])[0]
-    two = launch(train, 2, (variants,), timeout_s=240)
+    scratch = torch.zeros(3)
+    two = launch(train, 2, (variants, scratch), timeout_s=240)
+    assert scratch.tolist() == [0.0] * 3
     same, no_bn, no_avg = two[0]
     curve, state = _max_diff(one, same)
     assert curve < 1e-5 and state < 1e-5, (curve, state)

@@ -90,13 +90,14 @@ def run_rank(fn: Callable[..., Any], rank: int, world_size: int, address: str, p
         return "error", traceback.format_exc()
 
 
-def _child(conn: Connection, fn: Callable[..., Any], rank: int, world_size: int, port: int,
-           args: Sequence[Any], backend: str, device: str, timeout_s: float,
-           threads: int) -> None:
+def _child(conn: Connection, payload: bytes, rank: int, world_size: int, port: int,
+           backend: str, device: str, timeout_s: float, threads: int) -> None:
+    fn, args = pickle.loads(payload)
     status, out = run_rank(fn, rank, world_size, "127.0.0.1", port, args, backend=backend,
                            device=device, timeout_s=timeout_s, threads=threads)
-    # plain pickle: multiprocessing's would pass tensors as shared memory that goes away
-    # with this process
+    # plain pickle both ways: multiprocessing's passes tensors as shared memory, which the
+    # ranks would update in place together (an optimizer adopts loaded tensors), and which
+    # goes away with the process that made it
     try:
         data = pickle.dumps((status, out))
     except Exception:
@@ -139,13 +140,14 @@ def launch(fn: Callable[..., Any], world_size: int, args: Sequence[Any] = (), *,
     threads = threads or max(1, (os.cpu_count() or 1) // world_size)
     ctx = mp.get_context("spawn")
     port = free_port()
+    payload = pickle.dumps((fn, tuple(args)))
     procs, conns = [], []
     try:
         for rank in range(world_size):
             here, there = ctx.Pipe(duplex=False)
             p = ctx.Process(target=_child, name=f"nasir-rank-{rank}", daemon=True,
-                            args=(there, fn, rank, world_size, port, tuple(args), backend,
-                                  device, timeout_s, threads))
+                            args=(there, payload, rank, world_size, port, backend, device,
+                                  timeout_s, threads))
             p.start()
             there.close()
             procs.append(p)
