@@ -1,5 +1,6 @@
-"""``kill -9`` of an ENAS run once its shared weights have a checkpoint, then ``nasir
-resume``: the run ends with the trials, scores and job records of an uninterrupted one."""
+"""``kill -9`` of an ENAS run (two pool workers) once its shared weights have a checkpoint,
+then ``nasir resume`` (in-process): the run ends with the trials, scores and job records
+of an uninterrupted in-process one."""
 
 from __future__ import annotations
 
@@ -30,7 +31,9 @@ def test_kill_9_then_nasir_resume_ends_like_the_uninterrupted_run(tmp_path, refe
     """``nasir search`` killed with SIGKILL once its first shared-weight epoch is stored
     (during epoch 0's controller steps or epoch 1's job), then ``nasir resume``."""
     cfg, folder = tmp_path / "enas.json", str(tmp_path / "run")
-    cfg.write_text(json.dumps(_exp().to_dict()))
+    # two pool workers: a step's children run at once, the next step waits for them
+    # (AwaitFeedback); the reference ran in-process, one trial at a time
+    cfg.write_text(json.dumps(_exp(executor={"kind": "pool", "workers": 2}).to_dict()))
     cli = [sys.executable, "-m", "nasir"]
     proc = subprocess.Popen([*cli, "search", "-c", str(cfg), "--run-dir", folder,
                              "--no-progress", "--no-report"],
@@ -57,7 +60,8 @@ def test_kill_9_then_nasir_resume_ends_like_the_uninterrupted_run(tmp_path, refe
         assert st.meta("status") == "running" and len(st.trials()) < PLAN  # killed mid-run
     finally:
         st.close()
-    done = subprocess.run([*cli, "resume", folder, "--no-progress", "--no-report"],
+    done = subprocess.run([*cli, "resume", folder, "--executor", "inprocess", "--no-progress",
+                           "--no-report"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert _outcome(folder) == reference[1]
