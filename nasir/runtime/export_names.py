@@ -38,7 +38,8 @@ from typing import Any
 
 from nasir.errors import BackendError
 from nasir.graph import Graph, Node
-from nasir.space import Space, _Instantiator
+from nasir.interpret import Instantiator
+from nasir.space import Space
 
 __all__ = ["Scope", "readable_names", "rename_lowered", "scoped_instantiate"]
 
@@ -121,7 +122,7 @@ def _region_tags(body: Graph) -> dict[int, tuple[str, str, Node, int, Any]]:
     return tags
 
 
-class _ScopeWatcher(_Instantiator):
+class _ScopeWatcher(Instantiator):
     """The space's own instantiation, noting which region each new node was made in."""
 
     def __init__(self, space: Space, a: Any, g: Graph) -> None:
