@@ -170,9 +170,8 @@ TINY = {
     "darts": ["--strategy-opt", "data_fraction=0.1", "--strategy-opt", "top_k=2"],
     "fbnet": ["--strategy-opt", "data_fraction=0.1", "--strategy-opt", "top_k=2"],
     "proxylessnas": ["--strategy-opt", "data_fraction=0.1", "--strategy-opt", "top_k=2"],
-    "netadapt": ["--strategy-opt", "data_fraction=0.05", "--strategy-opt", "max_iters=1",
-                 "--strategy-opt", "short_term_epochs=0", "--strategy-opt",
-                 "long_term_epochs=0", "--space-opt", "width=0.25"],
+    "netadapt": ["--strategy-opt", "max_iters=1", "--strategy-opt", "pretrain_epochs=1",
+                 "--strategy-opt", "long_term_epochs=0", "--space-opt", "width=0.25"],
 }
 
 
@@ -222,6 +221,11 @@ def test_each_preset_runs_end_to_end(name, tmp_path, monkeypatch, capsys):
         assert [t["metrics"]["role"] for t in trials] == ["child", "derive", "derived"]
     elif name in ("darts", "fbnet", "proxylessnas"):  # a search job, then 2 distinct children
         assert len({t["hash"] for t in trials}) == 2
+    elif name == "netadapt":  # the start network, then a proposal: one layer narrower
+        narrower = [k for k, v in trials[1]["assignment"].items()
+                    if v < trials[0]["assignment"][k]]
+        assert len(narrower) == 1 and trials[1]["assignment"].keys() == trials[0][
+            "assignment"].keys()
     elif name in ONESHOT:  # one search, its derived architecture proposed again: cached
         assert trials[1].get("cached_from") == trials[0]["id"] or len(
             {t["hash"] for t in trials}) == 1

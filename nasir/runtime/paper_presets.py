@@ -320,9 +320,11 @@ NETADAPT = Preset(
     name="netadapt", system="NetAdapt",
     paper="Yang et al., NetAdapt: Platform-Aware Neural Network Adaptation for Mobile "
           "Applications, ECCV 2018",
-    space="mobilenet_v2", strategy="netadapt", budget=1,
-    budget_note="one adaptation of a trained network (each iteration short-term fine-tunes "
-                "one proposal per layer), then long-term fine-tuning",
+    space="mobilenet_v2", strategy="netadapt", budget=2000,
+    budget_note="an upper bound: the run ends itself when the latency budget is met (or "
+                "after max_iters = 30 iterations) — a trial trains the start network, one "
+                "trial per layer per iteration short-term fine-tunes its proposal, a last "
+                "trial fine-tunes the adapted network long-term",
     paper_setting=("start from a trained network; each iteration proposes, per layer, the "
                    "largest filter count that cuts the measured latency by the iteration's "
                    "reduction, keeps the filters of largest L2 norm, short-term fine-tunes "
@@ -340,9 +342,8 @@ NETADAPT = Preset(
         "space for",
         "latency: the TVM per-layer table on the host instead of measurements on the "
         "paper's phones",
-        "the run's trial trains the start network: the adapted network is not a member of "
-        "the space, so its widths, graph and fine-tuned weights are in the strategy's result "
-        "(RUN's strategy state), not in a trial",
+        "start network: trained by the run's first trial (pretrain_epochs), not a network "
+        "pretrained on ImageNet",
     ),
 )
 
