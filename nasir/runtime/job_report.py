@@ -58,8 +58,10 @@ def plot_alphas(records: Sequence[Mapping[str, Any]], out_dir: str, stem: str,
     keys = list(series)[:MAX_PANELS]
     cols = min(4, len(keys))
     rows = math.ceil(len(keys) / cols)
+    # each panel its own y range: a short search (DARTS' α lr 3e-4) moves the
+    # probabilities by thousandths, which a shared 0–1 axis would hide
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False,
-                             sharex=True, sharey=True)
+                             sharex=True)
     for ax, k in zip(axes.flat, keys):
         arr = series[k]
         names = list((options or {}).get(k, range(arr.shape[1])))
@@ -67,9 +69,9 @@ def plot_alphas(records: Sequence[Mapping[str, Any]], out_dir: str, stem: str,
             ax.plot(range(len(arr)), arr[:, i], "-o", ms=2.5, lw=1.2,
                     label=str(names[i]) if i < len(names) else str(i))
         ax.set_title(k, fontsize=8)
-        ax.set_ylim(0, 1)
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=6, loc="upper left")
+        ax.legend(fontsize=6, loc="best")
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     fig.supxlabel("epoch")
@@ -104,7 +106,7 @@ def job_lines(steps: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, 
         lines += [f"### job `{name}`: {len(records)} epochs"
                   + ("" if done else " (unfinished)"), ""]
         cols = [k for k in dict.fromkeys(k for r in records for k in r)
-                if k not in ("step", "probs", "derived")
+                if k not in ("step", "epoch", "probs", "derived")
                 and all(isinstance(r.get(k), int | float | None) for r in records)]
         lines += ["| epoch | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
         lines += [f"| {r['step']} | " + " | ".join(_fmt(r.get(c)) for c in cols) + " |"
