@@ -30,7 +30,9 @@ import datetime
 import multiprocessing as mp
 import os
 import pickle
+import signal
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -90,8 +92,22 @@ def run_rank(fn: Callable[..., Any], rank: int, world_size: int, address: str, p
         return "error", traceback.format_exc()
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this rank when the launching process dies (``kill -9`` of the
+    runner), instead of leaving it to wait in a collective until the group timeout."""
+    if sys.platform != "linux":
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # no libc by that name: the group timeout still holds
+        pass
+
+
 def _child(conn: Connection, payload: bytes, rank: int, world_size: int, port: int,
            backend: str, device: str, timeout_s: float, threads: int) -> None:
+    _die_with_parent()
     fn, args = pickle.loads(payload)
     status, out = run_rank(fn, rank, world_size, "127.0.0.1", port, args, backend=backend,
                            device=device, timeout_s=timeout_s, threads=threads)

@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from nasir.errors import NasirError, StoreError, located
+from nasir.runtime.data_parallel import job_runner
 from nasir.runtime.executors import Executor, make_executor
 from nasir.runtime.experiment import Experiment
 from nasir.runtime.jobs import JobRunner, give_run_data, refuse_duplicate
@@ -73,9 +74,11 @@ def strategy_options(exp: Experiment, name: str) -> dict[str, Any]:
     from nasir.strategies import STRATEGIES
 
     opts = dict(exp.strategy.options)
-    if STRATEGIES.get(name, "").startswith("nasir.strategies.oneshot.") \
-            and "device" not in opts:
-        opts["device"] = exp.device
+    if STRATEGIES.get(name, "").startswith("nasir.strategies.oneshot."):
+        from nasir.runtime.data_parallel import strip_workers
+
+        opts, _ = strip_workers(opts)  # the runner's option (data-parallel epochs)
+        opts.setdefault("device", exp.device)
     return opts
 
 
@@ -161,7 +164,8 @@ class Driver:
         if events:
             self.strategy.replay(events)
         self._written = len(self.strategy.history)
-        self.jobs = JobRunner(store, self.strategy, self.callback, self._new_events)
+        self.jobs = job_runner(store, self.strategy, self.callback, self._new_events,
+                               exp, getattr(store, "folder", None))
         give_run_data(self.strategy, exp)
         trials = {t["id"]: t for t in store.trials()}
         self._proposed = {t["hash"] for t in trials.values()}
