@@ -30,7 +30,7 @@ LAYERS: dict[str, int] = {
     "nasir.errors": CORE, "nasir.loc": CORE, "nasir.types": CORE, "nasir.ops": CORE,
     "nasir.graph": CORE, "nasir.text": CORE, "nasir.serialize": CORE, "nasir.dsl": CORE,
     "nasir.space": CORE, "nasir.space_count": CORE, "nasir.space_text": CORE,
-    "nasir.decision_meta": CORE,
+    "nasir.decision_meta": CORE, "nasir.schema": CORE, "nasir.interpret": CORE,
     "nasir.spaces": CORE, "nasir.userload": CORE,
     # numbers every layer ranks by (moved here from strategies)
     "nasir.metrics": CORE, "nasir.pareto": CORE,

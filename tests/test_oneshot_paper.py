@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nasir.backends.torch.supernet import Supernet, _OpChoice
+from nasir.backends.torch.supernet import Supernet
+from nasir.backends.torch.supernet.choices import _OpChoice
 from nasir.errors import NasirError
 from nasir.spaces import get_space
 from nasir.spaces.darts import OPS

@@ -394,7 +394,8 @@ def _grads(net, x, y):
 def test_zero_and_zero_weight_candidates_are_skipped_exactly():
     """Mixed modes do not run ``zero`` candidates nor candidates whose weight is exactly 0
     (logit −inf); the output and every gradient are those of running them."""
-    from nasir.backends.torch.supernet import _EdgeChoice, _OpChoice
+    from nasir.backends.torch.supernet.cells import _EdgeChoice
+    from nasir.backends.torch.supernet.choices import _OpChoice
 
     sp = get_space("nb201", input_shape=(1, 8, 8), channels=4, cells_per_stage=1)
     net = Supernet(sp, mode="darts", seed=0, affine=False, per_input_ops=True)
@@ -441,7 +442,7 @@ def test_gumbel_hard_runs_one_path_with_straight_through_logit_gradients(nb201):
     """``gumbel_hard``: the forward is the sampled path's (a Gumbel-max draw from
     softmax(α)); only its weights get gradients; each logit vector gets the
     straight-through gradient ⟨∂L/∂out, o_k⟩ · ∂y_k/∂α; memory as a single path."""
-    from nasir.backends.torch.supernet import _Ctx
+    from nasir.backends.torch.supernet.mixing import _Ctx
 
     sp, net = nb201
     x = torch.randn(4, 3, 8, 8)
