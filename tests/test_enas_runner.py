@@ -150,3 +150,18 @@ def test_the_controller_learns_from_feedback():
     with pytest.raises(SpaceExhausted):
         s.propose(1)
 
+
+
+def test_the_derived_child_is_trained_by_the_training_estimator(reference):
+    from nasir.runtime.estimators import build_estimator
+
+    folder, _ = reference
+    exp = _exp(estimator={"options": {"final_options": {"epochs": 1, "data_fraction": 0.1}}})
+    sp = get_space("nb201", input_shape=(1, 8, 8), channels=4, cells_per_stage=1)
+    est = build_estimator(exp.to_dict(), folder)
+    est.set_task({"inputs": {"shared": {"job": "enas-shared", "steps": 2, "role": "derived",
+                                        "batches": 1, "seed": 3, "fixed": {},
+                                        "batch_size": 32, "data_fraction": 0.15}}})
+    m = est.evaluate(sp, sp.reference("resnet"), seed=5)
+    assert m["role"] == "derived" and m["epochs_run"] == 1 and "shared_epochs" not in m
+    assert 0 <= m["accuracy"] <= 1 and m["params"] > 0  # static analysis runs too

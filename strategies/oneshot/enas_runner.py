@@ -50,7 +50,7 @@ import torch
 from nasir.errors import NasirError, SpecError
 from nasir.space import Assignment, Space
 from nasir.strategies.base import AwaitFeedback, Strategy
-from nasir.strategies.controller import Controller
+from nasir.strategies.controller import Controller, single_thread
 from nasir.strategies.dedup import SpaceExhausted
 from nasir.strategies.oneshot.common import SearchData
 from nasir.strategies.oneshot.enas import EnasSearch
@@ -83,7 +83,7 @@ class Enas(Strategy):
             raise SpecError("ENAS under the runner needs controller_steps >= 1",
                             where="strategy.options.controller_steps",
                             hint="its controller learns only from proposed children")
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), single_thread():
             torch.manual_seed(self.seed)
             net = shared_supernet(space, self.seed, self.searcher.fixed)  # checks the space
             self.options = net.decisions()
@@ -232,10 +232,12 @@ class Enas(Strategy):
         self.step_rewards.append(acc)
         if len(self._step) < cfg.controller_samples:
             return
-        self.copt.zero_grad()
-        self.ctrl.loss([s for s, _ in self._step], [adv for _, adv in self._step],
-                       entropy=cfg.entropy if cfg.entropy_in == "loss" else 0.0).backward()
-        self.copt.step()
+        with single_thread():  # a batch of a few sequences: threads only contend
+            self.copt.zero_grad()
+            self.ctrl.loss([s for s, _ in self._step], [adv for _, adv in self._step],
+                           entropy=cfg.entropy if cfg.entropy_in == "loss" else 0.0
+                           ).backward()
+            self.copt.step()
         self.ctrl.invalidate()  # sampling reads a numpy copy of the weights
         self._step = []
 
