@@ -68,6 +68,9 @@ def test_the_run_is_the_papers_loop(reference):
     try:
         events = st.events()
         assert [e["event"] for e in events].count("job") == 2
+        # the derived child repeats a derivation child's hash, yet nothing came from the
+        # driver's cache: a trial with shared-weight inputs is always scored itself
+        assert all(t["cached_from"] is None for t in st.trials())
     finally:
         st.close()
 
