@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from nasir.backends.torch.supernet import Supernet
 from nasir.strategies.oneshot.common import (
+    LatencyCalibration,
     OneShotResult,
     derive_from_probs,
     frozen_logits,
@@ -55,6 +56,28 @@ class LatencyJob(SupernetJob):
                                   betas=self.cfg.a_betas)}
         self.arch_it = ResumableCycle(data.train_a)
         self._capture_rng()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The base state plus the latency rows the search uses (measured, maybe
+        calibrated): a resumed job keeps them instead of measuring again, which could
+        differ."""
+        s = self.searcher
+        cal = s.calibration.to_json() if s.calibration is not None else None
+        return {**super().state_dict(),
+                "latency_rows": {k: [float(x) for x in v] for k, v in s.rows().items()},
+                "calibration": cal}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state`` with its latency rows."""
+        super().load_state_dict(state)
+        s = self.searcher
+        s.latency_rows = {k: np.asarray(v, dtype=np.float64)
+                          for k, v in state["latency_rows"].items()}
+        cal = state.get("calibration")
+        s.calibration = None if cal is None else LatencyCalibration(
+            float(cal["scale"]), float(cal["offset"]),
+            [(float(a), float(b)) for a, b in cal["points"]])
+        self.expected, self.sampled = s._lat_fns(self.net)
 
     # -- one batch -----------------------------------------------------------------------------
     def arch_step(self, xa: Any, ya: Any) -> None:
