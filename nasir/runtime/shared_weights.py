@@ -11,7 +11,7 @@ score it. :class:`SharedWeightsEstimator`
   by the weights it was proposed against or not at all; the driver never reuses another
   trial's result for a trial with inputs, so no child gets a reward measured under other
   weights;
-- scores a ``child`` on one batch of the architecture half (the paper's reward), a
+- scores a ``child`` on one full batch of the architecture half (the paper's reward), a
   ``derive`` candidate on ``batches`` batches (``None``: the whole half): accuracy with
   BatchNorm batch statistics, as :class:`~nasir.strategies.oneshot.enas.EnasSearch`
   does. The batch is picked by the trial seed (a function of the run seed and the
@@ -174,6 +174,8 @@ class SharedWeightsEstimator:
         batches = self._arch_batches(ins)
         n = ins.get("batches")
         if n is not None:  # the paper: one batch per child, picked by the trial's seed
+            if len(batches) > 1 and len(batches[-1][1]) < len(batches[0][1]):
+                batches = batches[:-1]  # a short last batch would make a noisier reward
             first = int(seed) % len(batches)
             batches = [batches[(first + j) % len(batches)] for j in range(int(n))]
         a = {**dict(assignment), **dict(ins.get("fixed") or {})}
