@@ -128,3 +128,23 @@ def test_a_failing_rank_is_a_nasir_error_and_stops_the_others(how: str, text: st
     assert not mp.active_children()
     assert time.monotonic() - t0 < 60
 
+
+
+@pytest.mark.slow
+def test_ray_actors_train_like_one_process() -> None:
+    ray = pytest.importorskip("ray")
+    from nasir.backends.torch.launch import launch_ray
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             _node_ip_address="127.0.0.1", runtime_env={"env_vars": {"PYTHONPATH": path}})
+    try:
+        one = train(Replica(), [{"steps": 2}])[0]
+        two = launch_ray(train, 2, ([{"steps": 2}],), timeout_s=240)
+        curve, state = _max_diff(one, two[0][0])
+        assert curve < 1e-5 and state < 1e-5, (curve, state)
+        with pytest.raises(NasirError, match="rank 1 of 2 failed: ValueError: rank one broke"):
+            launch_ray(crash, 2, ("raise",), timeout_s=120)
+    finally:
+        ray.shutdown()

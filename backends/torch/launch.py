@@ -175,33 +175,71 @@ def launch(fn: Callable[..., Any], world_size: int, args: Sequence[Any] = (), *,
             c.close()
 
 
+class _Failures:
+    """Failed ranks of a run. The first to report is often a victim (its collective lost the
+    peer that raised), so the launcher waits :data:`GRACE_S` for the others and reports the
+    one that failed on its own: a rank that died, else one whose traceback does not end in
+    a collective."""
+
+    def __init__(self, world_size: int) -> None:
+        self.world_size = world_size
+        self.errors: dict[int, tuple[int, NasirError]] = {}
+        self.until = 0.0
+
+    def add(self, k: int, error: NasirError, tb: str | None) -> None:
+        victim = tb is not None and "distributed_c10d" in tb
+        self.errors[k] = (1 if victim else 0, error)
+        if len(self.errors) == 1:
+            self.until = time.monotonic() + GRACE_S
+
+    def first(self) -> NasirError:
+        return min(self.errors.items(), key=lambda kv: (kv[1][0], kv[0]))[1][1]
+
+
+#: seconds a launcher waits for the other ranks' reports after one failed
+GRACE_S = 3.0
+
+
+def _timeout(where: str, timeout_s: float, finished: int, world_size: int) -> NasirError:
+    return BackendError(f"data-parallel run timed out after {timeout_s:g} s "
+                        f"({finished} of {world_size} ranks finished)", where=where,
+                        hint="raise timeout_s, or look for a rank stuck outside the "
+                             "collectives the others wait in")
+
+
 def _collect(procs: list[Any], conns: list[Connection], world_size: int,
              timeout_s: float) -> list[Any]:
     results: dict[int, Any] = {}
+    failed = _Failures(world_size)
     deadline = time.monotonic() + timeout_s
     waiting = {id(c): k for k, c in enumerate(conns)}
     sentinels = {p.sentinel: k for k, p in enumerate(procs)}
-    while len(results) < world_size:
-        left = deadline - time.monotonic()
+    while len(results) + len(failed.errors) < world_size:
+        left = (failed.until if failed.errors else deadline) - time.monotonic()
         if left <= 0:
-            raise BackendError(f"data-parallel run timed out after {timeout_s:g} s "
-                               f"({len(results)} of {world_size} ranks finished)",
-                               where="launch", hint="raise timeout_s, or look for a rank "
-                               "stuck outside the collectives the others wait in")
+            if failed.errors:
+                break
+            raise _timeout("launch", timeout_s, len(results), world_size)
         live = [c for c in conns if id(c) in waiting]
-        ready = wait([*live, *[s for s, k in sentinels.items() if k not in results]], left)
+        done = set(results) | set(failed.errors)
+        ready = wait([*live, *[s for s, k in sentinels.items() if k not in done]], left)
         for r in ready:
             if isinstance(r, Connection):
                 k = waiting.pop(id(r))
                 try:
                     status, out = pickle.loads(r.recv_bytes())
                 except EOFError:  # the pipe closed without a result: the process died
-                    raise _died(procs, k, world_size) from None
+                    failed.add(k, _died(procs, k, world_size), None)
+                    continue
                 if status != "ok":
-                    raise _failed(k, world_size, _last_line(out), out)
-                results[k] = out
-            elif sentinels[r] not in results and not conns[sentinels[r]].poll():
-                raise _died(procs, sentinels[r], world_size)
+                    failed.add(k, _failed(k, world_size, _last_line(out), out), out)
+                else:
+                    results[k] = out
+            elif (k := sentinels[r]) not in results and k not in failed.errors \
+                    and not conns[k].poll():
+                failed.add(k, _died(procs, k, world_size), None)
+    if failed.errors:
+        raise failed.first()
     return [results[k] for k in range(world_size)]
 
 
@@ -265,23 +303,28 @@ def launch_ray(fn: Callable[..., Any], world_size: int, args: Sequence[Any] = ()
         refs = {a.run.remote(fn, k, world_size, host, port, tuple(args), backend, dev,
                              timeout_s, threads): k for k, a in enumerate(actors)}
         results: dict[int, Any] = {}
-        while len(results) < world_size:
-            left = deadline - time.monotonic()
+        failed = _Failures(world_size)
+        while refs:
+            left = (failed.until if failed.errors else deadline) - time.monotonic()
             ready, _ = ray.wait(list(refs), num_returns=1, timeout=max(0.0, left))
             if not ready:
-                raise BackendError(f"data-parallel run on Ray timed out after {timeout_s:g} s "
-                                   f"({len(results)} of {world_size} ranks finished)",
-                                   where="launch_ray", hint="raise timeout_s")
+                if failed.errors:
+                    break
+                raise _timeout("launch_ray", timeout_s, len(results), world_size)
             for ref in ready:
                 k = refs.pop(ref)
                 try:
                     status, out = ray.get(ref)
                 except ray.exceptions.RayError as e:
-                    raise _failed(k, world_size, f"its actor died ({type(e).__name__})",
-                                  str(e)) from None
+                    failed.add(k, _failed(k, world_size, f"its actor died "
+                                          f"({type(e).__name__})", str(e)), None)
+                    continue
                 if status != "ok":
-                    raise _failed(k, world_size, _last_line(out), out)
-                results[k] = out
+                    failed.add(k, _failed(k, world_size, _last_line(out), out), out)
+                else:
+                    results[k] = out
+        if failed.errors:
+            raise failed.first()
         return [results[k] for k in range(world_size)]
     finally:
         for a in actors:
