@@ -94,6 +94,9 @@ def test_stop_and_resume_ends_like_the_uninterrupted_run(tmp_path, reference):
 
 def test_an_enas_run_needs_the_shared_estimator_and_a_budget_for_its_plan():
     assert _exp().estimator.kind == "shared"  # selected when the estimator is left alone
+    # the training estimator's options train the derived child
+    est = _exp(estimator={"kind": "training", "options": {"epochs": 2}}).estimator
+    assert (est.kind, est.options) == ("shared", {"final_options": {"epochs": 2}})
     with pytest.raises(NasirError, match="not with the nb201 estimator"):
         prepare(_exp(estimator={"kind": "nb201"}), smoke=False)
     with pytest.raises(NasirError, match="trains no shared weights"):

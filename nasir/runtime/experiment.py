@@ -91,9 +91,9 @@ class EstimatorConfig(_Model):
     with weights inherited from one trained supernet
     (:class:`~nasir.runtime.weight_sharing.OneShotEstimator`, options are its
     :class:`~nasir.runtime.weight_sharing.OneShotConfig` fields); ``shared`` scores an ENAS
-    run's children with the shared weights it trains (what ``strategy enas`` selects when
-    the estimator is left at its default, :mod:`nasir.runtime.shared_weights`); ``latency``
-    adds TVM-measured latency on :class:`TargetConfig` (``auto``: on when the reward or a
+    run's children with the shared weights it trains (``strategy enas`` turns ``training``
+    into it, :func:`~nasir.runtime.shared_weights.enas_options`); ``latency`` adds
+    TVM-measured latency on :class:`TargetConfig` (``auto``: on when the reward or a
     constraint needs it). Training defaults to ``TRAINING_DEFAULTS`` (3 epochs) under the
     given options.
     """
@@ -277,10 +277,11 @@ class Experiment(_Model):
         elif not fn and kind == "evaluator":
             raise ValueError("estimator.kind is 'evaluator' but no evaluator.function is "
                              "given")
-        elif (kind == "training" and self.strategy.name == "enas"  # its shared weights
-              and set(self.estimator.options) <= {"final", "final_options"}):
-            object.__setattr__(self, "estimator",
-                               self.estimator.model_copy(update={"kind": "shared"}))
+        elif kind == "training" and self.strategy.name == "enas":
+            from nasir.runtime.shared_weights import enas_options
+
+            object.__setattr__(self, "estimator", self.estimator.model_copy(
+                update={"kind": "shared", "options": enas_options(self.estimator.options)}))
         return self
 
     @model_validator(mode="after")

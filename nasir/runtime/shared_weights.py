@@ -21,9 +21,10 @@ score it. :class:`SharedWeightsEstimator`
   :data:`~nasir.runtime.experiment.TRAINING_DEFAULTS`), or scores it with the shared
   weights (``final = "shared"``).
 
-``nasir search --strategy enas`` selects this estimator when none is given; it scores
-nothing else (a trial without ``shared`` inputs is an error), and ENAS runs with no other
-estimator (:func:`check_enas_estimator`).
+``strategy enas`` turns the ``training`` estimator (the default) into this one, its
+options training the derived child (:func:`enas_options`); it scores nothing else (a trial
+without ``shared`` inputs is an error), and ENAS runs with no other estimator
+(:func:`check_enas_estimator`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from nasir.errors import NasirError, TrialError
 from nasir.space import Space
 
 __all__ = ["ENAS_STRATEGIES", "SharedConfig", "SharedWeightsEstimator",
-           "check_enas_estimator"]
+           "check_enas_estimator", "enas_options"]
 
 #: the registry strategies whose children this estimator scores
 ENAS_STRATEGIES = ("enas",)
@@ -59,6 +60,23 @@ class SharedConfig:
                              f"'shared', got {self.final!r}", where="estimator.options.final")
 
 
+def enas_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``shared`` estimator's options for an ENAS run given the training estimator's:
+    ENAS scores its children with its shared weights, and the training options
+    (``--epochs``, ``--estimator-opt``) train its derived child (``final_options``).
+
+    >>> enas_options({"epochs": 5, "final_options": {"lr": 0.01}})
+    {'final_options': {'epochs': 5, 'lr': 0.01}}
+    >>> enas_options({})
+    {}
+    """
+    opts = dict(options)
+    train = {k: opts.pop(k) for k in list(opts) if k not in ("final", "final_options")}
+    if train:
+        opts["final_options"] = {**train, **dict(opts.get("final_options") or {})}
+    return opts
+
+
 def check_enas_estimator(strategy: str, estimator: str) -> None:
     """An ENAS run scores its children with the ``shared`` estimator, and that estimator
     scores nothing else; any other pairing is a :class:`NasirError` at start.
@@ -75,9 +93,9 @@ def check_enas_estimator(strategy: str, estimator: str) -> None:
         raise NasirError(f"strategy {strategy} scores its children with the shared weights "
                          f"it trains, not with the {estimator} estimator",
                          where="estimator.kind",
-                         hint="use --estimator shared (what enas selects when no estimator "
-                              "is given); its derived child is trained with the training "
-                              "estimator (--estimator-opt final_options='{\"epochs\": N}')")
+                         hint="use --estimator shared (or training, which enas turns into "
+                              "shared): its derived child is trained with the training "
+                              "estimator (--estimator-opt epochs=N)")
     if not enas and estimator == "shared":
         raise NasirError(f"the shared estimator scores the children of an ENAS run; "
                          f"strategy {strategy} trains no shared weights",
