@@ -31,6 +31,10 @@ DARTS = ["--strategy", "darts", "--strategy-opt", "epochs=4", "--strategy-opt", 
          "--strategy-opt", "data_fraction=0.25", "--strategy-opt", "batch_size=32",
          "--seed", "3"]
 
+#: the run's estimator: training, one short epoch
+TRAIN = ["--estimator", "training", "--estimator-opt", "epochs=1", "--estimator-opt",
+         "data_fraction=0.2"]
+
 
 def _search(run: str, *extra: str) -> list[str]:
     return ["search", *TINY, *DARTS, "--reward", "accuracy", "--objective", "accuracy:max",
@@ -49,9 +53,9 @@ def _stored(run: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def darts_run(tmp_path_factory) -> tuple[str, dict[str, Any]]:
-    """An uninterrupted ``nasir search --strategy darts`` (NB201 table estimator)."""
+    """An uninterrupted ``nasir search --strategy darts``; children trained (1 epoch)."""
     run = str(tmp_path_factory.mktemp("darts") / "run")
-    assert main(_search(run, "--estimator", "nb201")) == 0
+    assert main(_search(run, *TRAIN)) == 0
     return run, _stored(run)
 
 
@@ -66,6 +70,7 @@ def test_darts_search_is_one_job_then_the_derived_child_is_a_trial(darts_run):
     derived = jobs[0]["result"]["assignment"]
     # top_k=1: one trial, the derived child, evaluated by the run's estimator; then the end
     assert [(t["assignment"], t["status"]) for t in got["trials"]] == [(derived, "done")]
+    assert 0.0 <= got["trials"][0]["metrics"]["accuracy"] <= 1.0
     assert "derived children" in got["exhausted"]
     assert os.path.exists(os.path.join(run, "jobs", "supernet.pt"))
 
@@ -94,7 +99,7 @@ def test_kill_9_mid_search_then_resume_continues_from_the_last_epoch(tmp_path, d
     _, ref = darts_run
     run = str(tmp_path / "run")
     proc = subprocess.Popen([sys.executable, "-m", "nasir",
-                             *_search(run, "--estimator", "nb201")],
+                             *_search(run, *TRAIN)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     db = os.path.join(run, "run.sqlite")
     deadline = time.time() + 240
