@@ -356,18 +356,9 @@ def build_estimator(exp: Mapping[str, Any], run_dir: str | None = None) -> Combi
             data=load_run_data(e), device=_device(e),
             weights_dir=os.path.join(run_dir, "weights") if run_dir else None))
     elif kind == "shared":  # ENAS's children, scored with the run's shared weights
-        from nasir.runtime.experiment import TRAINING_DEFAULTS
-        from nasir.runtime.shared_weights import SharedConfig, SharedWeightsEstimator
+        from nasir.runtime.shared_weights import shared_estimator
 
-        cfg = SharedConfig(**e.estimator.options)
-        final = None if cfg.final == "shared" else TrainingEstimator(
-            {**TRAINING_DEFAULTS, **cfg.final_options},
-            threads=max(1, int(e.executor.cpus_per_trial)),
-            weights_dir=os.path.join(run_dir, "weights") if run_dir else None,
-            data=load_run_data(e), device=_device(e))
-        parts.append(SharedWeightsEstimator(
-            e.estimator.options, run_dir=run_dir, data=load_run_data(e), device=_device(e),
-            final=final, threads=max(1, int(e.executor.cpus_per_trial))))
+        parts.append(shared_estimator(e, run_dir, _device(e)))
     elif kind == "oneshot":
         from nasir.runtime.weight_sharing import OneShotEstimator
 

@@ -39,7 +39,7 @@ from nasir.errors import NasirError, TrialError
 from nasir.space import Space
 
 __all__ = ["ENAS_STRATEGIES", "SharedConfig", "SharedWeightsEstimator",
-           "check_enas_estimator", "enas_options"]
+           "check_enas_estimator", "enas_options", "shared_estimator"]
 
 #: the registry strategies whose children this estimator scores
 ENAS_STRATEGIES = ("enas",)
@@ -58,6 +58,22 @@ class SharedConfig:
         if self.final not in ("training", "shared"):
             raise NasirError(f"shared estimator option final must be 'training' or "
                              f"'shared', got {self.final!r}", where="estimator.options.final")
+
+
+def shared_estimator(e: Any, run_dir: str | None, device: str) -> SharedWeightsEstimator:
+    """The ``shared`` estimator of an :class:`~nasir.runtime.experiment.Experiment` ``e``
+    (its derived child trained by the training estimator unless ``final = "shared"``)."""
+    from nasir.runtime.estimators import TrainingEstimator, load_run_data
+    from nasir.runtime.experiment import TRAINING_DEFAULTS
+
+    cfg = SharedConfig(**e.estimator.options)
+    threads = max(1, int(e.executor.cpus_per_trial))
+    final = None if cfg.final == "shared" else TrainingEstimator(
+        {**TRAINING_DEFAULTS, **cfg.final_options}, threads=threads,
+        weights_dir=os.path.join(run_dir, "weights") if run_dir else None,
+        data=load_run_data(e), device=device)
+    return SharedWeightsEstimator(e.estimator.options, run_dir=run_dir, data=load_run_data(e),
+                                  device=device, final=final, threads=threads)
 
 
 def enas_options(options: Mapping[str, Any]) -> dict[str, Any]:
