@@ -42,6 +42,8 @@ random cell's expected quality).
         --epochs fbnet=2 --clock wall
     # a standard set you have (files under $NASIR_DATA_DIR, see nasir.backends.torch.datasets)
     .venv/bin/python benchmarks/oneshot_quality.py --data cifar10
+    # one summary of runs on disjoint seeds (--first-seed), from their logs
+    .venv/bin/python benchmarks/oneshot_quality.py --merge seeds0-4.log seeds5-9.log
 
 FBNet and ProxylessNAS search with their latency terms over NB201's per-layer TVM host
 table (``runs/oneshot_lut.db``, measured once and kept; not charged to any search);
@@ -250,6 +252,25 @@ def make_search(space: Any, method: str, seed: int, epochs: Mapping[str, int],
                            target_us=target_us, **opts)
 
 
+def merge(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One summary from the JSON lines of runs on disjoint seeds (``--merge``): per-seed
+    lists concatenated, figures recomputed, fractions weighted by seeds."""
+    out: dict[str, Any] = {**runs[0], "methods": {}, "merged": len(runs),
+                           "seeds": sum(r["seeds"] for r in runs),
+                           "wall_s": round(sum(r["wall_s"] for r in runs), 1)}
+    for m in runs[0]["methods"]:
+        parts = [r["methods"][m] for r in runs if m in r["methods"]]
+        lists = {k: [x for f in parts for x in f[k]] for k in
+                 ("acc", "random_acc", "seeds", "search_s", "random_children")}
+        n = len(lists["acc"])
+        out["methods"][m] = {
+            **parts[0], **compare(lists["acc"], lists["random_acc"]), **lists, "n": n,
+            **{key: {k: round(sum(f[key][k] * f["n"] for f in parts) / n, 3)
+                     for k in parts[0][key]}
+               for key in ("param_free", "random_param_free")}}
+    return out
+
+
 def print_table(fig: Mapping[str, Mapping[str, Any]], head: str) -> None:
     """The figures as a rich table."""
     from rich.console import Console
@@ -295,7 +316,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
     p.add_argument("--lut", default="runs/oneshot_lut.db")
+    p.add_argument("--merge", nargs="+", metavar="LOG",
+                   help="runs nothing: one summary from these runs' logs (last JSON lines)")
     args = p.parse_args(argv)
+    if args.merge:
+        runs = []
+        for path in args.merge:
+            with open(path, encoding="utf-8") as f:
+                runs.append(json.loads([ln for ln in f if ln.startswith("{")][-1]))
+        both = merge(runs)
+        print_table(both["methods"], f"NB201 one-shot vs equal-compute random search: "
+                                     f"{both['seeds']} seeds from {len(runs)} runs")
+        print(json.dumps(both))
+        return 0
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     epochs = parse_epochs(args.epochs)
     unknown = sorted({*methods, *epochs} - set(METHODS))

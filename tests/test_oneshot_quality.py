@@ -88,6 +88,19 @@ def test_summary_figures_and_the_standard_error(judge):
     assert not judge.compare([86.0, 88.0], [85.0, 88.0])["beats_random"]
 
 
+def test_merge_pools_runs_on_disjoint_seeds(judge):
+    fig = {"acc": [90.0], "random_acc": [85.0], "seeds": [0], "n": 1, "search_s": [1.0],
+           "random_children": [2], "param_free": {"total": 1.0},
+           "random_param_free": {"total": 0.0}, "variant": "v"}
+    run: dict[str, Any] = {"methods": {"m": fig}, "seeds": 1, "wall_s": 5}
+    other = {**run, "methods": {"m": {**run["methods"]["m"], "acc": [94.0], "seeds": [1],
+                                      "param_free": {"total": 0.5}}}}
+    both = judge.merge([run, other])
+    m = both["methods"]["m"]
+    assert (m["mean"], m["n"], m["seeds"], m["param_free"]) == (92.0, 2, [0, 1], {"total": 0.75})
+    assert (both["seeds"], both["wall_s"], m["variant"]) == (2, 10, "v")
+
+
 def test_random_pick_counts_only_children_the_budget_paid_for(judge):
     kids = [judge.Child(2.0, 0.5, 80.0, {}), judge.Child(4.0, 0.9, 70.0, {})]
     assert judge.random_pick(kids, 1.0) == (kids[0], 0)
