@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from nasir.backends.torch.lowering import lower, prepare
+from nasir.backends.torch.width_space import SPEC, build, layer_groups
 from nasir.errors import NasirError
 from nasir.runtime.driver import Driver, run_search, start_run
 from nasir.runtime.executors import InProcessExecutor
@@ -20,7 +21,6 @@ from nasir.runtime.inherit import start_state
 from nasir.runtime.store import RunStore
 from nasir.spaces import get_space
 from nasir.strategies.base import AwaitFeedback, make_strategy
-from nasir.strategies.oneshot.netadapt_space import SPEC, build, layer_groups
 
 OPTS = {"latency": "macs", "budget_ratio": 0.5, "reduction_ratio": 0.04,
         "pretrain_epochs": 3, "short_term_epochs": 1, "long_term_epochs": 1,

@@ -18,7 +18,7 @@ as ``task["inputs"]`` and the training estimator reads it here:
 
 >>> import os, tempfile, torch
 >>> from nasir.backends.torch.lowering import lower
->>> from nasir.strategies.oneshot.netadapt_space import build
+>>> from nasir.backends.torch.width_space import build
 >>> sp = build(base="tiny_mnasnet", start="small", input_shape=(1, 8, 8), num_classes=10)
 >>> parent = sp.reference("start")
 >>> run = tempfile.mkdtemp(); os.makedirs(f"{run}/weights")

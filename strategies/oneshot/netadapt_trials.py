@@ -1,8 +1,8 @@
 """NetAdapt through the runner: each iteration's per-layer proposals are trials.
 
 The registry's ``netadapt``. The run's space is the start network's width space
-(:mod:`.netadapt_space`; ``nasir search --space S --strategy netadapt`` derives it from
-``S``), so every network NetAdapt visits is an ordinary assignment: hashed, stored,
+(:mod:`nasir.backends.torch.width_space`; ``nasir search --space S --strategy netadapt``
+derives it from ``S``), so every network NetAdapt visits is an ordinary assignment: hashed, stored,
 measured and exported by the runner. The paper's Algorithm 1 (as :class:`NetAdaptSearch`
 runs it in one process) becomes a sequence of trials, each with
 :meth:`~nasir.strategies.base.Strategy.trial_inputs` (:mod:`nasir.runtime.inherit`):
@@ -27,7 +27,7 @@ uninterrupted one; the trials' ``latency_ms`` is what the runner measured. ``lat
 ``"lut"`` (a :class:`~nasir.backends.tvm.lut.LatencyLUT` on the host, at ``lut`` or the
 one-shot default path) or ``"macs"`` (ms = MACs · 1e-6; a stand-in without TVM).
 
->>> from nasir.strategies.oneshot.netadapt_space import build
+>>> from nasir.backends.torch.width_space import build
 >>> sp = build(base="tiny_mnasnet", start="small", input_shape=(1, 8, 8), num_classes=10)
 >>> s = NetAdapt(sp, latency="macs", budget_ratio=0.9, short_term_epochs=1)
 >>> a = s.propose(1)[0]; s.trial_inputs(0)["stage"]
@@ -43,13 +43,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
+from nasir.backends.torch.width_space import SPEC, derived_spec
 from nasir.errors import SpecError
 from nasir.graph import Graph
 from nasir.space import Assignment, Space
 from nasir.strategies.base import AwaitFeedback, Strategy
 from nasir.strategies.dedup import SpaceExhausted
 from nasir.strategies.oneshot.netadapt import FINETUNE, PICKS
-from nasir.strategies.oneshot.netadapt_space import SPEC, derived_spec
 
 __all__ = ["LATENCY_MODELS", "NetAdapt"]
 
@@ -65,11 +65,11 @@ def _macs_ms(g: Graph) -> float:
 
 class NetAdapt(Strategy):
     """The paper's NetAdapt as trials of the runner (see the module docstring); ``space``
-    must be a width space (:func:`~.netadapt_space.build`). Options as
+    must be a width space (:func:`~nasir.backends.torch.width_space.build`). Options as
     :class:`~.netadapt.NetAdaptSearch`'s; ``train``: overrides of the fine-tuning's
     training settings; ``device`` is accepted and unused (trials train where the run's
     estimator trains). ``start``, ``filter_step`` and ``layers`` shape the width space
-    (:func:`~.netadapt_space.derived_spec` moves them into its spec)."""
+    (:func:`~nasir.backends.torch.width_space.derived_spec` moves them into its spec)."""
 
     name: ClassVar[str] = "netadapt"
     #: the final fine-tuning trial repeats the last winner's architecture on purpose (its
@@ -138,7 +138,7 @@ class NetAdapt(Strategy):
     def derived_space(cls, space: Mapping[str, Any], options: Mapping[str, Any]
                       ) -> tuple[dict[str, Any], dict[str, Any]]:
         """The run's width space over the user's ``space`` config, and the options left
-        (:func:`~.netadapt_space.derived_spec`; the runner's preflight asks)."""
+        (:func:`~nasir.backends.torch.width_space.derived_spec`; the runner's preflight asks)."""
         if not cls.derives_space:
             return dict(space), dict(options)
         return derived_spec(space, options)
