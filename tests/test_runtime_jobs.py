@@ -150,3 +150,23 @@ def test_checkpoints_are_atomic_and_torn_files_are_clear_errors(tmp_path):
         load_checkpoint(path)
     with pytest.raises(NasirError, match="bad search job name"):
         checkpoint_path(str(tmp_path), "../escape")
+
+
+def test_the_console_shows_a_job_progress_bar():
+    import io
+
+    from rich.console import Console
+
+    from nasir.runtime.console import ProgressCallback
+
+    buf = io.StringIO()
+    cb = ProgressCallback(Console(file=buf, width=120, force_terminal=False))
+    cb("start", {"total": 3, "done": 0})
+    cb("job_start", {"name": "supernet", "total": 4, "done": 1, "resumed": True})
+    for k in (2, 3, 4):
+        cb("job_step", {"name": "supernet", "total": 4, "done": k,
+                        "record": {"step": k - 1, "loss": 2.5 - k / 10}})
+    cb("job_end", {"name": "supernet", "total": 4, "result": {}})
+    cb("end", {})
+    out = buf.getvalue()
+    assert "job supernet (resumed)" in out and "4/4" in out and "loss 2.1000" in out
