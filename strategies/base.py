@@ -92,6 +92,11 @@ class Strategy:
     """
 
     name: ClassVar[str] = "strategy"
+    #: the estimator kinds that can evaluate this strategy's trials (``None``: any). A
+    #: strategy whose trials carry inputs only some estimators read (NetAdapt's inherited
+    #: weights: the training estimator) names them; a run pairing it with another is a
+    #: NasirError at start.
+    estimators: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, space: Space, seed: int = 0, objective: str = "accuracy") -> None:
         self.space = space

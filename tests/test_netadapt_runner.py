@@ -176,3 +176,17 @@ def test_netadapt_blocks_proposals_are_trials_of_the_users_space(tmp_path):
     for t in trials[1:3]:  # the first iteration: one block narrower than the start each
         changed = [k for k, v in t["assignment"].items() if v != start[k]]
         assert len(changed) == 1 and t["assignment"][changed[0]] < start[changed[0]]
+
+
+@pytest.mark.parametrize("strategy", ["netadapt", "netadapt_blocks"])
+def test_netadapt_with_an_estimator_that_ignores_inherited_weights_is_refused_at_start(
+        tmp_path, strategy):
+    """Only the training estimator starts a trial from its inherited weights; a NetAdapt run
+    scored by the table or by a user's evaluator would rank untrained networks. It is a
+    NasirError before any trial runs, and the failed start leaves no run folder."""
+    run = tmp_path / "run"
+    exp = _exp(estimator={"kind": "nb201"}, strategy={"name": strategy, "options": {}})
+    with pytest.raises(NasirError) as e:
+        run_search(exp, str(run))
+    assert "training estimator" in e.value.message and e.value.where == "estimator.kind"
+    assert not run.exists()

@@ -203,7 +203,10 @@ def test_each_preset_runs_end_to_end(name, tmp_path, monkeypatch, capsys):
     # ENAS scores its children with its shared weights (its derived child too, here): its
     # smallest run is a child, a derivation child and the derived child
     n = 3 if name == "enas" else 2
+    # NetAdapt's trials start from inherited weights: only the training estimator reads
+    # them (1 epoch on digits here)
     scoring = ["--estimator-opt", "final=shared"] if name == "enas" else \
+        ["--estimator-opt", "data_fraction=0.2"] if name == "netadapt" else \
         ["--evaluator", "static_eval.py:evaluate"]
     code = main(["search", "--preset", name, "--trials", str(n), "--epochs", "1",
                  *scoring, "--latency", "off",

@@ -245,6 +245,13 @@ def _strategy_and_reward(exp: Experiment, space: Space) -> None:
     check_enas_estimator(name, exp.estimator.kind)
     mod, _, cls = STRATEGIES[name].partition(":")
     klass = getattr(importlib.import_module(mod), cls)
+    kinds = getattr(klass, "estimators", None)
+    if kinds is not None and exp.estimator.kind not in kinds:
+        raise ConfigError(f"strategy {name}'s trials are evaluated by the "
+                          f"{' or '.join(kinds)} estimator, not {exp.estimator.kind}: its "
+                          "trials start from weights they inherit, which only it reads",
+                          where="estimator.kind",
+                          hint=f"use --estimator {kinds[0]} (its options set the training)")
     _check_kwargs(klass.__init__, exp.strategy.options, f"{name} strategy",
                   "strategy.options", reserved=("space", "seed", "objective"))
     try:

@@ -72,6 +72,8 @@ class NetAdapt(Strategy):
     (:func:`~nasir.backends.torch.width_space.derived_spec` moves them into its spec)."""
 
     name: ClassVar[str] = "netadapt"
+    #: only the training estimator starts a trial from the weights it inherits
+    estimators: ClassVar[tuple[str, ...] | None] = ("training",)
     #: the final fine-tuning trial repeats the last winner's architecture on purpose (its
     #: inputs differ); every other trial is a new architecture
     distinct_proposals: ClassVar[bool] = False
