@@ -1,6 +1,7 @@
 """Start the ranks of a data-parallel run: local processes or Ray actors.
 
-:func:`launch` spawns ``world_size`` local processes; :func:`launch_ray` places one Ray
+:func:`launch` spawns ``world_size`` local processes (a :class:`RankPool` keeps them for
+several calls); :func:`launch_ray` places one Ray
 actor per rank (rank 0's node address and a free port there are the rendezvous). Either
 way each rank joins a process group (gloo on CPU, NCCL on CUDA; rendezvous over TCP),
 calls ``fn(replica, *args)`` with its :class:`~nasir.backends.torch.distributed.Replica`,
@@ -26,6 +27,7 @@ nasir.errors.BackendError: a data-parallel run needs world_size >= 1, got 0
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import multiprocessing as mp
 import os
@@ -45,7 +47,7 @@ import torch.distributed as dist
 from nasir.backends.torch.distributed import Replica
 from nasir.errors import BackendError, NasirError
 
-__all__ = ["free_port", "launch", "launch_ray", "run_rank"]
+__all__ = ["RankPool", "free_port", "launch", "launch_ray", "run_rank"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -70,6 +72,22 @@ def _rank_device(device: str, rank: int) -> torch.device:
     return torch.device(device)
 
 
+def _join(rank: int, world_size: int, address: str, port: int, backend: str, device: str,
+          timeout_s: float, threads: int) -> Replica:
+    torch.set_num_threads(max(1, int(threads)))
+    dist.init_process_group(_backend(backend, device), init_method=f"tcp://{address}:{port}",
+                            rank=rank, world_size=world_size,
+                            timeout=datetime.timedelta(seconds=timeout_s))
+    return Replica(rank, world_size, _rank_device(device, rank))
+
+
+def _call(fn: Callable[..., Any], replica: Replica, args: Sequence[Any]) -> tuple[str, Any]:
+    try:
+        return "ok", fn(replica, *args)
+    except BaseException:
+        return "error", traceback.format_exc()
+
+
 def run_rank(fn: Callable[..., Any], rank: int, world_size: int, address: str, port: int,
              args: Sequence[Any] = (), *, backend: str = "auto", device: str = "cpu",
              timeout_s: float = 600.0, threads: int = 1) -> tuple[str, Any]:
@@ -79,17 +97,13 @@ def run_rank(fn: Callable[..., Any], rank: int, world_size: int, address: str, p
     launcher always learns why a rank stopped.
     """
     try:
-        torch.set_num_threads(max(1, int(threads)))
-        dist.init_process_group(_backend(backend, device), init_method=f"tcp://{address}:{port}",
-                                rank=rank, world_size=world_size,
-                                timeout=datetime.timedelta(seconds=timeout_s))
-        try:
-            out = fn(Replica(rank, world_size, _rank_device(device, rank)), *args)
-        finally:
-            dist.destroy_process_group()
-        return "ok", out
+        replica = _join(rank, world_size, address, port, backend, device, timeout_s, threads)
     except BaseException:
         return "error", traceback.format_exc()
+    try:
+        return _call(fn, replica, args)
+    finally:
+        dist.destroy_process_group()
 
 
 def _die_with_parent() -> None:
@@ -105,21 +119,37 @@ def _die_with_parent() -> None:
         pass
 
 
-def _child(conn: Connection, payload: bytes, rank: int, world_size: int, port: int,
-           backend: str, device: str, timeout_s: float, threads: int) -> None:
+def _pool_child(commands: Connection, results: Connection, rank: int, world_size: int,
+                port: int, backend: str, device: str, timeout_s: float, threads: int) -> None:
+    """A rank of a :class:`RankPool`: join the group once, then run each command sent
+    (pickled ``(fn, args)``; empty bytes: leave) and send back its pickled result."""
     _die_with_parent()
-    fn, args = pickle.loads(payload)
-    status, out = run_rank(fn, rank, world_size, "127.0.0.1", port, args, backend=backend,
-                           device=device, timeout_s=timeout_s, threads=threads)
-    # plain pickle both ways: multiprocessing's passes tensors as shared memory, which the
-    # ranks would update in place together (an optimizer adopts loaded tensors), and which
-    # goes away with the process that made it
     try:
-        data = pickle.dumps((status, out))
-    except Exception:
-        data = pickle.dumps(("error", traceback.format_exc()))
-    conn.send_bytes(data)
-    conn.close()
+        replica: Replica | None = _join(rank, world_size, "127.0.0.1", port, backend, device,
+                                        timeout_s, threads)
+        failed = ""
+    except BaseException:
+        replica, failed = None, traceback.format_exc()
+    try:
+        while data := commands.recv_bytes():
+            if replica is None:
+                status, out = "error", failed
+            else:
+                fn, args = pickle.loads(data)
+                status, out = _call(fn, replica, args)
+            # plain pickle both ways: multiprocessing's passes tensors as shared memory,
+            # which the ranks would update in place together (an optimizer adopts loaded
+            # tensors), and which goes away with the process that made it
+            try:
+                reply = pickle.dumps((status, out))
+            except Exception:  # an unpicklable result
+                reply = pickle.dumps(("error", traceback.format_exc()))
+            results.send_bytes(reply)
+    except EOFError:  # the pool went away
+        pass
+    finally:
+        if replica is not None:
+            dist.destroy_process_group()
 
 
 def _failed(rank: int, world_size: int, why: str, tb: str = "") -> NasirError:
@@ -138,6 +168,82 @@ def _check(world_size: int, timeout_s: float) -> None:
         raise BackendError(f"timeout_s must be > 0, got {timeout_s}", where="launch")
 
 
+class RankPool:
+    """``world_size`` local rank processes in one process group, kept for several calls
+    (a data-parallel job's epochs: no start-up or rebuild per epoch). :meth:`run` runs
+    ``fn(replica, *args)`` on every rank; a failed call closes the pool (the group cannot
+    be trusted after a rank failed). Arguments as for :func:`launch`; use it as a context
+    manager or call :meth:`close`.
+    """
+
+    def __init__(self, world_size: int, *, backend: str = "auto", device: str = "cpu",
+                 timeout_s: float = 600.0, threads: int | None = None) -> None:
+        _check(world_size, timeout_s)
+        self.world_size, self.timeout_s = world_size, float(timeout_s)
+        threads = threads or max(1, (os.cpu_count() or 1) // world_size)
+        ctx = mp.get_context("spawn")
+        port = free_port()
+        self.procs: list[Any] = []
+        self.commands: list[Connection] = []
+        self.results: list[Connection] = []
+        try:
+            for rank in range(world_size):
+                cmd_recv, cmd_send = ctx.Pipe(duplex=False)
+                res_recv, res_send = ctx.Pipe(duplex=False)
+                p = ctx.Process(target=_pool_child, name=f"nasir-rank-{rank}", daemon=True,
+                                args=(cmd_recv, res_send, rank, world_size, port, backend,
+                                      device, timeout_s, threads))
+                p.start()
+                cmd_recv.close()
+                res_send.close()
+                self.procs.append(p)
+                self.commands.append(cmd_send)
+                self.results.append(res_recv)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def closed(self) -> bool:
+        """Whether the ranks were stopped."""
+        return not self.procs
+
+    def run(self, fn: Callable[..., Any], args: Sequence[Any] = (),
+            timeout_s: float | None = None) -> list[Any]:
+        """``fn(replica, *args)`` on every rank; the results in rank order."""
+        if self.closed:
+            raise BackendError("this pool of ranks was closed", where="RankPool.run",
+                               hint="a failed call closes the pool: make a new one")
+        payload = pickle.dumps((fn, tuple(args)))
+        try:
+            for c in self.commands:
+                c.send_bytes(payload)
+            return _collect(self.procs, self.results, self.world_size,
+                            timeout_s or self.timeout_s)
+        except BaseException:
+            self.close(wait_s=0.0)
+            raise
+
+    def close(self, wait_s: float = 5.0) -> None:
+        """Stop every rank: asked to leave, given ``wait_s`` seconds, then terminated."""
+        for c in self.commands:
+            with contextlib.suppress(OSError):
+                c.send_bytes(b"")
+        deadline = time.monotonic() + wait_s
+        for p in self.procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+        _stop(self.procs)
+        for c in [*self.commands, *self.results]:
+            c.close()
+        self.procs, self.commands, self.results = [], [], []
+
+    def __enter__(self) -> RankPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def launch(fn: Callable[..., Any], world_size: int, args: Sequence[Any] = (), *,
            backend: str = "auto", device: str = "cpu", timeout_s: float = 600.0,
            threads: int | None = None) -> list[Any]:
@@ -152,27 +258,9 @@ def launch(fn: Callable[..., Any], world_size: int, args: Sequence[Any] = (), *,
         timeout_s: the whole run's limit (and the process group's collective timeout).
         threads: torch threads a rank (default: the CPU cores shared out, at least 1).
     """
-    _check(world_size, timeout_s)
-    threads = threads or max(1, (os.cpu_count() or 1) // world_size)
-    ctx = mp.get_context("spawn")
-    port = free_port()
-    payload = pickle.dumps((fn, tuple(args)))
-    procs, conns = [], []
-    try:
-        for rank in range(world_size):
-            here, there = ctx.Pipe(duplex=False)
-            p = ctx.Process(target=_child, name=f"nasir-rank-{rank}", daemon=True,
-                            args=(there, payload, rank, world_size, port, backend, device,
-                                  timeout_s, threads))
-            p.start()
-            there.close()
-            procs.append(p)
-            conns.append(here)
-        return _collect(procs, conns, world_size, timeout_s)
-    finally:
-        _stop(procs)
-        for c in conns:
-            c.close()
+    with RankPool(world_size, backend=backend, device=device, timeout_s=timeout_s,
+                  threads=threads) as pool:
+        return pool.run(fn, args)
 
 
 class _Failures:

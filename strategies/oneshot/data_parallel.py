@@ -20,8 +20,10 @@ after each backward, before clipping and the optimiser step. The architecture lo
 FBNet and ProxylessNAS are linear in the cross-entropy, so the share carries through them.
 DARTS' second order (its unrolled gradient takes three more gradients) is refused.
 
-Each epoch starts its processes afresh (a few seconds of start-up: fine for epochs of
-minutes, wasteful for the test-sized ones).
+Locally the ranks are a :class:`~nasir.backends.torch.launch.RankPool` kept for the whole
+job: they rebuild the job and load the state once, then continue their own copy epoch
+after epoch (rank 0 still sends the state back each epoch, for the checkpoint). On Ray
+each epoch places its actors afresh, which rebuild and load the state.
 """
 
 from __future__ import annotations
@@ -146,13 +148,21 @@ def replicate(job: Any, replica: Replica) -> Any:
     return job
 
 
+#: in a rank's process: the job it trains, kept between the epochs of a :class:`RankPool`
+_RANK_JOB: dict[str, Any] = {}
+
+
 def run_epoch(replica: Replica, rebuild: Callable[[], Any], state: dict[str, Any] | None
               ) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """One rank's epoch: rebuild the job, load ``state``, step; rank 0 returns the record
-    and the new state (the other ranks ``None``)."""
-    job = replicate(rebuild(), replica)
-    if state is not None:
-        job.load_state_dict(state)
+    """One rank's epoch: with ``state``, rebuild the job and load it (else continue the job
+    this process trained last); step; rank 0 returns the record and the new state (the
+    other ranks ``None``)."""
+    job = _RANK_JOB.get("job")
+    if state is not None or job is None:
+        job = replicate(rebuild(), replica)
+        if state is not None:
+            job.load_state_dict(state)
+        _RANK_JOB["job"] = job
     record = job.step()
     return (record, job.state_dict()) if replica.is_main else None
 
@@ -186,22 +196,42 @@ class DataParallelJob(SearchJob):
         self.name = job.name  # type: ignore[misc]
         self.total_steps = job.total_steps
         self.steps_done = job.steps_done
+        self._pool: Any = None
+        self._send_state = True
 
     def _step(self) -> dict[str, Any]:
         if self.workers == 1:
             rec = dict(self.inner.step())
             rec.pop("step", None)
             return rec
-        from nasir.backends.torch.launch import launch, launch_ray
+        from nasir.backends.torch.launch import RankPool, launch_ray
 
-        run = launch_ray if self.launcher == "ray" else launch
-        outs = run(run_epoch, self.workers, (self.rebuild, self.inner.state_dict()),
-                   device=self.device, timeout_s=self.timeout_s)
-        record, state = outs[0]
-        self.inner.load_state_dict(state)
+        # the ranks keep their job between epochs; they get the state when they start
+        # and after the wrapped job was loaded from a checkpoint
+        state = self.inner.state_dict() if self._send_state else None
+        if self.launcher == "ray":  # one set of actors an epoch
+            outs = launch_ray(run_epoch, self.workers, (self.rebuild, self.inner.state_dict()),
+                              device=self.device, timeout_s=self.timeout_s)
+        else:
+            if self._pool is None or self._pool.closed:
+                self._pool = RankPool(self.workers, device=self.device,
+                                      timeout_s=self.timeout_s)
+                state = self.inner.state_dict()
+            outs = self._pool.run(run_epoch, (self.rebuild, state))
+        self._send_state = False
+        record, new_state = outs[0]
+        self.inner.load_state_dict(new_state)
+        if self.inner.done:
+            self.close()
         record = dict(record)
         record.pop("step", None)
         return {**record, "workers": self.workers}
+
+    def close(self) -> None:
+        """Stop the ranks (done after the last epoch; a failed epoch stops them too)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def state_dict(self) -> dict[str, Any]:
         """The wrapped job's state."""
@@ -211,6 +241,7 @@ class DataParallelJob(SearchJob):
         """Continue the wrapped job from ``state``."""
         self.inner.load_state_dict(state)
         self.steps_done = self.inner.steps_done
+        self._send_state = True
 
     def result(self) -> dict[str, Any]:
         """The wrapped job's result (derived in this process)."""
