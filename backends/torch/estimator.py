@@ -32,11 +32,9 @@ when the estimator is made.
 from __future__ import annotations
 
 import contextlib
-import itertools
-import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -53,8 +51,6 @@ from nasir.backends.torch.data import (
 from nasir.backends.torch.device import (
     amp_name,
     autocast,
-    check_amp,
-    check_device_spec,
     determinism,
     grad_scaler,
     prepare_module,
@@ -68,259 +64,23 @@ from nasir.backends.torch.device import (
 )
 from nasir.backends.torch.droppath import ScheduledDropPath
 from nasir.backends.torch.memory import MemoryEstimate, predict_training_memory
-from nasir.errors import BackendError, NasirError
+from nasir.backends.torch.train_config import (
+    LearningCurveStopper,
+    TrainConfig,
+    TrainResult,
+)
+from nasir.backends.torch.train_support import (
+    _attach_aux,
+    _check_finite,
+    _failure_reason,
+    _Precision,
+    _Timeout,
+    device_bytes,
+)
+from nasir.errors import BackendError
 from nasir.graph import Graph
 
 __all__ = ["LearningCurveStopper", "TrainConfig", "TrainResult", "TrainingEstimator"]
-
-_OPTIMIZERS = ("adam", "sgd")
-
-
-@dataclass(frozen=True)
-class LearningCurveStopper:
-    """Stop a trial whose validation curve cannot reach the best accuracy seen so far.
-
-    After ``min_epochs`` epochs the bound on the final accuracy is the current accuracy
-    plus the largest per-epoch gain seen so far times the epochs left (an optimistic
-    linear extrapolation, capped at 1). When the bound is below ``best - margin`` the trial
-    stops.
-
-    >>> s = LearningCurveStopper(min_epochs=2)
-    >>> s.should_stop([0.10, 0.12], epochs=5, best=0.9)
-    True
-    >>> s.should_stop([0.10, 0.50], epochs=5, best=0.9)
-    False
-    """
-
-    min_epochs: int = 2
-    margin: float = 0.0
-
-    def bound(self, curve: list[float], epochs: int) -> float:
-        """Optimistic final accuracy of a curve of ``len(curve)`` of ``epochs`` epochs."""
-        if not curve:
-            return 1.0
-        gains = [b - a for a, b in itertools.pairwise(curve)] or [curve[0]]
-        return min(1.0, curve[-1] + max(0.0, max(gains)) * (epochs - len(curve)))
-
-    def should_stop(self, curve: list[float], epochs: int, best: float | None) -> bool:
-        """Whether to stop now."""
-        if best is None or len(curve) < self.min_epochs or len(curve) >= epochs:
-            return False
-        return self.bound(curve, epochs) < best - self.margin
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Settings of a training run (frozen, checked when made).
-
-    Where and how it runs:
-
-    ``device``
-        ``cpu`` (the default), ``cuda``, ``cuda:N``, ``mps`` or ``auto`` (CUDA when
-        present, else MPS, else CPU). A device this machine lacks is an error when the
-        estimator is made. The runtime passes the experiment's ``device`` (a pool worker's
-        own, ``NASIR_WORKER_DEVICE``, wins).
-    ``amp``
-        mixed precision: ``auto`` (bf16 autocast on a CUDA GPU that supports it, fp16 with a
-        gradient scaler on one that does not, off on CPU and MPS), ``bf16``, ``fp16`` or
-        ``off``. Weights and optimizer state stay fp32.
-    ``channels_last``
-        model and 4-d batches in channels-last memory layout (faster convolutions on
-        tensor-core GPUs; off by default).
-    ``compile``
-        ``torch.compile`` the model (off: the compile time often exceeds a short trial's
-        training; measure before turning it on).
-    ``deterministic``
-        deterministic kernels during training (``torch.use_deterministic_algorithms`` in
-        warn-only mode, cuDNN deterministic and not autotuned; on CUDA
-        ``CUBLAS_WORKSPACE_CONFIG``). Off, a seeded run is exactly repeatable on the CPU; on a
-        GPU some kernels (atomic adds in backward) may still differ in the last bits.
-    ``num_workers``
-        DataLoader worker processes for data not held on the device (``None``: none on CPU
-        or in a pool worker, up to 4 on CUDA; pinned memory on CUDA).
-    ``seed``
-        seeds the initial weights (made on the CPU, then moved, so the same on every device),
-        the data subset and batch order, augmentation and dropout / drop-path.
-    """
-
-    epochs: int = 5
-    batch_size: int = 64
-    optimizer: str = "adam"
-    lr: float = 3e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    data_fraction: float = 1.0
-    resolution: int | None = None
-    width_multiplier: float = 1.0
-    seed: int = 0
-    timeout_s: float | None = None
-    memory_budget_bytes: int | None = None
-    drop_path: float = 0.0
-    aux_weight: float = 0.0
-    early_stopping: LearningCurveStopper | None = None
-    test: bool = False
-    device: str = "cpu"
-    amp: str = "auto"
-    channels_last: bool = False
-    compile: bool = False
-    deterministic: bool = False
-    num_workers: int | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise BackendError(f"epochs must be an int >= 1, got {self.epochs!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise BackendError(f"batch_size must be an int >= 1, got {self.batch_size!r}")
-        if self.optimizer not in _OPTIMIZERS:
-            raise BackendError(f"unknown optimizer {self.optimizer!r}",
-                               hint=f"use one of {', '.join(_OPTIMIZERS)}")
-        if not 0.0 < self.data_fraction <= 1.0:
-            raise BackendError(f"data_fraction must be in (0, 1], got {self.data_fraction}")
-        if self.resolution is not None and self.resolution < 1:
-            raise BackendError(f"resolution must be >= 1, got {self.resolution}")
-        if not self.width_multiplier > 0:
-            raise BackendError(f"width_multiplier must be > 0, got {self.width_multiplier}")
-        if not self.lr > 0:
-            raise BackendError(f"lr must be > 0, got {self.lr}")
-        if self.aux_weight < 0:
-            raise BackendError(f"aux_weight must be >= 0, got {self.aux_weight}")
-        ScheduledDropPath(self.drop_path)
-        self._check_device_options()
-
-    def _check_device_options(self) -> None:
-        check_device_spec(self.device)
-        check_amp(self.amp)
-        if self.num_workers is not None and (not isinstance(self.num_workers, int)
-                                             or self.num_workers < 0):
-            raise BackendError(f"num_workers must be an int >= 0 or None, got "
-                               f"{self.num_workers!r}")
-        for name in ("channels_last", "compile", "deterministic"):
-            if not isinstance(getattr(self, name), bool):
-                raise BackendError(f"{name} must be true or false, got "
-                                   f"{getattr(self, name)!r}")
-
-
-@dataclass
-class TrainResult:
-    """Outcome of one trial. ``ok=False`` carries ``reason`` (diverged, out of memory,
-    timeout, memory budget, ``infeasible:`` above the device's free memory, invalid); the
-    metrics then describe what ran before. ``device`` and ``amp`` say where and in which
-    precision it ran (``off``: fp32)."""
-
-    ok: bool
-    reason: str | None = None
-    val_accuracy: float = 0.0
-    test_accuracy: float | None = None
-    loss_curve: list[float] = field(default_factory=list)
-    val_curve: list[float] = field(default_factory=list)
-    train_time_s: float = 0.0
-    params: int = 0
-    macs: int = 0
-    epochs_run: int = 0
-    stopped_early: bool = False
-    predicted_memory_bytes: int = 0
-    #: tensors taken from ``estimate(..., init=...)`` (0: trained from scratch)
-    inherited: int = 0
-    device: str = "cpu"
-    amp: str = "off"
-
-    @property
-    def infeasible(self) -> bool:
-        """Whether the candidate was not run because it cannot fit the device."""
-        return bool(self.reason and self.reason.startswith("infeasible"))
-
-    def to_json(self) -> dict[str, Any]:
-        """Plain JSON-able dict."""
-        return dict(self.__dict__)
-
-
-class _Diverged(Exception):
-    pass
-
-
-class _Timeout(Exception):
-    pass
-
-
-class _AuxHead(nn.Module):
-    """DARTS-style auxiliary classifier on an intermediate feature map."""
-
-    def __init__(self, channels: int, num_classes: int) -> None:
-        super().__init__()
-        self.features = nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(2),
-                                      nn.Conv2d(channels, 128, 1, bias=False),
-                                      nn.BatchNorm2d(128), nn.ReLU())
-        self.classifier = nn.Linear(512, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.features(x), 1))
-
-
-class _WithAux(nn.Module):
-    def __init__(self, net: nn.Module, head: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        self.aux = head
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out, feat = self.net(x)
-        return out, self.aux(feat)
-
-
-def _attach_aux(module: Any, g: Graph, num_classes: int) -> nn.Module:
-    """Expose the feature map about two thirds into the network as a second output."""
-    from nasir.backends.torch.lowering import _fx_name, prepare
-
-    e = prepare(g)
-    nodes = e.nodes()
-    by_name = {n.name: n for n in module.graph.nodes}
-    cands = [n for n in nodes[: max(1, 2 * len(nodes) // 3)]
-             if n.type is not None and n.type.rank == 3 and _fx_name(n) in by_name]
-    if not cands:
-        raise BackendError("no feature map for an auxiliary head",
-                           hint="set aux_weight=0 for networks without conv layers")
-    feat = cands[-1]
-    out = next(n for n in module.graph.nodes if n.op == "output")
-    out.args = ((out.args[0], by_name[_fx_name(feat)]),)
-    module.recompile()
-    return _WithAux(module, _AuxHead(feat.shape[0], num_classes))
-
-
-@dataclass(frozen=True)
-class _Precision:
-    """Where a run's steps execute: device, autocast dtype (None: fp32), fp16 scaler."""
-
-    device: torch.device
-    dtype: torch.dtype | None
-    scaler: Any = None
-
-
-def device_bytes(mem: MemoryEstimate, dtype: torch.dtype | None) -> int:
-    """Predicted device bytes of a training step under autocast ``dtype``: the fp32
-    prediction with activations held in 16 bits, plus autocast's 16-bit copies of the
-    weights (None: the fp32 prediction)."""
-    if dtype is None:
-        return mem.total
-    return (mem.weights + mem.gradients + mem.optimizer + mem.activations // 2
-            + mem.transient + mem.weights // 2)
-
-
-def _failure_reason(e: BaseException) -> str:
-    """The ``reason`` of a trial that stopped with ``e``."""
-    if isinstance(e, _Diverged):
-        return f"diverged: {e}"
-    if isinstance(e, _Timeout):
-        return f"timeout: {e}"
-    if isinstance(e, torch.OutOfMemoryError | MemoryError):
-        return f"out of memory: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-    if isinstance(e, NasirError):
-        return f"invalid candidate: {e.message}"
-    if isinstance(e, RuntimeError):
-        msg = str(e)
-        if "memory" in msg.lower() and ("alloc" in msg.lower() or "out of" in msg.lower()):
-            return f"out of memory: {msg.splitlines()[0]}"
-        return f"runtime error: {msg.splitlines()[0] if msg else type(e)}"
-    return f"{type(e).__name__}: {e}"
 
 
 class TrainingEstimator:
@@ -563,10 +323,3 @@ class TrainingEstimator:
             right = right + (out.argmax(1) == y).sum()
             total += len(y)
         return int(right) / max(total, 1)
-
-
-
-def _check_finite(total: torch.Tensor) -> None:
-    value = float(total)
-    if not math.isfinite(value):
-        raise _Diverged(f"training loss became {value}")
