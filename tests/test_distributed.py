@@ -133,7 +133,7 @@ def test_a_failing_rank_is_a_nasir_error_and_stops_the_others(how: str, text: st
 @pytest.mark.slow
 def test_ray_actors_train_like_one_process() -> None:
     ray = pytest.importorskip("ray")
-    from nasir.backends.torch.launch import launch_ray
+    from nasir.backends.torch.launch_ray import launch_ray
 
     here = os.path.dirname(os.path.abspath(__file__))
     path = os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])

@@ -32,8 +32,8 @@ Randomness must be rank-independent: each rank seeds torch the same, so Gumbel n
 sampled paths (one draw per forward) agree; per-*sample* noise (dropout, drop-path) would
 be drawn for a shard, not the global batch, and differ from one process.
 
-Launching (:func:`launch`, local processes; :func:`launch_ray`, one Ray actor per rank) is
-in :mod:`nasir.backends.torch.launch`.
+Launching: :mod:`nasir.backends.torch.launch` (local processes) and
+:mod:`nasir.backends.torch.launch_ray` (one Ray actor per rank).
 
 >>> r = Replica()  # one process: every helper is the identity
 >>> x = torch.arange(5.0)

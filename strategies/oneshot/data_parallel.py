@@ -4,7 +4,7 @@
 (DARTS first order, FBNet, ProxylessNAS) for the runner. The wrapped job lives in the
 driver's process and holds the state the runner checkpoints; each step (one epoch) hands
 that state to ``workers`` ranks (:func:`~nasir.backends.torch.launch.launch`, or
-:func:`~nasir.backends.torch.launch.launch_ray` on a Ray cluster), each rank rebuilds the job
+:func:`~nasir.backends.torch.launch_ray.launch_ray` on a Ray cluster), each rank rebuilds the job
 with ``rebuild`` (a picklable function: the same searcher, data and seed in every process),
 loads the state, and trains the epoch on its shard of every global batch with synchronised
 BatchNorm and averaged gradients (:mod:`nasir.backends.torch.distributed`). Rank 0 sends
@@ -204,7 +204,8 @@ class DataParallelJob(SearchJob):
             rec = dict(self.inner.step())
             rec.pop("step", None)
             return rec
-        from nasir.backends.torch.launch import RankPool, launch_ray
+        from nasir.backends.torch.launch import RankPool
+        from nasir.backends.torch.launch_ray import launch_ray
 
         # the ranks keep their job between epochs; they get the state when they start
         # and after the wrapped job was loaded from a checkpoint
