@@ -47,8 +47,9 @@ def train(replica: Replica, variants: list[dict[str, Any]], scratch: torch.Tenso
         torch.manual_seed(0)
         g = torch.Generator().manual_seed(1)
         xs, ys = torch.randn(2, N, 1, 8, 8, generator=g), torch.randint(0, 10, (2, N), generator=g)
+        xs, ys = xs.to(replica.device), ys.to(replica.device)
         net = Supernet(get_space("nb201", input_shape=(1, 8, 8), channels=4, cells_per_stage=1),
-                       mode="darts", seed=0, affine=False)
+                       mode="darts", seed=0, affine=False).to(replica.device)
         if v.get("sync_bn", True):
             sync_batchnorm(net)
         wopt = torch.optim.SGD(net.weight_parameters(), lr=0.1, momentum=0.9, weight_decay=3e-4)
@@ -72,7 +73,7 @@ def train(replica: Replica, variants: list[dict[str, Any]], scratch: torch.Tenso
             torch.nn.utils.clip_grad_norm_(net.weight_parameters(), 5.0)
             wopt.step()
             curve.append((replica.mean(la), replica.mean(lw)))
-        out.append({"curve": curve, "state": {k: t.detach().clone()
+        out.append({"curve": curve, "state": {k: t.detach().cpu().clone()
                                               for k, t in net.state_dict().items()}})
     return out
 
@@ -148,3 +149,13 @@ def test_ray_actors_train_like_one_process() -> None:
             launch_ray(crash, 2, ("raise",), timeout_s=120)
     finally:
         ray.shutdown()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2,
+                    reason="needs 2 CUDA GPUs (NCCL: one GPU a rank); run with -m gpu")
+def test_nccl_two_gpus_train_like_one() -> None:
+    one = train(Replica(device=torch.device("cuda", 0)), [{"steps": 3}])[0]
+    two = launch(train, 2, ([{"steps": 3}],), device="cuda", timeout_s=240)
+    curve, state = _max_diff(one, two[0][0])
+    assert curve < 1e-4 and state < 1e-4, (curve, state)  # cuDNN sums in its own order
