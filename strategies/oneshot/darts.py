@@ -354,12 +354,25 @@ class DartsSearch:
         return float(wopt.param_groups[0]["lr"]) if wopt is not None else cfg.w_lr
 
     def _arch_grad_unrolled(self, net: Supernet, xw: Any, yw: Any, xa: Any, ya: Any,
-                            wopt: torch.optim.Optimizer | None = None) -> list[torch.Tensor]:
+                            wopt: torch.optim.Optimizer | None = None, replica: Any = None
+                            ) -> list[torch.Tensor]:
+        """The unrolled architecture gradient (module docstring). With a data-parallel
+        ``replica`` (:mod:`~nasir.strategies.oneshot.data_parallel`) each loss is this rank's
+        share of its global batch and each gradient the ranks' mean."""
         cfg = self.settings
         xi = self._xi(wopt)
         w, a = net.weight_parameters(), net.arch_parameters()
+
+        def grad(x: Any, y: Any, wrt: list[torch.Tensor]) -> tuple[torch.Tensor | None, ...]:
+            if replica is None:
+                return torch.autograd.grad(F.cross_entropy(net(x), y), wrt, allow_unused=True)
+            xs, ys = replica.shard(x, y)
+            loss = replica.mean_loss(F.cross_entropy(net(xs), ys, reduction="sum"), len(y))
+            return tuple(replica.average(torch.autograd.grad(loss, wrt, allow_unused=True),
+                                         like=wrt))
+
         backup = [p.detach().clone() for p in w]
-        gw = torch.autograd.grad(F.cross_entropy(net(xw), yw), w, allow_unused=True)
+        gw = grad(xw, yw, w)
         state = wopt.state if cfg.w_optimizer == "sgd" and wopt is not None else {}
         with torch.no_grad():
             for p, g in zip(w, gw):
@@ -367,12 +380,12 @@ class DartsSearch:
                     buf = state.get(p, {}).get("momentum_buffer")
                     moment = cfg.w_momentum * buf if buf is not None else 0.0
                     p.sub_(xi * (moment + g + cfg.w_weight_decay * p))
-        grads = torch.autograd.grad(F.cross_entropy(net(xa), ya), a + w, allow_unused=True)
+        grads = grad(xa, ya, a + w)
         ga, dw = grads[:len(a)], grads[len(a):]
         with torch.no_grad():
             for p, b in zip(w, backup):
                 p.copy_(b)
-        norm = torch.sqrt(sum((g * g).sum() for g in dw if g is not None))  # type: ignore[misc]
+        norm = torch.sqrt(sum((g * g).sum() for g in dw if g is not None))  # type: ignore[misc, arg-type]
         eps = 0.01 / (float(norm) + 1e-12)
 
         def shifted(sign: float) -> tuple[torch.Tensor | None, ...]:
@@ -380,7 +393,7 @@ class DartsSearch:
                 for p, g, b in zip(w, dw, backup):
                     if g is not None:
                         p.copy_(b + sign * eps * g)
-            return torch.autograd.grad(F.cross_entropy(net(xw), yw), a, allow_unused=True)
+            return grad(xw, yw, a)
 
         gp, gm = shifted(1.0), shifted(-1.0)
         with torch.no_grad():

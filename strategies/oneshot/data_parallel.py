@@ -1,7 +1,7 @@
 """A supernet search job trained data-parallel: each epoch runs in N processes.
 
 :class:`DataParallelJob` wraps a :class:`~nasir.strategies.oneshot.supernet_job.SupernetJob`
-(DARTS first order, FBNet, ProxylessNAS) for the runner. The wrapped job lives in the
+(DARTS, FBNet, ProxylessNAS) for the runner. The wrapped job lives in the
 driver's process and holds the state the runner checkpoints; each step (one epoch) hands
 that state to ``workers`` ranks (:func:`~nasir.backends.torch.launch.launch`, or
 :func:`~nasir.backends.torch.launch_ray.launch_ray` on a Ray cluster), each rank rebuilds the job
@@ -17,8 +17,8 @@ The ranks' steps are the wrapped job's with three changes (:func:`replicate`): t
 this rank's shard, the loss is its share of the global batch mean
 (:meth:`~nasir.backends.torch.distributed.Replica.mean_loss`), and gradients are averaged
 after each backward, before clipping and the optimiser step. The architecture losses of
-FBNet and ProxylessNAS are linear in the cross-entropy, so the share carries through them.
-DARTS' second order (its unrolled gradient takes three more gradients) is refused.
+FBNet and ProxylessNAS are linear in the cross-entropy, so the share carries through them;
+DARTS' second order averages each gradient of its unrolled step.
 
 Locally the ranks are a :class:`~nasir.backends.torch.launch.RankPool` kept for the whole
 job: they rebuild the job and load the state once, then continue their own copy epoch
@@ -49,7 +49,8 @@ def _loss(replica: Replica, net: Any, x: Any, y: Any) -> torch.Tensor:
 
 
 class _DartsSteps:
-    """DARTS' per-batch steps (first order) on a rank (:func:`replicate`)."""
+    """DARTS' per-batch steps on a rank (:func:`replicate`); second order averages each of
+    the unrolled gradient's gradients (``DartsSearch._arch_grad_unrolled(replica=)``)."""
 
     replica: Replica
 
@@ -59,8 +60,14 @@ class _DartsSteps:
         job: Any = self
         aopt = job.optimizers["a"]
         aopt.zero_grad()
-        set_arch_grads(job.net, _loss(self.replica, job.net, xa, ya))
-        self.replica.average_gradients(job.net.arch_parameters())
+        if job.searcher.order == 1:
+            set_arch_grads(job.net, _loss(self.replica, job.net, xa, ya))
+            self.replica.average_gradients(job.net.arch_parameters())
+        else:
+            grads = job.searcher._arch_grad_unrolled(job.net, xw, yw, xa, ya,
+                                                     job.optimizers["w"], self.replica)
+            for p, g in zip(job.net.arch_parameters(), grads):
+                p.grad = g
         aopt.step()
 
     def weight_step(self, xw: Any, yw: Any) -> float:
@@ -118,17 +125,13 @@ def _steps_for(job: Any) -> type:
     from nasir.strategies.oneshot.latency_job import LatencyJob
 
     if isinstance(job, DartsJob):
-        if job.searcher.order != 1:
-            raise SpecError("data-parallel DARTS runs first order only",
-                            where="strategy option workers",
-                            hint="order=1 (darts_first_order), or workers=1 for second order")
         return _DartsSteps
     if isinstance(job, LatencyJob):
         return _LatencySteps
     raise SpecError(f"{type(job).__name__} cannot train data-parallel",
                     where="strategy option workers",
-                    hint="workers > 1 is for the supernet searches: darts_first_order, "
-                         "fbnet, proxylessnas")
+                    hint="workers > 1 is for the supernet searches: darts (and its "
+                         "variants), fbnet, proxylessnas")
 
 
 _CLASSES: dict[tuple[type, type], type] = {}
