@@ -1,6 +1,6 @@
 """The runner's side of data-parallel supernet searches: strategy option ``workers``.
 
-A one-shot search (``darts_first_order``, ``fbnet``, ``proxylessnas``) given the strategy
+A one-shot search (``darts`` and its variants, ``fbnet``, ``proxylessnas``) given the strategy
 option ``workers: N`` (N > 1) trains each supernet epoch in N processes
 (:class:`~nasir.strategies.oneshot.data_parallel.DataParallelJob`): spawned locally, or one
 Ray actor per rank when the experiment's executor is ``ray``; gloo on CPU, NCCL when the
