@@ -27,6 +27,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from nasir.errors import ParseError, SpecError
+from nasir.printer import format_value
 
 if TYPE_CHECKING:
     from nasir.space import Decision
@@ -115,8 +116,6 @@ class DecisionMeta:
 
     def text(self) -> str:
         """Text form ``{role="op", block=2}`` (what the space's text form prints)."""
-        from nasir.text import format_value
-
         return "{" + ", ".join(f"{k}={format_value(v)}" for k, v in self.to_json().items()) + "}"
 
     @staticmethod

@@ -32,8 +32,10 @@ from typing import Any
 import networkx as nx
 
 from nasir.errors import SpecError, VerifyError
+from nasir.graph_json import graph_to_json, read_graph_json
 from nasir.loc import SourceLoc
 from nasir.ops import Op
+from nasir.printer import print_graph
 from nasir.types import TensorType
 
 __all__ = ["Graph", "Node"]
@@ -441,22 +443,17 @@ class Graph:
     # -- forms -----------------------------------------------------------------------
     def text(self, *, types: bool = False, locs: bool = False) -> str:
         """The text form (parsed back by :func:`nasir.text.parse_graph`)."""
-        from nasir.text import print_graph
-
         return print_graph(self, types=types, locs=locs)
 
     def to_json(self) -> dict:
         """The JSON form (read back by :meth:`from_json`)."""
-        from nasir.serialize import graph_to_json
-
         return graph_to_json(self)
 
     @staticmethod
     def from_json(obj: object) -> Graph:
-        """Read the JSON form."""
-        from nasir.serialize import graph_from_json
-
-        return graph_from_json(obj)
+        """Read the JSON form (the reader builds the class it is handed, so it needs no
+        import of this module)."""
+        return read_graph_json(obj, Graph)
 
     def __repr__(self) -> str:
         return f"<Graph @{self.name}: {len(self._nodes)} nodes>"

@@ -20,6 +20,8 @@ from typing import Any
 from nasir.decision_meta import DecisionMeta, default_role
 from nasir.errors import AssignmentError, ParseError, SpecError
 from nasir.loc import SourceLoc
+from nasir.printer import format_value
+from nasir.text import Lexer, parse_attrs
 
 __all__ = ["DECISION_KINDS", "Assignment", "Constraint", "Decision", "FrozenDict"]
 
@@ -199,15 +201,11 @@ class Assignment(Mapping[str, Any]):
 
     def text(self) -> str:
         """Text form ``{a=1, b="x"}`` (parsed back by :meth:`parse`)."""
-        from nasir.text import format_value
-
         return "{" + ", ".join(f"{k}={format_value(v)}" for k, v in self._values.items()) + "}"
 
     @staticmethod
     def parse(text: str) -> Assignment:
         """Read the text form."""
-        from nasir.text import Lexer, parse_attrs
-
         lx = Lexer(text, "<assignment>")
         vals = parse_attrs(lx)
         if lx.peek()[0] != "eof":

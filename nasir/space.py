@@ -28,6 +28,8 @@ from nasir.graph import Graph, Node
 from nasir.interpret import ActiveDecisions, Instantiator
 from nasir.ops.control import RepeatOp
 from nasir.schema import DECISION_KINDS, Assignment, Constraint, Decision, FrozenDict
+from nasir.serialize import graph_from_json, graph_to_json
+from nasir.space_printer import print_space
 
 __all__ = ["DECISION_KINDS", "Assignment", "Constraint", "Decision", "DecisionMeta",
            "FrozenDict", "Space"]
@@ -234,8 +236,6 @@ class Space:
     # -- forms -----------------------------------------------------------------------
     def to_json(self) -> dict:
         """JSON form (read back by :meth:`from_json`)."""
-        from nasir.serialize import graph_to_json
-
         return {
             "name": self.name,
             "decisions": [d.to_json() for d in self.decisions],
@@ -248,8 +248,6 @@ class Space:
     @staticmethod
     def from_json(obj: Any) -> Space:
         """Read the JSON form; errors name the JSON path."""
-        from nasir.serialize import graph_from_json
-
         if not isinstance(obj, dict):
             raise ParseError("a space must be a JSON object", where="$")
         decs = obj.get("decisions")
@@ -306,8 +304,6 @@ class Space:
 
     def text(self) -> str:
         """Text form (parsed back by :func:`nasir.space_text.parse_space`)."""
-        from nasir.space_text import print_space
-
         return print_space(self)
 
     def __repr__(self) -> str:

@@ -9,37 +9,15 @@ True
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
-from nasir.decision_meta import default_role
 from nasir.errors import NasirError, located
 from nasir.space import Constraint, Decision, Space
-from nasir.text import Lexer, _parse_graph_body, format_value, parse_attrs, parse_value, print_graph
+from nasir.space_printer import print_space
+from nasir.text import Lexer, _parse_graph_body, parse_attrs, parse_value
 
+# the writer lives in nasir.space_printer (Space.text uses it); re-exported here, with the
+# parser that reads its output back
 __all__ = ["parse_space", "print_space"]
-
-
-def print_space(sp: Space) -> str:
-    """Print ``sp`` in the text form. A decision's metadata is printed after its options
-    (``meta {...}``), less a role its kind implies."""
-    lines = [f"space @{sp.name} {{"]
-    if sp.meta:
-        lines.append(f"  meta {json.dumps(sp.meta, sort_keys=True)}")
-    for d in sp.decisions:
-        opts = format_value(list(d.options))
-        loc = f" loc({json.dumps(str(d.loc))})" if d.loc is not None else ""
-        meta = d.meta
-        if meta.role is not None and meta.role == default_role(d.kind):
-            meta = replace(meta, role=None)  # the kind says it (and old texts stay the same)
-        mtext = f" meta {meta.text()}" if meta.to_json() else ""
-        lines.append(f"  decision ${d.label} : {d.kind} {opts}{mtext}{loc}")
-    for c in sp.constraints:
-        lines.append(f"  constraint {c.metric} <= {c.max!r}")
-    for name, a in sp.references.items():
-        lines.append(f"  reference {json.dumps(name)} {a.text()}")
-    lines.append(print_graph(sp.body, locs=True, indent="  "))
-    lines.append("}")
-    return "\n".join(lines)
 
 
 def _parse_decision(lx: Lexer) -> Decision:

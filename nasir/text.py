@@ -14,68 +14,19 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import fields
 from typing import Any
 
 from nasir.errors import NasirError, ParseError
 from nasir.graph import Graph, Node
 from nasir.loc import SourceLoc
-from nasir.ops import Op, Ref, get_op
+from nasir.ops import Ref
+from nasir.ops.base import make_op
+from nasir.printer import format_value, print_graph
 from nasir.types import TensorType
 
-__all__ = ["Lexer", "format_value", "parse_graph", "parse_value", "print_graph"]
-
-
-def format_value(v: Any) -> str:
-    """Format an attribute value: ints, floats, bools, strings, lists and ``$refs``."""
-    if isinstance(v, Ref):
-        return str(v)
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if v is None:
-        return "null"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, tuple | list):
-        return "[" + ", ".join(format_value(x) for x in v) + "]"
-    raise NasirError(f"cannot print attribute value {v!r}")
-
-
-def _attr_text(op: Op) -> str:
-    parts = []
-    for f in fields(op):
-        v = getattr(op, f.name)
-        if v != f.default or type(v) is not type(f.default):
-            parts.append(f"{f.name}={format_value(v)}")
-    return " {" + ", ".join(parts) + "}" if parts else ""
-
-
-def print_graph(g: Graph, *, types: bool = False, locs: bool = False, indent: str = "") -> str:
-    """Print ``g`` in the text form; ``types`` and ``locs`` add inferred types and locations."""
-    lines = [f"{indent}graph @{g.name} {{"]
-    for n in g.nodes():
-        ins = ", ".join(f"%{i.name}" for i in n.inputs)
-        line = f"{indent}  %{n.name} = {n.op.name}({ins}){_attr_text(n.op)}"
-        if n.regions is not None:
-            line += " ["
-            lines.append(line)
-            for key, r in n.regions.items():
-                body = print_graph(r, types=types, locs=locs, indent=indent + "    ")
-                lines.append(f"{indent}    {json.dumps(key)}: {body.lstrip()}")
-            line = f"{indent}  ]"
-        if types and n.type is not None:
-            line += f" : {n.type}"
-        if locs and n.loc is not None:
-            line += f" loc({json.dumps(str(n.loc))})"
-        lines.append(line)
-    if g.has_output:
-        lines.append(f"{indent}  return %{g.output.name}")
-    lines.append(f"{indent}}}")
-    return "\n".join(lines)
+# the writers live in nasir.printer (nasir.graph uses them); they are re-exported here, with
+# the parser that reads their output back
+__all__ = ["Lexer", "format_value", "make_op", "parse_graph", "parse_value", "print_graph"]
 
 
 _TOKEN = re.compile(
@@ -208,26 +159,6 @@ def parse_attrs(lx: Lexer) -> dict[str, Any]:
         if lx.accept("punct", "}"):
             return attrs
         lx.expect("punct", ",")
-
-
-def make_op(name: str, attrs: dict[str, Any], where: str) -> Op:
-    """Build an op from its name and attribute dict, with clear errors for bad attributes."""
-    cls = get_op(name)
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(attrs) - known)
-    if unknown:
-        raise ParseError(
-            f"op {name} has no attribute(s) {', '.join(unknown)}",
-            where=where,
-            hint=f"{name} takes: {', '.join(sorted(known)) or 'no attributes'}",
-        )
-    try:
-        return cls(**attrs)
-    except NasirError as e:
-        e.where = e.where or where
-        raise type(e)(e.message, where=where, hint=e.hint) from None
-    except TypeError as e:
-        raise ParseError(f"bad attributes for {name}: {e}", where=where) from None
 
 
 def _parse_graph_body(lx: Lexer) -> Graph:

@@ -37,7 +37,7 @@ __all__ = ["InferShapesPass", "VerifyPass", "ir_context", "verify"]
 
 def ir_context(g: Graph, node: Node, radius: int = 3) -> str:
     """A few lines of IR around ``node``, the node marked with ``-->``."""
-    from nasir.text import _attr_text
+    from nasir.printer import attr_text
 
     nodes = g.nodes()
     try:
@@ -49,7 +49,7 @@ def ir_context(g: Graph, node: Node, radius: int = 3) -> str:
         ins = ", ".join(f"%{i.name}" for i in n.inputs)
         ty = f" : {n.type}" if n.type is not None and n is not node else ""
         mark = "  --> " if n is node else "      "
-        lines.append(f"{mark}%{n.name} = {n.op.name}({ins}){_attr_text(n.op)}{ty}")
+        lines.append(f"{mark}%{n.name} = {n.op.name}({ins}){attr_text(n.op)}{ty}")
     if k + radius + 1 >= len(nodes) and g.has_output:
         lines.append(f"      return %{g.output.name}")
     return "\n".join(lines)

@@ -44,7 +44,7 @@ def fault_experiment(trials: int = 16, seed: int = 27, **over) -> Experiment:
 
 def fault_counts(folder: str) -> dict[str, dict[str, int]]:
     """Per fault kind: injected (by the estimator's own rule) and recorded with its reason."""
-    from nasir.runtime.faults import FaultEstimator
+    from nasir.runtime.estimators import fault_estimator
     from nasir.runtime.worker import build_space
 
     st = RunStore.open(folder)
@@ -53,7 +53,7 @@ def fault_counts(folder: str) -> dict[str, dict[str, int]]:
     finally:
         st.close()
     space = build_space(cfg)
-    est = FaultEstimator(**cfg["estimator"]["options"])
+    est = fault_estimator(**cfg["estimator"]["options"])
     out: dict[str, dict[str, int]] = {}
     for t in trials:
         fault = est.fault_of(space, t["assignment"]) or "none"

@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from nasir.errors import SpecError, VerifyError
+from nasir.errors import NasirError, ParseError, SpecError, VerifyError
 from nasir.types import TensorType
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "Ref",
     "get_op",
     "has_refs",
+    "make_op",
     "register_op",
     "resolve_refs",
 ]
@@ -74,6 +75,26 @@ def get_op(name: str) -> type[Op]:
         raise SpecError(f"unknown op {name!r}",
                         hint=f"known ops: {known} (a user op is known once the module "
                              "declaring it with user_op is imported)") from None
+
+
+def make_op(name: str, attrs: dict[str, Any], where: str) -> Op:
+    """Build an op from its name and attribute dict, with clear errors for bad attributes."""
+    cls = get_op(name)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(attrs) - known)
+    if unknown:
+        raise ParseError(
+            f"op {name} has no attribute(s) {', '.join(unknown)}",
+            where=where,
+            hint=f"{name} takes: {', '.join(sorted(known)) or 'no attributes'}",
+        )
+    try:
+        return cls(**attrs)
+    except NasirError as e:
+        e.where = e.where or where
+        raise type(e)(e.message, where=where, hint=e.hint) from None
+    except TypeError as e:
+        raise ParseError(f"bad attributes for {name}: {e}", where=where) from None
 
 
 def _is_ref(v: object) -> bool:

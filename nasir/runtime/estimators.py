@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from nasir.errors import InfeasibleTrial, NasirError, TrialError
+from nasir.runtime.faults import FaultEstimator
 from nasir.space import Space
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "StaticEstimator",
     "TrainingEstimator",
     "build_estimator",
+    "fault_estimator",
     "load_run_data",
     "save_weights",
 ]
@@ -367,10 +369,8 @@ def build_estimator(exp: Mapping[str, Any], run_dir: str | None = None) -> Combi
                                       run_dir=run_dir, data=load_run_data(e),
                                       device=_device(e)))
     elif kind == "fault":  # fault injection over the NB201 table (nasir.runtime.faults)
-        from nasir.runtime.faults import FaultEstimator
-
         try:
-            parts.append(FaultEstimator(**e.estimator.options))
+            parts.append(fault_estimator(**e.estimator.options))
         except TypeError as err:
             raise NasirError(f"bad fault estimator option: {err}", where="--estimator-opt",
                              hint="valid options: faults, sleep_s, simulate_s, "
@@ -381,6 +381,15 @@ def build_estimator(exp: Mapping[str, Any], run_dir: str | None = None) -> Combi
     if e.needs_latency and e.latency_policy == "measure":  # else: the driver's
         parts.append(latency_estimator(e, run_dir))  # LatencyRunner (latency_policy)
     return CombinedEstimator(parts)
+
+
+def fault_estimator(faults: Mapping[str, float] | None = None, *, sleep_s: float = 30.0,
+                    simulate_s: float = 0.0, memory_budget_bytes: int = 1024) -> FaultEstimator:
+    """``--estimator fault``: a :class:`~nasir.runtime.faults.FaultEstimator` over the NB201
+    table (``simulate_s`` is the table's), its compile and rpc faults run by
+    :class:`LatencyEstimator`. Its keywords are the estimator's options."""
+    return FaultEstimator(faults, inner=NB201TableEstimator(simulate_s), latency=LatencyEstimator,
+                          sleep_s=sleep_s, memory_budget_bytes=memory_budget_bytes)
 
 
 def _device(e: Any) -> str:

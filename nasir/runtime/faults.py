@@ -16,17 +16,23 @@ any worker and after a resume) fails through a *real* failure path:
 ``kill``   the worker process kills itself with ``SIGKILL`` mid-trial (pool / Ray only)
 ========== ===================================================================================
 
-``faults`` maps a fault to the share of architectures that get it.
+``faults`` maps a fault to the share of architectures that get it. The estimators a fault
+estimator uses are handed to it — the one it wraps (``inner``, whose scores the unfaulted
+architectures get) and the latency estimator class the ``compile`` and ``rpc`` faults run —
+so this module imports none of :mod:`nasir.runtime.estimators`; that module's
+:func:`~nasir.runtime.estimators.fault_estimator` builds one for ``--estimator fault``.
 
+>>> from nasir.runtime.estimators import NB201TableEstimator
 >>> from nasir.spaces import get_space
 >>> sp = get_space("nb201")
->>> est = FaultEstimator({"raise": 1.0})
+>>> est = FaultEstimator({"raise": 1.0}, inner=NB201TableEstimator())
 >>> try:
 ...     est.evaluate(sp, sp.reference("resnet"), seed=0)
 ... except RuntimeError as e:
 ...     print(e)
 injected fault: the estimator raised
->>> round(FaultEstimator({"nan": 0.0}).evaluate(sp, sp.reference("resnet"), seed=0)["accuracy"], 4)
+>>> est = FaultEstimator({"nan": 0.0}, inner=NB201TableEstimator())
+>>> round(est.evaluate(sp, sp.reference("resnet"), seed=0)["accuracy"], 4)
 0.8632
 """
 
@@ -37,11 +43,14 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from nasir.errors import NasirError
 from nasir.space import Space
+
+if TYPE_CHECKING:
+    from nasir.runtime.estimators import Estimator
 
 __all__ = ["FAULTS", "FaultEstimator"]
 
@@ -49,14 +58,16 @@ FAULTS = ("raise", "nan", "memory", "sleep", "compile", "rpc", "kill")
 
 
 class FaultEstimator:
-    """NB201-table estimator that injects the faults in ``faults`` (fault → share)."""
+    """Scores by ``inner`` (the NB201 table for ``--estimator fault``), but injects the faults
+    in ``faults`` (fault → share). ``latency`` builds a latency estimator from a target and
+    its options (:class:`~nasir.runtime.estimators.LatencyEstimator`); only the ``compile``
+    and ``rpc`` faults need it."""
 
     name = "fault"
 
-    def __init__(self, faults: Mapping[str, float] | None = None, *, sleep_s: float = 30.0,
-                 simulate_s: float = 0.0, memory_budget_bytes: int = 1024) -> None:
-        from nasir.runtime.estimators import NB201TableEstimator
-
+    def __init__(self, faults: Mapping[str, float] | None = None, *, inner: Estimator,
+                 latency: Callable[..., Estimator] | None = None, sleep_s: float = 30.0,
+                 memory_budget_bytes: int = 1024) -> None:
         faults = dict(faults or {})
         bad = sorted(set(faults) - set(FAULTS))
         if bad:
@@ -70,7 +81,12 @@ class FaultEstimator:
         self.faults = {k: float(faults[k]) for k in FAULTS if k in faults}
         self.sleep_s = float(sleep_s)
         self.memory_budget_bytes = int(memory_budget_bytes)
-        self.table = NB201TableEstimator(simulate_s)
+        if latency is None and ("compile" in self.faults or "rpc" in self.faults):
+            raise NasirError("the compile and rpc faults need a latency estimator",
+                             where="estimator.options.faults",
+                             hint="build it with nasir.runtime.estimators.fault_estimator")
+        self.inner = inner
+        self.latency = latency
         # load the tools a fault needs now, at worker start-up, not inside a timed trial
         if "memory" in self.faults:
             import nasir.backends.torch.memory
@@ -106,19 +122,15 @@ class FaultEstimator:
             check_memory(predict_training_memory(g, 32, "adam"), self.memory_budget_bytes)
         elif fault == "sleep":
             time.sleep(self.sleep_s)
-        elif fault in ("compile", "rpc"):
-            from nasir.runtime.estimators import LatencyEstimator
-
+        elif fault in ("compile", "rpc") and self.latency is not None:
             if fault == "compile":
-                est = LatencyEstimator({"kind": "llvm", "mtriple": "amdgcn-amd-amdhsa"},
-                                       repeats=1)
+                est = self.latency({"kind": "llvm", "mtriple": "amdgcn-amd-amdhsa"}, repeats=1)
             else:
-                est = LatencyEstimator("host", repeats=1, rpc=("127.0.0.1", _closed_port(),
-                                                               None))
+                est = self.latency("host", repeats=1, rpc=("127.0.0.1", _closed_port(), None))
             est.evaluate(space, assignment, seed=seed)
         elif fault == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
-        return self.table.evaluate(space, assignment, seed=seed)
+        return self.inner.evaluate(space, assignment, seed=seed)
 
 
 def _closed_port() -> int:

@@ -122,9 +122,9 @@ def _estimator_options(exp: Experiment) -> None:
 
         _check_kwargs(NB201TableEstimator.__init__, opts, "nb201 estimator", where)
     elif kind == "fault":
-        from nasir.runtime.faults import FaultEstimator
+        from nasir.runtime.estimators import fault_estimator
 
-        _check_kwargs(FaultEstimator.__init__, opts, "fault estimator", where)
+        _check_kwargs(fault_estimator, opts, "fault estimator", where)
     elif kind == "evaluator" and opts:
         raise ConfigError("a user evaluator takes no estimator options", where=where,
                           hint="give its options under [evaluator] options (trial.options)")
