@@ -22,6 +22,7 @@ from nasir.backends.torch.supernet import Supernet
 from nasir.errors import NasirError
 from nasir.spaces import get_space
 from nasir.strategies.oneshot.common import frozen_logits, set_arch_grads
+from nasir.strategies.oneshot.data_parallel import DataParallelJob
 
 N, BATCH = 33, 12  # 3 global batches an epoch, the last one 9 (shards 5 + 4)
 
@@ -147,8 +148,23 @@ def test_ray_actors_train_like_one_process() -> None:
         assert curve < 1e-5 and state < 1e-5, (curve, state)
         with pytest.raises(NasirError, match="rank 1 of 2 failed: ValueError: rank one broke"):
             launch_ray(crash, 2, ("raise",), timeout_s=120)
+        # a DARTS job on one pool of actors for both epochs, against one process
+        ref = darts_job()
+        losses = [ref.step()["loss"] for _ in range(2)]
+        job = DataParallelJob(darts_job(), darts_job, 2, launcher="ray", timeout_s=240)
+        assert abs(job.step()["loss"] - losses[0]) < 1e-5
+        assert abs(job.step()["loss"] - losses[1]) < 1e-5 and job._pool is None  # closed
+        assert job.result()["assignment"] == ref.result()["assignment"]
     finally:
         ray.shutdown()
+
+
+def darts_job() -> Any:
+    """A 2-epoch DARTS (second order) job on the tiny NB201 space and 5 % of digits."""
+    from nasir.strategies import make_strategy
+
+    sp = get_space("nb201", input_shape=(1, 8, 8), channels=4, cells_per_stage=1)
+    return make_strategy("darts", sp, seed=0, epochs=2, data_fraction=0.05).job()
 
 
 @pytest.mark.gpu

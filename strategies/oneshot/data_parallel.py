@@ -4,7 +4,7 @@
 (DARTS, FBNet, ProxylessNAS) for the runner. The wrapped job lives in the
 driver's process and holds the state the runner checkpoints; each step (one epoch) hands
 that state to ``workers`` ranks (:func:`~nasir.backends.torch.launch.launch`, or
-:func:`~nasir.backends.torch.launch_ray.launch_ray` on a Ray cluster), each rank rebuilds the job
+:class:`~nasir.backends.torch.launch_ray.RayRankPool` on a Ray cluster), each rank rebuilds the job
 with ``rebuild`` (a picklable function: the same searcher, data and seed in every process),
 loads the state, and trains the epoch on its shard of every global batch with synchronised
 BatchNorm and averaged gradients (:mod:`nasir.backends.torch.distributed`). Rank 0 sends
@@ -20,10 +20,11 @@ after each backward, before clipping and the optimiser step. The architecture lo
 FBNet and ProxylessNAS are linear in the cross-entropy, so the share carries through them;
 DARTS' second order averages each gradient of its unrolled step.
 
-Locally the ranks are a :class:`~nasir.backends.torch.launch.RankPool` kept for the whole
-job: they rebuild the job and load the state once, then continue their own copy epoch
-after epoch (rank 0 still sends the state back each epoch, for the checkpoint). On Ray
-each epoch places its actors afresh, which rebuild and load the state.
+The ranks are a :class:`~nasir.backends.torch.launch.RankPool` (local processes) or a
+:class:`~nasir.backends.torch.launch_ray.RayRankPool` (Ray actors) kept for the whole job:
+they rebuild the job and load the state once (again after the wrapped job is loaded from
+a checkpoint), then continue their own copy epoch after epoch; rank 0 still sends the
+state back each epoch, for the checkpoint.
 """
 
 from __future__ import annotations
@@ -208,20 +209,16 @@ class DataParallelJob(SearchJob):
             rec.pop("step", None)
             return rec
         from nasir.backends.torch.launch import RankPool
-        from nasir.backends.torch.launch_ray import launch_ray
+        from nasir.backends.torch.launch_ray import RayRankPool
 
         # the ranks keep their job between epochs; they get the state when they start
         # and after the wrapped job was loaded from a checkpoint
         state = self.inner.state_dict() if self._send_state else None
-        if self.launcher == "ray":  # one set of actors an epoch
-            outs = launch_ray(run_epoch, self.workers, (self.rebuild, self.inner.state_dict()),
-                              device=self.device, timeout_s=self.timeout_s)
-        else:
-            if self._pool is None or self._pool.closed:
-                self._pool = RankPool(self.workers, device=self.device,
-                                      timeout_s=self.timeout_s)
-                state = self.inner.state_dict()
-            outs = self._pool.run(run_epoch, (self.rebuild, state))
+        if self._pool is None or self._pool.closed:
+            pool = RayRankPool if self.launcher == "ray" else RankPool
+            self._pool = pool(self.workers, device=self.device, timeout_s=self.timeout_s)
+            state = self.inner.state_dict()
+        outs = self._pool.run(run_epoch, (self.rebuild, state))
         self._send_state = False
         record, new_state = outs[0]
         self.inner.load_state_dict(new_state)
