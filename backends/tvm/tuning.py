@@ -42,7 +42,7 @@ from nasir.backends.tvm.tuning_db import TuningDatabase
 from nasir.errors import BackendError
 
 __all__ = ["COST_MODELS", "TuningStats", "build_module", "default_cost_model",
-           "ms_prepare", "tune_graph", "tune_module", "workloads"]
+           "ms_prepare", "tune_graph", "tune_module", "tune_tasks", "workloads"]
 
 #: MetaSchedule cost models nasir offers: XGBoost (needs ``xgboost``), random, none
 COST_MODELS = ("auto", "xgb", "random", "none")
@@ -167,7 +167,7 @@ def _in_process_builder() -> Any:
     return InProcessBuilder()
 
 
-def _in_process_runner(number: int, min_repeat_ms: int) -> Any:
+def _in_process_runner(number: int, min_repeat_ms: int, window: Any = None) -> Any:
     import tvm
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.runner import EvaluatorConfig, PyRunner
@@ -179,23 +179,22 @@ def _in_process_runner(number: int, min_repeat_ms: int) -> Any:
 
     cfg = EvaluatorConfig(number=number, repeat=1, min_repeat_ms=min_repeat_ms)
 
+    def one(ri: Any) -> Any:
+        try:
+            rt = tvm.runtime.load_module(str(ri.artifact_path))
+            dev = tvm.runtime.device(str(ri.device_type), 0)
+            args = default_alloc_argument(dev, tuple(a.as_json() for a in ri.args_info), 1)
+            return LocalRunnerFuture(default_run_evaluator(rt, dev, cfg, args))
+        except Exception as e:
+            return LocalRunnerFuture(None, f"run failed: {e}")
+
     @derived_object
     class InProcessRunner(PyRunner):
-        """Times built candidates in this process."""
+        """Times built candidates in this process (inside ``window()`` when given)."""
 
         def run(self, runner_inputs: list[Any]) -> list[Any]:
-            out = []
-            for ri in runner_inputs:
-                path = str(ri.artifact_path)
-                try:
-                    rt = tvm.runtime.load_module(path)
-                    dev = tvm.runtime.device(str(ri.device_type), 0)
-                    args = default_alloc_argument(
-                        dev, tuple(a.as_json() for a in ri.args_info), 1)
-                    out.append(LocalRunnerFuture(default_run_evaluator(rt, dev, cfg, args)))
-                except Exception as e:
-                    out.append(LocalRunnerFuture(None, f"run failed: {e}"))
-            return out
+            with window() if window is not None else contextlib.nullcontext():
+                return [one(ri) for ri in runner_inputs]
 
     return InProcessRunner()
 
@@ -225,15 +224,8 @@ def tune_module(mod: Any, spec: TargetSpec, db: TuningDatabase, trials_per_workl
         raise BackendError(f"tuning for {spec} needs the device; tuning runs locally",
                            where=str(spec), hint="tune on the device, or compile from the "
                            "database only (trials_per_workload=0)")
-    if cost_model == "auto":
-        cost_model = db.cost_model
-    if cost_model not in COST_MODELS:
-        raise BackendError(f"unknown cost model {cost_model!r}", where=repr(db),
-                           hint=f"use one of {', '.join(COST_MODELS)}")
     per_round = max(1, min(trials_per_round, trials_per_workload or 1))
-    if cost_model == "auto":  # a model is trained after a round and used in the next only
-        cost_model = default_cost_model() if trials_per_workload > per_round else "random"
-    cm = cost_model
+    cm = _cost_model(cost_model, db, trials_per_workload, per_round)
     tgt = _tvm_target(db)
     tasks = workloads(mod, tgt)
     keys = tuple(sorted(tasks))
@@ -252,7 +244,7 @@ def tune_module(mod: Any, spec: TargetSpec, db: TuningDatabase, trials_per_workl
             return TuningStats(len(keys), base.hits, waited=len(missing), cost_model=cm,
                                keys=keys)
         trials = _tune(ms, [tasks[k] for k in todo], todo, db, tgt, trials_per_workload,
-                       cm, seed, isolated, population, min_repeat_ms, per_round)
+                       cm, seed, isolated, population, min_repeat_ms, per_round, None)
     return TuningStats(len(keys), base.hits, tuned=len(todo), waited=len(missing) - len(todo),
                        trials=trials, tuning_s=time.perf_counter() - t0, cost_model=cm,
                        keys=keys)
@@ -290,9 +282,49 @@ def tune_graph(graph: Any, db: TuningDatabase, trials_per_workload: int, *, batc
     return tune_module(mod, db.spec, db, trials_per_workload, cost_model=cost_model, seed=seed)
 
 
+def _cost_model(cost_model: str, db: TuningDatabase, trials: int, per_round: int) -> str:
+    if cost_model == "auto":
+        cost_model = db.cost_model
+    if cost_model not in COST_MODELS:
+        raise BackendError(f"unknown cost model {cost_model!r}", where=repr(db),
+                           hint=f"use one of {', '.join(COST_MODELS)}")
+    if cost_model == "auto":  # a model is trained after a round and used in the next only
+        cost_model = default_cost_model() if trials > per_round else "random"
+    return cost_model
+
+
+def tune_tasks(tasks: dict[str, Any], db: TuningDatabase, trials_per_workload: int, *,
+               cost_model: str = "auto", seed: int = 0, window: Any = None,
+               min_repeat_ms: int = 20, trials_per_round: int = 16) -> int:
+    """Tune exactly these extracted tasks (key → task, as :func:`workloads` gives them) into
+    ``db`` with ``trials_per_workload`` measured candidates each, in this process; returns
+    how many candidates were measured. The caller decides what to tune and holds the claims
+    it wants (a background tuner: :mod:`nasir.runtime.background_tuning`). ``window``: a
+    context-manager factory entered around every batch of candidates being timed (e.g. a
+    quiet window keeping training off the cores).
+
+    >>> import tempfile
+    >>> tune_tasks({}, TuningDatabase("host", tempfile.mkdtemp()), 2)
+    0
+    """
+    if not tasks or trials_per_workload <= 0:
+        return 0
+    from tvm.s_tir import meta_schedule as ms
+
+    from nasir.backends.tvm.compile import _check_serialization
+
+    _check_serialization()
+    import_tensor_intrin()
+    per_round = max(1, min(trials_per_round, trials_per_workload))
+    cm = _cost_model(cost_model, db, trials_per_workload, per_round)
+    keys = sorted(tasks)
+    return _tune(ms, [tasks[k] for k in keys], keys, db, _tvm_target(db), trials_per_workload,
+                 cm, seed, False, None, min_repeat_ms, per_round, window)
+
+
 def _tune(ms: Any, tasks: list[Any], keys: list[str], db: TuningDatabase, tgt: Any,
           trials: int, cm: str, seed: int, isolated: bool, population: int | None,
-          min_repeat_ms: int, per_round: int) -> int:
+          min_repeat_ms: int, per_round: int, window: Any) -> int:
     if population is None:
         population = min(512, max(16, 4 * trials))
     strategy = ms.search_strategy.EvolutionarySearch(
@@ -307,7 +339,8 @@ def _tune(ms: Any, tasks: list[Any], keys: list[str], db: TuningDatabase, tgt: A
             builder = ms.builder.LocalBuilder(timeout_sec=600)
             runner = ms.runner.LocalRunner(timeout_sec=600)
         else:
-            builder, runner = _in_process_builder(), _in_process_runner(3, min_repeat_ms)
+            builder = _in_process_builder()
+            runner = _in_process_runner(3, min_repeat_ms, window)
         ms.tune.tune_tasks(
             tasks=ctxs, task_weights=weights, work_dir=wd,
             max_trials_global=trials * len(ctxs), max_trials_per_task=trials,

@@ -156,7 +156,9 @@ class LatencyConfig(_Model):
     ``table``: the table's SQLite file (default: shared per user,
     ``$NASIR_CACHE_DIR/latency_lut.sqlite``); ``cores``: CPUs reserved for measuring
     while training runs elsewhere; ``tuned``: measure code built from the target's tuning
-    database.
+    database; ``tune_trials``: with ``tuned``, each workload of a measured network that the
+    database lacks is tuned in the background with this many measured candidates (0: never
+    tune, :mod:`nasir.runtime.background_tuning`).
     """
 
     policy: Literal["auto", "measure", "predict"] = "auto"
@@ -165,6 +167,7 @@ class LatencyConfig(_Model):
     cores: int = Field(default=1, ge=1)
     table: str | None = None
     tuned: bool = False
+    tune_trials: int = Field(default=4, ge=0)
 
     @model_validator(mode="before")
     @classmethod

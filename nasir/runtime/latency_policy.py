@@ -300,6 +300,7 @@ class LatencyRunner:
     def _answer(self, msg: Mapping[str, Any], trials: dict[int, Any],
                 ready: list[dict[str, Any]]) -> None:
         tid = int(msg["trial"])
+        self.counts.update({k: v for k, v in msg.items() if k.startswith("tuning_")})
         if msg["kind"] == "fill":
             self.predict_s += float(msg.get("seconds") or 0.0)
             self.counts["new_layers"] += int(msg.get("new_layers") or 0)
@@ -358,9 +359,8 @@ class LatencyRunner:
             self._want(t)
 
     def _still_wanted(self, tid: int) -> bool:
-        """Whether a queued measurement still matters now that it is its turn: the trial
-        may have dropped off the front and out of the top-k while it waited (at the end of a
-        run only the front counts)."""
+        """Whether a queued measurement still matters now: its trial may have left the front
+        and the top-k while it waited (at the end of a run only the front counts)."""
         t = self._trials.get(tid)
         if t is None or t["status"] != "done":
             return False
@@ -389,8 +389,8 @@ class LatencyRunner:
             self._pairs.append((float(m[TABLE]), ms))
             if self.calibration.fit(self._pairs):
                 self.store.set_meta("latency.calibration", self.calibration.state())
-        if self.exp.latency.tuned:
-            m["latency_tuned"] = True
+        if self.exp.latency.tuned:  # and how many workloads the database covered
+            m.update(latency_tuned=True, **{k: v for k, v in msg.items() if "workloads" in k})
         m.update({"latency_ms": ms, SOURCE: "measured", MEASURED: ms,
                   "latency_cv": msg.get("cv"), "compile_s": msg.get("compile_s"),
                   "latency_cached": bool(msg.get("cached"))})

@@ -97,6 +97,7 @@ def latency_lines(trials: Sequence[Mapping[str, Any]], config: Mapping[str, Any]
                   f"measured ≈ {float(cal.get('slope', 1.0)):.3f} × table + "
                   f"{float(cal.get('intercept', 0.0)):.3f} ms from {cal.get('points', 0)} "
                   f"points, refit {cal.get('refits', 0)} times."]
+    lines += tuning_lines(trials, summary)
     s = prediction_scores(trials)
     if s["pairs"]:
         plot_predicted_vs_measured(trials, out_dir)
@@ -106,3 +107,34 @@ def latency_lines(trials: Sequence[Mapping[str, Any]], config: Mapping[str, Any]
                   "the promising ones, not a random sample).", "",
                   "![predicted vs measured](latency_predicted_vs_measured.png)"]
     return lines
+
+
+def tuning_lines(trials: Sequence[Mapping[str, Any]], summary: Mapping[str, Any] | None
+                 ) -> list[str]:
+    """The tuning database's part (``latency.tuned``): how many workloads of the measured
+    networks it covered when they were compiled, and what the background tuner did
+    (:mod:`nasir.runtime.background_tuning`). Empty when nothing was compiled from it.
+
+    >>> tuning_lines([{"metrics": {"latency_tuned_workloads": 3,
+    ...                            "latency_untuned_workloads": 1}}],
+    ...              {"tuning_tuned": 1, "tuning_trials": 2, "tuning_s": 4.0})[1]
+    'Tuning database: 1 measured networks compiled from it, 3 of their 4 workloads tuned \
+(75 %); background tuning: 1 workloads tuned (2 candidates measured) in 4.0 s, 0 queued, \
+0 still pending, 0 busy in another process, 0 failed.'
+    """
+    ms = [t.get("metrics") or {} for t in trials]
+    pairs = [(int(m["latency_tuned_workloads"]), int(m["latency_untuned_workloads"]))
+             for m in ms if m.get("latency_tuned_workloads") is not None
+             and m.get("latency_untuned_workloads") is not None]
+    sm = summary or {}
+    if not pairs and not any(k.startswith("tuning_") for k in sm):
+        return []
+    hit, total = sum(p[0] for p in pairs), sum(p[0] + p[1] for p in pairs)
+    rate = f"{100 * hit / total:.0f} %" if total else "n/a"
+    return ["", f"Tuning database: {len(pairs)} measured networks compiled from it, {hit} of "
+            f"their {total} workloads tuned ({rate}); background tuning: "
+            f"{sm.get('tuning_tuned', 0)} workloads tuned ({sm.get('tuning_trials', 0)} "
+            f"candidates measured) in {float(sm.get('tuning_s') or 0):.1f} s, "
+            f"{sm.get('tuning_queued', 0)} queued, {sm.get('tuning_pending', 0)} still pending, "
+            f"{sm.get('tuning_busy', 0)} busy in another process, "
+            f"{sm.get('tuning_failed', 0)} failed."]

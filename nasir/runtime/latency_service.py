@@ -5,6 +5,9 @@ requests one at a time: ``predict`` (a network's per-layer table latency; layers
 lacks are compiled and timed once, :class:`PolicyLUT`), ``fill`` (the same, for a trial that
 was answered with an estimate and goes on without it) and ``measure`` (the whole
 network compiled and timed, :func:`measure_network`, through the run's latency cache).
+With ``latency.tuned`` and ``latency.tune_trials`` > 0, the workloads a measured network
+found missing from the tuning database are tuned while no request waits, one at a time
+(:mod:`nasir.runtime.background_tuning`); every answer carries the tuning counts so far.
 
 It is pinned to the last ``latency.cores`` CPUs. While it *times* something (compilation
 runs outside this window), every thread of the training processes is moved off those CPUs
@@ -192,8 +195,17 @@ def service_main(conn: Any, exp: dict[str, Any], run_dir: str | None, parent: in
     lut = PolicyLUT(table_path(e), target, config=cfg, scope=space.name)
     lut.build, lut.pids, lut.cores = build, pids, cores
     cache: Any = None  # the run's latency cache, opened by the first measurement
+    tuner = None
+    if build:  # with tune_trials 0 it queues nothing and only reports zeros
+        from nasir.runtime.background_tuning import BackgroundTuner
+
+        tuner = BackgroundTuner(build["db"], e.latency.tune_trials, batch=cfg.batch,
+                                window=lambda: quiet_window(pids, cores))
     while True:
         try:
+            if tuner is not None and tuner.pending and not conn.poll(0):
+                _tune_step(tuner)  # idle: one workload (or one network's extraction)
+                continue
             msg = conn.recv()
         except (EOFError, OSError):
             return
@@ -211,28 +223,41 @@ def service_main(conn: Any, exp: dict[str, Any], run_dir: str | None, parent: in
             else:
                 if cache is None and run_dir:
                     cache = LatencyCache(os.path.join(run_dir, "latency.sqlite"))
-                out.update(measure_network(g, target, cfg, cache, pids, cores, build))
+                out.update(measure_network(g, target, cfg, cache, pids, cores, build, tuner))
         except Exception as err:  # reported per request; the process goes on
             out.update(ok=False, reason=f"{type(err).__name__}: {str(err).splitlines()[0]}"
                        if str(err) else type(err).__name__)
         out["seconds"] = time.perf_counter() - t0
+        out.update(tuner.summary() if tuner is not None else {})
         try:
             conn.send(out)
         except (BrokenPipeError, OSError):
             return
 
 
+def _tune_step(tuner: Any) -> None:
+    try:
+        tuner.step()
+    except Exception as err:  # the database went bad: the run goes on untuned
+        tuner.stop(err)
+
+
 def measure_network(g: Any, target: Any, cfg: Any, cache: Any, pids: Sequence[int] = (),
-                    cores: set[int] | None = None, build: Mapping[str, Any] | None = None
-                    ) -> dict[str, Any]:
+                    cores: set[int] | None = None, build: Mapping[str, Any] | None = None,
+                    tuner: Any = None) -> dict[str, Any]:
     """Compile ``g`` (outside the quiet window; ``build``: extra
     :func:`~nasir.backends.tvm.compile.compile_graph` options such as the tuning database),
-    time it (inside the window), through the run's ``cache``."""
+    time it (inside the window), through the run's ``cache``. With a database, the result
+    says how many workloads it covered (``latency_tuned_workloads`` /
+    ``latency_untuned_workloads``), the missing ones are offered to ``tuner``
+    (:class:`~nasir.runtime.background_tuning.BackgroundTuner`), and only a fully tuned
+    network's latency is cached (a later compile may find more workloads tuned)."""
     from dataclasses import replace
 
     from nasir.backends.tvm.compile import compile_graph
     from nasir.backends.tvm.lut import _typed
     from nasir.backends.tvm.measure import graph_key, measure_compiled
+    from nasir.runtime.background_tuning import tuning_metrics
 
     g = _typed(g)
     key, shape = graph_key(g), tuple(g.inputs[0].type.shape)
@@ -240,14 +265,18 @@ def measure_network(g: Any, target: Any, cfg: Any, cache: Any, pids: Sequence[in
     hit = cache.get(key, tkey, shape, cfg.batch) if cache is not None else None
     if hit is not None:
         return {"ok": True, "median_ms": hit.median_ms, "cv": hit.cv, "compile_s": 0.0,
-                "cached": True}
+                "cached": True, **({"latency_untuned_workloads": 0} if build else {})}
     t0 = time.perf_counter()
     c = compile_graph(g, target, batch=cfg.batch, **dict(build or {}))
+    tuned = tuning_metrics(c.tuning)
+    if tuner is not None:
+        tuner.offer(g, c.tuning)
     with quiet_window(pids, cores or set()) as moved:
         r = measure_compiled(c, cfg)
     if not r.ok:
-        return {"ok": False, "reason": r.reason, "compile_s": c.compile_s}
-    if cache is not None:
+        return {"ok": False, "reason": r.reason, "compile_s": c.compile_s, **tuned}
+    if cache is not None and not tuned.get("latency_untuned_workloads"):
         cache.put(replace(r, graph_key=key, target=str(target), input_shape=shape), tkey)
     return {"ok": True, "median_ms": r.median_ms, "cv": r.cv, "compile_s": c.compile_s,
-            "cached": False, "moved_threads": moved, "latency_s": time.perf_counter() - t0}
+            "cached": False, "moved_threads": moved, "latency_s": time.perf_counter() - t0,
+            **tuned}

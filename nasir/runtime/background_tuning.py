@@ -1,0 +1,204 @@
+"""Tune, in the background of a run, the workloads its measured networks found untuned.
+
+With ``latency.tuned = true`` the measurement process
+(:func:`~nasir.runtime.latency_service.service_main`) compiles every network it measures from
+the target's :class:`~nasir.backends.tvm.tuning_db.TuningDatabase`; a workload the database
+lacks keeps TVM's default schedule, and the network is *offered* to a :class:`BackgroundTuner`.
+When the process has no request waiting, the tuner takes one step: it extracts a queued
+network's tuning tasks (the way :func:`~nasir.backends.tvm.tuning.tune_graph` does, keyed
+by MetaSchedule's structural hash as the database keys them), or tunes *one* workload with
+``latency.tune_trials`` measured candidates into the shared database, where later
+candidates, workers and runs of the target compile from it.
+
+Why in the measurement process rather than a process of its own: it is already pinned to
+``latency.cores`` away from training; being one process, its tuning never times candidates
+while it times a network (two timers on one core would spoil both); and the candidates it
+times run inside the same quiet window (:func:`~nasir.runtime.latency_service.quiet_window`)
+as its measurements, so training never shares those cores while it *measures*. The price:
+a request that arrives while a workload is being tuned waits for that one workload (a few
+seconds at a few trials); the driver itself never waits on tuning.
+
+Dedupe: a workload is tuned once per target. Here: each key is queued once per process.
+Across processes: the database's lock of the workload (an ``flock`` held while it is tuned,
+released if the process dies) is taken without waiting — a workload another process is
+tuning is skipped (``busy``) and found in the database by the next compile — and a workload
+already in the database is never tuned again.
+
+>>> import tempfile
+>>> from nasir.backends.tvm.compile import compile_graph
+>>> from nasir.backends.tvm.tuning_db import TuningDatabase
+>>> from nasir.text import parse_graph
+>>> g = parse_graph('''graph @g {
+...   %x = input() {shape=[2, 4, 4]}
+...   %1 = relu(%x)
+...   return %1
+... }''')
+>>> db = TuningDatabase("host", tempfile.mkdtemp())
+>>> tuner = BackgroundTuner(db, trials=0)      # tune_trials = 0: never tunes
+>>> tuner.offer(g, compile_graph(g, "host", db=db).tuning), tuner.step()
+(0, False)
+>>> tuning_metrics(compile_graph(g, "host", db=db).tuning)
+{'latency_tuned_workloads': 0, 'latency_untuned_workloads': 1}
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from nasir.errors import StoreError
+
+__all__ = ["BackgroundTuner", "graph_tasks", "tuning_metrics"]
+
+
+def tuning_metrics(stats: Any) -> dict[str, int]:
+    """A trial's metrics from a compile's :class:`~nasir.backends.tvm.tuning.TuningStats`:
+    how many of its network's workloads the database covered when it was compiled
+    (``latency_tuned_workloads``) and how many kept TVM's default schedule
+    (``latency_untuned_workloads``). Empty for a compile without a database."""
+    if stats is None:
+        return {}
+    return {"latency_tuned_workloads": int(stats.hits + stats.tuned + stats.waited),
+            "latency_untuned_workloads": int(stats.workloads - stats.hits - stats.tuned
+                                             - stats.waited)}
+
+
+def graph_tasks(graph: Any, db: Any, *, batch: int = 1, seed: int = 0) -> dict[str, Any]:
+    """Key → MetaSchedule extracted task of every tunable workload of ``graph`` for ``db``'s
+    target, lowered exactly as :func:`~nasir.backends.tvm.compile.compile_graph` lowers it
+    (so the keys are those its compile looks up)."""
+    import tvm
+
+    from nasir.backends.tvm.relax_lowering import lower
+    from nasir.backends.tvm.tuning import ms_prepare, workloads
+
+    g = graph
+    if any(n.type is None for n in g.nodes()):
+        from nasir.passes import verify
+
+        g = g.copy()
+        verify(g)
+    tgt = tvm.target.Target(db.target_json())
+    return workloads(ms_prepare(lower(g, None, batch=batch, seed=seed), tgt), tgt)
+
+
+class BackgroundTuner:
+    """The queue of workloads a run's compiles found untuned, tuned one :meth:`step` at a
+    time into ``db`` with ``trials`` measured candidates each (0: never tunes).
+
+    ``window``: a context-manager factory entered while candidates are timed (the
+    measurement process passes its quiet window). :meth:`summary` gives the counts and
+    seconds a run reports (``latency.summary``): ``tuning_queued`` (workloads queued),
+    ``tuning_tuned``, ``tuning_busy`` (another process was tuning it), ``tuning_skipped``
+    (in the database by its turn), ``tuning_failed``, ``tuning_pending``, ``tuning_trials``,
+    ``tuning_s`` (tuning seconds) and ``tuning_extract_s`` (extracting tasks).
+    """
+
+    def __init__(self, db: Any, trials: int, *, window: Callable[[], Any] | None = None,
+                 batch: int = 1, seed: int = 0) -> None:
+        self.db, self.trials, self.window = db, int(trials), window
+        self.batch, self.seed = batch, seed
+        self._graphs: deque[tuple[Any, tuple[str, ...]]] = deque()
+        self._tasks: dict[str, Any] = {}  # extracted, waiting for their turn
+        self._offered: set[str] = set()  # every key queued here (once per process)
+        self.counts = {"queued": 0, "tuned": 0, "busy": 0, "skipped": 0, "failed": 0,
+                       "trials": 0}
+        self.tuning_s = self.extract_s = 0.0
+        self.errors: list[str] = []
+
+    @property
+    def pending(self) -> int:
+        """Workloads queued and not yet taken."""
+        return len(self._tasks) + sum(len(keys) for _, keys in self._graphs)
+
+    def offer(self, graph: Any, stats: Any) -> int:
+        """Queue the workloads of ``graph`` that its compile (``stats``: its
+        :class:`~nasir.backends.tvm.tuning.TuningStats`) found missing and that are neither
+        queued here already nor in the database now; returns how many were queued."""
+        if self.trials <= 0 or stats is None:
+            return 0
+        new = tuple(k for k in stats.keys if k not in self._offered and not self.db.has(k))
+        if new:
+            self._offered.update(new)
+            self._graphs.append((graph, new))
+            self.counts["queued"] += len(new)
+        return len(new)
+
+    def step(self) -> bool:
+        """Do one piece of work — extract a queued network's tasks, or tune one workload —
+        and return ``True``; ``False`` when nothing is queued."""
+        if not self._tasks:
+            if not self._graphs:
+                return False
+            graph, keys = self._graphs.popleft()
+            t0 = time.perf_counter()
+            try:
+                tasks = graph_tasks(graph, self.db, batch=self.batch, seed=self.seed)
+            except Exception as e:  # a network that no longer lowers: its workloads fail
+                self._fail(len(keys), e)
+                return True
+            finally:
+                self.extract_s += time.perf_counter() - t0
+            self._tasks.update({k: tasks[k] for k in keys if k in tasks})
+            self._fail(sum(1 for k in keys if k not in tasks), None)
+            return True
+        key = min(self._tasks)
+        task = self._tasks.pop(key)
+        if self.db.has(key):
+            self.counts["skipped"] += 1
+            return True
+        try:
+            with self.db.claim([key], timeout_s=0):
+                if self.db.has(key):
+                    self.counts["skipped"] += 1
+                    return True
+                from nasir.backends.tvm.tuning import tune_tasks
+
+                t0 = time.perf_counter()
+                try:
+                    n = tune_tasks({key: task}, self.db, self.trials, seed=self.seed,
+                                   window=self.window)
+                finally:
+                    self.tuning_s += time.perf_counter() - t0
+        except StoreError as e:
+            if "stayed locked" not in str(e):
+                raise
+            self.counts["busy"] += 1  # another process holds it: it will be in the database
+            return True
+        except Exception as e:  # a workload MetaSchedule cannot tune keeps its default
+            self._fail(1, e)
+            return True
+        self.counts["tuned"] += 1
+        self.counts["trials"] += n
+        return True
+
+    def _fail(self, n: int, err: Exception | None) -> None:
+        self.counts["failed"] += n
+        if err is not None and len(self.errors) < 5:
+            self.errors.append(f"{type(err).__name__}: {str(err).strip()[:200]}")
+
+    def stop(self, err: Exception) -> None:
+        """Give up tuning for this run (``err``: why, e.g. the database went bad): the
+        queue is dropped as failed and nothing more is queued."""
+        self._fail(self.pending, err)
+        self.trials = 0
+        self._graphs.clear()
+        self._tasks.clear()
+
+    def drain(self, budget_s: float | None = None) -> int:
+        """Step until nothing is queued (or ``budget_s`` seconds passed); returns the steps
+        taken. For scripts and tests; a run steps only while its process is idle."""
+        end = None if budget_s is None else time.monotonic() + budget_s
+        steps = 0
+        while (end is None or time.monotonic() < end) and self.step():
+            steps += 1
+        return steps
+
+    def summary(self) -> dict[str, Any]:
+        """Counts and seconds so far, each name prefixed ``tuning_``."""
+        out: dict[str, Any] = {f"tuning_{k}": v for k, v in self.counts.items()}
+        out.update(tuning_pending=self.pending, tuning_s=round(self.tuning_s, 3),
+                   tuning_extract_s=round(self.extract_s, 3))
+        return out

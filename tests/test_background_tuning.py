@@ -1,0 +1,164 @@
+"""Background tuning of a run's untuned workloads (issue 23): real TVM, tiny graphs, 1–2 trials.
+
+The measurement process compiles a network from the target's tuning database
+(``measure_network``), offers the workloads it lacked to a ``BackgroundTuner``, which tunes
+them while the process is idle; a later compile hits them, a new run (new database
+instance, new tuner) tunes nothing, ``tune_trials = 0`` never tunes, and a workload another
+process holds is skipped. One real ``nasir search`` (``tune_trials = 0``) shows the trials
+and the report saying it, and tunes nothing. ~30 s CPU (a 1-trial tuning, one small run).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import pytest
+
+from nasir.backends.tvm import MeasureConfig, resolve_target
+from nasir.backends.tvm.tuning_db import TuningDatabase
+from nasir.runtime.background_tuning import BackgroundTuner
+from nasir.runtime.latency_service import measure_network
+from nasir.text import parse_graph
+
+CONV = """graph @g {{
+  %x = input() {{shape=[4, 8, 8]}}
+  %1 = conv2d(%x) {{out_channels={c}, kernel={k}}}
+  %2 = relu(%1)
+  return %2
+}}"""
+TARGET = resolve_target("host")
+CFG = MeasureConfig(repeats=3, warmup=1, min_repeat_ms=1.0)
+
+
+def _measure(g, db, tuner=None):
+    r = measure_network(g, TARGET, CFG, None, build={"db": db}, tuner=tuner)
+    assert r["ok"], r
+    return r
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory):
+    """One database; a conv compiled from it (missing), tuned in the background, compiled
+    again."""
+    root = str(tmp_path_factory.mktemp("tuning"))
+    db = TuningDatabase("host", root)
+    windows = []
+
+    @contextlib.contextmanager
+    def window():
+        windows.append(1)
+        yield
+
+    tuner = BackgroundTuner(db, 1, window=window)
+    g = parse_graph(CONV.format(c=8, k=3))
+    r1 = _measure(g, db, tuner)
+    pending = tuner.pending
+    steps = tuner.drain(budget_s=120)
+    r2 = _measure(g, db, tuner)
+    return root, g, tuner, r1, pending, steps, r2, len(windows)
+
+
+def test_first_compile_queues_and_the_tuner_tunes_it(first):
+    root, _, tuner, r1, pending, steps, _, windows = first
+    assert r1["latency_untuned_workloads"] == 1 and r1["latency_tuned_workloads"] == 0
+    assert pending == 1 and steps == 2  # extract the network's tasks, tune its one workload
+    s = tuner.summary()
+    assert s["tuning_queued"] == s["tuning_tuned"] == 1 and s["tuning_trials"] >= 1
+    assert s["tuning_s"] > 0 and s["tuning_pending"] == 0 and s["tuning_failed"] == 0
+    assert windows >= 1  # candidates were timed inside the given (quiet) window
+    (key,) = TuningDatabase("host", root).keys()
+    assert TuningDatabase("host", root).read(key)["trials"] == 1
+
+
+def test_a_later_compile_hits_and_queues_nothing(first):
+    *_, tuner, _, _, _, r2, _ = first
+    assert r2["latency_tuned_workloads"] == 1 and r2["latency_untuned_workloads"] == 0
+    assert tuner.pending == 0 and tuner.summary()["tuning_queued"] == 1
+
+
+def test_a_second_run_reuses_the_records_without_tuning(first):
+    root, g, *_ = first
+    db = TuningDatabase("host", root)  # a new run: new instance, new tuner
+    tuner = BackgroundTuner(db, 2)
+    r = _measure(g, db, tuner)
+    assert r["latency_untuned_workloads"] == 0
+    assert tuner.pending == 0 and tuner.drain() == 0 and tuner.summary()["tuning_tuned"] == 0
+
+
+def test_tune_trials_zero_tunes_nothing(first):
+    root, *_ = first
+    db = TuningDatabase("host", root)
+    tuner = BackgroundTuner(db, 0)
+    r = _measure(parse_graph(CONV.format(c=4, k=1)), db, tuner)
+    assert r["latency_untuned_workloads"] == 1
+    assert tuner.pending == 0 and tuner.drain() == 0 and len(db) == 1
+
+
+def test_a_workload_another_process_is_tuning_is_skipped(first):
+    root, *_ = first
+    db = TuningDatabase("host", root)
+    tuner = BackgroundTuner(db, 1)
+    g = parse_graph(CONV.format(c=4, k=3))
+    r = _measure(g, db, tuner)
+    assert r["latency_untuned_workloads"] == 1 and tuner.pending == 1
+    other = TuningDatabase("host", root)  # another open file: its flock excludes ours
+    tuner.step()  # extract the network's tasks
+    (key,) = tuner._tasks
+    with other.claim([key]):
+        assert tuner.step()
+    s = tuner.summary()
+    assert s["tuning_busy"] == 1 and s["tuning_tuned"] == 0 and not db.has(key)
+
+
+SPACE = '''
+from nasir.dsl import SpaceBuilder
+from nasir.ops import ConvBNActOp, FlattenOp, GlobalAvgPoolOp, LinearOp
+
+
+def build(input_shape=(3, 8, 8), num_classes=4):
+    s = SpaceBuilder("bt", input_shape)
+    x = s.op(ConvBNActOp(out_channels=s.value("width", [4, 8]), kernel=3), s.input)
+    x = s.op(LinearOp(out_features=num_classes), s.op(FlattenOp(), s.op(GlobalAvgPoolOp(), x)))
+    return s.build(x)
+'''
+
+EVALUATOR = '''
+from nasir.passes.analysis import analyze
+
+
+def evaluate(trial):
+    return {"accuracy": min(1.0, analyze(trial.graph)["params"] / 300.0)}
+'''
+
+
+def test_a_tuned_run_reports_its_workloads_and_tunes_nothing_at_zero_trials(tmp_path, monkeypatch):
+    from nasir.cli import main
+    from nasir.runtime.store import RunStore
+
+    monkeypatch.setenv("NASIR_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "space.py").write_text(SPACE)
+    (tmp_path / "ev.py").write_text(EVALUATOR)
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text(f'[latency]\npolicy = "auto"\ntable = "{tmp_path / "lut.sqlite"}"\n'
+                   "tuned = true\ntune_trials = 0\ntop_k = 2\n")
+    run = str(tmp_path / "run")
+    assert main(["search", "--space", str(tmp_path / "space.py") + ":build",
+                 "--evaluator", str(tmp_path / "ev.py") + ":evaluate",
+                 "--objective", "accuracy:max", "--objective", "latency_ms:min",
+                 "--latency-policy", "auto", "--executor", "inprocess", "--seed", "1",
+                 "--trials", "2", "--run-dir", run, "--no-progress", "-c", str(cfg)]) == 0
+    st = RunStore.open(run)
+    try:
+        trials, summary = st.trials(), st.meta("latency.summary")
+    finally:
+        st.close()
+    measured = [t["metrics"] for t in trials if t["metrics"].get("latency_source") == "measured"]
+    assert measured and all(m["latency_tuned"] and "latency_untuned_workloads" in m
+                            for m in measured)
+    # tune_trials = 0: the run compiled from the database and tuned nothing into it
+    assert summary["tuning_queued"] == summary["tuning_tuned"] == 0 and "tuning_s" in summary
+    assert all(m["latency_untuned_workloads"] >= 1 for m in measured)
+    assert len(TuningDatabase("host")) == 0
+    with open(os.path.join(run, "report", "report.md")) as fh:
+        assert "Tuning database:" in fh.read()
