@@ -23,29 +23,15 @@ the :class:`PassContext` (see :mod:`nasir.passes.instrument`).
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from nasir.errors import NasirError, PassError
 from nasir.graph import Graph
 from nasir.passes.context import PassContext
+from nasir.passes.registry import PASSES, get_pass, register_pass
 
 __all__ = ["PASSES", "Pass", "PassManager", "get_pass", "parse_pipeline", "register_pass"]
-
-#: name → "module:Class"; modules are imported only when a pass is asked for
-PASSES: dict[str, str] = {
-    "verify": "nasir.passes.verify:VerifyPass",
-    "infer-shapes": "nasir.passes.verify:InferShapesPass",
-    "expand-composites": "nasir.passes.expand:ExpandCompositesPass",
-    "count-params": "nasir.passes.analysis:CountParamsPass",
-    "count-macs": "nasir.passes.analysis:CountMacsPass",
-    "activation-memory": "nasir.passes.analysis:ActivationMemoryPass",
-    "canonicalize": "nasir.passes.canonicalize:CanonicalizePass",
-    "hash": "nasir.passes.hashing:HashPass",
-    "connectivity": "nasir.passes.connectivity:ConnectivityPass",
-}
-
 
 @dataclass(frozen=True)
 class Pass:
@@ -76,22 +62,6 @@ class Pass:
             if getattr(self, f.name) != f.default
         ]
         return self.name + ("{" + ",".join(opts) + "}" if opts else "")
-
-
-def register_pass(name: str, target: str) -> None:
-    """Register a pass class by ``"module:Class"`` without importing it."""
-    PASSES[name] = target
-
-
-def get_pass(name: str) -> type[Pass]:
-    """Import and return the pass class called ``name``."""
-    try:
-        target = PASSES[name]
-    except KeyError:
-        raise PassError(f"unknown pass {name!r}",
-                        hint=f"known passes: {', '.join(sorted(PASSES))}") from None
-    mod, _, cls = target.partition(":")
-    return getattr(importlib.import_module(mod), cls)
 
 
 def _history(done: list[str]) -> str:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from nasir.errors import PassError
 from nasir.graph import Graph
+from nasir.passes.registry import PASSES
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasir.passes.base import Pass
@@ -59,12 +60,6 @@ class PassInstrument:
         """Called after ``p`` (and the verification after it) finished on ``g``."""
 
 
-def _known_passes() -> dict[str, str]:
-    from nasir.passes.base import PASSES  # base imports this module
-
-    return PASSES
-
-
 _STACK: ContextVar[tuple[PassContext, ...]] = ContextVar("nasir_pass_context", default=())
 
 
@@ -82,10 +77,10 @@ class PassContext:
             raise PassError(f"disabled must be a set of pass names, not {disabled!r}",
                             hint='e.g. PassContext(disabled={"canonicalize"})')
         object.__setattr__(self, "disabled", frozenset(disabled))
-        unknown = sorted(n for n in self.disabled if n not in _known_passes())
+        unknown = sorted(n for n in self.disabled if n not in PASSES)
         if unknown:
             raise PassError(f"cannot disable unknown pass(es): {', '.join(unknown)}",
-                            hint=f"known passes: {', '.join(sorted(_known_passes()))}")
+                            hint=f"known passes: {', '.join(sorted(PASSES))}")
         instruments = tuple(self.instruments)
         bad = [i for i in instruments if not isinstance(i, PassInstrument)]
         if bad:

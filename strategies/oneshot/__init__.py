@@ -6,6 +6,7 @@ DARTS, FBNet and ProxylessNAS run their supernet search as a job of the runner a
 propose the derived children (see :mod:`nasir.strategies.oneshot.strategy`).
 """
 
-from nasir.strategies.oneshot.common import OneShotResult, OneShotStrategy, SearchData
+from nasir.strategies.oneshot.common import OneShotResult, SearchData
+from nasir.strategies.oneshot.strategy import OneShotStrategy
 
 __all__ = ["OneShotResult", "OneShotStrategy", "SearchData"]

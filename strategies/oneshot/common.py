@@ -2,8 +2,8 @@
 
 One-shot methods (ENAS, DARTS, FBNet, ProxylessNAS, NetAdapt) do not fit propose/feedback:
 they train one weight-sharing supernet and end with a single derived assignment. Each has
-a ``search(...) -> OneShotResult`` API; :class:`OneShotStrategy`
-(:mod:`~nasir.strategies.oneshot.strategy`) adapts a search to the
+a ``search(...) -> OneShotResult`` API;
+:class:`~nasir.strategies.oneshot.strategy.OneShotStrategy` adapts a search to the
 :class:`~nasir.strategies.base.Strategy` registry: a search job of the runner, then the
 derived children as trials.
 
@@ -16,7 +16,8 @@ Paper names run the paper's method: a search with variants (DARTS, FBNet, Proxyl
 takes ``variant=`` (a registry name: ``darts``, ``darts_pt``, …) whose frozen
 :class:`SearchSettings` are the defaults, and options override single settings. Every run
 records ``variant``, all ``settings`` and what the options ``changed`` from the variant,
-in the result's ``extra`` and the registry strategy's :meth:`~OneShotStrategy.state`.
+in the result's ``extra`` and the registry strategy's state
+(:meth:`~nasir.strategies.oneshot.strategy.OneShotStrategy.state`).
 
 >>> import numpy as np
 >>> from nasir.spaces import get_space
@@ -44,7 +45,7 @@ from nasir.backends.torch.device import resolve_device
 from nasir.errors import SpecError
 from nasir.space import Assignment, Space
 
-__all__ = ["ZERO_OPTIONS", "LatencyCalibration", "OneShotResult", "OneShotStrategy",
+__all__ = ["ZERO_OPTIONS", "LatencyCalibration", "OneShotResult",
            "SearchData", "SearchSettings", "additive_latency", "calibrate_rows", "cycle",
            "decision_latency", "derive_from_probs", "expected_table", "is_connected",
            "on_device", "resolve_variant", "search_data", "set_arch_grads", "tvm_measure_us",
@@ -438,7 +439,3 @@ def tvm_measure_us(space: Space, config: Any = None) -> Callable[[Mapping[str, A
 
     return run
 
-
-# the registry adapter lives in its own module (it imports nothing of this one at import
-# time); its users import it from here
-from nasir.strategies.oneshot.strategy import OneShotStrategy  # noqa: E402

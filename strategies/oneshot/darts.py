@@ -77,7 +77,6 @@ from nasir.space import Space
 from nasir.strategies.controller import single_thread
 from nasir.strategies.oneshot.common import (
     OneShotResult,
-    OneShotStrategy,
     SearchData,
     SearchSettings,
     derive_from_probs,
@@ -85,6 +84,7 @@ from nasir.strategies.oneshot.common import (
     resolve_variant,
     search_data,
 )
+from nasir.strategies.oneshot.strategy import OneShotStrategy
 
 __all__ = ["VARIANTS", "Darts", "DartsFirstOrder", "DartsPT", "DartsSearch", "DartsSettings",
            "arch_probs", "discretize", "input_pair", "perturbation_select", "slot_role"]

@@ -75,7 +75,6 @@ from nasir.strategies.controller import single_thread
 from nasir.strategies.oneshot.common import (
     DEFAULT_LUT_PATH,
     OneShotResult,
-    OneShotStrategy,
     SearchData,
     SearchSettings,
     calibrate_rows,
@@ -85,6 +84,7 @@ from nasir.strategies.oneshot.common import (
     search_data,
     tvm_measure_us,
 )
+from nasir.strategies.oneshot.strategy import OneShotStrategy
 
 __all__ = ["FBNet", "FBNetGDAS", "FBNetSearch", "FBNetSettings", "LatencySearch",
            "LatencySettings"]

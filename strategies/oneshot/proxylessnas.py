@@ -65,8 +65,8 @@ import torch
 
 from nasir.backends.torch.supernet import Supernet
 from nasir.errors import SpecError
-from nasir.strategies.oneshot.common import OneShotStrategy
 from nasir.strategies.oneshot.fbnet import LatencySearch, LatencySettings
+from nasir.strategies.oneshot.strategy import OneShotStrategy
 
 __all__ = ["Proxyless", "ProxylessPenalty", "ProxylessSearch", "ProxylessSettings"]
 
