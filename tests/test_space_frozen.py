@@ -86,7 +86,7 @@ def test_a_view_must_have_the_same_decisions():
     assert sp.view is not None and len(sp.hash_view(a)) < len(sp.instantiate(a))
 
 
-def test_a_frozen_space_copies_and_its_mappings_pickle():
+def test_a_frozen_space_copies_and_pickles():
     import copy
     import pickle
 
@@ -100,3 +100,10 @@ def test_a_frozen_space_copies_and_its_mappings_pickle():
         twin.name = "x"
     meta = pickle.loads(pickle.dumps(sp.meta))
     assert isinstance(meta, FrozenDict) and meta == sp.meta
+    # spaces and graphs travel to workers by pickle: every op class must be found by name
+    # (the activations' generated classes were not: ReluOp vs ReLUOp)
+    twin = pickle.loads(pickle.dumps(sp))
+    a = sp.reference("resnet")
+    assert twin.owns(a) and twin.instantiate(a).text() == sp.instantiate(a).text()
+    with pytest.raises(NasirError, match="immutable"):
+        twin.name = "x"

@@ -38,9 +38,11 @@ class _Elementwise(Op):
         return ins[0]
 
 
-def _act(opname: str, zp: bool, doc: str) -> type[Op]:
+def _act(cls_name: str, opname: str, zp: bool, doc: str) -> type[Op]:
+    """A registered elementwise op class; ``cls_name`` is the name the module binds it to,
+    so pickle finds the class (ops and graphs travel to workers by pickle)."""
     cls = type(
-        "".join(p.capitalize() for p in opname.split("_")) + "Op",
+        cls_name,
         (_Elementwise,),
         {"name": opname, "zero_preserving": zp, "__doc__": doc, "__module__": __name__},
     )
@@ -48,14 +50,15 @@ def _act(opname: str, zp: bool, doc: str) -> type[Op]:
     return register_op(cls)
 
 
-ReLUOp = _act("relu", True, "max(x, 0)")
-ReLU6Op = _act("relu6", True, "min(max(x, 0), 6)")
-HardSwishOp = _act("hardswish", True, "x · relu6(x + 3) / 6 (MobileNetV3)")
-SwishOp = _act("swish", True, "x · sigmoid(x) (SiLU)")
-SigmoidOp = _act("sigmoid", False, "1 / (1 + exp(-x))")
-HardSigmoidOp = _act("hardsigmoid", False, "relu6(x + 3) / 6")
-IdentityOp = _act("identity", True, "returns its input (a skip connection)")
-ZeroOp = _act("zero", True, "all zeros of the input's type (the 'none' op of cell spaces)")
+ReLUOp = _act("ReLUOp", "relu", True, "max(x, 0)")
+ReLU6Op = _act("ReLU6Op", "relu6", True, "min(max(x, 0), 6)")
+HardSwishOp = _act("HardSwishOp", "hardswish", True, "x · relu6(x + 3) / 6 (MobileNetV3)")
+SwishOp = _act("SwishOp", "swish", True, "x · sigmoid(x) (SiLU)")
+SigmoidOp = _act("SigmoidOp", "sigmoid", False, "1 / (1 + exp(-x))")
+HardSigmoidOp = _act("HardSigmoidOp", "hardsigmoid", False, "relu6(x + 3) / 6")
+IdentityOp = _act("IdentityOp", "identity", True, "returns its input (a skip connection)")
+ZeroOp = _act("ZeroOp", "zero", True,
+              "all zeros of the input's type (the 'none' op of cell spaces)")
 
 
 @register_op
