@@ -62,244 +62,34 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from nasir.backends.torch.device import resolve_device
 from nasir.backends.torch.supernet import Supernet
-from nasir.decision_meta import positions
-from nasir.errors import SpecError
 from nasir.space import Space
 from nasir.strategies.controller import single_thread
 from nasir.strategies.oneshot.common import (
     OneShotResult,
     SearchData,
-    SearchSettings,
-    derive_from_probs,
     on_device,
     resolve_variant,
     search_data,
 )
+from nasir.strategies.oneshot.darts_select import (
+    arch_probs,
+    discretize,
+    input_pair,
+    perturbation_select,
+    slot_role,
+)
+from nasir.strategies.oneshot.darts_settings import VARIANTS, DartsSettings
 from nasir.strategies.oneshot.strategy import OneShotStrategy
 
 __all__ = ["VARIANTS", "Darts", "DartsFirstOrder", "DartsPT", "DartsSearch", "DartsSettings",
            "arch_probs", "discretize", "input_pair", "perturbation_select", "slot_role"]
-
-def slot_role(space: Space, label: str) -> str | None:
-    """``"op"`` / ``"input"`` for an operand's op or input decision of a cell block (its
-    metadata has a ``slot``), else ``None``.
-
-    >>> from nasir.spaces import get_space
-    >>> sp = get_space("darts")
-    >>> slot_role(sp, "normal_b0_op_a"), slot_role(sp, "normal_b0_in_b")
-    ('op', 'input')
-    """
-    m = space.decision(label).meta
-    return m.role if m.slot is not None and m.role in ("op", "input") else None
-
-
-def input_pair(space: Space, label: str) -> str | None:
-    """For the input decision of operand ``a`` of a cell block, the input decision of the
-    same block's operand ``b`` (else ``None``).
-
-    >>> from nasir.spaces import get_space
-    >>> input_pair(get_space("darts"), "reduce_b3_in_a")
-    'reduce_b3_in_b'
-    """
-    m = space.decision(label).meta
-    if m.role != "input" or m.slot != "a":
-        return None
-    for k in positions(space.decisions, role="input", slot="b", cell=m.cell, block=m.block):
-        return space.decisions[k].label
-    return None
-
-
-def arch_probs(net: Supernet) -> dict[str, np.ndarray]:
-    """Softmax of each decision's logits, and of each per-edge cell node's logits over the
-    ops of every edge (``edges × ops``, under the node's key)."""
-    out = {lb: F.softmax(net.alphas[lb.replace(".", "__")].detach(), -1).cpu().numpy()
-           for lb in net.decisions()}
-    for k in net.cell_edges:
-        out[k] = F.softmax(net.alphas[k.replace(".", "__")].detach(), -1).cpu().numpy()
-    return out
-
-
-def discretize(net: Supernet, none: str = "exclude") -> dict[str, Any]:
-    """Derive a discrete assignment; ``none`` is the policy for ``none`` options of
-    :func:`~nasir.strategies.oneshot.common.derive_from_probs` (DARTS: ``exclude``).
-
-    Per-edge cell nodes (``edge_alphas``) take DARTS' rule
-    (:meth:`~nasir.backends.torch.supernet.CellEdges.derive`). With factored logits (input
-    logits × op logits, ``darts_pt``) each op decision takes its strongest non-``none`` op
-    and each node the two strongest *distinct* inputs by the joint softmax mass.
-    """
-    opts = net.decisions()
-    probs = arch_probs(net)
-    cells: dict[str, Any] = {}
-    for k, c in net.cell_edges.items():
-        cells |= c.derive(probs[k])
-    out = derive_from_probs(net.space, {lb: probs[lb] for lb in opts},
-                            {**net.fixed, **cells}, none=none)
-    for lb in opts:
-        if slot_role(net.space, lb) == "op" and "none" in opts[lb] and len(opts[lb]) > 1:
-            p = probs[lb].copy()
-            p[list(opts[lb]).index("none")] = -1.0
-            out[lb] = opts[lb][int(np.argmax(p))]
-    for lb in opts:
-        other = input_pair(net.space, lb)
-        if other is None or other not in opts:
-            continue
-        pa, pb = probs[lb], probs[other]
-        joint = np.outer(pa, pb)
-        for k in range(min(len(pa), len(pb))):
-            joint[k, k] = -1.0  # two distinct inputs
-        if joint.max() < 0:
-            continue
-        i, j = (int(v) for v in np.unravel_index(int(np.argmax(joint)), joint.shape))
-        out[lb], out[other] = opts[lb][i], opts[other][j]
-    return out
-
-
-def perturbation_select(net: Supernet, batches: list[tuple[Any, Any]],
-                        tune: Any = None, seed: int = 0, none: str = "exclude"
-                        ) -> dict[str, Any]:
-    """DARTS-PT selection (Wang et al., ICLR 2021): per decision (random order), drop each
-    candidate from its mixed op in turn and keep the one whose removal costs the supernet
-    the most accuracy on ``batches``; pin it (one-hot) and, with ``tune``, fine-tune the
-    weights before the next decision. Input decisions of two-operand cells, and per-edge
-    cell nodes, are left to :func:`discretize`. Returns ``{label: option}`` for the
-    decisions it selected.
-
-    The architecture logits are left pinned (``-inf`` off the chosen option).
-    """
-    opts = net.decisions()
-    labels = [lb for lb in opts if slot_role(net.space, lb) != "input" and len(opts[lb]) > 1]
-    order = np.random.default_rng(seed).permutation(len(labels))
-    x = torch.cat([b[0] for b in batches])
-    y = torch.cat([b[1] for b in batches])
-    chosen: dict[str, Any] = {}
-
-    @torch.no_grad()
-    def acc() -> float:
-        net.train()  # batch statistics: running ones describe the unmasked supernet
-        return float((net(x).argmax(1) == y).float().mean())
-
-    for k in order:
-        lb = labels[int(k)]
-        alpha = net.alphas[lb.replace(".", "__")]
-        keep = alpha.detach().clone()
-        cands = [i for i, o in enumerate(opts[lb])
-                 if none == "keep" or not (isinstance(o, str) and o in ("none", "zero"))]
-        scores = {}
-        for i in cands:
-            with torch.no_grad():
-                alpha.copy_(keep)
-                alpha[i] = float("-inf")
-            scores[i] = acc()
-        best = min(scores, key=lambda i: scores[i])
-        with torch.no_grad():
-            alpha.fill_(float("-inf"))
-            alpha[best] = 0.0
-        chosen[lb] = opts[lb][best]
-        if tune is not None:
-            tune()
-    return chosen
-
-
-@dataclass(frozen=True)
-class DartsSettings(SearchSettings):
-    """Every setting of a DARTS search; the defaults are the paper's (``darts``).
-
-    Attributes:
-        epochs: passes over the weight half (``warmup`` included; paper 50).
-        warmup: leading epochs that train the weights only (paper 0).
-        order: 1 (first order) or 2 (second order, unrolled).
-        batch_size: images a step, on each half (paper 64).
-        data_fraction: fraction of the training split used (both halves).
-        w_optimizer, w_lr, w_lr_min, w_momentum, w_weight_decay: the weight optimizer
-            (``sgd`` or ``adam``), its lr cosine-annealed to ``w_lr_min``.
-        lr_schedule: ``epoch`` (cosine stepped once an epoch, as the code) or ``step``.
-        grad_clip: weight gradient norm clip.
-        a_lr, a_betas, a_weight_decay: the architecture Adam.
-        a_init_std: α initialised ``a_init_std · N(0, 1)`` (0: zeros).
-        unroll_xi: second order's virtual step ``ξ``; ``None``: the current weight lr
-            with SGD (the code), 0.05 with Adam.
-        alphas: ``edge`` — one α per (edge, op) on two-operand cell spaces (DARTS);
-            ``factored`` — input logits × op logits per operand.
-        affine: BatchNorm affine parameters in the candidates (DARTS searches without).
-        none: derivation policy for ``none`` options (``exclude``, ``connect``, ``keep``).
-        select: ``argmax`` (DARTS' derivation) or ``pt`` (DARTS-PT's perturbations).
-        pt_tune_steps: DARTS-PT weight steps after each decision.
-        pt_images: images of the architecture half DARTS-PT scores each perturbation on
-            (``None``: all; 24 supernet evaluations on NB201: 256 images ≈ 0.35× the cost
-            of training a child, all 539 ≈ 0.8×).
-    """
-
-    epochs: int = 50
-    warmup: int = 0
-    order: int = 2
-    batch_size: int = 64
-    data_fraction: float = 1.0
-    w_optimizer: str = "sgd"
-    w_lr: float = 0.025
-    w_lr_min: float = 0.001
-    w_momentum: float = 0.9
-    w_weight_decay: float = 3e-4
-    lr_schedule: str = "epoch"
-    grad_clip: float = 5.0
-    a_lr: float = 3e-4
-    a_betas: tuple[float, float] = (0.5, 0.999)
-    a_weight_decay: float = 1e-3
-    a_init_std: float = 1e-3
-    unroll_xi: float | None = None
-    alphas: str = "edge"
-    affine: bool = False
-    none: str = "exclude"
-    select: str = "argmax"
-    pt_tune_steps: int = 0
-    pt_images: int | None = 256
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "a_betas", tuple(float(b) for b in self.a_betas))
-        checks = [
-            (self.order in (1, 2), f"DARTS order must be 1 or 2, got {self.order!r}",
-             "order=1 (first-order) or order=2 (unrolled)"),
-            (self.epochs >= 1 and 0 <= self.warmup < self.epochs,
-             f"need epochs >= 1 and 0 <= warmup < epochs, got {self.epochs}, "
-             f"{self.warmup}", "e.g. epochs=8, warmup=2"),
-            (self.none in ("exclude", "connect", "keep"), f"unknown none policy {self.none!r}",
-             "use 'exclude', 'connect' or 'keep'"),
-            (self.select in ("argmax", "pt"), f"unknown DARTS selection {self.select!r}",
-             "use 'argmax' (DARTS) or 'pt' (DARTS-PT)"),
-            (self.pt_images is None or self.pt_images >= 1,
-             f"pt_images must be >= 1 (or None: all), got {self.pt_images}", ""),
-            (self.w_optimizer in ("sgd", "adam"),
-             f"unknown weight optimizer {self.w_optimizer!r}", "use 'adam' or 'sgd'"),
-            (self.lr_schedule in ("epoch", "step"),
-             f"unknown lr schedule {self.lr_schedule!r}", "'epoch' or 'step'"),
-            (self.alphas in ("edge", "factored"), f"unknown alphas {self.alphas!r}",
-             "'edge' (one α per edge and op, DARTS) or 'factored' (input × op)"),
-            (self.batch_size >= 1 and 0 < self.data_fraction <= 1 and self.a_init_std >= 0,
-             "need batch_size >= 1, 0 < data_fraction <= 1 and a_init_std >= 0", ""),
-        ]
-        for ok, msg, hint in checks:
-            if not ok:
-                raise SpecError(msg, where="DARTS settings", hint=hint or None)
-
-
-#: registry name → settings (module docstring)
-VARIANTS: dict[str, DartsSettings] = {
-    "darts": DartsSettings(),
-    "darts_first_order": DartsSettings(order=1),
-    "darts_pt": DartsSettings(
-        epochs=8, warmup=2, order=1, w_optimizer="adam", w_lr=3e-3, w_lr_min=3e-3 / 50,
-        w_weight_decay=0.0, lr_schedule="step", a_lr=5e-2, a_init_std=0.0,
-        alphas="factored", select="pt"),
-}
 
 
 class DartsSearch:
