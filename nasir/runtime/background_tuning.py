@@ -4,9 +4,10 @@ With ``latency.tuned = true`` the measurement process
 (:func:`~nasir.runtime.latency_service.service_main`) compiles every network it measures from
 the target's :class:`~nasir.backends.tvm.tuning_db.TuningDatabase`; a workload the database
 lacks keeps TVM's default schedule, and the network is *offered* to a :class:`BackgroundTuner`.
-When the process has no request waiting, the tuner takes one step: it extracts a queued
-network's tuning tasks (the way :func:`~nasir.backends.tvm.tuning.tune_graph` does, keyed
-by MetaSchedule's structural hash as the database keys them), or tunes *one* workload with
+When the process has no request waiting, the tuner takes one step: it tunes *one* workload
+(keyed by MetaSchedule's structural hash, as the database keys them; its task is the one
+the compile extracted, :func:`~nasir.backends.tvm.tuning.missing_tasks`, or else extracted
+again from the network the way :func:`~nasir.backends.tvm.tuning.tune_graph` does) with
 ``latency.tune_trials`` measured candidates into the shared database, where later
 candidates, workers and runs of the target compile from it.
 
@@ -119,11 +120,16 @@ class BackgroundTuner:
         queued here already nor in the database now; returns how many were queued."""
         if self.trials <= 0 or stats is None:
             return 0
+        from nasir.backends.tvm.tuning import missing_tasks
+
         new = tuple(k for k in stats.keys if k not in self._offered and not self.db.has(k))
-        if new:
-            self._offered.update(new)
-            self._graphs.append((graph, new))
-            self.counts["queued"] += len(new)
+        known = missing_tasks(new)  # extracted by the compile itself, in this process
+        self._tasks.update(known)
+        rest = tuple(k for k in new if k not in known)
+        if rest:
+            self._graphs.append((graph, rest))
+        self._offered.update(new)
+        self.counts["queued"] += len(new)
         return len(new)
 
     def step(self) -> bool:
