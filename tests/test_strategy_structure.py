@@ -7,7 +7,8 @@ Strategies ask the decisions' metadata (``nasir.decision_meta``: ``positions``, 
 * no attribute ``.body`` (a space's body graph) is read, on any object;
 * ``re``, ``regex`` and ``fnmatch`` are not imported (at any depth);
 * no string method that parses (``startswith``, ``endswith``, ``split``, ``partition`` …)
-  is called on a label (an expression ``….label`` or a name ``label`` / ``lb`` / ``…_label``);
+  is called on a label (an expression ``….label`` or a name ``label`` / ``lb`` / ``…_label``),
+  nor is a label searched for a substring (``"width" in d.label``);
 * no space is recognised by its name (``….name == "…"``) or its paper
   (``….meta["paper"]`` / ``….meta.get("paper")``).
 
@@ -76,6 +77,11 @@ def violations(source: str, where: str = "<src>") -> list[tuple[int, str]]:
                 for x in (node.left, *node.comparators)
                 for y in (node.left, *node.comparators)):
             bad.append((node.lineno, "recognises something by its name"))
+        elif isinstance(node, ast.Compare) and any(
+                isinstance(o, ast.In | ast.NotIn) for o in node.ops) and any(
+                _is_label(c) for c in node.comparators) and isinstance(
+                node.left, ast.Constant) and isinstance(node.left.value, str):
+            bad.append((node.lineno, "looks for a substring in a label"))
         elif _reads_meta_key(node, "paper"):
             bad.append((node.lineno, "reads a space's \"paper\" entry"))
     return bad
@@ -105,6 +111,7 @@ def test_no_strategy_reads_the_body_or_parses_labels() -> None:
     ("from fnmatch import fnmatch", "imports from fnmatch"),
     ("ok = d.label.endswith('_pool')", "parses a label with .endswith()"),
     ("unit, _, role = lb.partition('_')", "parses a label with .partition()"),
+    ("ws = [d for d in ds if 'filters' in d.label]", "looks for a substring in a label"),
     ("x = 'layer' if space.name == 'metaqnn' else 'prefix'", "recognises something by its name"),
     ("ok = str(space.meta.get('paper', '')).startswith('MnasNet')", "\"paper\" entry"),
     ("ok = sp.meta['paper'] == 'x'", "\"paper\" entry"),

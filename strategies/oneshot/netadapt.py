@@ -173,7 +173,7 @@ class NetAdaptSearch:
             return self.start
         if self.space.references:
             return self.space.reference(next(iter(self.space.references)))
-        return {d.label: max(d.options) if ("filters" in d.label or "width" in d.label)
+        return {d.label: max(d.options) if d.meta.role == "width"
                 and all(isinstance(o, (int, float)) for o in d.options) else d.options[0]
                 for d in self.space.decisions}
 

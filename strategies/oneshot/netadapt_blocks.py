@@ -43,7 +43,25 @@ from nasir.graph import Graph
 from nasir.space import Space
 from nasir.strategies.oneshot.common import OneShotResult, latency_function
 
-__all__ = ["NetAdaptBlocksSearch"]
+__all__ = ["NetAdaptBlocksSearch", "width_decisions"]
+
+
+def width_decisions(space: Space, decisions: Sequence[str] | None = None) -> list[str]:
+    """The labels NetAdapt-blocks narrows: ``decisions`` (checked), else every decision
+    whose metadata says ``width`` and whose options are numbers.
+
+    >>> from nasir.spaces import get_space
+    >>> width_decisions(get_space("tiny_mnasnet"))[:2]
+    ['b1_filters', 'b2_filters']
+    """
+    names = list(decisions) if decisions else [
+        d.label for d in space.decisions
+        if d.meta.role == "width" and all(isinstance(o, (int, float)) for o in d.options)]
+    if not names:
+        raise SpecError(f"space {space.name} has no numeric width decisions",
+                        hint="name them with decisions=[...], or give the width decisions "
+                             "role='width' in the DSL")
+    return [space.decision(n).label for n in names]
 
 
 class NetAdaptBlocksSearch:
@@ -63,13 +81,7 @@ class NetAdaptBlocksSearch:
             raise SpecError(f"budget_ms must be > 0, got {budget_ms}")
         self.space, self.seed, self.budget = space, int(seed), float(budget_ms)
         self.latency_fn, latency = latency_function(latency_fn, lut)
-        names = decisions or [d.label for d in space.decisions
-                              if ("filters" in d.label or "width" in d.label)
-                              and all(isinstance(o, (int, float)) for o in d.options)]
-        if not names:
-            raise SpecError(f"space {space.name} has no numeric width decisions",
-                            hint="name them with decisions=[...]")
-        self.names = [space.decision(n).label for n in names]
+        self.names = width_decisions(space, decisions)
         self.step_ms, self.step_decay = step_ms, step_decay
         resolve_device(device)  # a device this machine lacks: an error now, not per proposal
         self.cfg = TrainConfig(epochs=finetune_epochs, seed=seed, data_fraction=data_fraction,

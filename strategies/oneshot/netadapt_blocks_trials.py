@@ -27,8 +27,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from nasir.errors import SpecError
 from nasir.space import Assignment, Space
+from nasir.strategies.oneshot.netadapt_blocks import width_decisions
 from nasir.strategies.oneshot.netadapt_trials import NetAdapt
 
 __all__ = ["NetAdaptBlocks"]
@@ -55,13 +55,7 @@ class NetAdaptBlocks(NetAdapt):
                          lut=lut, latency_fn=latency_fn, max_iters=max_iters,
                          short_term_epochs=finetune_epochs, long_term_epochs=0,
                          pretrain_epochs=pretrain_epochs, train={}, device=device)
-        names = decisions or [d.label for d in space.decisions
-                              if ("filters" in d.label or "width" in d.label)
-                              and all(isinstance(o, (int, float)) for o in d.options)]
-        if not names:
-            raise SpecError(f"space {space.name} has no numeric width decisions",
-                            hint="name them with decisions=[...]")
-        self.names = [space.decision(n).label for n in names]
+        self.names = width_decisions(space, decisions)
         self.start, self.step_ms, self.step_decay = start, step_ms, float(step_decay)
         self.inherit = bool(inherit)
         self.train.clear()  # the run's training settings (the variant fine-tunes with them)
