@@ -110,7 +110,7 @@ def test_a_workload_another_process_is_tuning_is_skipped(first):
     assert r["latency_untuned_workloads"] == 1 and tuner.pending == 1
     other = TuningDatabase("host", root)  # another open file: its flock excludes ours
     assert tuner.step() and tuner.summary()["tuning_extract_s"] > 0  # extract its tasks
-    (key,) = tuner._tasks
+    (key,) = stats.keys
     with other.claim([key]):
         assert tuner.step()
     s = tuner.summary()

@@ -16,7 +16,7 @@ from nasir.backends.tvm.measure import (
 from nasir.backends.tvm.relax_lowering import LOWERINGS, lower, param_specs, prepare, random_weights
 from nasir.backends.tvm.rpc import LocalCluster, RemoteDevice, local_cluster, measure_remote
 from nasir.backends.tvm.targets import REGISTRY, TargetSpec, host_cpu, resolve_target
-from nasir.backends.tvm.tuning import TuningStats, tune_graph
+from nasir.backends.tvm.tuning import TuningStats, missing_tasks, tune_graph, tune_tasks
 from nasir.backends.tvm.tuning_db import TuningDatabase, default_tuning_root
 
 __all__ = [
@@ -47,10 +47,12 @@ __all__ = [
     "measure",
     "measure_compiled",
     "measure_remote",
+    "missing_tasks",
     "param_specs",
     "prepare",
     "random_weights",
     "resolve_target",
     "tune",
     "tune_graph",
+    "tune_tasks",
 ]
