@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
+from nasir.backends.tvm.ms_inprocess import in_process_builder, in_process_runner
 from nasir.backends.tvm.targets import TargetSpec
 from nasir.backends.tvm.tuning_db import TuningDatabase
 from nasir.errors import BackendError
@@ -160,60 +161,6 @@ def import_tensor_intrin() -> None:
         import tvm.s_tir.tensor_intrin  # noqa: F401
     finally:
         inspect.stack = saved  # type: ignore[assignment]
-
-
-def _in_process_builder() -> Any:
-    from tvm.ir.utils import derived_object
-    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
-    from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
-
-    @derived_object
-    class InProcessBuilder(PyBuilder):
-        """Builds candidates in this process (no worker start-up)."""
-
-        def build(self, build_inputs: list[Any]) -> list[Any]:
-            out = []
-            for bi in build_inputs:
-                try:
-                    out.append(BuilderResult(default_export(default_build(bi.mod, bi.target,
-                                                                          None)), None))
-                except Exception as e:  # a candidate that fails to build is scored as such
-                    out.append(BuilderResult(None, f"build failed: {e}"))
-            return out
-
-    return InProcessBuilder()
-
-
-def _in_process_runner(number: int, min_repeat_ms: int, window: Any = None) -> Any:
-    import tvm
-    from tvm.ir.utils import derived_object
-    from tvm.s_tir.meta_schedule.runner import EvaluatorConfig, PyRunner
-    from tvm.s_tir.meta_schedule.runner.local_runner import (
-        LocalRunnerFuture,
-        default_alloc_argument,
-        default_run_evaluator,
-    )
-
-    cfg = EvaluatorConfig(number=number, repeat=1, min_repeat_ms=min_repeat_ms)
-
-    def one(ri: Any) -> Any:
-        try:
-            rt = tvm.runtime.load_module(str(ri.artifact_path))
-            dev = tvm.runtime.device(str(ri.device_type), 0)
-            args = default_alloc_argument(dev, tuple(a.as_json() for a in ri.args_info), 1)
-            return LocalRunnerFuture(default_run_evaluator(rt, dev, cfg, args))
-        except Exception as e:
-            return LocalRunnerFuture(None, f"run failed: {e}")
-
-    @derived_object
-    class InProcessRunner(PyRunner):
-        """Times built candidates in this process (inside ``window()`` when given)."""
-
-        def run(self, runner_inputs: list[Any]) -> list[Any]:
-            with window() if window is not None else contextlib.nullcontext():
-                return [one(ri) for ri in runner_inputs]
-
-    return InProcessRunner()
 
 
 def tune_module(mod: Any, spec: TargetSpec, db: TuningDatabase, trials_per_workload: int, *,
@@ -361,8 +308,8 @@ def _tune(ms: Any, tasks: list[Any], keys: list[str], db: TuningDatabase, tgt: A
             builder = ms.builder.LocalBuilder(timeout_sec=600)
             runner = ms.runner.LocalRunner(timeout_sec=600)
         else:
-            builder = _in_process_builder()
-            runner = _in_process_runner(3, min_repeat_ms, window)
+            builder = in_process_builder()
+            runner = in_process_runner(3, min_repeat_ms, window)
         ms.tune.tune_tasks(
             tasks=ctxs, task_weights=weights, work_dir=wd,
             max_trials_global=trials * len(ctxs), max_trials_per_task=trials,
