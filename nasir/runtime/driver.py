@@ -30,8 +30,6 @@ or one whose predicted training memory is above its device's free memory (the wo
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -42,44 +40,15 @@ from nasir.runtime.executors import Executor, make_executor
 from nasir.runtime.experiment import Experiment
 from nasir.runtime.jobs import JobRunner, give_run_data, refuse_duplicate
 from nasir.runtime.latency_policy import LatencyRunner, make_latency_runner
-from nasir.runtime.store import DB_NAME, FINAL, RunStore
+from nasir.runtime.run_dirs import _remove_run, default_run_dir, run_label
+from nasir.runtime.store import FINAL, RunStore
+from nasir.runtime.strategy_names import STRATEGY_ALIASES, resolve_strategy, strategy_options
 from nasir.runtime.worker import build_space, trial_seed
 
 __all__ = ["STRATEGY_ALIASES", "Driver", "default_run_dir", "resolve_strategy", "run_label",
            "run_search", "start_run", "strategy_options"]
 
-#: CLI-friendly names for registered strategies
-STRATEGY_ALIASES = {"evolution": "regularized_evolution", "re": "regularized_evolution"}
-
 Callback = Callable[[str, Mapping[str, Any]], None]
-
-
-def resolve_strategy(name: str) -> str:
-    """The registry name for ``name`` (aliases such as ``evolution`` resolved)."""
-    from nasir.strategies import STRATEGIES
-
-    if name in STRATEGIES:
-        return name
-    alias = STRATEGY_ALIASES.get(name)
-    if alias and alias in STRATEGIES:
-        return alias
-    known = sorted(set(STRATEGIES) | {k for k, v in STRATEGY_ALIASES.items() if v in STRATEGIES})
-    raise NasirError(f"unknown strategy {name!r}", where="--strategy",
-                     hint=f"valid values: {', '.join(known)}")
-
-
-def strategy_options(exp: Experiment, name: str) -> dict[str, Any]:
-    """The options a strategy is made with: the experiment's, and for a one-shot search
-    (which trains its supernet in the driver's process) the run's ``device`` unless given."""
-    from nasir.strategies import STRATEGIES
-
-    opts = dict(exp.strategy.options)
-    if STRATEGIES.get(name, "").startswith("nasir.strategies.oneshot."):
-        from nasir.runtime.data_parallel import strip_workers
-
-        opts, _ = strip_workers(opts)  # the runner's option (data-parallel epochs)
-        opts.setdefault("device", exp.device)
-    return opts
 
 
 class Driver:
@@ -383,43 +352,3 @@ def start_run(exp: Experiment, run_dir: str, *, executor: Executor | None = None
         store.close()
         _remove_run(run_dir, existed)
         raise
-
-
-def _remove_run(run_dir: str, existed: bool) -> None:
-    """Undo a failed start: the folder if this start made it, else what it wrote there."""
-    if not existed:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        return
-    from nasir.runtime.run_space import SPACE_DIR
-
-    for name in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm"):
-        p = os.path.join(run_dir, name)
-        if os.path.exists(p):
-            os.remove(p)
-    shutil.rmtree(os.path.join(run_dir, SPACE_DIR), ignore_errors=True)
-
-
-def run_label(spec: str) -> str:
-    """A folder-safe short name for a space spec (``dir/mine.py:build`` → ``mine-build``).
-
-    >>> run_label("/tmp/x/my space.py:build"), run_label("nb201")
-    ('my_space-build', 'nb201')
-    """
-    target, sep, attr = spec.rpartition(":")
-    if sep:
-        stem = os.path.splitext(os.path.basename(target))[0] or target
-        spec = f"{stem.rsplit('.', 1)[-1]}-{attr}"
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", spec).strip("._") or "space"
-
-
-def default_run_dir(exp: Experiment, root: str | None = None) -> str:
-    """``ROOT/YYYYmmdd-HHMMSS-SPACE-STRATEGY`` (``ROOT``: ``$NASIR_RUNS_DIR`` or ``runs``)."""
-    root = root or os.environ.get("NASIR_RUNS_DIR") or "runs"
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    name = exp.name or f"{stamp}-{run_label(exp.space.name)}-{run_label(exp.strategy.name)}"
-    base = os.path.join(root, name)
-    path, k = base, 1
-    while os.path.exists(os.path.join(path, "run.sqlite")):
-        k += 1
-        path = f"{base}-{k}"
-    return path
