@@ -161,7 +161,8 @@ class LatencyEstimator:
             return {"latency_ms": float(m["median_ms"]), "latency_source": "measured",
                     "latency_measured_ms": float(m["median_ms"]), "latency_cv": m["cv"],
                     "compile_s": m["compile_s"], "latency_cached": bool(m["cached"]),
-                    "latency_tuned": True, "latency_s": time.perf_counter() - t0}
+                    "latency_tuned": True, "latency_s": time.perf_counter() - t0,
+                    **{k: v for k, v in m.items() if "workloads" in k}}  # DB coverage
         r = measure(g, self.target, self.config, remote=self.remote, cache=self.cache)
         if not r.ok:
             raise TrialError(f"latency measurement failed: {r.reason}",
