@@ -31,60 +31,16 @@ from typing import Any
 
 import networkx as nx
 
+from nasir import graph_walks
 from nasir.errors import SpecError, VerifyError
 from nasir.graph_json import graph_to_json, read_graph_json
 from nasir.loc import SourceLoc
+from nasir.node import Node
 from nasir.ops import Op
 from nasir.printer import print_graph
 from nasir.types import TensorType
 
 __all__ = ["Graph", "Node"]
-
-
-class Node:
-    """One operation in a graph. Create nodes with :meth:`Graph.add`, never directly."""
-
-    __slots__ = ("_graph", "inputs", "loc", "meta", "name", "op", "regions", "type")
-
-    def __init__(
-        self,
-        graph: Graph,
-        op: Op,
-        inputs: tuple[Node, ...],
-        name: str,
-        loc: SourceLoc | None,
-        regions: dict[str, Graph] | None = None,
-    ) -> None:
-        self._graph = graph
-        self.op = op
-        self.inputs = inputs
-        self.name = name
-        self.loc = loc
-        self.type: TensorType | None = None
-        self.regions = regions
-        self.meta: dict[str, Any] | None = None
-
-    @property
-    def graph(self) -> Graph:
-        """The graph that owns this node."""
-        return self._graph
-
-    @property
-    def ttype(self) -> TensorType:
-        """The node's inferred type; a located :class:`~nasir.errors.VerifyError` when it
-        has none yet (run ``verify`` on the graph first)."""
-        if self.type is None:
-            raise VerifyError(f"%{self.name} ({self.op.name}) has no type yet", loc=self.loc,
-                              hint="run nasir.passes.verify(graph) before reading types")
-        return self.type
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """The per-sample shape of the node's inferred type (see :attr:`ttype`)."""
-        return self.ttype.shape
-
-    def __repr__(self) -> str:
-        return f"<Node %{self.name} = {self.op.name}>"
 
 
 class Graph:
@@ -290,42 +246,20 @@ class Graph:
 
     def _digraph(self) -> nx.DiGraph:
         if self._nx_cache is None:
-            g = nx.DiGraph()
-            g.add_nodes_from(self._nodes)
-            for n in self._nodes:
-                for i in n.inputs:
-                    g.add_edge(i, n)
-            self._nx_cache = g
+            self._nx_cache = graph_walks.build_digraph(self._nodes)
         return self._nx_cache
 
     def find_cycle(self) -> list[Node] | None:
         """Nodes on a cycle, or ``None`` for an acyclic graph."""
-        try:
-            edges = nx.find_cycle(self._digraph())
-        except nx.NetworkXNoCycle:
-            return None
-        return [e[0] for e in edges]
+        return graph_walks.find_cycle(self._digraph())
 
     def reachable_from_inputs(self) -> set[Node]:
         """Nodes with a path from a graph input (inputs included)."""
-        seen: set[Node] = set()
-        for n in self.nodes():
-            if (n.op.arity == 0 or any(i in seen for i in n.inputs)) and n.op.name != "zero":
-                seen.add(n)
-        return seen
+        return graph_walks.reachable_from_inputs(self.nodes())
 
     def live(self) -> set[Node]:
         """Nodes with a path to the output."""
-        out = self.output
-        live = {out}
-        stack = [out]
-        while stack:
-            n = stack.pop()
-            for i in n.inputs:
-                if i not in live:
-                    live.add(i)
-                    stack.append(i)
-        return live
+        return graph_walks.live(self.output)
 
     # -- rewriting -------------------------------------------------------------------
     def set_inputs(self, node: Node, inputs: Iterable[Node]) -> None:
