@@ -100,9 +100,22 @@ def test_every_torch_load_uses_weights_only():
     assert calls, "found no torch.load call at all: the scan is broken"
     bad = [f"{f.relative_to(ROOT)}: {c}" for f, c in calls if "weights_only=True" not in c]
     assert not bad, bad
-    # and no general unpickling of files anywhere
-    loads = [f for d in ("nasir", "passes", "backends", "strategies")
-             for f in (ROOT / d).rglob("*.py")
-             if re.search(r"pickle\.loads?\(|np\.load\([^)]*allow_pickle=True",
-                          f.read_text(encoding="utf-8"))]
+    # and no general unpickling of files anywhere. The one exception is inter-process
+    # messages between the data-parallel launchers and the rank processes / Ray actors they
+    # started themselves:
+    # bytes it wrote into its own pipe (multiprocessing's Connection.recv would unpickle them
+    # just the same; plain bytes keep tensors from being shared) — never a file or a
+    # user's data. The exception names the module and the call, so a new use fails.
+    ipc = {"backends/torch/launch.py": ("pickle.loads(data)", "pickle.loads(r.recv_bytes())"),
+           "backends/torch/launch_ray.py": ("pickle.loads(payload)",
+                                            "pickle.loads(ray.get(ref))")}
+    loads = []
+    for d in ("nasir", "passes", "backends", "strategies"):
+        for f in (ROOT / d).rglob("*.py"):
+            text = f.read_text(encoding="utf-8")
+            for allowed in ipc.get(str(f.relative_to(ROOT)), ()):
+                assert allowed in text, f"stale IPC exception {allowed!r} in {f}"
+                text = text.replace(allowed, "")
+            if re.search(r"pickle\.loads?\(|np\.load\([^)]*allow_pickle=True", text):
+                loads.append(f)
     assert not loads, loads
