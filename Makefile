@@ -20,13 +20,13 @@ demo: venv
 	$(BIN)/nasir demo
 
 lint: venv
-	$(BIN)/ruff check nasir passes backends strategies tests benchmarks
+	$(BIN)/ruff check nasir passes backends strategies app tests benchmarks
 
 typecheck: venv
-	$(BIN)/mypy nasir passes backends strategies
+	$(BIN)/mypy nasir passes backends strategies app
 
 pytest: venv
-	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --durations=25 nasir passes backends strategies tests
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --durations=25 nasir passes backends strategies app tests
 
 test: lint typecheck pytest
 

@@ -27,7 +27,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 #: folder → the package it is installed as (pyproject's package-dir)
 PACKAGE_DIRS = {"nasir": "nasir", "passes": "nasir.passes", "backends": "nasir.backends",
-                "strategies": "nasir.strategies"}
+                "strategies": "nasir.strategies", "app/runtime": "nasir.runtime",
+                "app/commands": "nasir.commands", "app/cli": "nasir.cli",
+                "app/bench": "nasir.bench"}
 
 CORE, PASSES, BACKENDS, STRATEGIES, TOP = range(5)
 NAMES = ("core", "passes", "backends", "strategies", "top")
@@ -70,8 +72,11 @@ def module_name(path: Path) -> str:
     parts = list(rel.with_suffix("").parts)
     if parts[-1] == "__init__" and len(parts) > 1:
         parts = parts[:-1]
-    return ".".join([PACKAGE_DIRS[parts[0]], *parts[1:]]) if parts[0] in PACKAGE_DIRS else \
-        ".".join(parts)
+    for k in (2, 1):  # the folder (one or two levels: app/runtime) the package maps
+        folder = "/".join(parts[:k])
+        if len(parts) >= k and folder in PACKAGE_DIRS:
+            return ".".join([PACKAGE_DIRS[folder], *parts[k:]])
+    return ".".join(parts)
 
 
 def imports(source: str, module: str, is_package: bool = False) -> list[tuple[str, int]]:

@@ -91,7 +91,7 @@ def test_run_folder_files_refuse_crafted_pickles(tmp_path):
 
 def test_every_torch_load_uses_weights_only():
     calls = []
-    for d in ("nasir", "passes", "backends", "strategies", "benchmarks"):
+    for d in ("nasir", "passes", "backends", "strategies", "app", "benchmarks"):
         for f in (ROOT / d).rglob("*.py"):
             text = f.read_text(encoding="utf-8")
             for m in re.finditer(r"torch\.load\(", text):
@@ -110,7 +110,7 @@ def test_every_torch_load_uses_weights_only():
            "backends/torch/launch_ray.py": ("pickle.loads(payload)",
                                             "pickle.loads(ray.get(ref))")}
     loads = []
-    for d in ("nasir", "passes", "backends", "strategies"):
+    for d in ("nasir", "passes", "backends", "strategies", "app"):
         for f in (ROOT / d).rglob("*.py"):
             text = f.read_text(encoding="utf-8")
             for allowed in ipc.get(str(f.relative_to(ROOT)), ()):
