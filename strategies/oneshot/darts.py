@@ -60,7 +60,6 @@ True
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -87,6 +86,7 @@ from nasir.strategies.oneshot.darts_select import (
 )
 from nasir.strategies.oneshot.darts_settings import VARIANTS, DartsSettings
 from nasir.strategies.oneshot.strategy import OneShotStrategy
+from nasir.strategies.oneshot.supernet_job import run_job_search
 
 __all__ = ["VARIANTS", "Darts", "DartsFirstOrder", "DartsPT", "DartsSearch", "DartsSettings",
            "arch_probs", "discretize", "input_pair", "perturbation_select", "slot_role"]
@@ -215,13 +215,8 @@ class DartsSearch:
 
     def search(self, data: SearchData | None = None) -> OneShotResult:
         """Run the bilevel optimisation and derive; see the module docstring."""
-        t0 = time.perf_counter()
-        job = self.make_job(data)
-        while not job.done:
-            job.step()
-        out: OneShotResult = job.outcome()
-        out.wall_s = time.perf_counter() - t0
-        return out
+        result: OneShotResult = run_job_search(self.make_job, data)
+        return result
 
 
 class Darts(OneShotStrategy):

@@ -58,7 +58,6 @@ gets its cheapest-to-switch edge back;
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -85,6 +84,7 @@ from nasir.strategies.oneshot.common import (
     tvm_measure_us,
 )
 from nasir.strategies.oneshot.strategy import OneShotStrategy
+from nasir.strategies.oneshot.supernet_job import run_job_search
 
 __all__ = ["FBNet", "FBNetGDAS", "FBNetSearch", "FBNetSettings", "LatencySearch",
            "LatencySettings"]
@@ -277,13 +277,8 @@ class LatencySearch:
 
     def search(self, data: SearchData | None = None) -> OneShotResult:
         """Warm up weights, then alternate weight and architecture steps; derive argmax."""
-        t0 = time.perf_counter()
-        job = self.make_job(data)
-        while not job.done:
-            job.step()
-        out: OneShotResult = job.outcome()
-        out.wall_s = time.perf_counter() - t0
-        return out
+        result: OneShotResult = run_job_search(self.make_job, data)
+        return result
 
     def predict(self, a: Mapping[str, Any]) -> float:
         """Additive-table latency (µs) of an assignment."""

@@ -209,3 +209,16 @@ class SupernetJob(SearchJob):
     def result(self) -> dict[str, Any]:
         """The outcome as JSON (what the strategy's ``job_done`` gets)."""
         return dict(self.outcome().to_json())
+
+
+def run_job_search(make_job: Any, data: Any = None) -> Any:
+    """What a search's ``search(data)`` does: make its job, run every epoch, and return the
+    job's :class:`~nasir.strategies.oneshot.common.OneShotResult` with ``wall_s`` the whole
+    time (job construction included)."""
+    t0 = time.perf_counter()
+    job = make_job(data)
+    while not job.done:
+        job.step()
+    out = job.outcome()
+    out.wall_s = time.perf_counter() - t0
+    return out
