@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from nasir.errors import NasirError, ParseError, SpecError, VerifyError
 from nasir.types import TensorType
@@ -23,6 +23,7 @@ __all__ = [
     "CompositeOp",
     "Op",
     "Ref",
+    "concrete",
     "get_op",
     "has_refs",
     "make_op",
@@ -45,14 +46,44 @@ class Ref:
         return f"${self.label}"
 
 
+_T = TypeVar("_T")
+
+
+def concrete(v: _T | Ref) -> _T:
+    """An attribute's value with its :class:`Ref` ruled out.
+
+    Only ``__post_init__`` sees unresolved refs: ``check`` runs when there are none,
+    ``verify`` skips ops that still have some, and ``infer`` / ``params`` / ``macs`` /
+    ``lower`` run on typed (hence resolved) ops. The hooks read ``int | Ref`` fields through
+    this, so the type says ``int`` and a broken invariant is a clear error, not a
+    ``TypeError`` from ``Ref % int``.
+
+    >>> concrete(3)
+    3
+    >>> concrete(Ref("k"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    nasir.errors.VerifyError: unresolved value choice $k where a value is needed...
+    """
+    if isinstance(v, Ref):
+        raise VerifyError(f"unresolved value choice {v} where a value is needed",
+                          hint="instantiate the space (space.instantiate) before typing or "
+                               "lowering its ops")
+    return v
+
+
 OPS: dict[str, type[Op]] = {}
 
 
-def register_op(cls: type[Op]) -> type[Op]:
+_O = TypeVar("_O", bound="Op")
+
+
+def register_op(cls: type[_O]) -> type[_O]:
     """Class decorator: add an op class to the registry under its ``name``."""
     if cls.name in OPS and OPS[cls.name] is not cls:
         raise SpecError(f"op name {cls.name!r} registered twice")
     OPS[cls.name] = cls
+    # replaces the field hash each @dataclass(frozen=True) generates: a deliberate patch of
+    # a method, which is what mypy's method-assign check exists to flag
     cls.__hash__ = _cached_hash  # type: ignore[method-assign,assignment]
     return cls
 

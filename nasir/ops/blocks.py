@@ -5,8 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from nasir.ops.base import CompositeOp, Ref, register_op
-from nasir.ops.composite import ACTIVATIONS, SqueezeExciteOp, _check_skip, residual
+from nasir.ops.base import CompositeOp, Ref, concrete, register_op
+from nasir.ops.composite import (
+    ACTIVATIONS,
+    SqueezeExciteOp,
+    _check_skip,
+    _skip_value,
+    residual,
+)
 from nasir.ops.primitive import BatchNormOp, Conv2dOp
 
 __all__ = ["ConvBlockOp"]
@@ -38,7 +44,8 @@ class ConvBlockOp(CompositeOp):
         cin = emit.type(x).shape[0]
         y = emit(Conv2dOp(self.out_channels, self.kernel, self.stride), x)
         y = emit(BatchNormOp(), y)
-        y = emit(ACTIVATIONS[self.act](), y)  # type: ignore[index]
-        if self.se_ratio and self.se_ratio > 0:  # type: ignore[operator]
-            y = emit(SqueezeExciteOp(max(1, int(cin * self.se_ratio))), y)  # type: ignore[operator]
-        return residual(emit, x, y, self.skip, self.stride)  # type: ignore[arg-type]
+        y = emit(ACTIVATIONS[concrete(self.act)](), y)
+        se_ratio = concrete(self.se_ratio)
+        if se_ratio > 0:
+            y = emit(SqueezeExciteOp(max(1, int(cin * se_ratio))), y)
+        return residual(emit, x, y, _skip_value(self.skip), concrete(self.stride))

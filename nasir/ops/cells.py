@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from nasir.ops.base import CompositeOp, Ref, register_op
+from nasir.ops.base import CompositeOp, Ref, concrete, register_op
 from nasir.ops.composite import DilConvOp, ReLUConvBNOp
 from nasir.ops.primitive import (
     AvgPool2dOp,
@@ -111,7 +111,7 @@ class PathReduceOp(CompositeOp):
         if self.stride == 1:
             return emit(BatchNormOp(), emit(Conv2dOp(self.out_channels, 1, padding=0), x))
         _, h, w = emit.type(x).shape
-        half = self.out_channels // 2  # type: ignore[operator]
+        half = concrete(self.out_channels) // 2
         a = emit(Conv2dOp(half, 1, 2, padding=0), x)
         shifted = emit(CropOp(1, 1, 0, 0), x)
         b = emit(Conv2dOp(half, 1, 2, padding=(h % 2, w % 2)), shifted)
@@ -212,19 +212,20 @@ class CellOutputOp(CompositeOp):
 
     name: ClassVar[str] = "cell_output"
     arity: ClassVar[int] = -1
-    used: tuple = ()
-    keep: tuple | Ref = ()
+    used: tuple[int | Ref, ...] = ()
+    keep: tuple[int, ...] | Ref = ()
     project: int = 0
 
     def check(self) -> None:
-        for v in (*self.used, *self.keep):  # type: ignore[misc]
+        for v in (*self.used, *concrete(self.keep)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise self._bad("used", f"must hold state indices >= 0, got {v!r}")
         self._pos_int("project", 0)
 
     def lower(self, emit, *states):
         used = set(self.used)
-        picked = [i for i in range(len(states)) if i not in used or i in self.keep]  # type: ignore[operator]
+        keep = concrete(self.keep)
+        picked = [i for i in range(len(states)) if i not in used or i in keep]
         final = emit.type(states[-1]).shape
         parts = []
         for i in picked:

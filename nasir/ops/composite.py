@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from nasir.ops.base import CompositeOp, Ref, register_op
+from nasir.ops.base import CompositeOp, Ref, concrete, register_op
 from nasir.ops.primitive import (
     AddOp,
     AvgPool2dOp,
@@ -92,7 +92,13 @@ def _check_skip(op: Any) -> None:
         raise op._bad("skip", f"must be a bool or one of {list(SKIPS)}, got {op.skip!r}")
 
 
-def residual(emit: Any, x: Any, y: Any, skip: Any, stride: int) -> Any:
+def _skip_value(skip: bool | str | Ref) -> bool | str:
+    """A block's ``skip`` field with its :class:`Ref` ruled out (:func:`concrete`, which
+    would type it ``object``: mypy joins ``bool | str`` when it solves the type variable)."""
+    return skip if isinstance(skip, bool | str) else concrete(skip)
+
+
+def residual(emit: Any, x: Any, y: Any, skip: bool | str, stride: int) -> Any:
     """A block's output ``y`` plus the shortcut from its input ``x`` that ``skip`` names
     (MnasNet's SkipOp, Tan et al. 2019): ``"none"``; ``"identity"``, where the block keeps
     the shape (stride 1, equal widths); ``"pool"``, the identity where it applies and
@@ -137,7 +143,7 @@ class ConvBNActOp(CompositeOp):
     def lower(self, emit, x):
         y = emit(Conv2dOp(self.out_channels, self.kernel, self.stride, groups=self.groups), x)
         y = emit(BatchNormOp(eps=self.bn_eps), y)
-        return _act(emit, y, self.act)  # type: ignore[arg-type]
+        return _act(emit, y, concrete(self.act))
 
 
 @register_op
@@ -204,7 +210,7 @@ class FCStackOp(CompositeOp):
     """
 
     name: ClassVar[str] = "fc_stack"
-    widths: tuple | Ref = (128,)
+    widths: tuple[int, ...] | Ref = (128,)
 
     def check(self) -> None:
         if not isinstance(self.widths, tuple) or not self.widths or any(
@@ -213,7 +219,7 @@ class FCStackOp(CompositeOp):
                                       f"{self.widths!r}")
 
     def lower(self, emit, x):
-        for w in self.widths:  # type: ignore[union-attr]
+        for w in concrete(self.widths):
             x = emit(ReLUOp(), emit(LinearOp(w), x))
         return x
 
@@ -254,11 +260,11 @@ class FactorizedReduceOp(CompositeOp):
 
     def check(self) -> None:
         self._pos_int("out_channels", 2)
-        if self.out_channels % 2:  # type: ignore[operator]
+        if concrete(self.out_channels) % 2:
             raise self._bad("out_channels", f"must be even, got {self.out_channels}")
 
     def lower(self, emit, x):
-        half = self.out_channels // 2  # type: ignore[operator]
+        half = concrete(self.out_channels) // 2
         r = emit(ReLUOp(), x)
         a = emit(Conv2dOp(half, 1, 2, padding=0), r)
         shifted = emit(CropOp(1, 1, 0, 0), r)
@@ -341,7 +347,7 @@ class MBConvOp(CompositeOp):
         """Expanded width for ``cin`` input channels."""
         if self.expand_channels is not None:
             return self.expand_channels
-        return round(cin * self.expand)  # type: ignore[operator]
+        return round(cin * concrete(self.expand))
 
     def lower(self, emit, x):
         cin = emit.type(x).shape[0]
@@ -350,19 +356,20 @@ class MBConvOp(CompositeOp):
         if mid != cin:
             y = emit(Conv2dOp(mid, 1), y)
             y = emit(BatchNormOp(eps=self.bn_eps), y)
-            y = _act(emit, y, self.act)  # type: ignore[arg-type]
+            y = _act(emit, y, concrete(self.act))
         y = emit(DepthwiseConv2dOp(self.kernel, self.stride, multiplier=1), y)
         y = emit(BatchNormOp(eps=self.bn_eps), y)
-        y = _act(emit, y, self.act)  # type: ignore[arg-type]
-        if self.se_ratio and self.se_ratio > 0:  # type: ignore[operator]
+        y = _act(emit, y, concrete(self.act))
+        se_ratio = concrete(self.se_ratio)
+        if se_ratio > 0:
             if self.se_base == "input":
-                sq = max(1, int(cin * self.se_ratio))  # type: ignore[operator]
+                sq = max(1, int(cin * se_ratio))
             else:
-                sq = make_divisible(mid * self.se_ratio, self.se_divisor)  # type: ignore[operator]
+                sq = make_divisible(mid * se_ratio, self.se_divisor)
             y = emit(SqueezeExciteOp(sq, self.se_act, self.se_gate), y)
         y = emit(Conv2dOp(self.out_channels, 1), y)
         y = emit(BatchNormOp(eps=self.bn_eps), y)
-        return residual(emit, x, y, self.skip, self.stride)  # type: ignore[arg-type]
+        return residual(emit, x, y, _skip_value(self.skip), concrete(self.stride))
 
 
 @register_op

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from nasir.ops.base import CompositeOp, Ref, register_op
+from nasir.ops.base import CompositeOp, Ref, concrete, register_op
 from nasir.ops.primitive import AddOp, BatchNormOp, Conv2dOp, DepthwiseConv2dOp, IdentityOp, ReLUOp
 
 __all__ = ["FBNetSkipOp", "IRFBlockOp"]
@@ -47,7 +47,7 @@ class IRFBlockOp(CompositeOp):
 
     def lower(self, emit, x):
         cin = emit.type(x).shape[0]
-        mid = cin * self.expand  # type: ignore[operator]
+        mid = cin * concrete(self.expand)
         y = x
         if self.always_expand or mid != cin:
             y = emit(ReLUOp(), emit(BatchNormOp(), emit(Conv2dOp(mid, 1, groups=self.groups), y)))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from nasir.ops.base import Op, Ref, register_op
+from nasir.ops.base import Op, Ref, concrete, register_op
 from nasir.ops.window import IntOrPair, _check_pair, _spatial, pair, resolve_padding
 from nasir.types import TensorType
 
@@ -47,28 +47,29 @@ class Conv2dOp(Op):
         _check_pair(self, "dilation", 1)
         if self.padding is not None:
             _check_pair(self, "padding", 0)
-        if self.out_channels % self.groups:  # type: ignore[operator]
+        if concrete(self.out_channels) % concrete(self.groups):
             raise self._bad("groups", f"{self.groups} does not divide out_channels "
                             f"{self.out_channels}")
 
     def infer(self, ins):
         t = self._want_rank(ins, 3)
-        if t.shape[0] % self.groups:  # type: ignore[operator]
+        if t.shape[0] % concrete(self.groups):
             raise self._fail(
                 f"groups={self.groups} does not divide {t.shape[0]} input channels", ins,
                 hint="choose channel counts divisible by the group count",
             )
         h, w = _spatial(self, ins, self.kernel, self.stride, self.padding, self.dilation)
-        return TensorType((self.out_channels, h, w), t.dtype)  # type: ignore[arg-type]
+        return TensorType((concrete(self.out_channels), h, w), t.dtype)
 
     def params(self, ins, out):
         kh, kw = pair(self.kernel)
-        cin = ins[0].shape[0] // self.groups  # type: ignore[operator]
-        return self.out_channels * cin * kh * kw + (self.out_channels if self.bias else 0)  # type: ignore[operator]
+        cin = ins[0].shape[0] // concrete(self.groups)
+        cout = concrete(self.out_channels)
+        return cout * cin * kh * kw + (cout if self.bias else 0)
 
     def macs(self, ins, out):
         kh, kw = pair(self.kernel)
-        cin = ins[0].shape[0] // self.groups  # type: ignore[operator]
+        cin = ins[0].shape[0] // concrete(self.groups)
         return out.numel * cin * kh * kw
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from nasir.ops.base import Op, Ref, register_op
+from nasir.ops.base import Op, Ref, concrete, register_op
 from nasir.types import TensorType
 
 __all__ = ["AddOp", "ConcatOp", "CropOp", "DropoutOp", "FlattenOp", "HardSigmoidOp",
@@ -126,13 +126,14 @@ class LinearOp(Op):
 
     def infer(self, ins):
         t = self._want_rank(ins, 1)
-        return TensorType((self.out_features,), t.dtype)  # type: ignore[arg-type]
+        return TensorType((concrete(self.out_features),), t.dtype)
 
     def params(self, ins, out):
-        return ins[0].shape[0] * self.out_features + (self.out_features if self.bias else 0)  # type: ignore[operator]
+        n = concrete(self.out_features)
+        return ins[0].shape[0] * n + (n if self.bias else 0)
 
     def macs(self, ins, out):
-        return ins[0].shape[0] * self.out_features  # type: ignore[operator]
+        return ins[0].shape[0] * concrete(self.out_features)
 
 
 @register_op

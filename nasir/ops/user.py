@@ -319,4 +319,4 @@ def user_op(name: str, *, module: ModuleFactory, shape: ShapeRule,
         namespace={"name": name, "definition": definition,
                    "__doc__": doc or f"User op {name!r} (declared at {loc})."})
     cls.__module__ = sys._getframe(1).f_globals.get("__name__", __name__)
-    return register_op(cls)  # type: ignore[return-value]
+    return register_op(cls)

@@ -5,7 +5,7 @@ and the checks and output-size inference of a windowed op.
 
 from __future__ import annotations
 
-from nasir.ops.base import Op, Ref
+from nasir.ops.base import Op, Ref, concrete
 from nasir.types import TensorType
 
 __all__ = ["conv_out", "pair", "resolve_padding"]
@@ -13,11 +13,12 @@ __all__ = ["conv_out", "pair", "resolve_padding"]
 IntOrPair = int | tuple[int, int] | Ref
 
 
-def pair(v: object) -> tuple[int, int]:
+def pair(v: IntOrPair) -> tuple[int, int]:
     """``3 -> (3, 3)``; a 2-tuple is returned as is."""
     if isinstance(v, tuple):
         return (int(v[0]), int(v[1]))
-    return (int(v), int(v))  # type: ignore[call-overload]
+    n = int(concrete(v))
+    return (n, n)
 
 
 def conv_out(size: int, k: int, s: int, p: int, d: int = 1, ceil: bool = False) -> int:
