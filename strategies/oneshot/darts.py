@@ -77,6 +77,7 @@ from nasir.strategies.oneshot.common import (
     resolve_variant,
     search_data,
 )
+from nasir.strategies.oneshot.darts_job import DartsJob
 from nasir.strategies.oneshot.darts_select import (
     arch_probs,
     discretize,
@@ -197,17 +198,21 @@ class DartsSearch:
             out.append(g)
         return out
 
+    def select_pt(self, net: Supernet, batches: list[tuple[Any, Any]], tune: Any = None
+                  ) -> dict[str, Any]:
+        """DARTS-PT's selection after the search (:func:`perturbation_select` with the
+        search's seed and ``none`` setting); the job calls it."""
+        return perturbation_select(net, batches, tune, self.seed, self.settings.none)
+
     def data_for(self, splits: Any = None) -> SearchData:
         """The search's loaders: ``splits`` (the run's data; digits when ``None``) cut in
         the weight and architecture halves, batched on the search's device."""
         cfg = self.settings
         return search_data(cfg.batch_size, self.seed, cfg.data_fraction, self.device, splits)
 
-    def make_job(self, data: SearchData | None = None) -> Any:
+    def make_job(self, data: SearchData | None = None) -> DartsJob:
         """The search as a resumable :class:`~nasir.strategies.oneshot.darts_job.DartsJob`
         (one epoch a step) on ``data`` (default: :meth:`data_for` digits)."""
-        from nasir.strategies.oneshot.darts_job import DartsJob
-
         with single_thread():
             torch.manual_seed(self.seed)
             data = on_device(data, self.device) if data is not None else self.data_for()

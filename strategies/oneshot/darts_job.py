@@ -32,6 +32,7 @@ from nasir.strategies.oneshot.common import (
     set_arch_grads,
     weight_optimizer,
 )
+from nasir.strategies.oneshot.darts_select import arch_probs, discretize
 from nasir.strategies.oneshot.supernet_job import ResumableCycle, SupernetJob
 
 __all__ = ["DartsJob", "probs_record"]
@@ -90,8 +91,6 @@ class DartsJob(SupernetJob):
 
     # -- one epoch -----------------------------------------------------------------------------
     def _epoch(self, epoch: int) -> dict[str, Any]:
-        from nasir.strategies.oneshot.darts import arch_probs, discretize
-
         cfg, net, sched = self.cfg, self.net, self.schedulers["w"]
         assert self.arch_it is not None
         net.train()
@@ -111,8 +110,6 @@ class DartsJob(SupernetJob):
                 "probs": probs_record(arch_probs(net))}
 
     def _derive(self) -> OneShotResult:
-        from nasir.strategies.oneshot.darts import arch_probs, discretize
-
         s, cfg, net = self.searcher, self.cfg, self.net
         selected = self._select()
         a = s.space.check(discretize(net, cfg.none) | selected)
@@ -129,9 +126,9 @@ class DartsJob(SupernetJob):
                                              for k, c in net.cell_edges.items()}})
 
     def _select(self) -> dict[str, Any]:
-        """DARTS-PT's selection (``select="pt"``) after the search; ``{}`` for argmax."""
-        from nasir.strategies.oneshot import darts
-
+        """DARTS-PT's selection (``select="pt"``) after the search, by the searcher's
+        :meth:`~nasir.strategies.oneshot.darts.DartsSearch.select_pt`; ``{}`` for
+        argmax."""
         cfg, net, wopt = self.cfg, self.net, self.optimizers["w"]
         if cfg.select != "pt":
             return {}
@@ -151,4 +148,4 @@ class DartsJob(SupernetJob):
             x = torch.cat([b[0] for b in batches])[:cfg.pt_images]
             y = torch.cat([b[1] for b in batches])[:cfg.pt_images]
             batches = [(x, y)]
-        return darts.perturbation_select(net, batches, tune, self.searcher.seed, cfg.none)
+        return dict(self.searcher.select_pt(net, batches, tune))
