@@ -6,6 +6,7 @@ import contextlib
 import os
 import sys
 from dataclasses import dataclass
+from types import FrameType
 
 __all__ = ["SourceLoc", "caller_loc"]
 
@@ -46,7 +47,7 @@ _cache: dict[tuple[str, int], SourceLoc] = {}
 
 def caller_loc() -> SourceLoc | None:
     """The first stack frame outside nasir's own DSL and IR modules."""
-    f = sys._getframe(1)
+    f: FrameType | None = sys._getframe(1)
     while f is not None:
         fn = f.f_code.co_filename
         if not fn.startswith(_NASIR_DIRS[0] + os.sep + "dsl") and os.path.dirname(fn) not in (
@@ -62,5 +63,5 @@ def caller_loc() -> SourceLoc | None:
                     rel = fn
                 loc = _cache.setdefault(key, SourceLoc(rel, f.f_lineno))
             return loc
-        f = f.f_back  # type: ignore[assignment]
+        f = f.f_back
     return None

@@ -31,19 +31,19 @@ from typing import Any
 
 from nasir.graph import Graph, Node
 from nasir.ops.base import Ref
-from nasir.ops.control import RepeatOp
+from nasir.ops.control import ChooseOp, RepeatOp, SelectOp
 
 __all__ = ["brute_force_size", "count_active"]
 
-_CONTROL = ("choose", "repeat")
+_CONTROL = (ChooseOp, RepeatOp)
 #: one occurrence of a structural label: its node, or None for a plain reference to it
 _Occ = tuple[str, Node | None]
 
 
 def _direct_labels(n: Node) -> list[str]:
     op = n.op
-    if op.name == "select":
-        return [op.label]  # type: ignore[attr-defined]
+    if isinstance(op, SelectOp):
+        return [op.label]
     out: list[str] = []
     for v in op.attrs().values():
         for x in v if isinstance(v, tuple) else (v,):
@@ -63,8 +63,8 @@ class _Counter:
 
     def _collect_control(self, g: Graph) -> None:
         for n in g.nodes():
-            if n.op.name in _CONTROL:
-                self.control.add(n.op.label)  # type: ignore[attr-defined]
+            if isinstance(n.op, _CONTROL):
+                self.control.add(n.op.label)
             for r in (n.regions or {}).values():
                 self._collect_control(r)
 
@@ -76,8 +76,8 @@ class _Counter:
         direct: set[str] = set()
         occ: list[_Occ] = []
         for n in g.nodes():
-            if n.op.name in _CONTROL:
-                occ.append((n.op.label, n))  # type: ignore[attr-defined]
+            if isinstance(n.op, _CONTROL):
+                occ.append((n.op.label, n))
                 continue
             for label in _direct_labels(n):
                 if label in self.control:

@@ -10,13 +10,15 @@ from nasir.types import TensorType
 
 __all__ = ["conv_out", "pair", "resolve_padding"]
 
-IntOrPair = int | tuple[int, int] | Ref
+#: a window attribute: one int for both axes or a (height, width) pair; in a space, a Ref
+#: for the whole value or for either entry
+IntOrPair = int | tuple[int | Ref, int | Ref] | Ref
 
 
 def pair(v: IntOrPair) -> tuple[int, int]:
     """``3 -> (3, 3)``; a 2-tuple is returned as is."""
     if isinstance(v, tuple):
-        return (int(v[0]), int(v[1]))
+        return (int(concrete(v[0])), int(concrete(v[1])))
     n = int(concrete(v))
     return (n, n)
 

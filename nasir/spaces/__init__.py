@@ -28,6 +28,7 @@ from importlib import metadata
 from typing import Any
 
 from nasir.errors import NasirError, SpecError
+from nasir.ops.tensor import InputOp
 from nasir.space import Space
 from nasir.userload import CodeSource, is_code_spec, load_callable
 
@@ -138,7 +139,10 @@ def _input_shape(sp: Space) -> tuple[int, ...] | None:
     ins = sp.body.inputs
     if not ins:
         return None
-    return tuple(int(v) for v in ins[0].op.shape)  # type: ignore[attr-defined]
+    op = ins[0].op
+    if not isinstance(op, InputOp):  # a space body's inputs are input ops; no shape otherwise
+        return None
+    return tuple(int(v) for v in op.shape)
 
 
 def build_space_spec(spec: str, options: Mapping[str, Any] | None = None, *,
@@ -159,10 +163,12 @@ def build_space_spec(spec: str, options: Mapping[str, Any] | None = None, *,
     """
     fn, source = space_builder(spec, base_dir)
     opts = dict(options or {})
-    for key, value in (("input_shape", input_shape), ("num_classes", num_classes)):
-        if value is None:
-            continue
-        want = list(value) if key == "input_shape" else int(value)  # type: ignore[arg-type]
+    data: dict[str, list[int] | int] = {}
+    if input_shape is not None:
+        data["input_shape"] = list(input_shape)
+    if num_classes is not None:
+        data["num_classes"] = int(num_classes)
+    for key, want in data.items():
         if key in opts:
             have = list(opts[key]) if key == "input_shape" else opts[key]
             if have != want:

@@ -82,7 +82,7 @@ def build(input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10,
                   s.value(f"l{i}_sw", (1, 2, 3), role="stride", layer=i)) if strides else 1
         conv = Conv2dOp(out_channels=s.value(f"l{i}_filters", (24, 36, 48, 64), role="width",
                                              layer=i),
-                        kernel=(fh, fw), stride=stride)  # type: ignore[arg-type]
+                        kernel=(fh, fw), stride=stride)
         x = s.op(ReLUOp(), s.op(BatchNormOp(), s.op(conv, x)))
         outs.append(x)
     x = s.op(FlattenOp(), s.op(GlobalAvgPoolOp(), x))
