@@ -1,4 +1,5 @@
-"""The eleven paper presets (data for :mod:`nasir.runtime.presets`).
+"""The eleven paper presets (data for :mod:`nasir.runtime.presets`; each a
+:class:`~nasir.runtime.preset_schema.Preset`).
 
 Each names the paper's space, strategy, estimator and reward with the paper's settings where
 nasir has them; what nasir cannot reproduce is a ``deviations`` item that says why. Strategy
@@ -13,7 +14,7 @@ exist.
 
 from __future__ import annotations
 
-from nasir.runtime.presets import Preset, Scale
+from nasir.runtime.preset_schema import Preset, Scale
 
 __all__ = ["PAPER_PRESETS"]
 
