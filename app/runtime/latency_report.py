@@ -19,6 +19,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from nasir.runtime.figures import save_figure
+
 __all__ = ["latency_lines", "plot_predicted_vs_measured", "prediction_scores"]
 
 
@@ -53,8 +55,6 @@ def plot_predicted_vs_measured(trials: Sequence[Mapping[str, Any]], out_dir: str
     """Scatter of predicted against measured latency with the diagonal (PNG and SVG)."""
     import matplotlib.pyplot as plt
 
-    from nasir.runtime.report import _save
-
     pairs = _pairs(trials)
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     if pairs:
@@ -68,7 +68,7 @@ def plot_predicted_vs_measured(trials: Sequence[Mapping[str, Any]], out_dir: str
     ax.set_ylabel("predicted latency (ms)")
     ax.set_title("latency: table prediction vs measurement")
     ax.grid(alpha=0.3)
-    return _save(fig, out_dir, "latency_predicted_vs_measured")
+    return save_figure(fig, out_dir, "latency_predicted_vs_measured")
 
 
 def _num(v: Any, fmt: str) -> str:

@@ -30,22 +30,14 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
+from nasir.runtime.figures import save_figure
+from nasir.runtime.latency_report import latency_lines
 from nasir.runtime.results import _val, best_so_far, pareto_trials
 from nasir.runtime.store import RunStore
 
 __all__ = ["plot_best_arch", "plot_best_so_far", "plot_pareto", "write_report"]
 
 _KEY_ATTRS = ("out_channels", "out_features", "kernel", "stride", "expand", "se_ratio", "skip")
-
-
-def _save(fig: Any, out_dir: str, stem: str) -> list[str]:
-    paths = []
-    for ext in ("png", "svg"):
-        p = os.path.join(out_dir, f"{stem}.{ext}")
-        fig.savefig(p, dpi=130, bbox_inches="tight")
-        paths.append(p)
-    plt.close(fig)
-    return paths
 
 
 #: most points drawn in one scatter (a 100,000-trial run plots an even sample; the best-so-far
@@ -91,7 +83,7 @@ def plot_best_so_far(trials: Sequence[Mapping[str, Any]], out_dir: str) -> list[
     ax.set_title("best reward so far")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    return _save(fig, out_dir, "best_so_far")
+    return save_figure(fig, out_dir, "best_so_far")
 
 
 def plot_pareto(trials: Sequence[Mapping[str, Any]], objectives: Mapping[str, str],
@@ -127,7 +119,7 @@ def plot_pareto(trials: Sequence[Mapping[str, Any]], objectives: Mapping[str, st
     ax.set_title(f"{yk} vs {xk}")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    return _save(fig, out_dir, "pareto")
+    return save_figure(fig, out_dir, "pareto")
 
 
 def _label(n: Any) -> str:
@@ -179,7 +171,7 @@ def plot_best_arch(space: Any, assignment: Mapping[str, Any], out_dir: str,
     ax.set_ylim(-layers + 0.4, 0.6)
     ax.set_title(title, fontsize=9)
     ax.axis("off")
-    return _save(fig, out_dir, "best_arch")
+    return save_figure(fig, out_dir, "best_arch")
 
 
 def _fmt(v: Any) -> str:
@@ -230,8 +222,6 @@ def write_report(folder: str, out_dir: str | None = None) -> str:
     for t in front:
         vals = [t.get("reward") if k == "reward" else t["metrics"].get(k) for k in keys]
         lines.append(f"| {t['id']} | " + " | ".join(_fmt(v) for v in vals) + " |")
-    from nasir.runtime.latency_report import latency_lines
-
     lines += latency_lines(trials, cfg, latency_summary, out)
     if job_steps:  # a one-shot run: its supernet search, epoch by epoch
         from nasir.runtime.job_report import job_lines
