@@ -19,7 +19,6 @@ from nasir.graph import Graph
 from nasir.ops.expansion import activation_elements
 from nasir.passes.base import Pass
 from nasir.passes.verify import verify
-from nasir.types import TensorType
 
 __all__ = ["FACTS", "ActivationMemoryPass", "CountMacsPass", "CountParamsPass", "analyze"]
 
@@ -40,8 +39,8 @@ def analyze(g: Graph) -> dict[str, int]:
     _typed(g)
     params = macs = act = 0
     for n in g.nodes():
-        ins: tuple[TensorType, ...] = tuple(i.type for i in n.inputs)  # type: ignore[misc]
-        out: TensorType = n.type  # type: ignore[assignment]
+        ins = tuple(i.ttype for i in n.inputs)  # _typed(g) typed every node
+        out = n.ttype
         try:
             params += n.op.params(ins, out)
             macs += n.op.macs(ins, out)

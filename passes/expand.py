@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from nasir.graph import Graph, Node
+from nasir.ops import CompositeOp
 from nasir.passes.base import Pass
 from nasir.passes.verify import verify
 
@@ -55,9 +56,9 @@ def expand_composites(g: Graph) -> bool:
     env: dict[Node, Node] = {}
     for n in g.nodes():
         ins = [env[i] for i in n.inputs]
-        if n.op.composite:
+        if isinstance(n.op, CompositeOp):  # the ops whose ``composite`` is set
             em = _GraphEmitter(new, n.loc, n.name)
-            env[n] = n.op.lower(em, *ins)  # type: ignore[attr-defined]
+            env[n] = n.op.lower(em, *ins)
         else:
             env[n] = new.add(n.op, ins, name=n.name, loc=n.loc, type_=n.type, meta=n.meta)
     new.set_output(env[g.output])

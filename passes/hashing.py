@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 from nasir.errors import PassError
 from nasir.graph import Graph, Node
+from nasir.ops import Op
 from nasir.passes.base import Pass
 from nasir.passes.canonicalize import is_zero
 from nasir.passes.verify import verify
@@ -56,11 +57,11 @@ def _digest(text: str) -> str:
 _MEMO: dict[tuple, str] = {}
 
 
-def _node_digest(op: object, ty: object, ins: tuple[str, ...]) -> str:
+def _node_digest(op: str | Op, ty: object, ins: tuple[str, ...]) -> str:
     key = (op, ty, ins)
     h = _MEMO.get(key)
     if h is None:
-        sig = op if isinstance(op, str) else op.signature()  # type: ignore[attr-defined]
+        sig = op if isinstance(op, str) else op.signature()
         h = _digest(f"{sig}|{ty}|{';'.join(ins)}")
         if len(_MEMO) > 200_000:
             _MEMO.clear()

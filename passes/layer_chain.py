@@ -27,7 +27,7 @@ from typing import Any
 from nasir.errors import SpecError
 from nasir.graph import Graph, Node
 from nasir.ops import Op, Ref, resolve_refs
-from nasir.ops.control import RepeatOp
+from nasir.ops.control import ChooseOp, RepeatOp
 from nasir.space import Space
 
 __all__ = ["LayerChain", "layer_chain"]
@@ -61,8 +61,8 @@ class LayerChain:
         rep = self._repeats[block]
         region = RepeatOp.region_for(rep.regions or {}, 0 if first else 1)
         choice = _only_op(region, f"%{rep.name}")
-        if choice.op.name == "choose":
-            label = choice.op.label  # type: ignore[attr-defined]
+        if isinstance(choice.op, ChooseOp):
+            label = choice.op.label
             choice = _only_op((choice.regions or {})[values[label]], f"{label}={values[label]}")
         op = choice.op
         refs = {v.label for v in op.attrs().values() if isinstance(v, Ref)}
@@ -75,11 +75,13 @@ def layer_chain(space: Space) -> LayerChain:
     stem: list[Op] = []
     head: list[Op] = []
     repeats: list[Node] = []
+    labels: list[str] = []
     for n in space.body.nodes():
         if n.op.name == "input":
             continue
-        if n.op.name == "repeat" and not head:
+        if isinstance(n.op, RepeatOp) and not head:
             repeats.append(n)
+            labels.append(n.op.label)
         elif _fixed(n):
             (head if repeats else stem).append(n.op)
         else:
@@ -88,5 +90,4 @@ def layer_chain(space: Space) -> LayerChain:
     if not repeats:
         raise SpecError(f"space {space.name} has no repeated blocks",
                         hint="layer_chain reads MnasNet-style spaces")
-    labels = tuple(n.op.label for n in repeats)  # type: ignore[attr-defined]
-    return LayerChain(tuple(stem), labels, tuple(head), tuple(repeats))
+    return LayerChain(tuple(stem), tuple(labels), tuple(head), tuple(repeats))

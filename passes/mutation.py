@@ -23,7 +23,7 @@ import numpy as np
 
 from nasir.errors import NasirError, SpecError
 from nasir.graph import Graph
-from nasir.ops.control import RepeatOp
+from nasir.ops.control import ChooseOp, RepeatOp, SelectOp
 from nasir.space import Assignment, Decision, Space
 
 __all__ = ["MUTATIONS", "always_active", "mutate", "neighbours"]
@@ -45,9 +45,8 @@ def _surely_used(g: Graph, depth_opts: dict[str, tuple]) -> set[str]:
     used: set[str] = set()
     for n in g.nodes():
         op = n.op
-        label = getattr(op, "label", None)
-        if op.name in ("choose", "repeat", "select") and label:
-            used.add(label)
+        if isinstance(op, ChooseOp | RepeatOp | SelectOp) and op.label:
+            used.add(op.label)
         else:
             for v in op.attrs().values():
                 for x in v if isinstance(v, tuple) else (v,):
@@ -55,8 +54,8 @@ def _surely_used(g: Graph, depth_opts: dict[str, tuple]) -> set[str]:
                         used.add(x.label)
         if not n.regions:
             continue
-        if op.name == "repeat":
-            least = min(depth_opts.get(label, (0,)))  # type: ignore[arg-type]
+        if isinstance(op, RepeatOp):
+            least = min(depth_opts.get(op.label, (0,)))
             for r in {id(r): r for r in (RepeatOp.region_for(n.regions, i)
                                          for i in range(least))}.values():
                 used |= _surely_used(r, depth_opts)
