@@ -7,8 +7,9 @@ Ray actor per rank when the experiment's executor is ``ray``; gloo on CPU, NCCL 
 run's device is CUDA. The driver's job runner wraps the strategy's job (:func:`job_runner`)
 before it runs it, so checkpoints, the per-epoch records in the store, ``nasir resume``
 and the report are those of a one-process search. Each rank rebuilds the job from the
-experiment (:func:`rebuild_job`: the run's space, strategy options and data), as a Ray
-trial worker does.
+experiment (:func:`rebuild_job`: the run's space, the strategy the driver made — its
+registry name and options, handed down by the driver — and the run's data), as a Ray trial
+worker does.
 
 >>> strip_workers({"epochs": 3, "workers": 2})
 ({'epochs': 3}, 2)
@@ -41,20 +42,19 @@ def strip_workers(options: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
     return opts, workers
 
 
-def rebuild_job(exp: Mapping[str, Any], folder: str | None) -> Any:
+def rebuild_job(exp: Mapping[str, Any], folder: str | None, name: str,
+                options: Mapping[str, Any]) -> Any:
     """The experiment's one-shot job built afresh (what each rank trains; picklable with
-    ``functools.partial``): the run's space, the strategy with its options (``workers``
-    left out) and the run's data."""
-    from nasir.runtime.driver import resolve_strategy, strategy_options
+    ``functools.partial``): the run's space, the strategy ``name`` (its registry name) made
+    with ``options`` (the driver's: ``workers`` left out) and the run's data."""
     from nasir.runtime.experiment import Experiment
     from nasir.runtime.jobs import give_run_data
     from nasir.runtime.worker import build_space
     from nasir.strategies import make_strategy
 
     e = Experiment.from_dict(exp)
-    name = resolve_strategy(e.strategy.name)
     strategy = make_strategy(name, build_space(exp, folder, []), seed=e.seed,
-                             objective="reward", **strategy_options(e, name))
+                             objective="reward", **options)
     give_run_data(strategy, e)
     job = strategy.job()
     if job is None:
@@ -63,9 +63,11 @@ def rebuild_job(exp: Mapping[str, Any], folder: str | None) -> Any:
     return job
 
 
-def job_wrapper(exp: Any, folder: str | None) -> Callable[[Any], Any] | None:
+def job_wrapper(exp: Any, folder: str | None, name: str, options: Mapping[str, Any]
+                ) -> Callable[[Any], Any] | None:
     """What the driver wraps each search job with: ``None`` unless the strategy option
-    ``workers`` is above 1."""
+    ``workers`` is above 1. ``name`` and ``options``: the strategy the driver made, which
+    each rank makes again (:func:`rebuild_job`)."""
     _, workers = strip_workers(exp.strategy.options)
     if workers == 1:
         return None
@@ -74,7 +76,7 @@ def job_wrapper(exp: Any, folder: str | None) -> Callable[[Any], Any] | None:
 
     device = "cuda" if resolve_device(exp.device).type == "cuda" else "cpu"
     launcher = "ray" if exp.executor.kind == "ray" else "local"
-    rebuild = functools.partial(rebuild_job, exp.to_dict(), folder)
+    rebuild = functools.partial(rebuild_job, exp.to_dict(), folder, name, dict(options))
 
     def wrap(job: Any) -> Any:
         return DataParallelJob(job, rebuild, workers, launcher=launcher, device=device)
@@ -95,9 +97,10 @@ class DataParallelJobRunner(JobRunner):
 
 
 def job_runner(store: Any, strategy: Any, callback: Any, new_events: Any, exp: Any,
-               folder: str | None) -> JobRunner:
-    """The driver's job runner: data-parallel when the strategy option ``workers`` > 1."""
-    wrap = job_wrapper(exp, folder)
+               folder: str | None, name: str, options: Mapping[str, Any]) -> JobRunner:
+    """The driver's job runner: data-parallel when the strategy option ``workers`` > 1
+    (``name``, ``options``: the registry name and options ``strategy`` was made with)."""
+    wrap = job_wrapper(exp, folder, name, options)
     if wrap is None:
         return JobRunner(store, strategy, callback, new_events)
     return DataParallelJobRunner(store, strategy, callback, new_events, wrap=wrap)

@@ -71,14 +71,18 @@ class Driver:
         self._hash = assignment_hash
         try:
             name = resolve_strategy(exp.strategy.name)
+            opts = strategy_options(exp, name)
             self.strategy = make_strategy(name, self.space, seed=exp.seed, objective="reward",
-                                          **strategy_options(exp, name))
+                                          **opts)
         except NasirError as e:
             raise located(e, "experiment option strategy.name / strategy.options") from None
         except TypeError as e:  # an option named like an argument: name, seed, objective
             raise NasirError(f"bad strategy option: {e}",
                              where="experiment option strategy.options",
                              hint="name, space, seed and objective are not options") from None
+        #: the strategy's registry name and the options it was made with (data-parallel
+        #: ranks make it again from them)
+        self.strategy_name, self.strategy_opts = name, opts
         try:
             self.reward = make_reward(exp.reward_spec())
         except NasirError as e:
@@ -134,7 +138,8 @@ class Driver:
             self.strategy.replay(events)
         self._written = len(self.strategy.history)
         self.jobs = job_runner(store, self.strategy, self.callback, self._new_events,
-                               exp, getattr(store, "folder", None))
+                               exp, getattr(store, "folder", None), self.strategy_name,
+                               self.strategy_opts)
         give_run_data(self.strategy, exp)
         trials = {t["id"]: t for t in store.trials()}
         self._proposed = {t["hash"] for t in trials.values()}

@@ -197,7 +197,7 @@ class FunctionEstimator:
         if trial.pruned_at is not None:
             metrics["pruned_at"] = trial.pruned_at
         if self.weights_dir and trial.module is not None:
-            from nasir.runtime.estimators import save_weights
+            from nasir.runtime.training_estimator import save_weights
 
             save_weights(space, trial.assignment, trial.module, self.weights_dir)
         return metrics

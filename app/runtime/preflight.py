@@ -36,6 +36,7 @@ from typing import Any
 
 from nasir.errors import NasirError
 from nasir.runtime.experiment import DATA_ESTIMATORS, ConfigError, Experiment
+from nasir.runtime.strategy_names import resolve_strategy, strategy_options
 from nasir.space import Space
 from nasir.userload import CodeSource, is_code_spec, resolve_spec_path
 
@@ -220,7 +221,6 @@ def _derived_space(exp: Experiment) -> Experiment:
     derived space (the user's is its base) and the options left for the strategy."""
     import importlib
 
-    from nasir.runtime.driver import resolve_strategy
     from nasir.strategies import STRATEGIES
 
     mod, _, cls = STRATEGIES[resolve_strategy(exp.strategy.name)].partition(":")
@@ -235,7 +235,6 @@ def _derived_space(exp: Experiment) -> Experiment:
 def _strategy_and_reward(exp: Experiment, space: Space) -> None:
     import importlib
 
-    from nasir.runtime.driver import resolve_strategy, strategy_options
     from nasir.strategies import STRATEGIES, make_strategy
     from nasir.strategies.rewards import make_reward
 
