@@ -21,11 +21,15 @@ Figures (the last line is one JSON object):
 - ``front_measured_fraction``: share of the auto front that carries measured latency.
 
 The table starts empty in a fresh folder unless ``--table`` names one (a warm table is the
-policy's intended state: built once per target, shared by every run); ``--warm N`` first
-fills the table with the layers of N random candidates (timed apart, ``table_build_s``).
+policy's intended state: built once per space and target apart from runs, shared by every
+run); ``--warm N`` first fills it with :func:`nasir.runtime.latency_table.build_table` — the
+layers earlier runs deferred, the space's references and N random candidates — timed apart
+from the runs (``table_build_s``, ``table_layers``). ``--budget`` is ``latency.budget`` (the
+measurement process's busy seconds over the trials' seconds during the run).
 
     nice -n 10 .venv/bin/python benchmarks/hw_search_speed.py [--wall 200] [--workers 2]
-        [--epochs 3] [--seed 0] [--warm 0] [--table PATH] [--policies measure,auto]
+        [--epochs 3] [--seed 0] [--warm 0] [--table PATH] [--budget 0.1]
+        [--policies measure,auto]
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ def run_policy(policy: str, args: argparse.Namespace, table: str, root: str) -> 
         "estimator": {"options": {"epochs": args.epochs}},
         "executor": {"workers": args.workers},
         "latency": {"policy": policy, "table": table, "top_k": args.top_k,
-                    "calibration": args.calibration}})
+                    "calibration": args.calibration, "budget": args.budget}})
     run = os.path.join(root, policy)
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
@@ -89,23 +93,15 @@ def run_policy(policy: str, args: argparse.Namespace, table: str, root: str) -> 
             "wait_s": float(summary.get("wait_s", 0.0))}
 
 
-def warm_table(table: str, n: int, seed: int) -> float:
-    """Fill the table with the layers of ``n`` random candidates of the main job's space."""
-    import numpy as np
-
-    from nasir.backends.tvm import LatencyLUT, MeasureConfig
-    from nasir.passes.sampling import sample
+def warm_table(table: str, n: int, seed: int) -> dict[str, Any]:
+    """Build the main job's table apart from the runs (the layers earlier runs deferred,
+    the references, ``n`` random candidates): what ``build_table`` did."""
     from nasir.runtime.experiment import Experiment
+    from nasir.runtime.latency_table import build_table
     from nasir.runtime.preflight import prepare
 
-    space = prepare(Experiment(), smoke=False).space
-    lut = LatencyLUT(table, "host", config=MeasureConfig(repeats=10, warmup=2,
-                                                        min_repeat_ms=2.0), scope=space.name)
-    t0 = time.perf_counter()
-    for a in sample(space, np.random.default_rng(10_000 + seed), n):
-        lut.ensure(space.instantiate(a))
-    lut.close()
-    return time.perf_counter() - t0
+    exp = Experiment.from_dict({"latency": {"table": table}})
+    return build_table(exp, prepare(exp, smoke=False).space, candidates=n, seed=10_000 + seed)
 
 
 def hypervolume(front: list[tuple[float, float]], ref_latency: float) -> float:
@@ -123,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--top-k", type=int, default=3)
     ap.add_argument("--calibration", type=float, default=0.1)
+    ap.add_argument("--budget", type=float, default=0.1, help="latency.budget under auto")
     ap.add_argument("--table", default=None, help="per-layer table file (default: a fresh one)")
     ap.add_argument("--warm", type=int, default=0,
                     help="fill the table with N random candidates' layers first")
@@ -133,9 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     root = args.keep or tempfile.mkdtemp(prefix="nasir_hw_speed_")
     os.makedirs(root, exist_ok=True)
     table = args.table or os.path.join(root, "latency_lut.sqlite")
-    build_s = warm_table(table, args.warm, args.seed) if args.warm else 0.0
+    built = warm_table(table, args.warm, args.seed) if args.warm else {}
+    build_s = float(built.get("seconds", 0.0))
     if args.warm:
-        print(f"table: {args.warm} candidates' layers in {build_s:.0f} s", flush=True)
+        print(f"table: {args.warm} candidates, {built['measured']} new layers "
+              f"({built['layers']} in all) in {build_s:.0f} s", flush=True)
     res = {}
     for policy in args.policies.split(","):
         r = run_policy(policy, args, table, root)
@@ -150,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     m, a = res.get("measure"), res.get("auto")
     out: dict[str, Any] = {"wall_s": args.wall, "workers": args.workers, "epochs": args.epochs,
                            "seed": args.seed, "warm_candidates": args.warm,
-                           "table_build_s": round(build_s, 1), "cpus": os.cpu_count()}
+                           "budget": args.budget, "table_build_s": round(build_s, 1),
+                           "table_layers": built.get("layers"), "cpus": os.cpu_count()}
     if m and a:
         fronts = m["front"] + a["front"]
         ref = 1.1 * max(p[1] for p in fronts) if fronts else 1.0
@@ -174,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
                                   round(r["load_average_end"], 1)]})
     if a:  # seconds trials waited for their table latency (on the critical path)
         out["latency_wait_s_auto"] = round(a["wait_s"], 1)
+        s = a["summary"]
+        out.update({"auto_measure_s": s.get("measure_s"), "auto_predict_s": s.get("predict_s"),
+                    "auto_new_layers": s.get("new_layers"), "auto_dropped": s.get("dropped"),
+                    "auto_deferred": s.get("deferred"),
+                    "auto_past_budget_s": round(a["elapsed_s"] - args.wall, 1)})
     print(json.dumps(out))
     return 0
 

@@ -137,7 +137,7 @@ class LatencyEstimator:
             self.remote = RemoteDevice(rpc[0], int(rpc[1]), rpc[2])
         self.build: dict[str, Any] = {}  # compile from the target's tuning database
         if tuned:
-            from nasir.runtime.latency_service import tuned_compile_options
+            from nasir.runtime.latency_measure import tuned_compile_options
 
             if rpc is not None:
                 raise NasirError("tuned latency is measured here; through RPC it is not "
@@ -152,7 +152,7 @@ class LatencyEstimator:
         g = space.instantiate(assignment)
         t0 = time.perf_counter()
         if self.build:
-            from nasir.runtime.latency_service import measure_network
+            from nasir.runtime.latency_measure import measure_network
 
             m = measure_network(g, self.target, self.config, self.cache, build=self.build)
             if not m["ok"]:
