@@ -239,18 +239,9 @@ def _strategy_and_reward(exp: Experiment, space: Space) -> None:
     from nasir.strategies.rewards import make_reward
 
     name = resolve_strategy(exp.strategy.name)
-    from nasir.runtime.shared_weights import check_enas_estimator
-
-    check_enas_estimator(name, exp.estimator.kind)
     mod, _, cls = STRATEGIES[name].partition(":")
     klass = getattr(importlib.import_module(mod), cls)
-    kinds = getattr(klass, "estimators", None)
-    if kinds is not None and exp.estimator.kind not in kinds:
-        raise ConfigError(f"strategy {name}'s trials are evaluated by the "
-                          f"{' or '.join(kinds)} estimator, not {exp.estimator.kind}: its "
-                          "trials start from weights they inherit, which only it reads",
-                          where="estimator.kind",
-                          hint=f"use --estimator {kinds[0]} (its options set the training)")
+    _estimator_pairing(name, getattr(klass, "estimators", None), exp.estimator.kind)
     _check_kwargs(klass.__init__, exp.strategy.options, f"{name} strategy",
                   "strategy.options", reserved=("space", "seed", "objective"))
     try:
@@ -269,6 +260,32 @@ def _strategy_and_reward(exp: Experiment, space: Space) -> None:
         make_reward(exp.reward_spec())
     except NasirError as e:
         raise ConfigError(f"bad reward: {e.message}", where="reward", hint=e.hint) from None
+
+
+def _estimator_pairing(name: str, kinds: tuple[str, ...] | None, kind: str) -> None:
+    """A strategy that names the estimators its trials need (``Strategy.estimators``:
+    NetAdapt's inherited weights, ENAS' shared ones) runs with one of them; the ``shared``
+    estimator scores only the children of a strategy that names it
+    (:func:`~nasir.runtime.shared_weights.check_shared_strategy`).
+
+    >>> _estimator_pairing("random", None, "nb201")
+    >>> try:
+    ...     _estimator_pairing("enas", ("shared",), "nb201")
+    ... except ConfigError as e:
+    ...     print(e.message)
+    strategy enas's trials are evaluated by the shared estimator, not with the nb201 \
+estimator: they carry weights (inherited or shared) that only it reads
+    """
+    if kinds is not None and kind not in kinds:
+        raise ConfigError(f"strategy {name}'s trials are evaluated by the "
+                          f"{' or '.join(kinds)} estimator, not with the {kind} estimator: "
+                          "they carry weights (inherited or shared) that only it reads",
+                          where="estimator.kind",
+                          hint=f"use --estimator {kinds[0]} (its options set the training)")
+    if kind == "shared":
+        from nasir.runtime.shared_weights import check_shared_strategy
+
+        check_shared_strategy(name, kinds)
 
 
 def _member(space: Space, seed: int) -> Any:

@@ -23,8 +23,8 @@ score it. :class:`SharedWeightsEstimator`
 
 ``strategy enas`` turns the ``training`` estimator (the default) into this one, its
 options training the derived child (:func:`enas_options`); it scores nothing else (a trial
-without ``shared`` inputs is an error), and ENAS runs with no other estimator
-(:func:`check_enas_estimator`).
+without ``shared`` inputs is an error; :func:`check_shared_strategy` at start), and ENAS runs
+with no other estimator (``Enas.estimators``).
 """
 
 from __future__ import annotations
@@ -38,11 +38,8 @@ from typing import Any, Literal
 from nasir.errors import NasirError, TrialError
 from nasir.space import Space
 
-__all__ = ["ENAS_STRATEGIES", "SharedConfig", "SharedWeightsEstimator",
-           "check_enas_estimator", "enas_options", "shared_estimator"]
-
-#: the registry strategies whose children this estimator scores
-ENAS_STRATEGIES = ("enas",)
+__all__ = ["SharedConfig", "SharedWeightsEstimator", "check_shared_strategy", "enas_options",
+           "shared_estimator"]
 
 
 @dataclass(frozen=True)
@@ -93,26 +90,21 @@ def enas_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return opts
 
 
-def check_enas_estimator(strategy: str, estimator: str) -> None:
-    """An ENAS run scores its children with the ``shared`` estimator, and that estimator
-    scores nothing else; any other pairing is a :class:`NasirError` at start.
+def check_shared_strategy(strategy: str, estimators: tuple[str, ...] | None) -> None:
+    """The ``shared`` estimator scores the children of a run that trains shared weights: a
+    strategy whose ``estimators`` (:attr:`~nasir.strategies.base.Strategy.estimators`) name
+    it, ENAS. Paired with any other strategy it is a :class:`NasirError` at start (the other
+    direction, ENAS with another estimator, is the generic ``estimators`` check).
 
-    >>> check_enas_estimator("enas", "shared"); check_enas_estimator("random", "nb201")
+    >>> check_shared_strategy("enas", ("shared",))
     >>> try:
-    ...     check_enas_estimator("enas", "nb201")
+    ...     check_shared_strategy("random", None)
     ... except NasirError as e:
-    ...     print(e.message[:60])
-    strategy enas scores its children with the shared weights it
+    ...     print(e.message)
+    the shared estimator scores the children of an ENAS run; strategy random trains no \
+shared weights
     """
-    enas = strategy in ENAS_STRATEGIES
-    if enas and estimator != "shared":
-        raise NasirError(f"strategy {strategy} scores its children with the shared weights "
-                         f"it trains, not with the {estimator} estimator",
-                         where="estimator.kind",
-                         hint="use --estimator shared (or training, which enas turns into "
-                              "shared): its derived child is trained with the training "
-                              "estimator (--estimator-opt epochs=N)")
-    if not enas and estimator == "shared":
+    if "shared" not in (estimators or ()):
         raise NasirError(f"the shared estimator scores the children of an ENAS run; "
                          f"strategy {strategy} trains no shared weights",
                          where="estimator.kind",

@@ -73,6 +73,9 @@ class Enas(Strategy):
     """
 
     name: ClassVar[str] = "enas"
+    #: its children are scored with the shared weights it trains, which only the ``shared``
+    #: estimator reads (a run turns ``training`` into it, :mod:`~nasir.runtime.experiment`)
+    estimators: ClassVar[tuple[str, ...] | None] = ("shared",)
 
     def __init__(self, space: Space, seed: int = 0, objective: str = "accuracy",
                  **options: Any) -> None:
