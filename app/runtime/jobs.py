@@ -186,7 +186,7 @@ def give_run_data(strategy: Strategy, exp: Any) -> None:
 
     def splits() -> Any:
         from nasir.backends.torch.data import digits_splits
-        from nasir.runtime.estimators import load_run_data
+        from nasir.runtime.training_estimator import load_run_data
 
         got = load_run_data(exp)
         return got if got is not None else digits_splits()
