@@ -12,7 +12,10 @@ chosen values — and records which decisions the assignment actually used
 - :class:`Instantiator` builds the concrete graph (:meth:`Space.instantiate`); the export
   names (:func:`nasir.runtime.export_names.scoped_instantiate`) watch it build;
 - :class:`ActiveDecisions` builds nothing and returns only the labels used (what mutation
-  and :meth:`Space.active` ask; no graph is made).
+  and :meth:`Space.active` ask; no graph is made);
+- :class:`~nasir.interpret_mixed.MixedInterpreter` runs the body over *every* open option
+  of each choice point instead of one, and lets its client mix them (the torch supernet's
+  builder).
 
 A subclass overrides :meth:`~SpaceInterpreter.op` (and, when its values are not graph
 nodes, :meth:`~SpaceInterpreter.input` and :meth:`~SpaceInterpreter.reduce`).
@@ -38,7 +41,7 @@ from nasir.ops.control import RepeatOp
 if TYPE_CHECKING:
     from nasir.space import Space
 
-__all__ = ["ActiveDecisions", "Instantiator", "SpaceInterpreter"]
+__all__ = ["ActiveDecisions", "Instantiator", "SpaceInterpreter", "picks", "reducer"]
 
 V = TypeVar("V")
 
@@ -57,6 +60,24 @@ def _ref_labels(op: Op) -> tuple[str, ...]:
             if isinstance(label, str) and label not in out:
                 out.append(label)
     return tuple(out)
+
+
+def picks(option: Any) -> tuple[int, ...]:
+    """The operand positions an input choice's option picks (one index, or several).
+
+    >>> picks(2), picks((0, 3))
+    ((2,), (0, 3))
+    """
+    return (option,) if isinstance(option, int) else tuple(option)
+
+
+def reducer(reduce: str) -> Op:
+    """The op that combines several operands an input choice picks (its ``reduce``)."""
+    if reduce == "pad_concat":
+        from nasir.ops.pad import PadConcatOp
+
+        return PadConcatOp()
+    return AddOp() if reduce == "add" else ConcatOp()
 
 
 def _plan(r: Graph) -> tuple[list[tuple], int]:
@@ -164,7 +185,7 @@ class SpaceInterpreter(Generic[V]):
 
     def _special(self, kind: int, n: Node, op: Any, ins: list[V]) -> V:
         if kind == _K_CHOOSE:
-            return self.region(n.regions[self.value(op.label, n)], ins)  # type: ignore[index]
+            return self.region((n.regions or {})[self.value(op.label, n)], ins)
         if kind == _K_REFS:
             return self.op(n, self._resolve(n, op), ins)
         if kind == _K_INPUT:
@@ -176,8 +197,7 @@ class SpaceInterpreter(Generic[V]):
             for i in range(count):
                 x = self.region(RepeatOp.region_for(regions, i), [x])
             return x
-        v = self.value(op.label, n)
-        idx = (v,) if isinstance(v, int) else v
+        idx = picks(self.value(op.label, n))
         for i in idx:
             if not 0 <= i < len(ins):
                 raise AssignmentError(f"input choice {op.label} picks #{i} of "
@@ -185,12 +205,7 @@ class SpaceInterpreter(Generic[V]):
         chosen = [ins[i] for i in idx]
         if len(chosen) == 1:
             return chosen[0]
-        red: Op = AddOp() if op.reduce == "add" else ConcatOp()
-        if op.reduce == "pad_concat":
-            from nasir.ops.pad import PadConcatOp
-
-            red = PadConcatOp()
-        return self.reduce(n, red, chosen)
+        return self.reduce(n, reducer(op.reduce), chosen)
 
     def _resolve(self, n: Node, planned: tuple[Op, tuple[str, ...], dict]) -> Op:
         """The op of ``n`` with its ``$label`` fields set to the chosen values (cached per

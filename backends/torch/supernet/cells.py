@@ -12,11 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nasir.backends.torch.supernet.choices import _region
 from nasir.backends.torch.supernet.emit import _Emit
 from nasir.backends.torch.supernet.mixing import ONE_PATH
 from nasir.errors import BackendError
-from nasir.graph import Graph, Node
-from nasir.ops import AddOp, Op, resolve_refs
+from nasir.graph import Node
+from nasir.interpret_mixed import Cell, Edge, ValuePoint
+from nasir.ops import AddOp, Op
 from nasir.types import TensorType
 
 if TYPE_CHECKING:
@@ -74,25 +76,6 @@ class CellEdges:
             out[op_lb] = self.ops[best(j)]
         return out
 
-def _edge_pairs(b: _Builder, r: Graph) -> dict[Node, Node]:
-    """``choose`` node → the ``select`` node it alone consumes, where the select picks a
-    single operand (a cell block's input and op decisions: one mixed edge per input)."""
-    users: dict[Node, int] = {}
-    for n in r.nodes():
-        for i in n.inputs:
-            users[i] = users.get(i, 0) + 1
-    out: dict[Node, Node] = {}
-    for n in r.nodes():
-        if n.op.name != "choose" or len(n.inputs) != 1:
-            continue
-        s = n.inputs[0]
-        if s.op.name != "select" or users.get(s, 0) != 1 or s is r.output:
-            continue
-        opts = b.space.decision(s.op.label).options  # type: ignore[attr-defined]
-        if all(isinstance(o, int) for o in opts):
-            out[n] = s
-    return out
-
 class _EdgeChoice(nn.Module):
     """A cell block operand as DARTS/ENAS build it: the op choice applied to every
     candidate input with weights of its own (one mixed edge per input), mixed over
@@ -100,42 +83,35 @@ class _EdgeChoice(nn.Module):
     cell inputs and its intermediate states) are fine: each edge's op is lowered for its
     input's type, and only the outputs must agree."""
 
-    def __init__(self, b: _Builder, sel: Node, ch: Node, its: list[TensorType]) -> None:
+    def __init__(self, b: _Builder, e: Edge, its: list[TensorType]) -> None:
         super().__init__()
-        self.in_label = sel.op.label  # type: ignore[attr-defined]
-        self.op_label = ch.op.label  # type: ignore[attr-defined]
-        in_opts = b.space.decision(self.in_label).options
-        op_opts = b.space.decision(self.op_label).options
-        labels = []
-        for lb in (self.in_label, self.op_label):
-            if lb not in b.fixed:
-                b.use(lb)
-                labels.append(lb)
-        self.labels = tuple(labels)
+        self.in_label, self.op_label = e.inp.label, e.choice.label
+        self.labels = e.labels
         self.edges = nn.ModuleDict()
         #: module key → (its mixing key over the free labels, the operand it reads)
         self.keys: dict[str, tuple[tuple[int, ...], int]] = {}
         types = []
-        for i, j in enumerate(in_opts):
-            if self.in_label in b.fixed and j != b.fixed[self.in_label]:
-                continue
-            for k, o in enumerate(op_opts):
-                if self.op_label in b.fixed and o != b.fixed[self.op_label]:
-                    continue
-                reg = b.region(ch.regions[o], [its[j]])  # type: ignore[index]
+        zeros = []
+        for i in e.inp.open:
+            j = e.inp.options[i]
+            for k in e.choice.open:
+                reg = b.branch(e.choice, k, [its[j]])
                 self.edges[f"i{i}_o{k}"] = reg
-                mix_key = tuple(v for lb, v in ((self.in_label, i), (self.op_label, k))
-                                if lb in self.labels)
+                mix_key = tuple(v for p, v in ((e.inp, i), (e.choice, k)) if not p.pinned)
                 self.keys[f"i{i}_o{k}"] = (mix_key, j)
                 types.append(reg.out_type)
+                if reg.zero:
+                    zeros.append(mix_key)
+        ch = e.choice.node
         self.out_type: TensorType = b.uniform(types, f"%{ch.name} (choose on select)",
                                               self.op_label, ch.loc)
-        self.zeros = frozenset(self.keys[k][0] for k, r in self.edges.items() if r.zero)
+        self.zeros = frozenset(zeros)
 
     def _thunks(self, ctx: Any, ins: list[Any], emit: bool) -> dict[tuple[int, ...], Any]:
         out = {}
-        for name, reg in self.edges.items():
+        for name, m in self.edges.items():
             key, j = self.keys[name]
+            reg = _region(m)
             out[key] = (lambda reg=reg, j=j: reg.run(ctx, [ins[j]], emit))
         return out
 
@@ -143,37 +119,9 @@ class _EdgeChoice(nn.Module):
         th = self._thunks(ctx, ins[0], False)
         return th[()]() if not self.labels else ctx.mix(self.labels, th, self.zeros)
 
-    def emit(self, e: _Emit, ins: list[Node]) -> Node:
-        th = self._thunks(e, ins[0], True)  # type: ignore[arg-type]
+    def emit(self, e: _Emit, ins: list[Any]) -> Node:
+        th = self._thunks(e, ins[0], True)
         return th[()]() if not self.labels else e.mix(self.labels, th, self.zeros)
-
-def _cell_nodes(b: _Builder, r: Graph, edges: dict[Node, Node]
-                ) -> dict[Node, tuple[Node, Node, Node, Node]]:
-    """``add`` node → (select a, choose a, select b, choose b) for every cell block that
-    sums two edge operands over the same states and ops, all four decisions free: DARTS'
-    cell node (:class:`CellEdges`). Other blocks keep their factored operands."""
-    users: dict[Node, int] = {}
-    for n in r.nodes():
-        for i in n.inputs:
-            users[i] = users.get(i, 0) + 1
-    d = b.space.decision
-    out: dict[Node, tuple[Node, Node, Node, Node]] = {}
-    for n in r.nodes():
-        if not isinstance(n.op, AddOp) or len(n.inputs) != 2:
-            continue
-        ca, cb = n.inputs
-        if ca is cb or ca not in edges or cb not in edges or users.get(ca) != 1 \
-                or users.get(cb) != 1:
-            continue
-        sa, sb = edges[ca], edges[cb]
-        labels = [x.op.label for x in (sa, sb, ca, cb)]  # type: ignore[attr-defined]
-        if len(set(labels)) < 4 or any(lb in b.fixed for lb in labels) \
-                or list(sa.inputs) != list(sb.inputs) \
-                or d(labels[0]).options != d(labels[1]).options \
-                or d(labels[2]).options != d(labels[3]).options:
-            continue
-        out[n] = (sa, ca, sb, cb)
-    return out
 
 class _CellNode(nn.Module):
     """DARTS' cell node: one mixed op per incoming edge (candidate input state), each op
@@ -182,30 +130,29 @@ class _CellNode(nn.Module):
     assignment names (``in_a``/``op_a`` and ``in_b``/``op_b``), summed like the space's
     block."""
 
-    def __init__(self, b: _Builder, parts: tuple[Node, Node, Node, Node],
-                 its: list[TensorType]) -> None:
+    def __init__(self, b: _Builder, c: Cell, its: list[TensorType]) -> None:
         super().__init__()
-        sa, ca, sb, cb = parts
-        self.spec = b.cell((sa.op.label, sb.op.label),  # type: ignore[attr-defined]
-                           (ca.op.label, cb.op.label))  # type: ignore[attr-defined]
+        self.spec = b.cell_edges(c)
         self.edges = nn.ModuleDict()
         types = []
+        zeros = []
         for i, j in enumerate(self.spec.inputs):
-            for k, o in enumerate(self.spec.ops):
-                reg = b.region(ca.regions[o], [its[j]])  # type: ignore[index]
+            for k in range(len(self.spec.ops)):
+                reg = b.branch(c.a.choice, k, [its[j]])
                 self.edges[f"i{i}_o{k}"] = reg
                 types.append(reg.out_type)
+                if reg.zero:
+                    zeros.append((i, k))
+        ca = c.a.choice.node
         self.out_type: TensorType = b.uniform(types, f"%{ca.name} (cell node)",
                                               self.spec.op_labels[0], ca.loc)
-        self.zeros = frozenset((i, k) for i in range(len(self.spec.inputs))
-                               for k in range(len(self.spec.ops))
-                               if self.edges[f"i{i}_o{k}"].zero)  # type: ignore[union-attr]
+        self.zeros = frozenset(zeros)
 
     def _thunks(self, ctx: Any, ins: Any, emit: bool) -> dict[tuple[int, ...], Any]:
         out: dict[tuple[int, ...], Any] = {}
         for i, j in enumerate(self.spec.inputs):
             for k in range(len(self.spec.ops)):
-                reg = self.edges[f"i{i}_o{k}"]
+                reg = _region(self.edges[f"i{i}_o{k}"])
                 out[(i, k)] = (lambda reg=reg, j=j: reg.run(ctx, [ins[j]], emit))
         return out
 
@@ -222,8 +169,8 @@ class _CellNode(nn.Module):
         terms = []
         for in_lb, op_lb in zip(self.spec.in_labels, self.spec.op_labels):
             i, k = e.path[in_lb], e.path[op_lb]
-            reg = self.edges[f"i{i}_o{k}"]
-            terms.append(reg.run(e, [operands[self.spec.inputs[i]]], True))  # type: ignore[operator]
+            reg = _region(self.edges[f"i{i}_o{k}"])
+            terms.append(reg.run(e, [operands[self.spec.inputs[i]]], True))
         return e.add(AddOp(), terms)
 
 class _CellOutput(nn.Module):
@@ -233,16 +180,12 @@ class _CellOutput(nn.Module):
     all states and each path uses the columns of its loose ends (enumerating the
     combinations instead is 518,400 candidates for ENAS-micro). Single-path modes only."""
 
-    def __init__(self, b: _Builder, n: Node, its: list[TensorType]) -> None:
+    def __init__(self, b: _Builder, p: ValuePoint, its: list[TensorType]) -> None:
         super().__init__()
-        op: Any = n.op
-        self.name = n.name
+        op: Any = p.op
+        self.name = p.node.name
         self.its = list(its)
-        self.op = op
-        self.options = {lb: b.space.decision(lb).options for lb in self._labels(op)}
-        self.fixed = {lb: b.fixed[lb] for lb in self.options if lb in b.fixed}
-        for lb in self.options:
-            b.use(lb)
+        self.point = p
         final = its[-1].shape
         self.reduce = nn.ModuleDict()
         from nasir.ops import PathReduceOp
@@ -259,21 +202,9 @@ class _CellOutput(nn.Module):
                        if isinstance(m, nn.modules.batchnorm._BatchNorm))
         self.chan = final[0]
 
-    @staticmethod
-    def _labels(op: Any) -> list[str]:
-        keep = op.keep if isinstance(op.keep, tuple) else (op.keep,)
-        out = []
-        for v in (*op.used, *keep):
-            lb = getattr(v, "label", None)
-            if isinstance(lb, str) and lb not in out:
-                out.append(lb)
-        return out
-
     def _concrete(self, index_of: Any) -> Any:
         """The cell output op of the path (``index_of(label)`` → option index)."""
-        values = {lb: self.fixed[lb] if lb in self.fixed else opts[index_of(lb)]
-                  for lb, opts in self.options.items()}
-        return resolve_refs(self.op, values)
+        return self.point.resolve(index_of)
 
     def _picked(self, concrete: Any) -> list[int]:
         used, keep = set(concrete.used), set(concrete.keep)

@@ -4,9 +4,7 @@ op choice (``choose``), a depth choice (``repeat``) and an input choice (``selec
 
 from __future__ import annotations
 
-import itertools
-import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -15,11 +13,17 @@ from nasir.backends.torch.supernet.emit import _Emit
 from nasir.backends.torch.supernet.mixing import ONE_PATH
 from nasir.errors import AssignmentError, BackendError, NasirError
 from nasir.graph import Node
-from nasir.ops import AddOp, ConcatOp, Op, RepeatOp, resolve_refs
+from nasir.interpret_mixed import Point, ValuePoint
+from nasir.ops import AddOp, ConcatOp, Op
 from nasir.types import TensorType
 
 if TYPE_CHECKING:
-    from nasir.backends.torch.supernet.build import _Builder
+    from nasir.backends.torch.supernet.build import _Builder, _Region
+
+
+def _region(m: nn.Module) -> _Region:
+    """A region module held in a ModuleDict / ModuleList, as its own type."""
+    return cast("_Region", m)
 
 
 #: most candidates a value choice may enumerate (one lowered module each)
@@ -57,23 +61,15 @@ class _Fixed(nn.Module):
         return e.add(self.op, ins, self.net)
 
 class _ValueChoice(nn.Module):
-    def __init__(self, b: _Builder, n: Node, its: list[TensorType]) -> None:
+    def __init__(self, b: _Builder, p: ValuePoint, its: list[TensorType]) -> None:
         super().__init__()
-        labels = []
-        for v in n.op.attrs().values():
-            for x in v if isinstance(v, tuple) else (v,):
-                lb = getattr(x, "label", None)
-                if isinstance(lb, str) and lb not in labels:
-                    labels.append(lb)
-        free = [lb for lb in labels if lb not in b.fixed]
-        for lb in free:
-            b.use(lb)
-        self.labels = tuple(free)
+        n = p.node
+        free = list(p.free)
+        self.labels = p.free
         self.cands = nn.ModuleDict()
         self.ops: dict[str, Op] = {}
         types = []
-        opts = [b.space.decision(lb).options for lb in free]
-        combos = math.prod(len(o) for o in opts)
+        combos = p.combinations()
         if combos > MAX_VALUE_CANDIDATES:
             raise BackendError(
                 f"%{n.name} ({n.op.name}) depends on {len(free)} decisions with {combos:,} "
@@ -82,11 +78,8 @@ class _ValueChoice(nn.Module):
                 where=f"decisions {', '.join(free[:4])}{', …' if len(free) > 4 else ''}",
                 hint="pin some of them with fixed={...} (e.g. a NASNet cell's output, the "
                      "concatenated loose ends, depends on every input choice of its cell)")
-        for idx in itertools.product(*(range(len(o)) for o in opts)):
-            values = {lb: b.fixed[lb] for lb in labels if lb in b.fixed}
-            values.update({lb: o[i] for lb, o, i in zip(free, opts, idx)})
+        for idx, op in p.candidates():
             try:
-                op = resolve_refs(n.op, values)
                 m, t = b.lower_op(op, its)
             except NasirError:
                 continue
@@ -116,33 +109,31 @@ class _ValueChoice(nn.Module):
         return th[()]() if not self.labels else e.mix(self.labels, th)
 
 class _OpChoice(nn.Module):
-    def __init__(self, b: _Builder, n: Node, its: list[TensorType]) -> None:
+    def __init__(self, b: _Builder, p: Point, its: list[TensorType]) -> None:
         super().__init__()
-        label = n.op.label  # type: ignore[attr-defined]
-        options = b.space.decision(label).options
-        self.fixed = label in b.fixed
-        if not self.fixed:
-            b.use(label)
-        self.label = label
+        self.fixed = p.pinned
+        self.label = p.label
         self.regions = nn.ModuleDict()
         self.index: dict[str, int] = {}
         types = []
-        for i, o in enumerate(options):
-            if self.fixed and o != b.fixed[label]:
-                continue
-            r = b.region(n.regions[o], its)  # type: ignore[index]
+        for i in p.open:
+            r = b.branch(p, i, its)
             self.regions[f"o{i}"] = r
             self.index[f"o{i}"] = i
             types.append(r.out_type)
-        self.out_type = b.uniform(types, f"%{n.name} (choose)", label, n.loc)
-        self.zeros = frozenset((self.index[k],) for k, r in self.regions.items() if r.zero)
+        self.out_type = b.uniform(types, f"%{p.node.name} (choose)", p.label, p.node.loc)
+        self.zeros = frozenset((self.index[k],) for k, r in self.regions.items()
+                               if _region(r).zero)
 
-    def _only(self) -> Any:
-        return next(iter(self.regions.values()))
+    def _only(self) -> _Region:
+        return _region(next(iter(self.regions.values())))
 
     def _thunks(self, ctx: Any, ins: list[Any], emit: bool) -> dict[tuple[int, ...], Any]:
-        return {(self.index[k],): (lambda r=r: r.run(ctx, ins, emit))
-                for k, r in self.regions.items()}
+        out: dict[tuple[int, ...], Any] = {}
+        for k, m in self.regions.items():
+            r = _region(m)
+            out[(self.index[k],)] = lambda r=r: r.run(ctx, ins, emit)
+        return out
 
     def forward(self, ctx: Any, ins: list[Any]) -> Any:
         if self.fixed:
@@ -155,35 +146,28 @@ class _OpChoice(nn.Module):
         return e.mix((self.label,), self._thunks(e, ins, True), self.zeros)
 
 class _Repeat(nn.Module):
-    def __init__(self, b: _Builder, n: Node, its: list[TensorType]) -> None:
+    def __init__(self, b: _Builder, p: Point, its: list[TensorType]) -> None:
         super().__init__()
-        label = n.op.label  # type: ignore[attr-defined]
-        counts = b.space.decision(label).options
-        self.label = label
-        self.fixed = label in b.fixed
-        if self.fixed:
-            counts = (b.fixed[label],)
-        else:
-            b.use(label)
-        self.counts = tuple(counts)
-        all_counts = b.space.decision(label).options
-        self.count_index = {c: all_counts.index(c) for c in counts}
-        regions = n.regions or {}
+        self.label = p.label
+        self.fixed = p.pinned
+        counts = tuple(p.options[i] for i in p.open)
+        self.counts = counts
+        self.count_index = {c: p.options.index(c) for c in counts}
         self.layers = nn.ModuleList()
         types = {0: its[0]}
         t = its[0]
         for i in range(max(counts)):
-            r = b.region(RepeatOp.region_for(regions, i), [t])
+            r = b.layer(p, i, [t])
             self.layers.append(r)
             t = r.out_type
             types[i + 1] = t
-        self.out_type = b.uniform([types[c] for c in counts], f"%{n.name} (repeat)", label,
-                                  n.loc)
+        self.out_type = b.uniform([types[c] for c in counts], f"%{p.node.name} (repeat)",
+                                  p.label, p.node.loc)
 
     def _outs(self, ctx: Any, x: Any, emit: bool, upto: int) -> dict[int, Any]:
         outs = {0: x}
         for i in range(upto):
-            x = self.layers[i].run(ctx, [x], emit)  # type: ignore[operator]
+            x = _region(self.layers[i]).run(ctx, [x], emit)
             outs[i + 1] = x
         return outs
 
@@ -213,24 +197,18 @@ class _Repeat(nn.Module):
         return self._go(e, ins[0], True)
 
 class _InputChoice(nn.Module):
-    def __init__(self, b: _Builder, n: Node, its: list[TensorType]) -> None:
+    def __init__(self, b: _Builder, p: Point, its: list[TensorType]) -> None:
         super().__init__()
-        label = n.op.label  # type: ignore[attr-defined]
-        self.label = label
-        self.reduce = n.op.reduce  # type: ignore[attr-defined]
-        options = b.space.decision(label).options
-        self.fixed = label in b.fixed
-        if not self.fixed:
-            b.use(label)
-        self.picks = {i: ((o,) if isinstance(o, int) else tuple(o))
-                      for i, o in enumerate(options)
-                      if not self.fixed or o == b.fixed[label]}
+        self.label = p.label
+        self.reduce = p.reduce
+        self.fixed = p.pinned
+        self.picks = p.picks()
         types = []
         for pick in self.picks.values():
             ts = [its[j] for j in pick]
             types.append(ts[0] if len(ts) == 1 or self.reduce == "add" else
                          ConcatOp().infer(tuple(ts)))
-        self.out_type = b.uniform(types, f"%{n.name} (select)", label, n.loc)
+        self.out_type = b.uniform(types, f"%{p.node.name} (select)", p.label, p.node.loc)
 
     def _combine(self, ins: list[Any], pick: tuple[int, ...], e: _Emit | None) -> Any:
         chosen = [ins[j] for j in pick]

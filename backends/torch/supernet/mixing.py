@@ -28,12 +28,14 @@ class _Gate(torch.autograd.Function):
     """Forward: the output unchanged. Backward: d/dg of ``g · out`` at g = 1."""
 
     @staticmethod
-    def forward(ctx: Any, out: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        out, _gate = args  # (out, gate): the gate only receives a gradient
         ctx.save_for_backward(out)
         return out.view_as(out)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+    def backward(ctx: Any, *grads: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        (grad,) = grads
         (out,) = ctx.saved_tensors
         return grad, (grad * out).sum().reshape(())
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasir.backends.torch.lowering import load_weights, lower, prepare
-from nasir.backends.torch.supernet.build import _Builder, _key, _Region
+from nasir.backends.torch.supernet.build import _Builder, _key
 from nasir.backends.torch.supernet.cells import CellEdges, _CellNode, _EdgeChoice
 from nasir.backends.torch.supernet.choices import _OpChoice, _ValueChoice
 from nasir.backends.torch.supernet.emit import _Emit
@@ -64,15 +64,15 @@ class Supernet(nn.Module):
         if len(inputs) != 1 or inputs[0].op.name != "input":
             raise BackendError("a supernet needs a space with exactly one input")
         self.input_type = inputs[0].op.infer(())
-        self.body = _Region(b, space.body, [self.input_type])
+        self.body = b.subregion(space.body, [self.input_type])
         self.fixed = fixed
-        self._options = dict(b.labels)
+        self._options = dict(b.used)
         #: cell nodes with per-edge logits (``edge_alphas``), by their logits' key
-        self.cell_edges: dict[str, CellEdges] = dict(b.cells)
+        self.cell_edges: dict[str, CellEdges] = dict(b.cells_by_key)
         in_cells = {lb for c in self.cell_edges.values() for lb in c.labels}
-        self._label_keys = {lb: _key(lb) for lb in b.labels if lb not in in_cells}
+        self._label_keys = {lb: _key(lb) for lb in b.used if lb not in in_cells}
         self._edge_keys = {k: _key(k) for k in self.cell_edges}
-        logits = {_key(lb): torch.zeros(len(b.labels[lb])) for lb in self._label_keys}
+        logits = {_key(lb): torch.zeros(len(b.used[lb])) for lb in self._label_keys}
         logits |= {_key(k): torch.zeros(len(c.inputs), len(c.ops))
                    for k, c in self.cell_edges.items()}
         self.alphas = nn.ParameterDict({k: nn.Parameter(v) for k, v in logits.items()})
