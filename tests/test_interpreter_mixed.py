@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nasir.interpret_mixed import MixedInterpreter
+from nasir.interpret.mixed import MixedInterpreter
 from nasir.passes.sampling import UniformSampler
 from nasir.spaces import get_space, list_spaces
 

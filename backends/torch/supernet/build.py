@@ -1,5 +1,5 @@
 """Building a supernet: the builder, a client of the mixed space interpreter
-(:class:`~nasir.interpret_mixed.MixedInterpreter`), and the region, the steps of one region
+(:class:`~nasir.interpret.mixed.MixedInterpreter`), and the region, the steps of one region
 graph that the choice steps nest.
 
 What a choice point means — its options, which are open, which regions an option or a
@@ -27,7 +27,7 @@ from nasir.backends.torch.supernet.choices import (
 from nasir.backends.torch.supernet.emit import _tiny
 from nasir.errors import BackendError
 from nasir.graph import Graph, Node
-from nasir.interpret_mixed import Cell, Edge, MixedInterpreter, Point, ValuePoint
+from nasir.interpret.mixed import Cell, Edge, MixedInterpreter, Point, ValuePoint
 from nasir.ops import Op
 from nasir.space import Space
 from nasir.types import TensorType

@@ -17,7 +17,7 @@ from nasir.backends.torch.supernet.emit import _Emit
 from nasir.backends.torch.supernet.mixing import ONE_PATH
 from nasir.errors import BackendError
 from nasir.graph import Node
-from nasir.interpret_mixed import Cell, Edge, ValuePoint
+from nasir.interpret.mixed import Cell, Edge, ValuePoint
 from nasir.ops import AddOp, Op
 from nasir.types import TensorType
 

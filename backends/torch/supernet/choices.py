@@ -13,7 +13,7 @@ from nasir.backends.torch.supernet.emit import _Emit
 from nasir.backends.torch.supernet.mixing import ONE_PATH
 from nasir.errors import AssignmentError, BackendError, NasirError
 from nasir.graph import Node
-from nasir.interpret_mixed import Point, ValuePoint
+from nasir.interpret.mixed import Point, ValuePoint
 from nasir.ops import AddOp, ConcatOp, Op
 from nasir.types import TensorType
 

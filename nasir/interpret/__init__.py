@@ -13,7 +13,7 @@ chosen values — and records which decisions the assignment actually used
   names (:func:`nasir.runtime.export_names.scoped_instantiate`) watch it build;
 - :class:`ActiveDecisions` builds nothing and returns only the labels used (what mutation
   and :meth:`Space.active` ask; no graph is made);
-- :class:`~nasir.interpret_mixed.MixedInterpreter` runs the body over *every* open option
+- :class:`~nasir.interpret.mixed.MixedInterpreter` runs the body over *every* open option
   of each choice point instead of one, and lets its client mix them (the torch supernet's
   builder).
 
