@@ -19,7 +19,7 @@ loaded by :func:`nasir.backends.torch.datasets.load_data`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -101,7 +101,11 @@ def subset(ds: Dataset, fraction: float, seed: int) -> Dataset:
     """A seeded random ``fraction`` of a map-style dataset (at least one sample)."""
     if fraction >= 1.0:
         return ds
-    n = len(ds)  # type: ignore[arg-type]
+    if not isinstance(ds, Sized):
+        raise BackendError(f"cannot take a fraction of {type(ds).__name__}: it has no length",
+                           hint="subset needs a map-style dataset (one with __len__); "
+                                "use fraction 1.0 for an iterable dataset")
+    n = len(ds)
     k = max(1, round(n * fraction))
     idx = np.sort(np.random.default_rng(seed).permutation(n)[:k])
     return Subset(ds, idx.tolist())

@@ -147,7 +147,9 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
 
 def amp_name(dtype: torch.dtype | None) -> str:
     """``bf16``, ``fp16`` or ``off``: what a run reports as its precision."""
-    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "off")  # type: ignore[arg-type]
+    if dtype is None:
+        return "off"
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "off")
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -177,6 +179,8 @@ def prepare_module(model: nn.Module, device: torch.device, *, channels_last: boo
     """``model`` moved to ``device`` (in place), its 4-d weights channels-last when asked."""
     model.to(device)
     if channels_last:
+        # Module.to takes memory_format (its docstring's fourth form); torch's overloads
+        # leave that form out
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return model
 

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -201,16 +201,22 @@ class Replica:
 
 # -- cross-rank BatchNorm --------------------------------------------------------------
 
-class _CrossRankNorm:
+if TYPE_CHECKING:
+    _NormBase = nn.modules.batchnorm._BatchNorm  # what the mixin is mixed into
+else:
+    _NormBase = object
+
+
+class _CrossRankNorm(_NormBase):
     """Mixed in front of a BatchNorm class by :func:`sync_batchnorm` (module docstring)."""
 
     _nasir_group: Any = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bn: Any = self
+        bn = self
         if not (bn.training and dist.is_available() and dist.is_initialized()
                 and dist.get_world_size(bn._nasir_group) > 1):
-            return super().forward(x)  # type: ignore[misc]
+            return super().forward(x)
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
         c = x.shape[1]
@@ -230,7 +236,8 @@ class _CrossRankNorm:
         y = dev * torch.rsqrt(var + bn.eps).view(shape)
         if bn.affine:
             y = y * bn.weight.view(shape) + bn.bias.view(shape)
-        if bn.track_running_stats and bn.running_mean is not None:
+        if (bn.track_running_stats and bn.running_mean is not None
+                and bn.running_var is not None):  # torch keeps both or neither
             with torch.no_grad():
                 factor = bn.momentum
                 if bn.num_batches_tracked is not None:
@@ -249,14 +256,14 @@ class _AllReduceSum(torch.autograd.Function):
     as ``torch.distributed.nn.functional.all_reduce``, which torch 2.13 deprecates."""
 
     @staticmethod
-    def forward(ctx: Any, t: torch.Tensor, group: Any = None) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, t: torch.Tensor, group: Any = None) -> torch.Tensor:
         ctx.group = group
         out = t.clone(memory_format=torch.contiguous_format)
         dist.all_reduce(out, group=group)
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         return _AllReduceSum.apply(grad, ctx.group), None
 
 
@@ -292,7 +299,7 @@ def sync_batchnorm(module: nn.Module, group: Any = None) -> int:
             if isinstance(m, nn.SyncBatchNorm):
                 continue
             m.__class__ = _synced(type(m))
-            m._nasir_group = group  # type: ignore[attr-defined]
+            m._nasir_group = group
             n += 1
     return n
 

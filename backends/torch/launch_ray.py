@@ -80,7 +80,7 @@ class RayRankPool:
         self.ray, self.world_size, self.timeout_s = ray, world_size, float(timeout_s)
         gpus = gpus_per_rank if gpus_per_rank is not None else (1 if device == "cuda" else 0)
         cls = ray.remote(num_cpus=threads, num_gpus=gpus)(_RankActor)
-        self.actors: list[Any] = [cls.remote() for _ in range(world_size)]  # type: ignore[union-attr]
+        self.actors: list[Any] = [cls.remote() for _ in range(world_size)]
         dev = "cuda" if device == "cuda" else device  # Ray sets CUDA_VISIBLE_DEVICES: GPU 0
         try:
             host, port = ray.get(self.actors[0].address.remote(), timeout=timeout_s)

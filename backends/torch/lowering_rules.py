@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.fx as fx
@@ -17,12 +17,29 @@ from torch import nn
 
 from nasir.errors import BackendError
 from nasir.graph import Node
-from nasir.ops import OPS, UserOp, pair
+from nasir.ops import (
+    OPS,
+    BatchNormOp,
+    Conv2dOp,
+    DepthwiseConv2dOp,
+    DropoutOp,
+    LinearOp,
+    Op,
+    UserOp,
+    concrete,
+    pair,
+)
 
 __all__ = ["CALL_RULES", "MODULE_RULES", "BatchNorm1d", "BatchNorm2d", "lowerable_ops"]
 
 
-class _NoCounterMixin:
+if TYPE_CHECKING:
+    _MixinBase = nn.Module  # what the mixin is mixed into
+else:
+    _MixinBase = object
+
+
+class _NoCounterMixin(_MixinBase):
     """Drop BatchNorm's ``num_batches_tracked`` counter from the state dict.
 
     The counter only matters when ``momentum=None``; dropping it keeps ``state_dict()`` to
@@ -33,12 +50,12 @@ class _NoCounterMixin:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.register_buffer("num_batches_tracked", None)  # type: ignore[attr-defined]
+        self.register_buffer("num_batches_tracked", None)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
         state_dict.pop(prefix + "num_batches_tracked", None)
         meta = dict(local_metadata, version=2)  # no counter to upgrade old dicts with
-        super()._load_from_state_dict(  # type: ignore[misc]
+        super()._load_from_state_dict(
             state_dict, prefix, meta, *args, **kwargs)
 
 
@@ -71,30 +88,48 @@ def _module(name: str) -> Callable[[Callable[[Node, int], nn.Module]],
     return deco
 
 
+_O = TypeVar("_O", bound=Op)
+
+
+def _op(n: Node, cls: type[_O]) -> _O:
+    """``n.op`` as ``cls``: the rules are keyed by op name and a name is one class."""
+    op = n.op
+    if not isinstance(op, cls):
+        raise BackendError(f"%{n.name}: a {op.name!r} op of class {type(op).__name__} "
+                           f"reached the rule for {cls.__name__}")
+    return op
+
+
 @_module("conv2d")
 def _conv(n: Node, cin: int) -> nn.Module:
-    op: Any = n.op
-    return nn.Conv2d(cin, op.out_channels, pair(op.kernel), pair(op.stride), op.pads(),
-                     pair(op.dilation), op.groups, op.bias)
+    op = _op(n, Conv2dOp)
+    return nn.Conv2d(cin, concrete(op.out_channels), pair(op.kernel), pair(op.stride),
+                     op.pads(), pair(op.dilation), concrete(op.groups), op.bias)
 
 
 @_module("depthwise_conv2d")
 def _dwconv(n: Node, cin: int) -> nn.Module:
-    op: Any = n.op
+    op = _op(n, DepthwiseConv2dOp)
     return nn.Conv2d(cin, cin * op.multiplier, pair(op.kernel), pair(op.stride), op.pads(),
                      pair(op.dilation), cin, op.bias)
 
 
 @_module("batch_norm")
 def _bn(n: Node, cin: int) -> nn.Module:
-    op: Any = n.op
+    op = _op(n, BatchNormOp)
     cls = BatchNorm2d if n.ttype.rank == 3 else BatchNorm1d
     return cls(cin, eps=op.eps, momentum=op.momentum, affine=op.affine)
 
 
-MODULE_RULES["linear"] = lambda n, cin: nn.Linear(cin, n.op.out_features,  # type: ignore[attr-defined]
-                                                  n.op.bias)  # type: ignore[attr-defined]
-MODULE_RULES["dropout"] = lambda n, cin: nn.Dropout(n.op.p)  # type: ignore[attr-defined]
+@_module("linear")
+def _linear(n: Node, cin: int) -> nn.Module:
+    op = _op(n, LinearOp)
+    return nn.Linear(cin, concrete(op.out_features), op.bias)
+
+
+@_module("dropout")
+def _dropout(n: Node, cin: int) -> nn.Module:
+    return nn.Dropout(concrete(_op(n, DropoutOp).p))
 
 
 def _module_for(n: Node) -> nn.Module | None:

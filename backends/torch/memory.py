@@ -122,7 +122,7 @@ def predict_training_memory(graph: Graph, batch_size: int, optimizer: str = "sgd
     g = prepare(graph)
     buffers = sum(2 * 4 * n.shape[0] for n in g.nodes()
                   if n.op.name == "batch_norm")
-    total_w = sum(4 * n.op.params(tuple(i.type for i in n.inputs), n.type)  # type: ignore[arg-type]
+    total_w = sum(4 * n.op.params(tuple(i.ttype for i in n.inputs), n.ttype)
                   for n in g.nodes())
     frac = trainable_fraction
     gated: set[Node] = _gated(graph, g) if arch_grad else set()

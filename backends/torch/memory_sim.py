@@ -76,8 +76,8 @@ def activation_profile(g: Graph, *, arch_grad: bool = False,
     sizes = [0, 0]
     for n in g.nodes():
         name = n.op.name
-        ins = tuple(i.type for i in n.inputs)
-        weights.append(4 * n.op.params(ins, n.type))  # type: ignore[arg-type]
+        ins = tuple(i.ttype for i in n.inputs)
+        weights.append(4 * n.op.params(ins, n.ttype))
         if name not in _VIEWS and name != "input":
             sizes.append(_nbytes(n))
         if n not in live:
@@ -94,9 +94,9 @@ def activation_profile(g: Graph, *, arch_grad: bool = False,
             new.append(base[n])
         extra = 0
         if name == "dropout" and getattr(n.op, "p", 0) > 0:
-            extra += n.type.numel  # type: ignore[union-attr]
+            extra += n.ttype.numel
         if name == "max_pool2d":
-            extra += 8 * n.type.numel  # type: ignore[union-attr]
+            extra += 8 * n.ttype.numel
         fresh = [v for v in dict.fromkeys(new) if v not in seen]
         seen.update(fresh)
         saved.append(sum(_nbytes(v) for v in fresh) + extra)
@@ -131,7 +131,7 @@ class _Step:
         for n in self.nodes:
             name = n.op.name
             self.base[n] = self.base[n.inputs[0]] if name in _VIEWS else n
-            w = 4 * n.op.params(tuple(i.type for i in n.inputs), n.type)  # type: ignore[arg-type,misc]
+            w = 4 * n.op.params(tuple(i.ttype for i in n.inputs), n.ttype)
             self.weights.append(int(frac * w))
             if name in ("input", "zero"):
                 self.rg[n] = False
@@ -198,7 +198,7 @@ class _Step:
             for v in new:
                 self.saved_by.setdefault(v, set()).add(k)
             if name in _EXTRA and (name != "dropout" or getattr(n.op, "p", 0) > 0):
-                self.extra[k] = _EXTRA[name] * self.batch * n.type.numel  # type: ignore[union-attr]
+                self.extra[k] = _EXTRA[name] * self.batch * n.ttype.numel
 
     def forward(self) -> None:
         """Each output allocated, freed after its last read unless saved; values saved

@@ -53,6 +53,7 @@ import torch
 
 from nasir.errors import BackendError, NasirError
 from nasir.graph import Graph, Node
+from nasir.ops import Conv2dOp, DepthwiseConv2dOp, LinearOp
 
 __all__ = ["ChannelGroup", "channel_groups", "filter_norms", "prune_state", "select_filters",
            "set_widths"]
@@ -111,8 +112,8 @@ class _Groups:
 
 def _same_channels(n: Node) -> bool:
     op = n.op.name
-    if op == "depthwise_conv2d":
-        return n.op.multiplier == 1  # type: ignore[attr-defined]
+    if isinstance(n.op, DepthwiseConv2dOp):
+        return n.op.multiplier == 1
     if op == "flatten":
         shape = n.inputs[0].shape
         return len(shape) == 1 or all(s == 1 for s in shape[1:])
@@ -122,7 +123,7 @@ def _same_channels(n: Node) -> bool:
 
 
 def _is_source(n: Node) -> bool:
-    return n.op.name == "linear" or (n.op.name == "conv2d" and n.op.groups == 1)  # type: ignore[attr-defined]
+    return isinstance(n.op, LinearOp) or (isinstance(n.op, Conv2dOp) and n.op.groups == 1)
 
 
 def channel_groups(g: Graph) -> list[ChannelGroup]:
@@ -186,7 +187,7 @@ def set_widths(g: Graph, widths: Mapping[str, int],
         for s in by_name[name].sources:
             n = out.node(s)
             field = "out_features" if n.op.name == "linear" else "out_channels"
-            out.replace_op(n, dataclasses.replace(n.op, **{field: k}))  # type: ignore[type-var]
+            out.replace_op(n, dataclasses.replace(n.op, **{field: k}))
     out.clear_types()
     try:
         verify(out)

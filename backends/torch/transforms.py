@@ -38,7 +38,7 @@ def _scale_op(op: Op, w: float) -> Op:
         changes["squeeze_channels"] = _scaled(attrs["squeeze_channels"], w)
     if isinstance(attrs.get("expand_channels"), int):
         changes["expand_channels"] = _scaled(attrs["expand_channels"], w)
-    return dataclasses.replace(op, **changes) if changes else op  # type: ignore[type-var]
+    return dataclasses.replace(op, **changes) if changes else op
 
 
 def scale_width(g: Graph, multiplier: float) -> Graph:
@@ -69,10 +69,10 @@ def set_resolution(g: Graph, resolution: int) -> Graph:
     """A copy of ``g`` whose image inputs are ``resolution × resolution``."""
     out = g.copy()
     for n in out.inputs:
-        if n.op.name == "input" and len(n.op.shape) == 3:  # type: ignore[attr-defined]
-            c = n.op.shape[0]  # type: ignore[attr-defined]
-            out.replace_op(n, InputOp(shape=(c, resolution, resolution),
-                                      dtype=n.op.dtype))  # type: ignore[attr-defined]
+        op = n.op
+        if isinstance(op, InputOp) and len(op.shape) == 3:
+            out.replace_op(n, InputOp(shape=(op.shape[0], resolution, resolution),
+                                      dtype=op.dtype))
     out.clear_types()
     try:
         verify(out)

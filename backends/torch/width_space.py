@@ -110,7 +110,7 @@ def build(base: str = "tiny_mnasnet", base_options: Mapping[str, Any] | None = N
             if lb not in refs:
                 with s.scope(layer=len(refs)):
                     refs[lb] = s.value(lb, width_options(width, filter_step), role="width")
-            op = dataclasses.replace(op, **{field: refs[lb]})  # type: ignore[type-var]
+            op = dataclasses.replace(op, **{field: refs[lb]})
         made[n.name] = s.op(op, *(made[i.name] for i in n.inputs), name=n.name)
     start_widths = {f"w_{c.name}": c.width for c in groups.values()}
     return s.build(made[g.output.name], references={"start": start_widths},

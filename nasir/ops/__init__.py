@@ -1,6 +1,16 @@
 """Declared ops of the nasir IR, with one explicit registry (:data:`OPS`)."""
 
-from nasir.ops.base import OPS, CompositeOp, Op, Ref, get_op, has_refs, register_op, resolve_refs
+from nasir.ops.base import (
+    OPS,
+    CompositeOp,
+    Op,
+    Ref,
+    concrete,
+    get_op,
+    has_refs,
+    register_op,
+    resolve_refs,
+)
 from nasir.ops.blocks import ConvBlockOp
 from nasir.ops.cells import CELL_OPS, CellAlignOp, CellEdgeOp, CellOutputOp, PathReduceOp
 from nasir.ops.composite import (
@@ -105,6 +115,7 @@ __all__ = [
     "SwishOp",
     "UserOp",
     "ZeroOp",
+    "concrete",
     "conv_out",
     "get_op",
     "has_refs",

@@ -86,7 +86,7 @@ def parse_spec(spec: str) -> DataSpec:
             path = text[len(prefix) + 1:].strip()
             if not path:
                 raise DataError(f"data set {text!r} names no path; write {prefix}:PATH")
-            return DataSpec(prefix, f"{prefix}:{path}", path)  # type: ignore[arg-type]
+            return DataSpec(prefix, f"{prefix}:{path}", path)
     if ":" in text:
         where, _, func = text.rpartition(":")
         if not _FUNCTION.fullmatch(func) or not (

@@ -188,11 +188,13 @@ def _extract(p: Published, archive: Path, wanted: list[str], root: Path) -> None
                 if name not in wanted or not m.isfile():
                     continue
                 src = tar.extractfile(m)
+                if src is None:  # not for a regular file (isfile above)
+                    raise tarfile.TarError(f"member {name} cannot be read")
                 dest = root / name
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 tmp = dest.with_name(f"{dest.name}.{os.getpid()}.part")
-                with src, open(tmp, "wb") as out:  # type: ignore[union-attr]
-                    while chunk := src.read(1 << 20):  # type: ignore[union-attr]
+                with src, open(tmp, "wb") as out:
+                    while chunk := src.read(1 << 20):
                         out.write(chunk)
                 os.replace(tmp, dest)
     except (tarfile.TarError, OSError, EOFError) as e:

@@ -80,7 +80,7 @@ def resolve_callable(target: str, base_dir: str | None) -> Callable[..., Any]:
     fn = getattr(module, name, None)
     if not callable(fn):
         raise DataError(f"{where} has no function {name!r}")
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 def _tensor(x: Any) -> torch.Tensor:

@@ -192,7 +192,7 @@ def cached(key: tuple, load: Callable[[], T]) -> T:
     """``load()`` once per ``key`` in this process (the last few keys are kept)."""
     if key in _CACHE:
         _CACHE.move_to_end(key)
-        return _CACHE[key]  # type: ignore[no-any-return]
+        return _CACHE[key]
     value = load()
     _CACHE[key] = value
     while len(_CACHE) > _CACHE_SIZE:
