@@ -18,6 +18,7 @@ def one_line_errors(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         sys.stderr.write(f"{p.prog}: error: {message} (see {p.prog} --help)\n")
         sys.exit(2)
 
+    # an instance's override (the parsers come from add_parser): what method-assign flags
     p.error = error  # type: ignore[method-assign]
     return p
 

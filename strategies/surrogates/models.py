@@ -23,7 +23,9 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -239,10 +241,22 @@ class Ridge:
 SURROGATES = {"mlp": MLPEnsemble, "ridge": Ridge}
 
 
-def make_surrogate(name: str, seed: int = 0, **options: object) -> MLPEnsemble | Ridge:
-    """Build a surrogate by name (``mlp`` or ``ridge``)."""
+def make_surrogate(name: str, seed: int = 0, **options: Any) -> MLPEnsemble | Ridge:
+    """Build a surrogate by name (``mlp`` or ``ridge``) with the model's public fields as
+    ``options`` (values as a config gives them: ``Any``; an unknown name is a SpecError).
+
+    >>> make_surrogate("ridge", alpha=0.5).alpha
+    0.5
+    """
     if name not in SURROGATES:
         raise SpecError(f"unknown surrogate {name!r}", hint=f"use one of {', '.join(SURROGATES)}")
+    cls = SURROGATES[name]
+    known = {f.name for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")}
+    known -= {"seed", "coef", "intercept"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise SpecError(f"surrogate {name!r} has no option(s) {', '.join(unknown)}",
+                        hint=f"{name} takes: {', '.join(sorted(known))}")
     if name == "mlp":
-        return MLPEnsemble(seed=seed, **options)  # type: ignore[arg-type]
-    return Ridge(**options)  # type: ignore[arg-type]
+        return MLPEnsemble(seed=seed, **options)
+    return Ridge(**options)
