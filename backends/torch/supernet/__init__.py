@@ -2,7 +2,10 @@
 
 :class:`Supernet` lowers a :class:`~nasir.space.Space` with its choice points. Each node of
 the space body becomes a step; choice points become mixed ops whose candidates own their
-weights, shared by every architecture that picks them:
+weights, shared by every architecture that picks them. What a choice point means (its
+options, which stay open, which region an option or repetition runs, which decisions a node
+reaches) is read by the mixed space interpreter (:mod:`nasir.interpret.mixed`), whose
+client the builder is; the builder says only what each point becomes here:
 
 * ``choose`` (op choice): one sub-network per region;
 * a node with ``$label`` attributes (value choice): one candidate per combination of its
