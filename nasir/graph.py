@@ -25,7 +25,7 @@ graph @tiny {
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -35,7 +35,7 @@ from nasir import graph_walks
 from nasir.errors import SpecError, VerifyError
 from nasir.graph_json import graph_to_json, read_graph_json
 from nasir.loc import SourceLoc
-from nasir.node import Node
+from nasir.node import Node, new_node, write_graph, write_inputs, write_op, write_type
 from nasir.ops import Op
 from nasir.printer import print_graph
 from nasir.types import TensorType
@@ -49,6 +49,10 @@ class Graph:
     Nodes are kept in insertion order, which :meth:`add` keeps topological.
     """
 
+    #: the graph whose node holds this graph as a region (its version moves with ours);
+    #: a class default too, for graphs pickled before regions had parents
+    _parent: Graph | None = None
+
     def __init__(self, name: str = "main") -> None:
         self.name = name
         self._nodes: list[Node] = []
@@ -60,6 +64,7 @@ class Graph:
         self._version = 0
         self._facts: dict[str, Any] = {}
         self._facts_version = 0
+        self._parent = None
         #: for a graph a space instantiated: the labels of the decisions that shaped it
         #: (``None`` for graphs built otherwise)
         self.active_decisions: set[str] | None = None
@@ -73,6 +78,8 @@ class Graph:
     def _changed(self) -> None:
         self._version += 1
         self._nx_cache = None
+        if self._parent is not None:
+            self._parent._changed()
 
     @property
     def facts(self) -> Mapping[str, Any]:
@@ -117,14 +124,16 @@ class Graph:
         *,
         name: str | None = None,
         loc: SourceLoc | None = None,
-        regions: dict[str, Graph] | None = None,
+        regions: Mapping[str, Graph] | None = None,
         type_: TensorType | None = None,
         meta: Mapping[str, Any] | None = None,
     ) -> Node:
         """Add a node computing ``op`` on ``inputs`` and return it.
 
         ``type_`` (when already known, e.g. by a rewrite that keeps shapes) and ``meta``
-        (provenance such as ``{"origin": "5"}``) are set on the new node.
+        (provenance such as ``{"origin": "5"}``) are set on the new node. Each graph in
+        ``regions`` becomes a region of this graph: a change inside it is a change of this
+        graph (it bumps :attr:`version`), so a graph may be the region of one node only.
         """
         ins = tuple(inputs)
         for i in ins:
@@ -150,11 +159,12 @@ class Graph:
             raise SpecError(f"node name %{name} is used twice in graph @{self.name}", loc=loc)
         elif name.isdigit() and int(name) > self._counter:
             self._counter = int(name)
-        node = Node(self, op, ins, name, loc, regions)
-        if type_ is not None:
-            node.type = type_
-        if meta is not None:
-            node.meta = dict(meta)
+        if regions is not None:
+            self._check_regions(regions, name, loc)
+            for r in regions.values():
+                r._parent = self
+        node = new_node(self, op, ins, name, loc, regions, type_,
+                        None if meta is None else dict(meta))
         self._nodes.append(node)
         self._names[name] = node
         self._changed()
@@ -169,11 +179,31 @@ class Graph:
         while name in self._names:
             self._counter += 1
             name = str(self._counter)
-        node = Node(self, op, ins, name, loc)
+        node = new_node(self, op, ins, name, loc)
         self._nodes.append(node)
         self._names[name] = node
         self._version += 1
+        if self._parent is not None:
+            self._parent._changed()
         return node
+
+    def _check_regions(self, regions: Mapping[str, Graph], name: str,
+                       loc: SourceLoc | None) -> None:
+        for key, r in regions.items():
+            if not isinstance(r, Graph):
+                raise SpecError(f"region {key!r} of %{name} is not a graph: {r!r}", loc=loc,
+                                hint="build regions as graphs (the DSL's choose/repeat do)")
+            if r._parent is not None:
+                raise SpecError(f"graph @{r.name} is already a region of graph "
+                                f"@{r._parent.name}; %{name} cannot take it as region {key!r}",
+                                loc=loc, hint="give each node its own region graphs "
+                                              "(region.copy())")
+            g: Graph | None = self
+            while g is not None:
+                if g is r:
+                    raise SpecError(f"graph @{r.name} cannot be a region of itself "
+                                    f"(%{name}, region {key!r})", loc=loc)
+                g = g._parent
 
     def set_output(self, node: Node) -> None:
         """Mark ``node`` as the graph's output."""
@@ -268,7 +298,7 @@ class Graph:
         for i in ins:
             if i._graph is not self:
                 raise SpecError("input belongs to another graph")
-        node.inputs = ins
+        write_inputs(node, ins)
         self._changed()
         self._ordered = False
 
@@ -276,14 +306,30 @@ class Graph:
         """Forget every inferred type, so that verification infers them again (after a
         rewrite that changes shapes downstream, such as a new input resolution)."""
         for n in self._nodes:
-            n.type = None
+            write_type(n, None)
+
+    def set_type(self, node: Node, type_: TensorType | None) -> None:
+        """Record the type inferred for ``node``. A type is derived from the graph as it
+        is, so this is not a change: :attr:`version` and the facts stay."""
+        if node._graph is not self:
+            raise SpecError(f"%{node.name} belongs to graph @{node._graph.name}, "
+                            f"not @{self.name}", hint="set the types of a graph's own nodes")
+        write_type(node, type_)
+
+    def type_writer(self) -> Callable[[Node, TensorType | None], None]:
+        """What verification records the types of this graph's nodes with, node by node
+        (:func:`nasir.passes.verify.infer_types` is its caller): :meth:`set_type` without
+        the ownership check, which on a hot loop costs more than the write itself. The
+        caller passes only this graph's nodes.
+        """
+        return write_type
 
     def replace_op(self, node: Node, op: Op) -> None:
         """Swap the op of ``node`` in place (its type is inferred again)."""
         if node._graph is not self:
             raise SpecError(f"%{node.name} belongs to another graph")
-        node.op = op
-        node.type = None
+        write_op(node, op)
+        write_type(node, None)
         self._changed()
 
     def replace_all_uses(self, old: Node, new: Node) -> int:
@@ -291,7 +337,7 @@ class Graph:
         count = 0
         for n in self._nodes:
             if any(i is old for i in n.inputs):
-                n.inputs = tuple(new if i is old else i for i in n.inputs)
+                write_inputs(n, tuple(new if i is old else i for i in n.inputs))
                 count += 1
         if self._output is old:
             self._output = new
@@ -307,6 +353,7 @@ class Graph:
             raise SpecError(f"cannot remove %{node.name}: it is still used")
         self._nodes.remove(node)
         del self._names[node.name]
+        self._release_regions(node)
         self._changed()
 
     def remove_dead(self) -> int:
@@ -316,9 +363,16 @@ class Graph:
         for n in dead:
             self._nodes.remove(n)
             del self._names[n.name]
+            self._release_regions(n)
         if dead:
             self._changed()
         return len(dead)
+
+    @staticmethod
+    def _release_regions(node: Node) -> None:
+        # a removed node's regions are no longer part of this graph
+        for r in (node.regions or {}).values():
+            r._parent = None
 
     def empty_like(self) -> Graph:
         """A new empty graph with this name whose generated node names continue after ours.
@@ -336,7 +390,9 @@ class Graph:
         along with them. ``other`` is left empty.
         """
         for n in other._nodes:
-            n._graph = self
+            write_graph(n, self)
+            for r in (n.regions or {}).values():
+                r._parent = self
         facts = dict(other.facts)
         self._nodes = other._nodes
         self._names = other._names
@@ -359,12 +415,8 @@ class Graph:
             regions = None
             if n.regions is not None:
                 regions = {k: r.copy() for k, r in n.regions.items()}
-            m = g.add(n.op, [mapping[i] for i in n.inputs], name=n.name, loc=n.loc,
-                      regions=regions)
-            m.type = n.type
-            if n.meta is not None:
-                m.meta = dict(n.meta)
-            mapping[n] = m
+            mapping[n] = g.add(n.op, [mapping[i] for i in n.inputs], name=n.name, loc=n.loc,
+                               regions=regions, type_=n.type, meta=n.meta)
         g._counter = self._counter
         if self.active_decisions is not None:
             g.active_decisions = set(self.active_decisions)

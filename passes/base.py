@@ -30,6 +30,7 @@ from nasir.errors import NasirError, PassError
 from nasir.graph import Graph
 from nasir.passes.context import PassContext
 from nasir.passes.registry import PASSES, get_pass, register_pass
+from nasir.passes.verifier import verify
 
 __all__ = ["PASSES", "Pass", "PassManager", "get_pass", "parse_pipeline", "register_pass"]
 
@@ -126,8 +127,6 @@ class PassManager:
 
     @staticmethod
     def _verify(g: Graph, p: Pass, done: list[str]) -> None:
-        from nasir.passes.verify import verify
-
         try:
             verify(g)
         except NasirError as e:

@@ -52,8 +52,7 @@ def test_verification_failure_names_pass_and_history():
         def apply(self, g):
             n = g.output
             g.replace_op(n, LinearOp(out_features=3))
-            for m in g.nodes():
-                m.type = None
+            g.clear_types()
             return True
 
     g = get_space("mobilenet_v2").instantiate({})
