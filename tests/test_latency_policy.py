@@ -226,3 +226,57 @@ def test_quiet_window_moves_training_threads_off_the_measurement_cores():
     finally:
         child.kill()
         child.wait()
+
+
+def test_budget_zero_defers_new_layers_to_the_next_build(project, tmp_path):
+    """``latency.budget = 0``: the run compiles no layer it can estimate (only the first
+    trial's, when nothing is known) and measures only the final front; the trials whose
+    layers it skipped are kept in the table's file, and ``build_table`` measures them."""
+    from nasir.runtime.experiment import Experiment
+    from nasir.runtime.latency_table import PolicyLUT, build_table, measure_setup
+    from nasir.runtime.results import pareto_trials
+    from nasir.runtime.worker import build_space
+
+    run, table = str(tmp_path / "run"), tmp_path / "cold.sqlite"
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text(f'[latency]\npolicy = "auto"\ntable = "{table}"\nbudget = 0\n'
+                   "calibration = 0\ntop_k = 1\n")
+    assert _search(project, run, "auto", 3, "-c", str(cfg), "--no-report") == 0
+    trials, meta = _trials(run)
+    done = [t for t in trials if t["status"] == "done"]
+    front = pareto_trials(done, {"accuracy": "max", "latency_ms": "min"})
+    assert front and all(t["metrics"]["latency_source"] == "measured" for t in front)
+    s = meta["summary"]
+    estimated = [t for t in done if t["metrics"].get("latency_estimated_layers")]
+    assert s["budget"] == 0 and s["estimated"] == len(estimated) >= 1
+    # the only layers compiled in the run are those of the trials that waited (cold table)
+    waited = [t for t in done if "latency_estimated_layers" not in t["metrics"]]
+    assert s["new_layers"] >= 1 and len(waited) >= 1
+
+    st = RunStore.open(run)
+    try:
+        exp = Experiment.from_dict(st.config)
+    finally:
+        st.close()
+    space = build_space(exp.to_dict(), run)
+    target, mcfg = measure_setup(exp)
+    lut = PolicyLUT(str(table), target, config=mcfg, scope=space.name)
+    pending = lut.pending()
+    assert len(pending) == s["deferred"] == len({t["hash"] for t in estimated})
+    assert all(lut.lookup(space.instantiate(space.check(a))) is None for a in pending)
+    lut.close()
+
+    out = build_table(exp, space)
+    assert out["deferred_done"] == len(pending) and out["measured"] >= 1
+    lut = PolicyLUT(str(table), target, config=mcfg, scope=space.name)
+    try:
+        assert lut.pending() == []
+        assert all(lut.lookup(space.instantiate(space.check(a))) is not None for a in pending)
+    finally:
+        lut.close()
+
+
+def test_a_bad_budget_fails_before_a_run_folder(project, tmp_path, capsys):
+    run = str(tmp_path / "never")
+    assert _search(project, run, "auto", 2, "-c", _config(project, "auto", budget=-1)) == 2
+    assert "latency.budget" in capsys.readouterr().err and not os.path.exists(run)

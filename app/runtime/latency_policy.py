@@ -238,10 +238,13 @@ class LatencyRunner:
             m["latency_estimated_layers"] = self.estimated.pop(tid)
         return {**r, "metrics": m}
 
-    def recorded(self, t: Mapping[str, Any], trials: Mapping[int, Any]) -> None:
+    def recorded(self, t: Mapping[str, Any], trials: dict[int, Any]) -> None:
         """Count a just recorded trial's training seconds (the budget) and decide whether
-        its network is measured (``auto`` only)."""
+        its network is measured (``auto`` only). ``trials``: the driver's trials by id; the
+        recorded version of ``t`` goes into it here (the driver stores the same right
+        after), so that a measurement sent now sees ``t`` finished."""
         self.trained_s += float(t.get("eval_s") or 0.0)
+        trials[int(t["id"])] = t
         self._trials = trials
         if self.policy == "auto" and t["status"] == "done" \
                 and (t.get("metrics") or {}).get(SOURCE) == "predicted" \
