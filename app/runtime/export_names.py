@@ -341,7 +341,7 @@ def rename_lowered(module: Any, graph: Graph, names: Mapping[str, str]) -> Any:
         want = target if old.op == "call_module" else by_fx.get(old.name, old.name)
         args = fx.map_arg(old.args, env.__getitem__)
         kwargs = fx.map_arg(old.kwargs, env.__getitem__)
-        env[old] = new.create_node(old.op, target, args, kwargs, name=want)  # type: ignore[arg-type]
+        env[old] = new.create_node(old.op, target, args, kwargs, name=want)
     bad = sorted(k for k in names.values() if not k.isidentifier())
     if bad:
         raise BackendError(f"export names {bad[:3]} are not Python identifiers",

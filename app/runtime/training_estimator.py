@@ -58,7 +58,7 @@ class TrainingEstimator:
 
             last: Any = None
 
-            def _build(self, g):  # type: ignore[override]
+            def _build(self, g):
                 self.last = super()._build(g)
                 return self.last
 

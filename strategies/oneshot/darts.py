@@ -176,7 +176,7 @@ class DartsSearch:
         with torch.no_grad():
             for p, b in zip(w, backup):
                 p.copy_(b)
-        norm = torch.sqrt(sum((g * g).sum() for g in dw if g is not None))  # type: ignore[misc, arg-type]
+        norm = torch.sqrt(sum((g * g).sum() for g in dw if g is not None))  # type: ignore[arg-type]
         eps = 0.01 / (float(norm) + 1e-12)
 
         def shifted(sign: float) -> tuple[torch.Tensor | None, ...]:

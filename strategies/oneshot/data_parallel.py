@@ -197,7 +197,7 @@ class DataParallelJob(SearchJob):
             _steps_for(job)
         self.inner, self.rebuild, self.workers = job, rebuild, workers
         self.launcher, self.device, self.timeout_s = launcher, device, float(timeout_s)
-        self.name = job.name  # type: ignore[misc]
+        self.name = job.name
         self.total_steps = job.total_steps
         self.steps_done = job.steps_done
         self._pool: Any = None
