@@ -5,8 +5,10 @@ is then emitted as Relax ops with inference semantics (batch norm uses running s
 dropout is the identity). Inputs are batched NCHW (a batch dimension is added in front of
 each per-sample type). Weights follow the naming shared by the backends
 (``"N.weight"``, ``"N.bias"``, ``"N.running_mean"``, ``"N.running_var"`` for primitive
-node ``%N`` after expansion, PyTorch layouts) and are either bound as constants or
-left as function parameters. A user op's module is imported through ``torch.export``
+node ``%N`` after expansion, PyTorch layouts) and are either bound as constants — batch
+norms then folded into the convolution or linear layer before them, in numpy
+(:mod:`.relax_fold`), so that no constant arithmetic is left for TVM to fold — or left as
+function parameters. A user op's module is imported through ``torch.export``
 (:mod:`.user_import`), called with its weights ``"N."`` + its floating-point state-dict
 keys, and inlined into the function.
 
@@ -30,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from nasir.backends.tvm.relax_fold import fold_batch_norms
 from nasir.backends.tvm.relax_ops import LOWERINGS, _Emitter, _unary_table, _user
 from nasir.backends.tvm.relax_weights import _check_weights, param_specs, random_weights
 from nasir.errors import BackendError
@@ -78,16 +81,24 @@ def lower(graph: Graph, weights: Mapping[str, Any] | None = None, *, batch: int 
         inputs.append(relax.Var(f"in_{n.name}",
                                 relax.TensorType((batch, *n.shape), dtype)))
     pvars: dict[str, Any] = {}
+    folding = None
     if not bind_params:
         for k, shape in specs.items():
             pvars[k] = relax.Var("p_" + k.replace(".", "_"), relax.TensorType(shape, "float32"))
+    else:
+        folding = fold_batch_norms(g, weights)
+    bound = folding.weights if folding is not None else weights
 
-    def fetch(key: str, shape: tuple[int, ...]) -> Any:
+    def fetch(key: str, shape: tuple[int, ...], transpose: bool = False) -> Any:
         if key in pvars:
-            return pvars[key]
-        return relax.const(np.asarray(weights[key], dtype=np.float32).reshape(shape))
+            v, has = pvars[key], specs[key]
+            if transpose:
+                v, has = bb.emit(relax.op.permute_dims(v)), has[::-1]
+            return v if tuple(shape) == tuple(has) else bb.emit(relax.op.reshape(v, shape))
+        arr = np.asarray(bound[key], dtype=np.float32)
+        return relax.const(np.ascontiguousarray(arr.T if transpose else arr).reshape(shape))
 
-    em = _Emitter(bb, batch, fetch)
+    em = _Emitter(bb, batch, fetch, folding)
     with bb.function(func_name, [*inputs, *pvars.values()]):
         with bb.dataflow():
             env: dict[Node, Any] = dict(zip(g.inputs, inputs))

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from nasir.backends.tvm.relax_fold import Folding
 from nasir.backends.tvm.relax_weights import _has_bias, _probe
 from nasir.errors import BackendError, NasirError
 from nasir.graph import Node
@@ -20,14 +21,22 @@ __all__ = ["LOWERINGS"]
 
 
 class _Emitter:
-    """Emits Relax for one graph; weights come from ``fetch(key, shape)``."""
+    """Emits Relax for one graph; ``fetch(key, shape, transpose=False)`` gives weight
+    ``key`` (transposed first if asked) in ``shape``. ``folding``: batch norms folded
+    into the weights (:mod:`.relax_fold`; bound weights only)."""
 
-    def __init__(self, bb: Any, batch: int, fetch: Callable[[str, tuple[int, ...]], Any]):
+    def __init__(self, bb: Any, batch: int, fetch: Callable[..., Any],
+                 folding: Folding | None = None):
         self.bb = bb
         self.batch = batch
         self.fetch = fetch
+        self.folding = folding
         #: functions were added for user ops; ``lower`` inlines them into ``main``
         self.inlined = False
+
+    def has_bias(self, n: Node) -> bool:
+        """Whether layer ``n`` adds a bias (its own, or one a folded batch norm gave it)."""
+        return _has_bias(n) or (self.folding is not None and n.name in self.folding.biased)
 
     def emit(self, expr: Any) -> Any:
         return self.bb.emit(expr)
@@ -44,9 +53,8 @@ def _conv(em: _Emitter, n: Node, x: Any, specs: Mapping[str, tuple[int, ...]]) -
     w = em.fetch(f"{n.name}.weight", specs[f"{n.name}.weight"])
     y = em.emit(R.nn.conv2d(x, w, strides=pair(op.stride), padding=(ph, pw, ph, pw),
                             dilation=(dh, dw), groups=groups))
-    if _has_bias(n):
-        b = em.fetch(f"{n.name}.bias", specs[f"{n.name}.bias"])
-        y = em.emit(R.add(y, R.reshape(b, (1, -1, 1, 1))))
+    if em.has_bias(n):
+        y = em.emit(R.add(y, em.fetch(f"{n.name}.bias", (1, n.shape[0], 1, 1))))
     return y
 
 
@@ -56,6 +64,12 @@ def _batch_norm(em: _Emitter, n: Node, x: Any, specs: Mapping[str, tuple[int, ..
 
     op: Any = n.op
     c = n.shape[0]
+    if em.folding is not None and n.name in em.folding.absorbed:
+        return x
+    if em.folding is not None and n.name in em.folding.affine:
+        shape = (1, c, *([1] * (len(n.shape) - 1)))
+        y = em.emit(R.multiply(x, em.fetch(f"{n.name}.scale", shape)))
+        return em.emit(R.add(y, em.fetch(f"{n.name}.shift", shape)))
     if op.affine:
         gamma = em.fetch(f"{n.name}.weight", (c,))
         beta = em.fetch(f"{n.name}.bias", (c,))
@@ -95,9 +109,11 @@ def _pool(em: _Emitter, n: Node, x: Any) -> Any:
 def _linear(em: _Emitter, n: Node, x: Any, specs: Mapping[str, tuple[int, ...]]) -> Any:
     from tvm.relax import op as R
 
-    w = em.fetch(f"{n.name}.weight", specs[f"{n.name}.weight"])
-    b = em.fetch(f"{n.name}.bias", specs[f"{n.name}.bias"]) if _has_bias(n) else None
-    return em.emit(R.linear(x, w, b))
+    fout, fin = specs[f"{n.name}.weight"]
+    y = em.emit(R.matmul(x, em.fetch(f"{n.name}.weight", (fin, fout), transpose=True)))
+    if em.has_bias(n):
+        y = em.emit(R.add(y, em.fetch(f"{n.name}.bias", (1, fout))))
+    return y
 
 
 def _crop(em: _Emitter, n: Node, x: Any) -> Any:
