@@ -294,3 +294,21 @@ def test_the_checker_sees_violations(module, source, expect):
 def test_allowed_imports_pass():
     assert violations({"nasir.runtime.x": ("import nasir.strategies\nimport nasir.graph\n",
                                            False)})[0] == []
+
+
+def test_pyproject_lists_every_package():
+    """A wheel installs only the packages pyproject names (``packages``, explicit because
+    of ``package-dir``): a new package folder missing there works in an editable checkout
+    and is absent from an installed nasir."""
+    import tomllib
+
+    conf = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert conf["package-dir"] == {pkg: folder for folder, pkg in PACKAGE_DIRS.items()}
+    listed = set(conf["packages"])
+    found = set()
+    for folder, package in PACKAGE_DIRS.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder).parts
+            found.add(".".join((package, *rel)))
+    assert found - listed == set(), f"packages missing from pyproject's packages: {sorted(found - listed)}"
+    assert listed - found == set(), f"pyproject lists packages with no folder: {sorted(listed - found)}"
