@@ -280,3 +280,39 @@ def test_a_bad_budget_fails_before_a_run_folder(project, tmp_path, capsys):
     run = str(tmp_path / "never")
     assert _search(project, run, "auto", 2, "-c", _config(project, "auto", budget=-1)) == 2
     assert "latency.budget" in capsys.readouterr().err and not os.path.exists(run)
+
+
+def test_waiting_measurements_go_front_first_within_the_budget(tmp_path):
+    """The runner's choice, without a process: nothing is sent past the budget; then the
+    front goes before the top-k, and a trial that left both is dropped, not measured."""
+    from nasir.runtime.experiment import Experiment
+    from nasir.runtime.latency_policy import LatencyRunner
+
+    exp = Experiment.from_dict({"latency": {"top_k": 1, "calibration": 0, "budget": 0.5}})
+    st = RunStore.create(str(tmp_path / "run"), exp.to_dict())
+    runner = LatencyRunner(exp, st, reward=lambda m: m["accuracy"], violation=lambda m: None)
+    sent: list[tuple] = []
+    runner.client.send = lambda req: sent.append(req)  # the pipe, not the policy
+    trials: dict[int, dict] = {}
+
+    def record(acc: float, lat: float, eval_s: float) -> dict:
+        tid = st.add_trial({"x": len(trials)}, f"h{len(trials)}")
+        st.finish_trial(tid, "done", reward=acc, eval_s=eval_s, metrics={
+            "accuracy": acc, "latency_ms": lat, "latency_source": "predicted"})
+        runner.recorded(st.trial(tid), trials)
+        return trials[tid]
+
+    runner.measured_s = 10.0  # busy past 0.5 × trained seconds: everything waits
+    c = record(0.4, 2.0, 4.0)  # alone: front and top-1, but b will dominate it
+    b = record(0.5, 0.5, 4.0)  # front (fastest), top-1 until a comes
+    a = record(0.9, 1.0, 4.0)  # front and top-1
+    assert record(0.3, 3.0, 4.0)["id"] not in runner.wanted  # dominated when it arrives
+    assert sent == [] and set(runner.wanted) == {a["id"], b["id"], c["id"]}
+    runner.trained_s = 100.0  # the budget allows again: the best-rewarded front trial first
+    runner._pump()
+    assert sent == [("measure", a["id"], a["assignment"])]
+    runner.client.inflight.clear()
+    runner._pump()
+    assert sent[-1] == ("measure", b["id"], b["assignment"])
+    assert runner.wanted == {} and runner.counts["dropped"] == 1
+    st.close()
