@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from nasir.backends.tvm.compile import compile_graph
+from nasir.backends.tvm.compile import Compiled, compile_graph
 from nasir.backends.tvm.measure import MeasureConfig, measure, measure_compiled
 from nasir.backends.tvm.targets import TargetSpec, resolve_target
 from nasir.errors import BackendError, StoreError
@@ -149,6 +149,13 @@ class LatencyLUT:
         database)."""
         return {}
 
+    def _layer_compiled(self, graph: Graph, compiled: Compiled) -> None:
+        """Called after each layer's compile with its one-layer graph (:func:`layer_graph`)
+        and the result; ``compiled.tuning`` (with a tuning database in
+        :meth:`_build_options`) names the workloads the database lacked. A subclass offers
+        them to a background tuner here, as whole networks are
+        (``tuner.offer(graph, compiled.tuning)``)."""
+
     def _timing_window(self) -> contextlib.AbstractContextManager[Any]:
         """Held while a layer is timed (a subclass may keep other work off its cores)."""
         return contextlib.nullcontext()
@@ -157,6 +164,7 @@ class LatencyLUT:
         lg = layer_graph(n)
         c = compile_graph(lg, self.target, batch=self.batch, **dict(self._build_options()))
         self.compile_s += c.compile_s
+        self._layer_compiled(lg, c)
         with self._timing_window():
             r = measure_compiled(c, self.config)
         if not r.ok or r.median_ms is None:
