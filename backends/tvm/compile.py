@@ -14,13 +14,10 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,6 +29,7 @@ from nasir.errors import BackendError, NasirError
 from nasir.graph import Graph
 
 if TYPE_CHECKING:
+    from nasir.backends.tvm.rpc import RemoteDevice
     from nasir.backends.tvm.tuning import TuningStats
     from nasir.backends.tvm.tuning_db import TuningDatabase
 
@@ -116,7 +114,9 @@ def tune(mod: Any, target: TargetSpec, trials: int, work_dir: str | None = None,
                            hint="tune on the device or drop tune_trials")
     if trials < 1:
         raise BackendError(f"tune_trials must be >= 1, got {trials}")
-    _check_serialization()
+    from nasir.backends.tvm.tuning import check_serialization
+
+    check_serialization()
     cfg = dict(target.config)
     if target.kind == "llvm":
         # MetaSchedule needs the physical core count to size its parallel loops
@@ -150,35 +150,20 @@ def tuning_records(work_dir: str) -> int:
         return sum(1 for line in f if line.strip())
 
 
-@lru_cache(maxsize=1)
-def _check_serialization() -> None:
-    """MetaSchedule serialises IR to JSON; some apache-tvm-ffi builds crash the process
-    there (0.1.15 with apache-tvm 0.27), so probe it in a child process first."""
-    probe = "import tvm; tvm.ir.save_json(tvm.tirx.IntImm('int32', 1))"
-    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=120,
-                       check=False)
-    if r.returncode != 0:
-        import tvm_ffi
-
-        raise BackendError(
-            "MetaSchedule is unusable here: TVM's IR serialisation crashes "
-            f"(apache-tvm-ffi {getattr(tvm_ffi, '__version__', '?')})",
-            hint="install an apache-tvm-ffi that matches apache-tvm (0.1.14.post1 works with "
-                 "0.27), or measure untuned (tune_trials=0)")
-
-
 def compile_graph(graph: Graph, target: str | Mapping[str, Any] | TargetSpec = "host", *,
                   batch: int = 1, weights: Mapping[str, Any] | None = None, seed: int = 0,
                   tune_trials: int = 0, work_dir: str | None = None,
                   db: TuningDatabase | None = None, trials_per_workload: int = 0,
-                  cost_model: str = "auto") -> Compiled:
+                  cost_model: str = "auto", remote: RemoteDevice | None = None) -> Compiled:
     """Lower ``graph`` to Relax and compile it for ``target``.
 
     ``db``: compile from that :class:`~nasir.backends.tvm.tuning_db.TuningDatabase` (of the
     same target): workloads it lacks are first tuned with ``trials_per_workload`` measured
     candidates each (0: they keep TVM's default schedule); ``Compiled.tuning`` says how many
     workloads were hits. ``trials_per_workload > 0`` without ``db`` uses the target's
-    database in the default folder. ``tune_trials > 0`` instead runs MetaSchedule with that
+    database in the default folder; ``remote`` (a
+    :class:`~nasir.backends.tvm.rpc.RemoteDevice`): candidates are timed there, through TVM
+    RPC (how a cross target is tuned). ``tune_trials > 0`` instead runs MetaSchedule with that
     global trial budget into a throw-away work directory (off by default).
     Errors of lowering or of TVM are raised as :class:`~nasir.errors.BackendError`; a bad
     target as :class:`~nasir.errors.TargetError`.
@@ -204,7 +189,7 @@ def compile_graph(graph: Graph, target: str | Mapping[str, Any] | TargetSpec = "
 
             pmod = ms_prepare(mod, tvm.target.Target(db.target_json()))
             stats = tune_module(pmod, spec, db, trials_per_workload, cost_model=cost_model,
-                                seed=seed)
+                                seed=seed, remote=remote)
             ex = build_module(pmod, db, stats.keys)
         elif tune_trials:
             ex = tune(mod, spec, tune_trials, work_dir)

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from nasir.backends.tvm.compile import Compiled, compile_graph, example_inputs
 from nasir.backends.tvm.targets import TargetSpec, resolve_target
+from nasir.backends.tvm.timing import LatencyResult, MeasureConfig, run_timing
 from nasir.errors import BackendError, NasirError
 from nasir.graph import Graph
 
@@ -33,74 +32,8 @@ if TYPE_CHECKING:
     from nasir.backends.tvm.rpc import RemoteDevice
     from nasir.backends.tvm.tuning_db import TuningDatabase
 
-__all__ = ["LatencyResult", "MeasureConfig", "graph_key", "measure", "measure_compiled"]
-
-
-@dataclass(frozen=True)
-class MeasureConfig:
-    """How to measure: batch, repeats after ``warmup`` runs, and the noise policy.
-
-    Each repeat runs the network often enough to last ``min_repeat_ms``; a measurement
-    whose coefficient of variation exceeds ``cv_threshold`` is repeated up to
-    ``max_retries`` times (the least noisy one is kept) and flagged if still noisy.
-
-    >>> MeasureConfig(repeats=0)
-    Traceback (most recent call last):
-    ...
-    nasir.errors.BackendError: MeasureConfig.repeats must be >= 1, got 0
-    """
-
-    batch: int = 1
-    repeats: int = 15
-    warmup: int = 3
-    min_repeat_ms: float = 10.0
-    cv_threshold: float = 0.10
-    max_retries: int = 2
-    tune_trials: int = 0
-    trials_per_workload: int = 0
-
-    def __post_init__(self) -> None:
-        for name, lo in (("batch", 1), ("repeats", 1), ("warmup", 0), ("max_retries", 0),
-                         ("tune_trials", 0), ("trials_per_workload", 0)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise BackendError(f"MeasureConfig.{name} must be >= {lo}, got {v!r}")
-        if not self.min_repeat_ms >= 0 or not self.cv_threshold > 0:
-            raise BackendError("MeasureConfig.min_repeat_ms must be >= 0 and "
-                               "cv_threshold > 0")
-
-
-@dataclass(frozen=True)
-class LatencyResult:
-    """One latency measurement (or its failure). Times are per batch, in milliseconds."""
-
-    status: str
-    target: str
-    input_shape: tuple[int, ...]
-    batch: int
-    median_ms: float | None = None
-    cv: float | None = None
-    times_ms: tuple[float, ...] = ()
-    compile_s: float | None = None
-    flagged: bool = False
-    retries: int = 0
-    reason: str | None = None
-    remote: str | None = None
-    cached: bool = False
-    graph_key: str = ""
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
-
-    @property
-    def ok(self) -> bool:
-        """Whether the measurement succeeded."""
-        return self.status == "ok"
-
-    def to_json(self) -> dict[str, Any]:
-        """Plain JSON-able dict."""
-        d = asdict(self)
-        d["input_shape"] = list(self.input_shape)
-        d["times_ms"] = list(self.times_ms)
-        return d
+__all__ = ["LatencyResult", "MeasureConfig", "graph_key", "measure", "measure_compiled",
+           "run_timing"]
 
 
 def graph_key(g: Graph) -> str:
@@ -108,36 +41,6 @@ def graph_key(g: Graph) -> str:
     from nasir.passes.hashing import graph_hash
 
     return graph_hash(g)
-
-
-def _stats(times: list[float]) -> tuple[float, float]:
-    arr = np.asarray(times, dtype=np.float64)
-    mean = float(arr.mean())
-    return float(np.median(arr)), (float(arr.std() / mean) if mean > 0 else 0.0)
-
-
-def _time_vm(vm: Any, dev: Any, args: list[Any], cfg: MeasureConfig) -> list[float]:
-    for _ in range(cfg.warmup):
-        vm["main"](*args)
-    dev.sync()
-    fn = vm.time_evaluator("main", dev, number=1, repeat=cfg.repeats,
-                           min_repeat_ms=round(cfg.min_repeat_ms))
-    return [float(t) * 1e3 for t in fn(*args).results]
-
-
-def run_timing(vm: Any, dev: Any, args: list[Any], cfg: MeasureConfig
-               ) -> tuple[list[float], float, float, int, bool]:
-    """Time ``vm["main"](*args)``: returns (times, median, cv, retries, flagged)."""
-    times = _time_vm(vm, dev, args, cfg)
-    best = (times, *_stats(times))
-    retries = 0
-    while best[2] > cfg.cv_threshold and retries < cfg.max_retries:
-        retries += 1
-        times = _time_vm(vm, dev, args, cfg)
-        cand = (times, *_stats(times))
-        if cand[2] < best[2]:
-            best = cand
-    return best[0], best[1], best[2], retries, best[2] > cfg.cv_threshold
 
 
 def measure_compiled(c: Compiled, cfg: MeasureConfig | None = None, *, seed: int = 0
@@ -176,9 +79,9 @@ def measure(graph: Graph, target: str | Mapping[str, Any] | TargetSpec = "host",
 
     With ``db`` (or ``config.trials_per_workload > 0``, which opens the target's default
     database) the network is compiled from the tuning database — its missing workloads tuned
-    first with ``trials_per_workload`` candidates each — i.e. it is the code ``nasir export``
-    builds from the same database; ``extra["tuning"]`` holds the
-    :class:`~nasir.backends.tvm.tuning.TuningStats`. Such a result is cached under the
+    first with ``trials_per_workload`` candidates each, timed on ``remote`` when given —
+    i.e. it is the code ``nasir export`` builds from the same database; ``extra["tuning"]``
+    holds the :class:`~nasir.backends.tvm.tuning.TuningStats`. Such a result is cached under the
     database's fingerprint, and only when every workload came from the database.
 
     With ``cache``, a stored result for (canonical hash, target, input shape, batch) is
@@ -212,7 +115,7 @@ def measure(graph: Graph, target: str | Mapping[str, Any] | TargetSpec = "host",
     try:
         c = compile_graph(g, spec, batch=cfg.batch, weights=weights,
                           tune_trials=cfg.tune_trials, db=db,
-                          trials_per_workload=cfg.trials_per_workload)
+                          trials_per_workload=cfg.trials_per_workload, remote=remote)
     except NasirError as e:
         if not isinstance(e, BackendError):
             raise

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from nasir.backends.tvm.compile import Compiled, example_inputs
-from nasir.backends.tvm.measure import LatencyResult, MeasureConfig, run_timing
+from nasir.backends.tvm.timing import LatencyResult, MeasureConfig, run_timing
 from nasir.errors import BackendError, NasirError
 
 __all__ = ["LocalCluster", "RemoteDevice", "local_cluster", "measure_remote"]

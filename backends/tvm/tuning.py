@@ -29,6 +29,7 @@ import importlib.util
 import inspect
 import linecache
 import logging
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,12 +39,13 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
-from nasir.backends.tvm.ms_inprocess import in_process_builder, in_process_runner
+from nasir.backends.tvm.ms_inprocess import in_process_builder, in_process_runner, rpc_runner
 from nasir.backends.tvm.targets import TargetSpec
 from nasir.backends.tvm.tuning_db import TuningDatabase
 from nasir.errors import BackendError
 
-__all__ = ["COST_MODELS", "TuningStats", "build_module", "default_cost_model",
+__all__ = ["COST_MODELS", "TuningStats", "build_module", "check_serialization",
+           "default_cost_model",
            "missing_tasks", "ms_prepare", "tune_graph", "tune_module", "tune_tasks",
            "workloads"]
 
@@ -100,6 +102,24 @@ def missing_tasks(keys: Iterable[str]) -> dict[str, Any]:
     {}
     """
     return {k: _MISSING[k] for k in keys if k in _MISSING}
+
+
+@lru_cache(maxsize=1)
+def check_serialization() -> None:
+    """Raise :class:`~nasir.errors.BackendError` when MetaSchedule cannot work here: it
+    serialises IR to JSON, and some apache-tvm-ffi builds crash the process there (0.1.15
+    with apache-tvm 0.27), so this probes it once per process in a child process."""
+    probe = "import tvm; tvm.ir.save_json(tvm.tirx.IntImm('int32', 1))"
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=120,
+                       check=False)
+    if r.returncode != 0:
+        import tvm_ffi
+
+        raise BackendError(
+            "MetaSchedule is unusable here: TVM's IR serialisation crashes "
+            f"(apache-tvm-ffi {getattr(tvm_ffi, '__version__', '?')})",
+            hint="install an apache-tvm-ffi that matches apache-tvm (0.1.14.post1 works with "
+                 "0.27), or measure untuned (tune_trials=0)")
 
 
 def default_cost_model() -> str:
@@ -166,7 +186,7 @@ def import_tensor_intrin() -> None:
 def tune_module(mod: Any, spec: TargetSpec, db: TuningDatabase, trials_per_workload: int, *,
                 cost_model: str = "auto", seed: int = 0, isolated: bool = False,
                 population: int | None = None, min_repeat_ms: int = 20,
-                trials_per_round: int = 16) -> TuningStats:
+                trials_per_round: int = 16, remote: Any = None) -> TuningStats:
     """Tune the workloads of a prepared module (:func:`ms_prepare`) that ``db`` lacks.
 
     Each missing workload gets ``trials_per_workload`` measured candidates (MetaSchedule's
@@ -175,7 +195,9 @@ def tune_module(mod: Any, spec: TargetSpec, db: TuningDatabase, trials_per_workl
     dominates — and the
     ``cost_model``: ``auto`` = :func:`default_cost_model`); the best ``db.top_k`` are saved.
     A workload another process is tuning is waited for, then read (``waited``).
-    ``trials_per_workload=0`` tunes nothing and only counts the hits.
+    ``trials_per_workload=0`` tunes nothing and only counts the hits. ``remote``: a
+    :class:`~nasir.backends.tvm.rpc.RemoteDevice` on which candidates are timed (built
+    here, uploaded through TVM RPC): how a target that does not run here is tuned.
     """
     from tvm.s_tir import meta_schedule as ms
 
@@ -184,10 +206,11 @@ def tune_module(mod: Any, spec: TargetSpec, db: TuningDatabase, trials_per_workl
                            hint=f"use one of {', '.join(COST_MODELS)}")
     if trials_per_workload < 0:
         raise BackendError(f"trials_per_workload must be >= 0, got {trials_per_workload}")
-    if spec.cross and trials_per_workload:
-        raise BackendError(f"tuning for {spec} needs the device; tuning runs locally",
-                           where=str(spec), hint="tune on the device, or compile from the "
-                           "database only (trials_per_workload=0)")
+    if spec.cross and trials_per_workload and remote is None:
+        raise BackendError(f"tuning for {spec} needs the device", where=str(spec),
+                           hint="give the device (remote=RemoteDevice(...), --rpc/--key) to "
+                           "time candidates on, or compile from the database only "
+                           "(trials_per_workload=0)")
     per_round = max(1, min(trials_per_round, trials_per_workload or 1))
     cm = _cost_model(cost_model, db, trials_per_workload, per_round)
     tgt = _tvm_target(db)
@@ -202,9 +225,7 @@ def tune_module(mod: Any, spec: TargetSpec, db: TuningDatabase, trials_per_workl
     base = TuningStats(len(keys), len(keys) - len(missing), cost_model=cm, keys=keys)
     if not missing or not trials_per_workload:
         return base
-    from nasir.backends.tvm.compile import _check_serialization
-
-    _check_serialization()
+    check_serialization()
     import_tensor_intrin()
     t0 = time.perf_counter()
     with db.claim(missing):
@@ -213,7 +234,8 @@ def tune_module(mod: Any, spec: TargetSpec, db: TuningDatabase, trials_per_workl
             return TuningStats(len(keys), base.hits, waited=len(missing), cost_model=cm,
                                keys=keys)
         trials = _tune(ms, [tasks[k] for k in todo], todo, db, tgt, trials_per_workload,
-                       cm, seed, isolated, population, min_repeat_ms, per_round, None)
+                       cm, seed, isolated, population, per_round,
+                       _runner(ms, isolated, min_repeat_ms, None, remote))
     return TuningStats(len(keys), base.hits, tuned=len(todo), waited=len(missing) - len(todo),
                        trials=trials, tuning_s=time.perf_counter() - t0, cost_model=cm,
                        keys=keys)
@@ -264,13 +286,15 @@ def _cost_model(cost_model: str, db: TuningDatabase, trials: int, per_round: int
 
 def tune_tasks(tasks: dict[str, Any], db: TuningDatabase, trials_per_workload: int, *,
                cost_model: str = "auto", seed: int = 0, window: Any = None,
+               remote: Any = None,
                min_repeat_ms: int = 20, trials_per_round: int = 16) -> int:
     """Tune exactly these extracted tasks (key → task, as :func:`workloads` gives them) into
     ``db`` with ``trials_per_workload`` measured candidates each, in this process; returns
     how many candidates were measured. The caller decides what to tune and holds the claims
     it wants (a background tuner: :mod:`nasir.runtime.background_tuning`). ``window``: a
     context-manager factory entered around every batch of candidates being timed (e.g. a
-    quiet window keeping training off the cores).
+    quiet window keeping training off the cores). ``remote``: time candidates on that
+    :class:`~nasir.backends.tvm.rpc.RemoteDevice` instead (``window`` is then not used).
 
     >>> import tempfile
     >>> tune_tasks({}, TuningDatabase("host", tempfile.mkdtemp()), 2)
@@ -280,20 +304,31 @@ def tune_tasks(tasks: dict[str, Any], db: TuningDatabase, trials_per_workload: i
         return 0
     from tvm.s_tir import meta_schedule as ms
 
-    from nasir.backends.tvm.compile import _check_serialization
-
-    _check_serialization()
+    check_serialization()
     import_tensor_intrin()
     per_round = max(1, min(trials_per_round, trials_per_workload))
     cm = _cost_model(cost_model, db, trials_per_workload, per_round)
     keys = sorted(tasks)
     return _tune(ms, [tasks[k] for k in keys], keys, db, _tvm_target(db), trials_per_workload,
-                 cm, seed, False, None, min_repeat_ms, per_round, window)
+                 cm, seed, False, None, per_round,
+                 _runner(ms, False, min_repeat_ms, window, remote))
+
+
+def _runner(ms: Any, isolated: bool, min_repeat_ms: int, window: Any, remote: Any
+            ) -> tuple[Any, list[str] | None]:
+    """The runner timing candidates, and the list its failed RPC connections go to."""
+    if remote is not None:
+        errors: list[str] = []
+        return rpc_runner(remote.connect, 3, min_repeat_ms, errors), errors
+    if isolated:
+        return ms.runner.LocalRunner(timeout_sec=600), None
+    return in_process_runner(3, min_repeat_ms, window), None
 
 
 def _tune(ms: Any, tasks: list[Any], keys: list[str], db: TuningDatabase, tgt: Any,
           trials: int, cm: str, seed: int, isolated: bool, population: int | None,
-          min_repeat_ms: int, per_round: int, window: Any) -> int:
+          per_round: int, runner: tuple[Any, list[str] | None]) -> int:
+    runner, unreached = runner
     if population is None:
         population = min(512, max(16, 4 * trials))
     strategy = ms.search_strategy.EvolutionarySearch(
@@ -304,12 +339,8 @@ def _tune(ms: Any, tasks: list[Any], keys: list[str], db: TuningDatabase, tgt: A
         ctxs, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             tasks, wd, strategy=strategy, seed=seed)
         mem = ms.database.MemoryDatabase()
-        if isolated:
-            builder = ms.builder.LocalBuilder(timeout_sec=600)
-            runner = ms.runner.LocalRunner(timeout_sec=600)
-        else:
-            builder = in_process_builder()
-            runner = in_process_runner(3, min_repeat_ms, window)
+        builder = ms.builder.LocalBuilder(timeout_sec=600) if isolated else \
+            in_process_builder()
         ms.tune.tune_tasks(
             tasks=ctxs, task_weights=weights, work_dir=wd,
             max_trials_global=trials * len(ctxs), max_trials_per_task=trials,
@@ -317,6 +348,10 @@ def _tune(ms: Any, tasks: list[Any], keys: list[str], db: TuningDatabase, tgt: A
             database=mem, cost_model=cm, task_scheduler="round-robin")
         per_s = (time.perf_counter() - t0) / max(1, len(ctxs))
         measured = len(mem.get_all_tuning_records())
+        if unreached:  # not the workload's fault: record nothing, tune it when reachable
+            raise BackendError(f"tuning could not reach the device: {unreached[0]}",
+                               hint="check the RPC tracker / server and its key, or tune "
+                                    "without a remote device")
         for key, ctx in zip(keys, ctxs, strict=True):
             wl = mem.commit_workload(ctx.mod)
             recs = [r.as_json() for r in mem.get_top_k(wl, max(db.top_k, 1))]
@@ -334,9 +369,14 @@ def _ms_loggers() -> list[logging.Logger]:
 def _quiet_ms_logs() -> Iterator[None]:
     """MetaSchedule's console handler takes its logger's level (INFO tables on stdout for
     every round) and each tuning adds handlers: tune at WARNING, then close and drop the
-    handlers the tuning added and restore the levels."""
+    handlers the tuning added and restore the levels. Unnamed handlers on its logger (e.g.
+    pytest's capture handlers) are detached meanwhile: MetaSchedule re-attaches its logger's
+    handlers by name and fails on a handler without one."""
     root = logging.getLogger("tvm.s_tir.meta_schedule")
     level = root.level
+    unnamed = [h for h in root.handlers if h.get_name() is None]
+    for h in unnamed:
+        root.removeHandler(h)
     before = {id(h) for lg in _ms_loggers() for h in lg.handlers}
     root.setLevel(logging.WARNING)
     try:
@@ -348,6 +388,8 @@ def _quiet_ms_logs() -> Iterator[None]:
                     lg.removeHandler(h)
                     h.close()
         root.setLevel(level)
+        for h in unnamed:
+            root.addHandler(h)
 
 
 def _tvm_target(db: TuningDatabase) -> Any:
@@ -365,7 +407,7 @@ def build_module(mod: Any, db: TuningDatabase, keys: tuple[str, ...] | None = No
     tgt = _tvm_target(db)
     if keys is None:
         keys = tuple(workloads(mod, tgt))
-    mem = db.load(keys)
+    mem = db.load(keys, top=1)
     with tgt, mem:
         mod = relax.transform.MetaScheduleApplyDatabase()(mod)
     return tvm.compile(mod, target=tgt)

@@ -263,9 +263,11 @@ class TuningDatabase:
             for fd in held:
                 os.close(fd)  # closing releases the flock
 
-    def load(self, keys: Iterable[str]) -> Any:
+    def load(self, keys: Iterable[str], *, top: int | None = None) -> Any:
         """A MetaSchedule ``MemoryDatabase`` holding the records of ``keys`` found here
-        (keys not in the database are skipped)."""
+        (keys not in the database are skipped); ``top``: only each workload's ``top``
+        fastest (a build applies the fastest only, and parsing the others is most of the
+        cost of loading)."""
         from tvm.s_tir import meta_schedule as ms
 
         mem = ms.database.MemoryDatabase()
@@ -278,7 +280,7 @@ class TuningDatabase:
             path = self._file(key)
             try:
                 wl = mem.commit_workload(ms.database.Workload.from_json(entry["workload"]).mod)
-                for rec in entry["records"]:
+                for rec in entry["records"][:top]:
                     mem.commit_tuning_record(ms.database.TuningRecord.from_json(rec, wl))
             except Exception as e:
                 lines = str(e).strip().splitlines()
