@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from nasir.errors import SpecError, VerifyError
 from nasir.loc import SourceLoc
@@ -123,7 +123,7 @@ def new_node(graph: Graph, op: Op, inputs: tuple[Node, ...], name: str,
              loc: SourceLoc | None, regions: Mapping[str, Graph] | None = None,
              type_: TensorType | None = None, meta: dict[str, Any] | None = None) -> Node:
     """A node of ``graph`` (``graph`` files it; :meth:`Graph.add` is the public way)."""
-    n = _NodeFields()
+    n: Any = _NodeFields()  # Any: it becomes a Node below (typing.cast is a call)
     n._graph = graph
     n.op = op
     n.inputs = inputs
@@ -133,7 +133,7 @@ def new_node(graph: Graph, op: Op, inputs: tuple[Node, ...], name: str,
     n.regions = None if regions is None else MappingProxyType(dict(regions))
     n.meta = meta
     n.__class__ = Node
-    return cast(Node, n)
+    return n
 
 
 def _fill(n: Node, graph: Graph, op: Op, inputs: tuple[Node, ...], name: str,

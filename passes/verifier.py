@@ -90,7 +90,9 @@ def infer_types(g: Graph) -> None:
     for n in _order(g):
         op = n.op
         try:
-            ins = tuple([i.type for i in n.inputs])
+            inputs = n.inputs
+            # most nodes have one input: skip building the list (a function in 3.11)
+            ins = (inputs[0].type,) if len(inputs) == 1 else tuple([i.type for i in inputs])
             entry = memo_of(id(op))
             memo = entry[1] if entry is not None and entry[0] is op else _new_memo(op)
             t = memo.get(ins)  # type: ignore[arg-type]
