@@ -92,6 +92,16 @@ for i in range(first, first + n):
 """
 
 
+def test_a_build_loads_each_workloads_fastest_record_only(tuned):
+    root, _, _ = tuned
+    db = TuningDatabase("host", root)
+    (key,) = db.keys()
+    recs = db.read(key)["records"]
+    assert len(db.load([key]).get_all_tuning_records()) == len(recs)
+    (best,) = db.load([key], top=1).get_all_tuning_records()
+    assert best.as_json()[1] == pytest.approx(recs[0][1])  # the fastest, stored first
+
+
 def test_concurrent_writers_lose_nothing(tmp_path):
     """Two processes and three threads (each its own instance) merge into one workload."""
     from nasir.backends.tvm.targets import TargetSpec
