@@ -114,7 +114,7 @@ def tune(mod: Any, target: TargetSpec, trials: int, work_dir: str | None = None,
                            hint="tune on the device or drop tune_trials")
     if trials < 1:
         raise BackendError(f"tune_trials must be >= 1, got {trials}")
-    from nasir.backends.tvm.tuning import check_serialization
+    from nasir.backends.tvm.ms_env import check_serialization
 
     check_serialization()
     cfg = dict(target.config)

@@ -24,30 +24,23 @@ on a loaded 2-core machine, and its builder restarts its pool for every batch.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import inspect
-import linecache
-import logging
-import subprocess
-import sys
 import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from typing import Any
 
+from nasir.backends.tvm.ms_env import check_serialization, import_tensor_intrin, quiet_ms_logs
 from nasir.backends.tvm.ms_inprocess import in_process_builder, in_process_runner, rpc_runner
 from nasir.backends.tvm.targets import TargetSpec
 from nasir.backends.tvm.tuning_db import TuningDatabase
 from nasir.errors import BackendError
 
 __all__ = ["COST_MODELS", "TuningStats", "build_module", "check_serialization",
-           "default_cost_model",
-           "missing_tasks", "ms_prepare", "tune_graph", "tune_module", "tune_tasks",
-           "workloads"]
+           "default_cost_model", "import_tensor_intrin", "missing_tasks", "ms_prepare",
+           "tune_graph", "tune_module", "tune_tasks", "workloads"]
 
 #: MetaSchedule cost models nasir offers: XGBoost (needs ``xgboost``), random, none
 COST_MODELS = ("auto", "xgb", "random", "none")
@@ -104,24 +97,6 @@ def missing_tasks(keys: Iterable[str]) -> dict[str, Any]:
     return {k: _MISSING[k] for k in keys if k in _MISSING}
 
 
-@lru_cache(maxsize=1)
-def check_serialization() -> None:
-    """Raise :class:`~nasir.errors.BackendError` when MetaSchedule cannot work here: it
-    serialises IR to JSON, and some apache-tvm-ffi builds crash the process there (0.1.15
-    with apache-tvm 0.27), so this probes it once per process in a child process."""
-    probe = "import tvm; tvm.ir.save_json(tvm.tirx.IntImm('int32', 1))"
-    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=120,
-                       check=False)
-    if r.returncode != 0:
-        import tvm_ffi
-
-        raise BackendError(
-            "MetaSchedule is unusable here: TVM's IR serialisation crashes "
-            f"(apache-tvm-ffi {getattr(tvm_ffi, '__version__', '?')})",
-            hint="install an apache-tvm-ffi that matches apache-tvm (0.1.14.post1 works with "
-                 "0.27), or measure untuned (tune_trials=0)")
-
-
 def default_cost_model() -> str:
     """``xgb`` when the ``xgboost`` module is installed (``pip install xgboost-cpu``), else
     ``random``."""
@@ -154,33 +129,6 @@ def workloads(mod: Any, tgt: Any) -> dict[str, Any]:
             continue
         out[str(tvm_ffi.structural_hash(task.dispatched[0]))] = task
     return out
-
-
-def _light_stack(context: int = 1) -> list[inspect.FrameInfo]:
-    """``inspect.stack()`` without ``inspect.getmodule``: one line of context per frame."""
-    out = []
-    f: Any = sys._getframe(1)
-    while f is not None:
-        fn, ln = f.f_code.co_filename, f.f_lineno
-        line = linecache.getline(fn, ln)
-        out.append(inspect.FrameInfo(f, fn, ln, f.f_code.co_name, [line] if line else None,
-                                     0 if line else None))
-        f = f.f_back
-    return out
-
-
-@lru_cache(maxsize=1)
-def import_tensor_intrin() -> None:
-    """Import ``tvm.s_tir.tensor_intrin`` (every MetaSchedule tuning context does) with
-    a light ``inspect.stack``: its 248 TVMScript functions each call ``inspect.stack()``,
-    whose ``getmodule`` scans ``sys.modules`` for every import frame — 4 minutes in a
-    process that has imported torch on a loaded 2-core machine, about a second this way."""
-    saved = inspect.stack
-    inspect.stack = _light_stack  # type: ignore[assignment]
-    try:
-        import tvm.s_tir.tensor_intrin  # noqa: F401
-    finally:
-        inspect.stack = saved  # type: ignore[assignment]
 
 
 def tune_module(mod: Any, spec: TargetSpec, db: TuningDatabase, trials_per_workload: int, *,
@@ -242,11 +190,12 @@ def tune_module(mod: Any, spec: TargetSpec, db: TuningDatabase, trials_per_workl
 
 
 def tune_graph(graph: Any, db: TuningDatabase, trials_per_workload: int, *, batch: int = 1,
-               cost_model: str = "auto", seed: int = 0) -> TuningStats:
+               cost_model: str = "auto", seed: int = 0, remote: Any = None) -> TuningStats:
     """Tune the workloads of ``graph`` that ``db`` lacks, without building the network: what
     a background tuner runs so that a later :func:`~nasir.backends.tvm.compile.compile_graph`
     of the graph (or of any graph sharing its workloads) hits. ``trials_per_workload=0``
-    only counts the hits (how much of the graph the database covers).
+    only counts the hits (how much of the graph the database covers); ``remote``: time the
+    candidates on that device (:func:`tune_module`).
 
     >>> import tempfile
     >>> from nasir.text import parse_graph
@@ -270,7 +219,8 @@ def tune_graph(graph: Any, db: TuningDatabase, trials_per_workload: int, *, batc
         verify(g)
     mod = ms_prepare(lower(g, None, batch=batch, seed=seed),
                      tvm.target.Target(db.target_json()))
-    return tune_module(mod, db.spec, db, trials_per_workload, cost_model=cost_model, seed=seed)
+    return tune_module(mod, db.spec, db, trials_per_workload, cost_model=cost_model, seed=seed,
+                       remote=remote)
 
 
 def _cost_model(cost_model: str, db: TuningDatabase, trials: int, per_round: int) -> str:
@@ -335,7 +285,7 @@ def _tune(ms: Any, tasks: list[Any], keys: list[str], db: TuningDatabase, tgt: A
         population_size=max(population, 2), init_min_unmeasured=max(8, population // 4),
         genetic_num_iters=2)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="nasir-ms-") as wd, _quiet_ms_logs():
+    with tempfile.TemporaryDirectory(prefix="nasir-ms-") as wd, quiet_ms_logs():
         ctxs, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             tasks, wd, strategy=strategy, seed=seed)
         mem = ms.database.MemoryDatabase()
@@ -358,38 +308,6 @@ def _tune(ms: Any, tasks: list[Any], keys: list[str], db: TuningDatabase, tgt: A
             db.save(key, wl.as_json(), recs, task=str(ctx.task_name), trials=trials,
                     tuning_s=per_s, cost_model=cm)
     return measured
-
-
-def _ms_loggers() -> list[logging.Logger]:
-    return [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
-            if n.startswith("tvm.s_tir.meta_schedule")]
-
-
-@contextlib.contextmanager
-def _quiet_ms_logs() -> Iterator[None]:
-    """MetaSchedule's console handler takes its logger's level (INFO tables on stdout for
-    every round) and each tuning adds handlers: tune at WARNING, then close and drop the
-    handlers the tuning added and restore the levels. Unnamed handlers on its logger (e.g.
-    pytest's capture handlers) are detached meanwhile: MetaSchedule re-attaches its logger's
-    handlers by name and fails on a handler without one."""
-    root = logging.getLogger("tvm.s_tir.meta_schedule")
-    level = root.level
-    unnamed = [h for h in root.handlers if h.get_name() is None]
-    for h in unnamed:
-        root.removeHandler(h)
-    before = {id(h) for lg in _ms_loggers() for h in lg.handlers}
-    root.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for lg in _ms_loggers():
-            for h in list(lg.handlers):
-                if id(h) not in before:
-                    lg.removeHandler(h)
-                    h.close()
-        root.setLevel(level)
-        for h in unnamed:
-            root.addHandler(h)
 
 
 def _tvm_target(db: TuningDatabase) -> Any:
