@@ -59,11 +59,11 @@ def import_tensor_intrin() -> None:
     whose ``getmodule`` scans ``sys.modules`` for every import frame — 4 minutes in a
     process that has imported torch on a loaded 2-core machine, about a second this way."""
     saved = inspect.stack
-    inspect.stack = _light_stack  # type: ignore[assignment]
+    inspect.stack = _light_stack
     try:
         import tvm.s_tir.tensor_intrin  # noqa: F401
     finally:
-        inspect.stack = saved  # type: ignore[assignment]
+        inspect.stack = saved
 
 
 def _ms_loggers() -> list[logging.Logger]:

@@ -198,7 +198,7 @@ def _user(em: _Emitter, n: Node, ins: list[Any], specs: Any) -> Any:
 
     _probe(n)
     try:
-        fn, names = import_user_op(n.op, n.inputs[0].type, em.batch)  # type: ignore[arg-type]
+        fn, names = import_user_op(n.op, n.inputs[0].type, em.batch)
     except NasirError as e:
         raise BackendError(e.message, where=f"node %{n.name} ({n.op.name})", loc=n.loc,
                            hint=e.hint) from None
