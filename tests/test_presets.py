@@ -167,7 +167,10 @@ class _TableLUT:
 #: per preset, what shrinks its run to seconds (the budget stays the preset's own settings)
 TINY = {
     "enas": ["--strategy-opt", "data_fraction=0.1"],
-    "darts": ["--strategy-opt", "data_fraction=0.1", "--strategy-opt", "top_k=2"],
+    # DARTS' second-order step on its 8-cell supernet is the costly part: 32 images (one
+    # batch of 16 a half) instead of 108 (~35 % less time; same space, strategy, top_k)
+    "darts": ["--strategy-opt", "data_fraction=0.03", "--strategy-opt", "batch_size=16",
+              "--strategy-opt", "top_k=2"],
     "fbnet": ["--strategy-opt", "data_fraction=0.1", "--strategy-opt", "top_k=2"],
     "proxylessnas": ["--strategy-opt", "data_fraction=0.1", "--strategy-opt", "top_k=2"],
     "netadapt": ["--strategy-opt", "max_iters=1", "--strategy-opt", "pretrain_epochs=1",
