@@ -55,8 +55,16 @@ def default_role(kind: str) -> str | None:
     return kind if kind in ("op", "input", "depth") else None
 
 
-def _tuple(v: Any) -> Any:
-    return tuple(_tuple(x) for x in v) if isinstance(v, list | tuple) else v
+def _tuple(v: Any, depth: int = 0) -> Any:
+    """Lists as tuples, nested; metadata is at most a list of triples, so anything nested
+    deeper than a few levels is refused (a crafted file would otherwise recurse to a
+    ``RecursionError``)."""
+    if not isinstance(v, list | tuple):
+        return v
+    if depth >= 4:
+        raise SpecError("decision metadata is nested too deeply",
+                        hint="windows is a list of [option, kernel, stride] triples")
+    return tuple(_tuple(x, depth + 1) for x in v)
 
 
 @dataclass(frozen=True)

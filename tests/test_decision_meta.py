@@ -97,3 +97,15 @@ def test_cli_prints_metadata(capsys: pytest.CaptureFixture[str]) -> None:
     first = rows[0]["schema"][0]
     assert first == {"label": "normal_b0_in_a", "kind": "input", "size": 2,
                      "meta": {"role": "input", "block": 0, "cell": "normal", "slot": "a"}}
+
+
+def test_deeply_nested_metadata_is_refused_not_a_recursion_error() -> None:
+    # found by tests/test_reliability_fuzz.py (space_json): a RecursionError in the reader
+    deep: list = []
+    x = deep
+    for _ in range(5000):
+        x.append([])
+        x = x[0]
+    with pytest.raises(ParseError, match="nested too deeply") as e:
+        DecisionMeta.from_json({"windows": deep}, where="decisions.op0.meta")
+    assert "decisions.op0.meta" in str(e.value)
