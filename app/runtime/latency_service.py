@@ -71,6 +71,7 @@ def service_main(conn: Any, exp: dict[str, Any], run_dir: str | None, parent: in
 
         tuner = BackgroundTuner(build["db"], e.latency.tune_trials, batch=cfg.batch,
                                 window=lambda: quiet_window(pids, cores))
+        lut.tuner = tuner  # table layers offer their workloads too, as whole networks do
     while True:
         try:
             if tuner is not None and tuner.pending and not conn.poll(0):

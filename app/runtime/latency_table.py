@@ -99,6 +99,9 @@ class PolicyLUT(LatencyLUT):
     build: Mapping[str, Any] = {}
     pids: Sequence[int] = ()
     cores: set[int] = set()
+    #: the measurement process's :class:`~nasir.runtime.background_tuning.BackgroundTuner`
+    #: (``None``: untuned); layer compiles offer it the workloads the database lacks
+    tuner: Any = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -106,6 +109,10 @@ class PolicyLUT(LatencyLUT):
         self._seen: set[str] = set()
         self._db.execute(_PENDING)
         self._db.commit()
+
+    def _layer_compiled(self, graph: Any, compiled: Any) -> None:
+        if self.tuner is not None:
+            self.tuner.offer(graph, compiled.tuning)
 
     def lookup(self, g: Any) -> float | None:
         """``g``'s table latency (layer sum + constant) when every layer is in the table —

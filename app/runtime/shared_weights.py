@@ -60,7 +60,7 @@ class SharedConfig:
 def shared_estimator(e: Any, run_dir: str | None, device: str) -> SharedWeightsEstimator:
     """The ``shared`` estimator of an :class:`~nasir.runtime.experiment.Experiment` ``e``
     (its derived child trained by the training estimator unless ``final = "shared"``)."""
-    from nasir.runtime.experiment import TRAINING_DEFAULTS
+    from nasir.runtime.experiment_sections import TRAINING_DEFAULTS
     from nasir.runtime.training_estimator import TrainingEstimator, load_run_data
 
     cfg = SharedConfig(**e.estimator.options)
