@@ -168,3 +168,19 @@ def test_a_tuned_run_reports_its_workloads_and_tunes_nothing_at_zero_trials(tmp_
     assert len(TuningDatabase("host")) == 0
     with open(os.path.join(run, "report", "report.md")) as fh:
         assert "Tuning database:" in fh.read()
+
+
+def test_table_layers_offer_their_workloads(tmp_path):
+    """A per-layer table's layer compiles (the ``auto`` policy's table) offer the workloads
+    the database lacks to the measurement process's tuner, as whole networks do."""
+    from nasir.runtime.latency_table import PolicyLUT
+
+    db = TuningDatabase("host", str(tmp_path / "db"))
+    tuner = BackgroundTuner(db, 1)
+    lut = PolicyLUT(str(tmp_path / "t.sqlite"), TARGET, config=CFG)
+    lut.build = {"db": db}
+    lut.tuner = tuner
+    g = parse_graph(CONV.format(c=4, k=1))
+    assert lut.ensure(g)  # the conv layer was measured (compiled from the database)
+    assert tuner.pending >= 1 and tuner.summary()["tuning_queued"] >= 1
+    lut.close()
