@@ -316,3 +316,33 @@ def test_waiting_measurements_go_front_first_within_the_budget(tmp_path):
     assert sent[-1] == ("measure", b["id"], b["assignment"])
     assert runner.wanted == {} and runner.counts["dropped"] == 1
     st.close()
+
+
+def test_latency_table_command_builds_the_table_apart_from_runs(project, tmp_path, capsys):
+    """``nasir latency-table``: the references' and N candidates' layers measured into the
+    experiment's table; a second build measures nothing new; a run on the warm table then
+    compiles no layer (every trial answered from the table)."""
+    import json
+
+    table = tmp_path / "warm.sqlite"
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text(f'[latency]\npolicy = "predict"\ntable = "{table}"\n')
+    argv = ["latency-table", "-c", str(cfg), "--space", str(project / "space.py") + ":build",
+            "--evaluator", str(project / "ev.py") + ":evaluate", "--candidates", "30",
+            "--json"]
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert first["table"] == str(table) and first["layers_before"] == 0
+    assert first["measured"] == first["layers"] >= 3
+    assert main(argv) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["measured"] == 0 and again["layers"] == first["layers"]
+    with pytest.raises(SystemExit) as e:
+        main([*argv[:-3], "--candidates", "-1"])
+    assert e.value.code == 2 and "integer >= 0" in capsys.readouterr().err
+
+    run = str(tmp_path / "run")
+    assert _search(project, run, "predict", 4, "-c", str(cfg), "--no-report") == 0
+    trials, meta = _trials(run)
+    assert sum(t["status"] == "done" for t in trials) == 4
+    assert meta["summary"]["new_layers"] == 0  # the warm table answered every trial

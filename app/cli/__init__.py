@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="nasir", description="Neural architecture search built like a compiler.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
-        mod = importlib.import_module(f"nasir.commands.{name}")
+        mod = importlib.import_module(f"nasir.commands.{name.replace('-', '_')}")
         mod.add_parser(sub)
     return p
 

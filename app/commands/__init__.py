@@ -1,4 +1,5 @@
-"""CLI subcommands: one module each with ``add_parser(subparsers)``; listed here in order."""
+"""CLI subcommands: one module each with ``add_parser(subparsers)`` (``latency-table`` is
+module ``latency_table``); listed here in order."""
 
 COMMANDS = [
     "spaces",
@@ -6,6 +7,7 @@ COMMANDS = [
     "opt",
     "demo",
     "latency",
+    "latency-table",
     "search",
     "presets",
     "resume",
