@@ -25,7 +25,7 @@ graph @tiny {
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -34,8 +34,9 @@ import networkx as nx
 from nasir import graph_walks
 from nasir.errors import SpecError, VerifyError
 from nasir.graph_json import graph_to_json, read_graph_json
+from nasir.graph_rewrite import GraphRewrites
 from nasir.loc import SourceLoc
-from nasir.node import Node, new_node, write_graph, write_inputs, write_op, write_type
+from nasir.node import Node, new_node
 from nasir.ops import Op
 from nasir.printer import print_graph
 from nasir.types import TensorType
@@ -43,10 +44,11 @@ from nasir.types import TensorType
 __all__ = ["Graph", "Node"]
 
 
-class Graph:
+class Graph(GraphRewrites):
     """A directed acyclic graph of typed ops with one output.
 
-    Nodes are kept in insertion order, which :meth:`add` keeps topological.
+    Nodes are kept in insertion order, which :meth:`add` keeps topological. The methods
+    that change existing nodes are :class:`~nasir.graph_rewrite.GraphRewrites`'.
     """
 
     #: the graph whose node holds this graph as a region (its version moves with ours);
@@ -290,141 +292,6 @@ class Graph:
     def live(self) -> set[Node]:
         """Nodes with a path to the output."""
         return graph_walks.live(self.output)
-
-    # -- rewriting -------------------------------------------------------------------
-    def set_inputs(self, node: Node, inputs: Iterable[Node]) -> None:
-        """Replace the inputs of ``node`` (may break the insertion order; reordered lazily)."""
-        ins = tuple(inputs)
-        for i in ins:
-            if i._graph is not self:
-                raise SpecError("input belongs to another graph")
-        write_inputs(node, ins)
-        self._changed()
-        self._ordered = False
-
-    def clear_types(self) -> None:
-        """Forget every inferred type, so that verification infers them again (after a
-        rewrite that changes shapes downstream, such as a new input resolution)."""
-        for n in self._nodes:
-            write_type(n, None)
-
-    def set_type(self, node: Node, type_: TensorType | None) -> None:
-        """Record the type inferred for ``node``. A type is derived from the graph as it
-        is, so this is not a change: :attr:`version` and the facts stay."""
-        if node._graph is not self:
-            raise SpecError(f"%{node.name} belongs to graph @{node._graph.name}, "
-                            f"not @{self.name}", hint="set the types of a graph's own nodes")
-        write_type(node, type_)
-
-    def type_writer(self) -> Callable[[Node, TensorType | None], None]:
-        """What verification records the types of this graph's nodes with, node by node
-        (:func:`nasir.passes.verify.infer_types` is its caller): :meth:`set_type` without
-        the ownership check, which on a hot loop costs more than the write itself. The
-        caller passes only this graph's nodes.
-        """
-        return write_type
-
-    def replace_op(self, node: Node, op: Op) -> None:
-        """Swap the op of ``node`` in place (its type is inferred again)."""
-        if node._graph is not self:
-            raise SpecError(f"%{node.name} belongs to another graph")
-        write_op(node, op)
-        write_type(node, None)
-        self._changed()
-
-    def replace_all_uses(self, old: Node, new: Node) -> int:
-        """Make every user of ``old`` (and the output) use ``new``; returns the count."""
-        count = 0
-        for n in self._nodes:
-            if any(i is old for i in n.inputs):
-                write_inputs(n, tuple(new if i is old else i for i in n.inputs))
-                count += 1
-        if self._output is old:
-            self._output = new
-            count += 1
-        if count:
-            self._changed()
-            self._ordered = False
-        return count
-
-    def remove(self, node: Node) -> None:
-        """Remove a node that nothing uses."""
-        if self.users(node) or self._output is node:
-            raise SpecError(f"cannot remove %{node.name}: it is still used")
-        self._nodes.remove(node)
-        del self._names[node.name]
-        self._release_regions(node)
-        self._changed()
-
-    def remove_dead(self) -> int:
-        """Remove nodes with no path to the output (inputs are kept); returns the count."""
-        live = self.live()
-        dead = [n for n in self._nodes if n not in live and n.op.arity != 0]
-        for n in dead:
-            self._nodes.remove(n)
-            del self._names[n.name]
-            self._release_regions(n)
-        if dead:
-            self._changed()
-        return len(dead)
-
-    @staticmethod
-    def _release_regions(node: Node) -> None:
-        # a removed node's regions are no longer part of this graph
-        for r in (node.regions or {}).values():
-            r._parent = None
-
-    def empty_like(self) -> Graph:
-        """A new empty graph with this name whose generated node names continue after ours.
-
-        A pass that rebuilds fills it and hands it to :meth:`adopt`.
-        """
-        g = Graph(self.name)
-        g._counter = self._counter
-        return g
-
-    def adopt(self, other: Graph) -> None:
-        """Take over the nodes and output of ``other`` (used by passes that rebuild).
-
-        This graph's facts are dropped; the facts ``other`` holds for its own nodes move
-        along with them. ``other`` is left empty.
-        """
-        for n in other._nodes:
-            write_graph(n, self)
-            for r in (n.regions or {}).values():
-                r._parent = self
-        facts = dict(other.facts)
-        self._nodes = other._nodes
-        self._names = other._names
-        self._output = other._output
-        self._counter = other._counter
-        self._ordered = other._ordered
-        self._changed()
-        self._facts = facts
-        self._facts_version = self._version
-        other._nodes = []
-        other._names = {}
-        other._output = None
-        other._changed()
-
-    def copy(self, name: str | None = None) -> Graph:
-        """A deep copy of the structure (ops are immutable and shared) with its valid facts."""
-        g = Graph(name or self.name)
-        mapping: dict[Node, Node] = {}
-        for n in self.nodes():
-            regions = None
-            if n.regions is not None:
-                regions = {k: r.copy() for k, r in n.regions.items()}
-            mapping[n] = g.add(n.op, [mapping[i] for i in n.inputs], name=n.name, loc=n.loc,
-                               regions=regions, type_=n.type, meta=n.meta)
-        g._counter = self._counter
-        if self.active_decisions is not None:
-            g.active_decisions = set(self.active_decisions)
-        if self._output is not None:
-            g._output = mapping[self._output]
-        g._changed()
-        g.set_facts(**self.facts)
-        return g
 
     # -- forms -----------------------------------------------------------------------
     def text(self, *, types: bool = False, locs: bool = False) -> str:

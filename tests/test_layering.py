@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     # the IR ground floor: values, ops, graphs, their text/JSON forms, the DSL and spaces
     "nasir.errors": CORE, "nasir.loc": CORE, "nasir.types": CORE, "nasir.ops": CORE,
     "nasir.graph": CORE, "nasir.node": CORE, "nasir.graph_walks": CORE, "nasir.text": CORE,
+    "nasir.graph_rewrite": CORE,
     "nasir.serialize": CORE, "nasir.dsl": CORE,
     "nasir.printer": CORE, "nasir.graph_json": CORE, "nasir.space_printer": CORE,
     "nasir.space": CORE, "nasir.space_count": CORE, "nasir.space_text": CORE,
