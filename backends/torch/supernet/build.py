@@ -29,8 +29,21 @@ from nasir.errors import BackendError
 from nasir.graph import Graph, Node
 from nasir.interpret.mixed import Cell, Edge, MixedInterpreter, Point, ValuePoint
 from nasir.ops import Op
+from nasir.ops.cells import CellOutputOp
 from nasir.space import Space
 from nasir.types import TensorType
+
+
+def _projected_cell_output(b: Any, p: ValuePoint, ins: list[Any]) -> Any:
+    """ENAS-micro's projected cell output (``project > 0``): one 1×1 projection over
+    whichever states the sampled path leaves unused (others: the generic value choice)."""
+    return _CellOutput(b, p, ins) if cast(CellOutputOp, p.op).project else None
+
+
+#: op class → how a value point of that op is mixed when the generic rule (one module per
+#: resolved op, picked by the decisions) does not serve; a rule may return ``None`` to fall
+#: back to the generic one. Registered like the lowering registries, by class, not name.
+VALUE_RULES: dict[type[Op], Any] = {CellOutputOp: _projected_cell_output}
 
 
 def _key(label: str) -> str:
@@ -155,9 +168,9 @@ class _Builder(MixedInterpreter[Any, _Region]):
         return self._made(p.node, _InputChoice(self, p, ins))
 
     def values(self, p: ValuePoint, ins: list[Any]) -> Any:
-        if p.op.name == "cell_output" and bool(getattr(p.op, "project", False)):
-            return self._made(p.node, _CellOutput(self, p, ins))
-        return self._made(p.node, _ValueChoice(self, p, ins))
+        rule = VALUE_RULES.get(type(p.op))
+        step = rule(self, p, ins) if rule is not None else None
+        return self._made(p.node, step if step is not None else _ValueChoice(self, p, ins))
 
     def edge_operands(self, p: Point, ins: list[Any]) -> Any:
         self._step(p.node, None, "operands")  # its operands pass on to the edge
