@@ -478,3 +478,22 @@ def test_gumbel_hard_runs_one_path_with_straight_through_logit_gradients(nb201):
     with torch.no_grad():
         for p in net.arch_parameters():
             p.zero_()
+
+
+def test_pad_concat_select_pads_like_the_child():
+    """An input choice that combines by ``pad_concat`` (NAS-RL's anchors at different
+    strides) zero-pads the smaller maps in the supernet as its child does (it used to be
+    built as a plain concat, which cannot join 8x8 and 4x4 maps)."""
+    s = SpaceBuilder("padcat", (1, 8, 8))
+    a = s.op(ConvBNActOp(out_channels=4, kernel=3), s.input)
+    b = s.op(ConvBNActOp(out_channels=4, kernel=3, stride=2), s.input)
+    c = s.op(ConvBNActOp(out_channels=4, kernel=1), s.input)
+    z = s.select("anchors", [a, b, c], k=2, reduce="pad_concat")
+    z = s.op(LinearOp(out_features=3), s.op(FlattenOp(), s.op(GlobalAvgPoolOp(), z)))
+    sp = s.build(z)
+    net = Supernet(sp, mode="single", seed=0).eval()
+    x = torch.randn(2, 1, 8, 8)
+    for a_ in sp.enumerate():
+        net.set_path(a_)
+        with torch.no_grad():
+            torch.testing.assert_close(net(x), net.child(a_).eval()(x), rtol=0, atol=0)

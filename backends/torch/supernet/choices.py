@@ -8,13 +8,15 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from nasir.backends.torch.supernet.emit import _Emit
 from nasir.backends.torch.supernet.mixing import ONE_PATH
 from nasir.errors import AssignmentError, BackendError, NasirError
 from nasir.graph import Node
+from nasir.interpret import reducer
 from nasir.interpret.mixed import Point, ValuePoint
-from nasir.ops import AddOp, ConcatOp, Op
+from nasir.ops import Op
 from nasir.types import TensorType
 
 if TYPE_CHECKING:
@@ -206,8 +208,7 @@ class _InputChoice(nn.Module):
         types = []
         for pick in self.picks.values():
             ts = [its[j] for j in pick]
-            types.append(ts[0] if len(ts) == 1 or self.reduce == "add" else
-                         ConcatOp().infer(tuple(ts)))
+            types.append(ts[0] if len(ts) == 1 else reducer(self.reduce).infer(tuple(ts)))
         self.out_type = b.uniform(types, f"%{p.node.name} (select)", p.label, p.node.loc)
 
     def _combine(self, ins: list[Any], pick: tuple[int, ...], e: _Emit | None) -> Any:
@@ -215,12 +216,16 @@ class _InputChoice(nn.Module):
         if len(chosen) == 1:
             return chosen[0]
         if e is not None:
-            return e.add(AddOp() if self.reduce == "add" else ConcatOp(), chosen)
+            return e.add(reducer(self.reduce), chosen)
         if self.reduce == "add":
             out = chosen[0]
             for c in chosen[1:]:
                 out = out + c
             return out
+        if self.reduce == "pad_concat":  # PadConcatOp: zero-pad bottom/right to the largest
+            h = max(c.shape[-2] for c in chosen)
+            w = max(c.shape[-1] for c in chosen)
+            chosen = [F.pad(c, (0, w - c.shape[-1], 0, h - c.shape[-2])) for c in chosen]
         return torch.cat(chosen, 1)
 
     def _thunks(self, ins: list[Any], e: _Emit | None) -> dict[tuple[int, ...], Any]:
