@@ -40,18 +40,27 @@ already in the database is never tuned again.
 (0, False)
 >>> tuning_metrics(compile_graph(g, "host", db=db).tuning)
 {'latency_tuned_workloads': 0, 'latency_untuned_workloads': 1}
+
+Work that outlives its process: the database folder keeps a *wanted list*
+(:meth:`~nasir.backends.tvm.tuning_db.TuningDatabase.add_wanted`; each line a network's nasir
+JSON and the workload keys it lacked). A run's tuner writes what it still has queued when the
+run ends (:meth:`BackgroundTuner.persist`); a ``latency.policy = "measure"`` worker, which
+must not tune (it would share cores with training), appends its compiles' missing workloads
+(:class:`WantedOffers`); the next tuner created on the database takes the list, drops what
+the database now has, and queues the rest (``tuning_wanted_loaded``).
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from nasir.errors import StoreError
 
-__all__ = ["BackgroundTuner", "graph_tasks", "tuning_metrics"]
+__all__ = ["BackgroundTuner", "WantedOffers", "graph_tasks", "tuning_metrics"]
 
 
 def tuning_metrics(stats: Any) -> dict[str, int]:
@@ -94,25 +103,71 @@ class BackgroundTuner:
     seconds a run reports (``latency.summary``): ``tuning_queued`` (workloads queued),
     ``tuning_tuned``, ``tuning_busy`` (another process was tuning it), ``tuning_skipped``
     (in the database by its turn), ``tuning_failed``, ``tuning_pending``, ``tuning_trials``,
-    ``tuning_s`` (tuning seconds) and ``tuning_extract_s`` (extracting tasks).
+    ``tuning_s`` (tuning seconds), ``tuning_extract_s`` (extracting tasks),
+    ``tuning_wanted_loaded`` (workloads queued from the database's wanted list at start;
+    also in ``tuning_queued``) and ``tuning_wanted_saved`` (written back by :meth:`persist`).
+
+    With ``trials`` > 0 (and ``load_wanted``) it takes the database's wanted list when
+    created; a list it cannot read is a warning (the run goes on) and is moved aside.
     """
 
     def __init__(self, db: Any, trials: int, *, window: Callable[[], Any] | None = None,
-                 batch: int = 1, seed: int = 0) -> None:
+                 batch: int = 1, seed: int = 0, load_wanted: bool = True) -> None:
         self.db, self.trials, self.window = db, int(trials), window
         self.batch, self.seed = batch, seed
-        self._graphs: deque[tuple[Any, tuple[str, ...]]] = deque()
+        self._graphs: deque[tuple[Any, tuple[str, ...], int]] = deque()
         self._tasks: dict[str, Any] = {}  # extracted, waiting for their turn
+        self._source: dict[str, tuple[Any, int]] = {}  # key → (its network, batch), to persist
         self._offered: set[str] = set()  # every key queued here (once per process)
         self.counts = {"queued": 0, "tuned": 0, "busy": 0, "skipped": 0, "failed": 0,
-                       "trials": 0}
+                       "trials": 0, "wanted_loaded": 0, "wanted_saved": 0}
         self.tuning_s = self.extract_s = 0.0
         self.errors: list[str] = []
+        if self.trials > 0 and load_wanted:
+            self._load_wanted()
+
+    def _load_wanted(self) -> None:
+        from nasir.errors import NasirError
+        from nasir.serialize import graph_from_json
+
+        try:
+            entries = self.db.take_wanted()
+        except StoreError as e:
+            self._warn(e)
+            return
+        for no, entry in enumerate(entries, 1):
+            keys = tuple(k for k in dict.fromkeys(entry["keys"])
+                         if k not in self._offered and not self.db.has(k))
+            if not keys:
+                continue
+            try:
+                graph = graph_from_json(entry["graph"], f"wanted[{no}].graph")
+            except Exception as err:  # a network this version no longer reads
+                self.counts["failed"] += len(keys)
+                why = err.message if isinstance(err, NasirError) else f"{err!r}"
+                self._warn(StoreError(f"wanted list entry {no}: {why}",
+                                      where=self.db.wanted_path,
+                                      hint="its workloads are queued again by the next "
+                                           "compile that needs them"))
+                continue
+            self._queue_graph(graph, keys, int(entry["batch"]))
+            self.counts["wanted_loaded"] += len(keys)
+
+    def _warn(self, err: Exception) -> None:
+        warnings.warn(f"background tuning: {err}", stacklevel=3)
+        if len(self.errors) < 5:
+            self.errors.append(f"{type(err).__name__}: {str(err).strip()[:200]}")
+
+    def _queue_graph(self, graph: Any, keys: tuple[str, ...], batch: int) -> None:
+        self._graphs.append((graph, keys, batch))
+        self._source.update((k, (graph, batch)) for k in keys)
+        self._offered.update(keys)
+        self.counts["queued"] += len(keys)
 
     @property
     def pending(self) -> int:
         """Workloads queued and not yet taken."""
-        return len(self._tasks) + sum(len(keys) for _, keys in self._graphs)
+        return len(self._tasks) + sum(len(keys) for _, keys, _ in self._graphs)
 
     def offer(self, graph: Any, stats: Any) -> int:
         """Queue the workloads of ``graph`` that its compile (``stats``: its
@@ -125,11 +180,12 @@ class BackgroundTuner:
         new = tuple(k for k in stats.keys if k not in self._offered and not self.db.has(k))
         known = missing_tasks(new)  # extracted by the compile itself, in this process
         self._tasks.update(known)
+        self._source.update((k, (graph, self.batch)) for k in known)
+        self._offered.update(known)
+        self.counts["queued"] += len(known)
         rest = tuple(k for k in new if k not in known)
         if rest:
-            self._graphs.append((graph, rest))
-        self._offered.update(new)
-        self.counts["queued"] += len(new)
+            self._queue_graph(graph, rest, self.batch)
         return len(new)
 
     def step(self) -> bool:
@@ -138,10 +194,10 @@ class BackgroundTuner:
         if not self._tasks:
             if not self._graphs:
                 return False
-            graph, keys = self._graphs.popleft()
+            graph, keys, batch = self._graphs.popleft()
             t0 = time.perf_counter()
             try:
-                tasks = graph_tasks(graph, self.db, batch=self.batch, seed=self.seed)
+                tasks = graph_tasks(graph, self.db, batch=batch, seed=self.seed)
             except Exception as e:  # a network that no longer lowers: its workloads fail
                 self._fail(len(keys), e)
                 return True
@@ -192,6 +248,33 @@ class BackgroundTuner:
         self.trials = 0
         self._graphs.clear()
         self._tasks.clear()
+        self._source.clear()
+
+    def persist(self) -> int:
+        """Write the work still queued to the database's wanted list (one line per network,
+        its nasir JSON and the keys it still lacks) and drop it here; returns the workloads
+        written. Called when the run ends; a list that cannot be written is a warning."""
+        from nasir.serialize import graph_to_json
+
+        keys = set(self._tasks).union(*(ks for _, ks, _ in self._graphs))
+        by_graph: dict[int, tuple[Any, int, list[str]]] = {}
+        for k in sorted(keys):
+            src = self._source.get(k)
+            if src is not None and not self.db.has(k):
+                by_graph.setdefault(id(src[0]), (src[0], src[1], []))[2].append(k)
+        entries: list[dict[str, Any]] = [{"graph": graph_to_json(g), "keys": ks, "batch": b}
+                   for g, b, ks in by_graph.values()]
+        self._graphs.clear()
+        self._tasks.clear()
+        self._source.clear()
+        try:
+            self.db.add_wanted(entries)
+        except StoreError as e:
+            self._warn(e)
+            return 0
+        n = sum(len(e["keys"]) for e in entries)
+        self.counts["wanted_saved"] += n
+        return n
 
     def drain(self, budget_s: float | None = None) -> int:
         """Step until nothing is queued (or ``budget_s`` seconds passed); returns the steps
@@ -208,3 +291,38 @@ class BackgroundTuner:
         out.update(tuning_pending=self.pending, tuning_s=round(self.tuning_s, 3),
                    tuning_extract_s=round(self.extract_s, 3))
         return out
+
+
+class WantedOffers:
+    """Records, without tuning, the workloads a compile found missing: appends them to
+    ``db``'s wanted list for the next run's :class:`BackgroundTuner`. A ``latency.policy =
+    "measure"`` worker passes one as ``measure_network``'s ``tuner``: tuning there would
+    share cores with training. Each key is written once per process."""
+
+    def __init__(self, db: Any, *, batch: int = 1) -> None:
+        self.db, self.batch = db, int(batch)
+        self._offered: set[str] = set()
+        self._warned = False
+
+    def offer(self, graph: Any, stats: Any) -> int:
+        """Append ``graph`` with the keys of ``stats`` (its compile's
+        :class:`~nasir.backends.tvm.tuning.TuningStats`) that are neither in the database nor
+        written here before; returns how many keys were written."""
+        if stats is None:
+            return 0
+        new = [k for k in dict.fromkeys(stats.keys)
+               if k not in self._offered and not self.db.has(k)]
+        if not new:
+            return 0
+        from nasir.serialize import graph_to_json
+
+        try:
+            wrote = self.db.add_wanted([{"graph": graph_to_json(graph), "keys": new,
+                                         "batch": self.batch}])
+        except StoreError as e:  # the trial goes on; only the wish is lost
+            if not self._warned:
+                self._warned = True
+                warnings.warn(f"background tuning: {e}", stacklevel=2)
+            return 0
+        self._offered.update(new)
+        return len(new) if wrote else 0

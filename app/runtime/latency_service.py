@@ -80,7 +80,9 @@ def service_main(conn: Any, exp: dict[str, Any], run_dir: str | None, parent: in
             msg = conn.recv()
         except (EOFError, OSError):
             return
-        if msg is None:
+        if msg is None:  # the run ends: work still queued waits in the database's wanted list
+            if tuner is not None:
+                tuner.persist()
             return
         kind, tid, assignment, pids[:] = msg
         t0 = time.perf_counter()

@@ -42,10 +42,13 @@ from typing import Any
 from nasir.backends.tvm.targets import TargetSpec, resolve_target
 from nasir.errors import StoreError
 
-__all__ = ["FORMAT", "TuningDatabase", "default_tuning_root", "ms_target_config"]
+__all__ = ["FORMAT", "WANTED_MAX_BYTES", "TuningDatabase", "default_tuning_root",
+           "ms_target_config"]
 
-#: version of the workload files' layout
+#: version of the workload files' layout (and of the wanted list's lines)
 FORMAT = 1
+#: the wanted list stops growing at this size (appends are skipped until a tuner takes it)
+WANTED_MAX_BYTES = 16 << 20
 
 
 def default_tuning_root() -> str:
@@ -263,6 +266,99 @@ class TuningDatabase:
             for fd in held:
                 os.close(fd)  # closing releases the flock
 
+    @property
+    def wanted_path(self) -> str:
+        """The wanted list: JSON lines, one per network whose workloads a compile found
+        missing and nobody tuned yet (``{"format", "graph", "keys", "batch"}``; ``graph``:
+        the network's nasir JSON, :func:`~nasir.serialize.graph_to_json`)."""
+        return os.path.join(self.path, "wanted.jsonl")
+
+    @contextlib.contextmanager
+    def _wanted_lock(self) -> Iterator[None]:
+        import fcntl
+
+        fd = os.open(os.path.join(self.path, "wanted.lock"), os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    def add_wanted(self, entries: Iterable[Mapping[str, Any]]) -> int:
+        """Append ``entries`` (each ``{"graph": ..., "keys": [...], "batch": n}``) to the
+        wanted list under its lock, one line each, written whole; returns how many were
+        written (0 once the list holds :data:`WANTED_MAX_BYTES`).
+
+        >>> import tempfile
+        >>> db = TuningDatabase("host", tempfile.mkdtemp())
+        >>> db.add_wanted([{"graph": {}, "keys": ["12"], "batch": 1}])
+        1
+        >>> [e["keys"] for e in db.take_wanted()], db.take_wanted()
+        ([['12']], [])
+        """
+        lines = [json.dumps({"format": FORMAT, "graph": e["graph"],
+                             "keys": [str(k) for k in e["keys"]],
+                             "batch": int(e.get("batch", 1))}) + "\n" for e in entries]
+        if not lines:
+            return 0
+        try:
+            with self._wanted_lock():
+                with contextlib.suppress(FileNotFoundError):
+                    if os.path.getsize(self.wanted_path) >= WANTED_MAX_BYTES:
+                        return 0
+                fd = os.open(self.wanted_path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o644)
+                try:
+                    os.write(fd, "".join(lines).encode())
+                finally:
+                    os.close(fd)
+        except OSError as e:
+            raise StoreError(f"cannot write the wanted list: {e.strerror or e}",
+                             where=self.wanted_path,
+                             hint="give a writable tuning database folder") from None
+        return len(lines)
+
+    def take_wanted(self) -> list[dict[str, Any]]:
+        """Read and empty the wanted list under its lock (the taker now owns its work; two
+        tuners starting together never both take it). A line that is not such an entry
+        raises :class:`~nasir.errors.StoreError` naming the file and line; the file is then
+        moved aside to ``wanted.jsonl.bad`` so later runs are not stopped by it."""
+        path = self.wanted_path
+        try:
+            with self._wanted_lock():
+                try:
+                    with open(path, encoding="utf-8") as fh:
+                        text = fh.read()
+                except FileNotFoundError:
+                    return []
+                except UnicodeDecodeError as e:
+                    os.replace(path, path + ".bad")
+                    raise self._bad_wanted(path, 1, str(e)) from None
+                out = []
+                for no, line in enumerate(text.splitlines(), 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        entry = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        entry, why = None, str(e)
+                    else:
+                        why = "not a wanted entry of this format"
+                    if not _wanted_entry(entry):
+                        os.replace(path, path + ".bad")
+                        raise self._bad_wanted(path, no, why)
+                    out.append(entry)
+                os.unlink(path)
+                return out
+        except OSError as e:
+            raise StoreError(f"cannot read the wanted list: {e.strerror or e}", where=path,
+                             hint="give a writable tuning database folder") from None
+
+    def _bad_wanted(self, path: str, line: int, why: str) -> StoreError:
+        return StoreError(f"corrupt wanted list (line {line}): {why}; moved to {path}.bad",
+                          where=f"{path}:{line}",
+                          hint="delete the .bad file; its workloads are queued again by the "
+                               "next compile that needs them")
+
     def load(self, keys: Iterable[str], *, top: int | None = None) -> Any:
         """A MetaSchedule ``MemoryDatabase`` holding the records of ``keys`` found here
         (keys not in the database are skipped); ``top``: only each workload's ``top``
@@ -286,6 +382,13 @@ class TuningDatabase:
                 lines = str(e).strip().splitlines()
                 raise self._corrupt(path, lines[-1] if lines else type(e).__name__) from None
         return mem
+
+
+def _wanted_entry(e: Any) -> bool:
+    return (isinstance(e, dict) and e.get("format") == FORMAT
+            and isinstance(e.get("graph"), dict) and isinstance(e.get("batch"), int)
+            and isinstance(e.get("keys"), list)
+            and all(isinstance(k, str) and k.isdigit() for k in e["keys"]))
 
 
 def _mean_secs(rec: Any) -> float:
