@@ -11,6 +11,7 @@ and the report saying it, and tunes nothing. ~30 s CPU (a 1-trial tuning, one sm
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 
 import pytest
@@ -184,3 +185,88 @@ def test_table_layers_offer_their_workloads(tmp_path):
     assert lut.ensure(g)  # the conv layer was measured (compiled from the database)
     assert tuner.pending >= 1 and tuner.summary()["tuning_queued"] >= 1
     lut.close()
+
+
+def _wanted_lines(db):
+    with open(db.wanted_path) as fh:
+        return [json.loads(line) for line in fh]
+
+
+def test_pending_work_outlives_the_run_and_the_next_tuner_tunes_it(tmp_path):
+    """Work queued when a run ends goes to the database's wanted list; a tuner created on
+    the database later (the next run) takes it, re-extracts the tasks from the network's
+    JSON, tunes them, and the list is empty after."""
+    from nasir.backends.tvm import tuning
+
+    db = TuningDatabase("host", str(tmp_path / "db"))
+    tuner = BackgroundTuner(db, 1)
+    g = parse_graph(CONV.format(c=4, k=1))
+    assert _measure(g, db, tuner)["latency_untuned_workloads"] == 1 and tuner.pending == 1
+    assert tuner.persist() == 1 and tuner.pending == 0  # the run ends before tuning it
+    assert tuner.summary()["tuning_wanted_saved"] == 1
+    (line,) = _wanted_lines(db)
+    assert line["keys"] and line["graph"]["nodes"] and line["batch"] == 1
+    tuning._MISSING.clear()  # a new process: only the list's JSON is left
+
+    nxt = BackgroundTuner(TuningDatabase("host", str(tmp_path / "db")), 1)
+    assert nxt.summary()["tuning_wanted_loaded"] == 1 and nxt.pending == 1
+    assert not os.path.exists(db.wanted_path)  # taken: another tuner does not take it too
+    assert nxt.drain(budget_s=120) == 2  # extract from the JSON graph, then tune
+    s = nxt.summary()
+    assert s["tuning_tuned"] == 1 and s["tuning_failed"] == 0 and db.has(line["keys"][0])
+    assert nxt.persist() == 0 and not os.path.exists(db.wanted_path)
+    assert BackgroundTuner(db, 1).summary()["tuning_wanted_loaded"] == 0
+
+
+def test_wanted_workloads_the_database_has_are_dropped(first):
+    from nasir.serialize import graph_to_json
+
+    root, g, *_ = first
+    db = TuningDatabase("host", root)
+    (key,) = db.keys()
+    db.add_wanted([{"graph": graph_to_json(g), "keys": [key], "batch": 1}])
+    tuner = BackgroundTuner(db, 1)
+    assert tuner.pending == 0 and tuner.summary()["tuning_wanted_loaded"] == 0
+    assert not os.path.exists(db.wanted_path)
+
+
+def test_a_measure_worker_appends_its_missing_workloads_without_tuning(tmp_path, monkeypatch):
+    """``latency.policy = "measure"``: the worker's LatencyEstimator writes what its compile
+    lacked to the wanted list and tunes nothing; a tuning run's tuner loads it later."""
+    from nasir.runtime.background_tuning import WantedOffers
+    from nasir.runtime.estimators import LatencyEstimator
+
+    monkeypatch.setenv("NASIR_CACHE_DIR", str(tmp_path / "cache"))
+    est = LatencyEstimator("host", tuned=True)
+    assert isinstance(est.wanted, WantedOffers)
+    db = est.build["db"]
+    g = parse_graph(CONV.format(c=4, k=1))
+    assert _measure(g, db, est.wanted)["latency_untuned_workloads"] == 1
+    assert _measure(g, db, est.wanted)["latency_untuned_workloads"] == 1
+    (line,) = _wanted_lines(db)  # once per process, however often it is compiled
+    assert len(line["keys"]) == 1 and len(db) == 0  # nothing tuned in the worker
+    assert BackgroundTuner(db, 0).pending == 0 and os.path.exists(db.wanted_path)
+    tuner = BackgroundTuner(db, 1)  # the next tuning run takes it
+    assert tuner.summary()["tuning_wanted_loaded"] == 1 and tuner.pending == 1
+
+
+def test_a_corrupt_wanted_list_is_a_warning_naming_it(tmp_path):
+    from nasir.errors import StoreError
+
+    db = TuningDatabase("host", str(tmp_path / "db"))
+    db.add_wanted([{"graph": {}, "keys": ["12"], "batch": 1}])
+    with open(db.wanted_path, "a") as fh:
+        fh.write('{"format": 1, "graph": {}, "keys": [12]\n')
+    with pytest.raises(StoreError, match=r"corrupt wanted list \(line 2\)") as e:
+        db.take_wanted()
+    assert db.wanted_path in str(e.value) and os.path.exists(db.wanted_path + ".bad")
+    assert db.take_wanted() == []  # moved aside: later runs are not stopped by it
+    with open(db.wanted_path, "w") as fh:
+        fh.write("not json\n")
+    with pytest.warns(UserWarning, match="wanted.jsonl"):
+        tuner = BackgroundTuner(db, 1)
+    assert tuner.pending == 0 and tuner.errors
+    db.add_wanted([{"graph": {"nodes": "?"}, "keys": ["12"], "batch": 1}])
+    with pytest.warns(UserWarning, match="wanted list entry 1"):
+        tuner = BackgroundTuner(db, 1)  # a network that no longer reads: its keys fail
+    assert tuner.pending == 0 and tuner.summary()["tuning_failed"] == 1

@@ -136,6 +136,7 @@ class LatencyEstimator:
 
             self.remote = RemoteDevice(rpc[0], int(rpc[1]), rpc[2])
         self.build: dict[str, Any] = {}  # compile from the target's tuning database
+        self.wanted: Any = None  # where its compiles' missing workloads are written
         if tuned:
             from nasir.runtime.latency_measure import tuned_compile_options
 
@@ -143,6 +144,11 @@ class LatencyEstimator:
                 raise NasirError("tuned latency is measured here; through RPC it is not "
                                  "wired yet", where="latency.tuned", hint="drop latency.tuned")
             self.build = tuned_compile_options(self.target)
+            from nasir.runtime.background_tuning import WantedOffers
+
+            # no tuning here (it would share cores with training): the next run's
+            # measurement process tunes what this worker's compiles lacked
+            self.wanted = WantedOffers(self.build["db"], batch=self.config.batch)
 
     def evaluate(self, space: Space, assignment: Mapping[str, Any], *,
                  seed: int) -> dict[str, Any]:
@@ -154,7 +160,8 @@ class LatencyEstimator:
         if self.build:
             from nasir.runtime.latency_measure import measure_network
 
-            m = measure_network(g, self.target, self.config, self.cache, build=self.build)
+            m = measure_network(g, self.target, self.config, self.cache, build=self.build,
+                                tuner=self.wanted)
             if not m["ok"]:
                 raise TrialError(f"latency measurement failed: {m['reason']}",
                                  where=str(self.target))
