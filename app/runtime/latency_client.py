@@ -21,6 +21,9 @@ __all__ = ["ServiceClient"]
 
 #: a request: (kind, trial id, assignment); kind is ``predict``, ``fill`` or ``measure``
 Request = tuple[str, int, Any]
+#: seconds :meth:`ServiceClient.close` waits for the process to end before killing it (one
+#: background tuning step or network measurement under way; an idle process ends at once)
+CLOSE_WAIT_S = 30.0
 
 
 class ServiceClient:
@@ -86,11 +89,13 @@ class ServiceClient:
                  "reason": "the latency process died twice"} for kind, tid, _ in lost]
 
     def close(self) -> None:
-        """Stop the process (asked to end, killed after 2 s)."""
+        """Stop the process: asked to end, killed if it has not after ``CLOSE_WAIT_S`` (it
+        ends at once when idle; a tuning step or a measurement under way finishes first, so
+        that the tuning still queued is saved to the database's wanted list)."""
         if self.conn is not None and self.proc is not None and self.proc.is_alive():
             with contextlib.suppress(OSError):
                 self.conn.send(None)
-            self.proc.join(2)
+            self.proc.join(CLOSE_WAIT_S)
         if self.proc is not None and self.proc.is_alive():
             self.proc.kill()
             self.proc.join(2)

@@ -78,8 +78,8 @@ def service_main(conn: Any, exp: dict[str, Any], run_dir: str | None, parent: in
                 _tune_step(tuner)  # idle: one workload (or one network's extraction)
                 continue
             msg = conn.recv()
-        except (EOFError, OSError):
-            return
+        except (EOFError, OSError):  # the driver is gone: keep what is queued all the same
+            msg = None
         if msg is None:  # the run ends: work still queued waits in the database's wanted list
             if tuner is not None:
                 tuner.persist()
