@@ -137,7 +137,7 @@ def test_a_removed_node_releases_its_regions():
 def test_verification_caches_without_writing_the_op(monkeypatch):
     from nasir.passes import verifier
 
-    g, _, y = _graph()
+    _g, _, y = _graph()
     assert "_infer" not in y.op.__dict__
     assert verifier._MEMO[id(y.op)][0] is y.op
     # the table is bounded: it starts again when full
