@@ -115,12 +115,13 @@ def tuning_lines(trials: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]
     networks it covered when they were compiled, and what the background tuner did
     (:mod:`nasir.runtime.background_tuning`). Empty when nothing was compiled from it.
 
-    >>> tuning_lines([{"metrics": {"latency_tuned_workloads": 3,
-    ...                            "latency_untuned_workloads": 1}}],
-    ...              {"tuning_tuned": 1, "tuning_trials": 2, "tuning_s": 4.0})[1]
-    'Tuning database: 1 measured networks compiled from it, 3 of their 4 workloads tuned \
+    >>> print(tuning_lines([{"metrics": {"latency_tuned_workloads": 3,
+    ...                                  "latency_untuned_workloads": 1}}],
+    ...                    {"tuning_tuned": 1, "tuning_trials": 2, "tuning_s": 4.0})[1])
+    Tuning database: 1 measured networks compiled from it, 3 of their 4 workloads tuned \
 (75 %); background tuning: 1 workloads tuned (2 candidates measured) in 4.0 s, 0 queued, \
-0 still pending, 0 busy in another process, 0 failed.'
+0 still pending (kept in the database's wanted list for a later run), 0 busy in another \
+process, 0 failed.
     """
     ms = [t.get("metrics") or {} for t in trials]
     pairs = [(int(m["latency_tuned_workloads"]), int(m["latency_untuned_workloads"]))
@@ -131,10 +132,13 @@ def tuning_lines(trials: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]
         return []
     hit, total = sum(p[0] for p in pairs), sum(p[0] + p[1] for p in pairs)
     rate = f"{100 * hit / total:.0f} %" if total else "n/a"
+    loaded = int(sm.get("tuning_wanted_loaded") or 0)
+    wanted = f" ({loaded} from the wanted list earlier runs left)" if loaded else ""
     return ["", f"Tuning database: {len(pairs)} measured networks compiled from it, {hit} of "
             f"their {total} workloads tuned ({rate}); background tuning: "
             f"{sm.get('tuning_tuned', 0)} workloads tuned ({sm.get('tuning_trials', 0)} "
             f"candidates measured) in {float(sm.get('tuning_s') or 0):.1f} s, "
-            f"{sm.get('tuning_queued', 0)} queued, {sm.get('tuning_pending', 0)} still pending, "
+            f"{sm.get('tuning_queued', 0)} queued{wanted}, {sm.get('tuning_pending', 0)} still "
+            f"pending (kept in the database's wanted list for a later run), "
             f"{sm.get('tuning_busy', 0)} busy in another process, "
             f"{sm.get('tuning_failed', 0)} failed."]
