@@ -70,6 +70,10 @@ class Graph(GraphRewrites):
         #: for a graph a space instantiated: the labels of the decisions that shaped it
         #: (``None`` for graphs built otherwise)
         self.active_decisions: set[str] | None = None
+        #: data other modules derive from the graph and keep on it, by key, with the
+        #: :attr:`version` it was derived at (valid only while that still matches; e.g. the
+        #: space interpreter's plan of a region); never copied
+        self.derived: dict[str, tuple[int, Any]] = {}
 
     # -- versions and facts ----------------------------------------------------------
     @property

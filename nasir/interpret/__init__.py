@@ -29,7 +29,6 @@ True
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -46,11 +45,6 @@ __all__ = ["ActiveDecisions", "Instantiator", "SpaceInterpreter", "picks", "redu
 V = TypeVar("V")
 
 _K_ARG, _K_CHOOSE, _K_REPEAT, _K_SELECT, _K_REFS, _K_INPUT, _K_OP = range(7)
-
-#: region → (its version when planned, the plan); a region changed since is planned again
-_PLANS: weakref.WeakKeyDictionary[Graph, tuple[int, tuple[list[tuple], int]]] = \
-    weakref.WeakKeyDictionary()
-
 
 def _ref_labels(op: Op) -> tuple[str, ...]:
     out: list[str] = []
@@ -82,7 +76,7 @@ def reducer(reduce: str) -> Op:
 
 def _plan(r: Graph) -> tuple[list[tuple], int]:
     """A flat, cached recipe of a region: one tuple per node, inputs as positions."""
-    cached = _PLANS.get(r)
+    cached = r.derived.get("interpret.plan")
     if cached is not None and cached[0] == r.version:
         return cached[1]
     nodes = r.nodes()
@@ -107,7 +101,7 @@ def _plan(r: Graph) -> tuple[list[tuple], int]:
         else:
             steps.append((_K_OP, n, op, ins))
     result = (steps, pos[r.output])
-    _PLANS[r] = (r.version, result)
+    r.derived["interpret.plan"] = (r.version, result)
     return result
 
 
@@ -167,6 +161,7 @@ class SpaceInterpreter(Generic[V]):
         steps, out = _plan(r)
         vals: list[V] = []
         a = self.a
+        active = self.active
         emit = self._emit
         for kind, n, op, ins in steps:
             if kind == _K_OP:
@@ -174,10 +169,21 @@ class SpaceInterpreter(Generic[V]):
                     vals.append(emit(op, tuple([vals[i] for i in ins]), n.loc))
                 else:
                     vals.append(self.op(n, op, [vals[i] for i in ins]))
+            elif kind == _K_REFS and emit is not None:  # instantiation: resolve and emit
+                _, labels, cache = op
+                try:
+                    key = tuple([a[lb] for lb in labels])
+                except KeyError:  # the located error
+                    key = tuple([self.value(lb, n) for lb in labels])
+                active.update(labels)
+                resolved = cache.get(key)
+                if resolved is None:
+                    resolved = self._resolve(n, op)
+                vals.append(emit(resolved, tuple([vals[i] for i in ins]), n.loc))
             elif kind == _K_ARG:
                 vals.append(args[op])
             elif kind == _K_CHOOSE and op.label in a:
-                self.active.add(op.label)
+                active.add(op.label)
                 vals.append(self.region(n.regions[a[op.label]], [vals[i] for i in ins]))
             else:
                 vals.append(self._special(kind, n, op, [vals[i] for i in ins]))
