@@ -53,13 +53,16 @@ class Conv2dOp(Op):
 
     def infer(self, ins):
         t = self._want_rank(ins, 3)
-        if t.shape[0] % concrete(self.groups):
+        groups, out = self.groups, self.out_channels
+        if not (type(groups) is int and type(out) is int):  # hot path: no concrete() calls
+            groups, out = concrete(groups), concrete(out)
+        if t.shape[0] % groups:
             raise self._fail(
                 f"groups={self.groups} does not divide {t.shape[0]} input channels", ins,
                 hint="choose channel counts divisible by the group count",
             )
         h, w = _spatial(self, ins, self.kernel, self.stride, self.padding, self.dilation)
-        return TensorType((concrete(self.out_channels), h, w), t.dtype)
+        return TensorType((out, h, w), t.dtype)
 
     def params(self, ins, out):
         kh, kw = pair(self.kernel)

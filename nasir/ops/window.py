@@ -17,8 +17,13 @@ IntOrPair = int | tuple[int | Ref, int | Ref] | Ref
 
 def pair(v: IntOrPair) -> tuple[int, int]:
     """``3 -> (3, 3)``; a 2-tuple is returned as is."""
+    if type(v) is int:  # the hot case (shape inference): no call
+        return (v, v)
     if isinstance(v, tuple):
-        return (int(concrete(v[0])), int(concrete(v[1])))
+        a, b = v
+        if isinstance(a, int) and isinstance(b, int):
+            return (a, b)
+        return (int(concrete(a)), int(concrete(b)))
     n = int(concrete(v))
     return (n, n)
 
