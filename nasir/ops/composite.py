@@ -347,20 +347,24 @@ class MBConvOp(CompositeOp):
         """Expanded width for ``cin`` input channels."""
         if self.expand_channels is not None:
             return self.expand_channels
-        return round(cin * concrete(self.expand))
+        expand = self.expand
+        return round(cin * (expand if not isinstance(expand, Ref) else concrete(expand)))
 
     def lower(self, emit, x):
         cin = emit.type(x).shape[0]
         mid = self.mid_channels(cin)
+        # fields read once, Refs ruled out without a call each (shape inference runs this)
+        act, se_ratio, stride = self.act, self.se_ratio, self.stride
+        if isinstance(act, Ref) or isinstance(se_ratio, Ref) or isinstance(stride, Ref):
+            act, se_ratio, stride = concrete(act), concrete(se_ratio), concrete(stride)
         y = x
         if mid != cin:
             y = emit(Conv2dOp(mid, 1), y)
             y = emit(BatchNormOp(eps=self.bn_eps), y)
-            y = _act(emit, y, concrete(self.act))
+            y = _act(emit, y, act)
         y = emit(DepthwiseConv2dOp(self.kernel, self.stride, multiplier=1), y)
         y = emit(BatchNormOp(eps=self.bn_eps), y)
-        y = _act(emit, y, concrete(self.act))
-        se_ratio = concrete(self.se_ratio)
+        y = _act(emit, y, act)
         if se_ratio > 0:
             if self.se_base == "input":
                 sq = max(1, int(cin * se_ratio))
@@ -369,7 +373,7 @@ class MBConvOp(CompositeOp):
             y = emit(SqueezeExciteOp(sq, self.se_act, self.se_gate), y)
         y = emit(Conv2dOp(self.out_channels, 1), y)
         y = emit(BatchNormOp(eps=self.bn_eps), y)
-        return residual(emit, x, y, _skip_value(self.skip), concrete(self.stride))
+        return residual(emit, x, y, _skip_value(self.skip), stride)
 
 
 @register_op

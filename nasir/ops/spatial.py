@@ -47,7 +47,8 @@ class Conv2dOp(Op):
         _check_pair(self, "dilation", 1)
         if self.padding is not None:
             _check_pair(self, "padding", 0)
-        if concrete(self.out_channels) % concrete(self.groups):
+        out, groups = self.out_channels, self.groups  # ints: _pos_int checked them
+        if isinstance(out, int) and isinstance(groups, int) and out % groups:
             raise self._bad("groups", f"{self.groups} does not divide out_channels "
                             f"{self.out_channels}")
 
@@ -66,13 +67,16 @@ class Conv2dOp(Op):
 
     def params(self, ins, out):
         kh, kw = pair(self.kernel)
-        cin = ins[0].shape[0] // concrete(self.groups)
-        cout = concrete(self.out_channels)
+        groups, cout = self.groups, self.out_channels
+        if not (type(groups) is int and type(cout) is int):  # hot path: no calls
+            groups, cout = concrete(groups), concrete(cout)
+        cin = ins[0].shape[0] // groups
         return cout * cin * kh * kw + (cout if self.bias else 0)
 
     def macs(self, ins, out):
         kh, kw = pair(self.kernel)
-        cin = ins[0].shape[0] // concrete(self.groups)
+        groups = self.groups
+        cin = ins[0].shape[0] // (groups if type(groups) is int else concrete(groups))
         return out.numel * cin * kh * kw
 
 
