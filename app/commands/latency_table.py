@@ -20,21 +20,10 @@ import json
 import sys
 from typing import Any
 
-from nasir.commands._runtime_cli import one_line_errors
+from nasir.commands._runtime_cli import int_at_least, one_line_errors
 from nasir.commands.search import add_experiment_options, experiment_from_args
 
 __all__ = ["add_parser"]
-
-
-def _count(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        v = int(text)
-    except ValueError:
-        v = -1
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return v
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -69,7 +58,7 @@ def add_parser(sub) -> None:
                     "of the trials earlier runs deferred into the experiment's latency table "
                     "(latency.table), which the auto and predict policies answer from.")
     add_experiment_options(p)
-    p.add_argument("--candidates", type=_count, default=50, metavar="N",
+    p.add_argument("--candidates", type=int_at_least(0), default=50, metavar="N",
                    help="random candidates whose layers to measure (default 50; 0: only the "
                         "references and deferred trials)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
