@@ -70,10 +70,9 @@ class Graph(GraphRewrites):
         #: for a graph a space instantiated: the labels of the decisions that shaped it
         #: (``None`` for graphs built otherwise)
         self.active_decisions: set[str] | None = None
-        #: data other modules derive from the graph and keep on it, by key, with the
-        #: :attr:`version` it was derived at (valid only while that still matches; e.g. the
-        #: space interpreter's plan of a region); never copied
-        self.derived: dict[str, tuple[int, Any]] = {}
+        #: data other modules derive from the graph and keep on it, by key (e.g. the space
+        #: interpreter's plan of a region): emptied by every change, never copied
+        self.derived: dict[str, Any] = {}
 
     # -- versions and facts ----------------------------------------------------------
     @property
@@ -84,6 +83,8 @@ class Graph(GraphRewrites):
     def _changed(self) -> None:
         self._version += 1
         self._nx_cache = None
+        if self.derived:
+            self.derived = {}
         if self._parent is not None:
             self._parent._changed()
 
@@ -189,6 +190,8 @@ class Graph(GraphRewrites):
         self._nodes.append(node)
         self._names[name] = node
         self._version += 1
+        if self.derived:
+            self.derived = {}
         if self._parent is not None:
             self._parent._changed()
         return node

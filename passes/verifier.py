@@ -25,25 +25,24 @@ from nasir.types import TensorType
 
 __all__ = ["infer_types", "ir_context", "verify"]
 
-#: per op object: the output types already inferred for (at most 64) input-type tuples.
-#: Keyed by the op's identity (equal ops built apart are typed apart, as before); each entry
-#: holds its op, so the id stays that op's while the entry lives, and the table is emptied
-#: when it reaches _MEMO_OPS ops. The frozen op itself is never written.
-_Memo = dict[tuple[TensorType, ...], TensorType]
-_MEMO: dict[int, tuple[Op, _Memo]] = {}
-_MEMO_OPS = 4096
-_MEMO_SIZE = 64
+#: (id of an op, its input types) -> (that op, its output type), for at most _MEMO_SIZE
+#: entries (then emptied). Keyed by the op's identity (equal ops built apart are typed
+#: apart); each entry holds its op, so the id stays that op's while the entry lives. The
+#: frozen op itself is never written.
+_MEMO: dict[tuple[int, tuple[TensorType, ...]], tuple[Op, TensorType]] = {}
+_MEMO_SIZE = 65536
 
 
-def _new_memo(op: Op) -> _Memo:
+def _infer_new(op: Op, ins: tuple[TensorType, ...]) -> TensorType:
+    """``op``'s output type for ``ins``, inferred and remembered (a memo miss)."""
     if op.space_only or has_refs(op):
         raise VerifyError(f"{op.name} still has unresolved choices",
                           hint="instantiate the space with an assignment first")
-    if len(_MEMO) >= _MEMO_OPS:
+    t = op.infer(ins)
+    if len(_MEMO) >= _MEMO_SIZE:
         _MEMO.clear()
-    memo: _Memo = {}
-    _MEMO[id(op)] = (op, memo)
-    return memo
+    _MEMO[id(op), ins] = (op, t)
+    return t
 
 
 def ir_context(g: Graph, node: Node, radius: int = 3) -> str:
@@ -85,21 +84,20 @@ def _order(g: Graph) -> list[Node]:
 def infer_types(g: Graph) -> None:
     """Set every node's type (through the graph's :meth:`~Graph.type_writer`), or raise a
     located ``VerifyError``."""
-    memo_of = _MEMO.get
+    _infer_in_order(g, _order(g))
+
+
+def _infer_in_order(g: Graph, nodes: list[Node]) -> None:
+    memo_get = _MEMO.get
     set_type = g.type_writer()
-    for n in _order(g):
+    for n in nodes:
         op = n.op
         try:
             inputs = n.inputs
             # most nodes have one input: skip building the list (a function in 3.11)
             ins = (inputs[0].type,) if len(inputs) == 1 else tuple([i.type for i in inputs])
-            entry = memo_of(id(op))
-            memo = entry[1] if entry is not None and entry[0] is op else _new_memo(op)
-            t = memo.get(ins)  # type: ignore[arg-type]
-            if t is None:
-                t = op.infer(ins)  # type: ignore[arg-type]
-                if len(memo) < _MEMO_SIZE:
-                    memo[ins] = t  # type: ignore[index]
+            hit = memo_get((id(op), ins))  # type: ignore[arg-type]
+            t = hit[1] if hit is not None and hit[0] is op else _infer_new(op, ins)  # type: ignore[arg-type]
             if n.type is not t:  # a graph verified before mostly keeps its types
                 set_type(n, t)
         except NasirError as e:
@@ -115,6 +113,10 @@ def verify(g: Graph) -> None:
     """Check structure (output, acyclicity, arity, no choice points) and infer every type."""
     if not g.has_output:
         raise VerifyError(f"graph @{g.name} has no output", hint="set an output node")
-    if not any(n.op.name == "input" for n in g.inputs):
+    nodes = _order(g)
+    for n in nodes:  # (a loop, not any(): this runs for every graph a search builds)
+        if n.op.name == "input":
+            break
+    else:
         raise VerifyError(f"graph @{g.name} has no input", hint="add an input() node")
-    infer_types(g)
+    _infer_in_order(g, nodes)

@@ -137,14 +137,32 @@ def test_a_removed_node_releases_its_regions():
 def test_verification_caches_without_writing_the_op(monkeypatch):
     from nasir.passes import verifier
 
-    _g, _, y = _graph()
+    _g, x, y = _graph()
     assert "_infer" not in y.op.__dict__
-    assert verifier._MEMO[id(y.op)][0] is y.op
+    assert verifier._MEMO[id(y.op), (x.type,)] == (y.op, y.type)
     # the table is bounded: it starts again when full
-    monkeypatch.setattr(verifier, "_MEMO_OPS", 2)
+    monkeypatch.setattr(verifier, "_MEMO_SIZE", 2)
     for _ in range(3):
         _graph()
     assert len(verifier._MEMO) <= 2
     # a space's ops with unresolved choices are still refused
     with pytest.raises(NasirError, match="unresolved choices"):
         verify(_space_with_regions().body)
+
+
+def test_derived_data_is_dropped_by_any_change_here_or_in_a_region():
+    g = Graph("g")
+    x = g.add(InputOp(shape=(1, 8, 8)), name="x")
+    r = Graph("r")
+    a = r.add(InputOp(shape=(1, 8, 8)), name="a")
+    r.set_output(a)
+    n = g.add(ReLUOp(), [x], regions={"r": r})
+    g.set_output(n)
+    g.derived["plan"] = r.derived["plan"] = "stale?"
+    g.append_trusted(ReLUOp(), (x,), None)  # the builders' fast path drops it too
+    assert g.derived == {} and r.derived == {"plan": "stale?"}
+    g.derived["plan"] = "stale?"
+    r.add(ReLUOp(), [a])  # a change in a region drops the enclosing graph's as well
+    assert r.derived == {} and g.derived == {}
+    c = g.copy()
+    assert c.derived == {}

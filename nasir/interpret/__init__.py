@@ -74,11 +74,14 @@ def reducer(reduce: str) -> Op:
     return AddOp() if reduce == "add" else ConcatOp()
 
 
+_PLAN = "interpret.plan"
+
+
 def _plan(r: Graph) -> tuple[list[tuple], int]:
     """A flat, cached recipe of a region: one tuple per node, inputs as positions."""
-    cached = r.derived.get("interpret.plan")
-    if cached is not None and cached[0] == r.version:
-        return cached[1]
+    cached = r.derived.get(_PLAN)
+    if cached is not None:
+        return cached
     nodes = r.nodes()
     pos = {n: k for k, n in enumerate(nodes)}
     steps = []
@@ -101,7 +104,7 @@ def _plan(r: Graph) -> tuple[list[tuple], int]:
         else:
             steps.append((_K_OP, n, op, ins))
     result = (steps, pos[r.output])
-    r.derived["interpret.plan"] = (r.version, result)
+    r.derived[_PLAN] = result
     return result
 
 
@@ -158,7 +161,7 @@ class SpaceInterpreter(Generic[V]):
 
     def region(self, r: Graph, args: list[V]) -> V:
         """Interpret region ``r`` with ``args`` as its operands."""
-        steps, out = _plan(r)
+        steps, out = r.derived.get(_PLAN) or _plan(r)  # (the graph drops it on any change)
         vals: list[V] = []
         a = self.a
         active = self.active
@@ -166,9 +169,17 @@ class SpaceInterpreter(Generic[V]):
         for kind, n, op, ins in steps:
             if kind == _K_OP:
                 if emit is not None:  # the hot path of instantiation: one call a node
-                    vals.append(emit(op, tuple([vals[i] for i in ins]), n.loc))
+                    # (one operand, the common case, without a list comprehension's frame)
+                    vals.append(emit(op, (vals[ins[0]],) if len(ins) == 1
+                                     else tuple([vals[i] for i in ins]), n.loc))
                 else:
                     vals.append(self.op(n, op, [vals[i] for i in ins]))
+            elif kind == _K_ARG:
+                vals.append(args[op])
+            elif kind == _K_CHOOSE and op.label in a:
+                active.add(op.label)
+                vals.append(self.region(n.regions[a[op.label]], [vals[ins[0]]] if len(ins) == 1
+                                        else [vals[i] for i in ins]))
             elif kind == _K_REFS and emit is not None:  # instantiation: resolve and emit
                 _, labels, cache = op
                 try:
@@ -180,11 +191,6 @@ class SpaceInterpreter(Generic[V]):
                 if resolved is None:
                     resolved = self._resolve(n, op)
                 vals.append(emit(resolved, tuple([vals[i] for i in ins]), n.loc))
-            elif kind == _K_ARG:
-                vals.append(args[op])
-            elif kind == _K_CHOOSE and op.label in a:
-                active.add(op.label)
-                vals.append(self.region(n.regions[a[op.label]], [vals[i] for i in ins]))
             else:
                 vals.append(self._special(kind, n, op, [vals[i] for i in ins]))
         return vals[out]
