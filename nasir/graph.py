@@ -65,13 +65,13 @@ class Graph(GraphRewrites):
         self._ordered = True
         self._version = 0
         self._facts: dict[str, Any] = {}
-        self._facts_version = 0
         self._parent = None
         #: for a graph a space instantiated: the labels of the decisions that shaped it
         #: (``None`` for graphs built otherwise)
         self.active_decisions: set[str] | None = None
         #: data other modules derive from the graph and keep on it, by key (e.g. the space
-        #: interpreter's plan of a region): emptied by every change, never copied
+        #: interpreter's plan of a region): like :attr:`facts` emptied by every change, but
+        #: neither copied nor shown
         self.derived: dict[str, Any] = {}
 
     # -- versions and facts ----------------------------------------------------------
@@ -83,6 +83,8 @@ class Graph(GraphRewrites):
     def _changed(self) -> None:
         self._version += 1
         self._nx_cache = None
+        if self._facts:
+            self._facts = {}
         if self.derived:
             self.derived = {}
         if self._parent is not None:
@@ -106,16 +108,10 @@ class Graph(GraphRewrites):
         >>> dict(g.facts)
         {}
         """
-        if self._facts_version != self._version:
-            self._facts = {}
-            self._facts_version = self._version
         return MappingProxyType(self._facts)
 
     def set_facts(self, **values: Any) -> None:
         """Record analysis results for the graph as it is now (kept until it changes)."""
-        if self._facts_version != self._version:
-            self._facts = {}
-            self._facts_version = self._version
         self._facts.update(values)
 
     def drop_facts(self, keep: Iterable[str] = ()) -> None:
@@ -190,6 +186,8 @@ class Graph(GraphRewrites):
         self._nodes.append(node)
         self._names[name] = node
         self._version += 1
+        if self._facts:
+            self._facts = {}
         if self.derived:
             self.derived = {}
         if self._parent is not None:

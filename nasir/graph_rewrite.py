@@ -33,7 +33,6 @@ class GraphRewrites:
     _ordered: bool
     _version: int
     _facts: dict[str, Any]
-    _facts_version: int
     active_decisions: set[str] | None
 
     if TYPE_CHECKING:  # Graph's own methods these call
@@ -157,7 +156,6 @@ class GraphRewrites:
         self._ordered = other._ordered
         self._changed()
         self._facts = facts
-        self._facts_version = self._version
         other._nodes = []
         other._names = {}
         other._output = None
