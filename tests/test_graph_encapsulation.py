@@ -166,3 +166,22 @@ def test_derived_data_is_dropped_by_any_change_here_or_in_a_region():
     assert r.derived == {} and g.derived == {}
     c = g.copy()
     assert c.derived == {}
+
+
+def test_a_copy_owns_fresh_regions_and_keeps_names_types_and_meta():
+    g = Graph("g")
+    x = g.add(InputOp(shape=(1, 8, 8)), name="x")
+    r = Graph("r")
+    r.set_output(r.add(InputOp(shape=(1, 8, 8)), name="a"))
+    n = g.add(ReLUOp(), [x], regions={"r": r}, meta={"origin": "5"})
+    g.set_output(n)
+    verify(g)
+    c = g.copy()
+    m = c.node(n.name)
+    assert [k.name for k in c.nodes()] == [k.name for k in g.nodes()]
+    assert m.type == n.type and m.meta == n.meta and m.meta is not n.meta
+    assert m.regions is not None and m.regions["r"] is not r
+    v, vc = g.version, c.version
+    m.regions["r"].add(ReLUOp(), [m.regions["r"].node("a")])  # the copy's region: the copy changes
+    assert c.version > vc and g.version == v
+    assert c.add(ReLUOp(), [m]).name not in {k.name for k in g.nodes()}
