@@ -14,6 +14,7 @@ f32[10,8,8]
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -55,15 +56,26 @@ class PadConcatOp(CompositeOp):
     name: ClassVar[str] = "pad_concat"
     arity: ClassVar[int] = -1
 
+    @staticmethod
+    def pads(sizes: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
+        """The (bottom, right) zero padding that brings each (height, width) in ``sizes``
+        to the largest height and width among them (the rule, shared with the torch
+        supernet's mixed ``pad_concat`` choices).
+
+        >>> PadConcatOp.pads([(8, 8), (4, 6)])
+        [(0, 0), (4, 2)]
+        """
+        h = max(s[0] for s in sizes)
+        w = max(s[1] for s in sizes)
+        return [(h - s[0], w - s[1]) for s in sizes]
+
     def lower(self, emit, *xs):
         shapes = [emit.type(x).shape for x in xs]
         if any(len(s) != 3 for s in shapes):
             raise self._fail("expects feature maps C×H×W",
                              tuple(emit.type(x) for x in xs))
-        h = max(s[1] for s in shapes)
-        w = max(s[2] for s in shapes)
-        parts = [x if (s[1], s[2]) == (h, w) else
-                 emit(PadOp(bottom=h - s[1], right=w - s[2]), x) for x, s in zip(xs, shapes)]
+        parts = [x if (b, r) == (0, 0) else emit(PadOp(bottom=b, right=r), x)
+                 for x, (b, r) in zip(xs, self.pads([s[1:] for s in shapes]))]
         if len(parts) == 1:
             return emit(IdentityOp(), parts[0])
         return emit(ConcatOp(), *parts)

@@ -16,7 +16,7 @@ from nasir.errors import AssignmentError, BackendError, NasirError
 from nasir.graph import Node
 from nasir.interpret import reducer
 from nasir.interpret.mixed import Point, ValuePoint
-from nasir.ops import Op
+from nasir.ops import Op, PadConcatOp
 from nasir.types import TensorType
 
 if TYPE_CHECKING:
@@ -222,10 +222,9 @@ class _InputChoice(nn.Module):
             for c in chosen[1:]:
                 out = out + c
             return out
-        if self.reduce == "pad_concat":  # PadConcatOp: zero-pad bottom/right to the largest
-            h = max(c.shape[-2] for c in chosen)
-            w = max(c.shape[-1] for c in chosen)
-            chosen = [F.pad(c, (0, w - c.shape[-1], 0, h - c.shape[-2])) for c in chosen]
+        if self.reduce == "pad_concat":  # as PadConcatOp lowers: zero-pad bottom/right
+            pads = PadConcatOp.pads([tuple(c.shape[-2:]) for c in chosen])
+            chosen = [F.pad(c, (0, r, 0, b)) for c, (b, r) in zip(chosen, pads)]
         return torch.cat(chosen, 1)
 
     def _thunks(self, ins: list[Any], e: _Emit | None) -> dict[tuple[int, ...], Any]:
