@@ -8,6 +8,8 @@ one-path modes, the two-path estimator). See :mod:`nasir.backends.torch.supernet
 
 from __future__ import annotations
 
+import contextlib
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -39,6 +41,34 @@ class _Gate(torch.autograd.Function):
         (out,) = ctx.saved_tensors
         return grad, (grad * out).sum().reshape(())
 
+class _WeakMemo:
+    """Outputs of pure ops by key, with their operands, held by weak references: an entry
+    serves only while its output and operands are alive anyway (saved for backward, or
+    still to be used), so sharing never keeps a tensor past its last use. Strong references
+    kept every memoised operand and output until the forward ended: +24 % peak memory in a
+    DARTS weight step with frozen logits (NB201 C=16, batch 32: 112.3 -> 138.8 MiB), which
+    the memory model (sharing with normal lifetimes) did not predict."""
+
+    def __init__(self) -> None:
+        self._refs: dict[tuple, tuple[tuple[weakref.ref, ...], weakref.ref]] = {}
+
+    def get(self, key: tuple) -> tuple[tuple[Any, ...], Any] | None:
+        """``(operands, output)`` stored under ``key`` while all of them are alive."""
+        hit = self._refs.get(key)
+        if hit is None:
+            return None
+        ins, out = tuple(r() for r in hit[0]), hit[1]()
+        # a dead operand's id may now name another tensor: no hit
+        if out is None or any(t is None for t in ins):
+            return None
+        return ins, out
+
+    def __setitem__(self, key: tuple, value: tuple[tuple[Any, ...], Any]) -> None:
+        ins, out = value
+        with contextlib.suppress(TypeError):  # not tensors (no weak references): not shared
+            self._refs[key] = (tuple(weakref.ref(t) for t in ins), weakref.ref(out))
+
+
 class _Ctx:
     """Per-forward state: mixing weights (darts/gumbel) or chosen indices."""
 
@@ -52,8 +82,7 @@ class _Ctx:
         self.pairs: dict[str, tuple[int, int, torch.Tensor]] = {}
         #: mixed modes: outputs of pure (weightless, deterministic) ops, by op signature
         #: and operands — the same pool of one state in every edge leaving it runs once
-        self.memo: dict[tuple, tuple[tuple, torch.Tensor]] | None = (
-            {} if self.mode in ("darts", "gumbel") else None)
+        self.memo: _WeakMemo | None = _WeakMemo() if self.mode in ("darts", "gumbel") else None
         #: darts/gumbel: label → indices of options whose mixing weight is exactly 0
         self.dead: dict[str, frozenset[int]] = {}
         alphas = net.alphas
