@@ -224,7 +224,8 @@ def main() -> None:
         names = "+".join(o.replace("_connect", "").replace("nor_", "") for o in order[:k])
         print(f"  {k:2d} {names:42s} {out[0]} {out[1]}")
     print("  (logits frozen: a candidate costs what its ops save -- skip and none cost ~0; "
-          "logits train: every candidate output is kept, none's zeros included)")
+          "logits train: every candidate that runs keeps its output -- none is not run, "
+          "w*0 adds nothing)")
 
     for cfg in filter(None, args.grid.split(",")):
         cc, bb = (int(v) for v in cfg.split("x"))
