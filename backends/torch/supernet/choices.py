@@ -51,7 +51,9 @@ class _Fixed(nn.Module):
         if hit is not None and all(a is b for a, b in zip(hit[0], ins)):
             return hit[1]
         out = self.net(*ins)
-        memo[key] = (tuple(ins), out)  # the operands stay referenced: ids stay unique
+        # held weakly (mixing._WeakMemo): an entry serves only while its operands and output
+        # are alive anyway, and the identity check above catches an id reused since
+        memo[key] = (tuple(ins), out)
         return out
 
     def emit(self, e: _Emit, ins: list[Node]) -> Node:
