@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Self, cast
 
 from nasir.errors import SpecError
-from nasir.node import Node, write_graph, write_inputs, write_op, write_type
+from nasir.node import Node, new_node, write_graph, write_inputs, write_op, write_type
 from nasir.ops import Op
 from nasir.types import TensorType
 
@@ -164,13 +164,23 @@ class GraphRewrites:
     def copy(self, name: str | None = None) -> Self:
         """A deep copy of the structure (ops are immutable and shared) with its valid facts."""
         g = type(self)(name or self.name)
+        owner = cast("Graph", g)
         mapping: dict[Node, Node] = {}
+        nodes = g._nodes
+        names = g._names
+        # what add() checks holds by construction (inputs copied before their users, the
+        # names and arities of a valid graph, fresh regions), so nodes are filed directly
         for n in self.nodes():
             regions = None
             if n.regions is not None:
                 regions = {k: r.copy() for k, r in n.regions.items()}
-            mapping[n] = g.add(n.op, [mapping[i] for i in n.inputs], name=n.name, loc=n.loc,
-                               regions=regions, type_=n.type, meta=n.meta)
+                for r in regions.values():
+                    r._parent = owner
+            m = new_node(owner, n.op, tuple([mapping[i] for i in n.inputs]), n.name, n.loc,
+                         regions, n.type, None if n.meta is None else dict(n.meta))
+            nodes.append(m)
+            names[n.name] = m
+            mapping[n] = m
         g._counter = self._counter
         if self.active_decisions is not None:
             g.active_decisions = set(self.active_decisions)
