@@ -16,7 +16,7 @@ per workload the database lacks); where this build has no tuning database it say
 stops.
 
     nice -n 10 .venv/bin/python benchmarks/latency_lut.py [--spaces tiny_mnasnet,nb201,mnasnet]
-        [--n 50] [--resolution 32] [--calibration 3] [--tuned [--tune-trials 8]]
+        [--n 50] [--resolution 32] [--calibration 3] [--tuned [--tune-trials 8] [--tuning-db D]]
 
 Per space a line ``space: mape … kendall_tau …``; the last line is one JSON object with
 ``spaces`` (per space ``mape`` (percent), ``mape_constant``, ``kendall_tau``, ``n``,
@@ -146,6 +146,9 @@ def main(argv=None) -> int:
                     help="compile from the target's tuning database (issue 23)")
     ap.add_argument("--tune-trials", type=int, default=0,
                     help="with --tuned: trials per workload the database lacks")
+    ap.add_argument("--tuning-db", default=None,
+                    help="with --tuned: the tuning database folder (default: the target's "
+                         "in $NASIR_CACHE_DIR/tuning), e.g. one latency_fidelity.py warmed")
     ap.add_argument("--db", default=None, help="table SQLite file (default: a fresh one)")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
@@ -162,7 +165,12 @@ def main(argv=None) -> int:
         from nasir.runtime.latency_service import tuned_compile_options
 
         try:
-            build = tuned_compile_options(resolve_target("host"))
+            if args.tuning_db:
+                from nasir.backends.tvm.tuning_db import TuningDatabase
+
+                build = {"db": TuningDatabase(resolve_target("host"), args.tuning_db)}
+            else:
+                build = tuned_compile_options(resolve_target("host"))
         except NasirError as e:
             print(f"--tuned: {e.message} (issue 23's compiler half has not landed here)")
             return 2
