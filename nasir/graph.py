@@ -185,13 +185,7 @@ class Graph(GraphRewrites):
         node = new_node(self, op, ins, name, loc)
         self._nodes.append(node)
         self._names[name] = node
-        self._version += 1
-        if self._facts:
-            self._facts = {}
-        if self.derived:
-            self.derived = {}
-        if self._parent is not None:
-            self._parent._changed()
+        self._changed()
         return node
 
     def _check_regions(self, regions: Mapping[str, Graph], name: str,
