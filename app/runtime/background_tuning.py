@@ -63,6 +63,12 @@ from nasir.errors import StoreError
 __all__ = ["BackgroundTuner", "WantedOffers", "graph_tasks", "tuning_metrics"]
 
 
+def _unseen(keys: Any, offered: set[str], db: Any) -> tuple[str, ...]:
+    """``keys``, each once and in order, that were neither offered here before nor are in
+    the database ``db`` (what a tuner or a wanted list still has to take)."""
+    return tuple(k for k in dict.fromkeys(keys) if k not in offered and not db.has(k))
+
+
 def tuning_metrics(stats: Any) -> dict[str, int]:
     """A trial's metrics from a compile's :class:`~nasir.backends.tvm.tuning.TuningStats`:
     how many of its network's workloads the database covered when it was compiled
@@ -136,8 +142,7 @@ class BackgroundTuner:
             self._warn(e)
             return
         for no, entry in enumerate(entries, 1):
-            keys = tuple(k for k in dict.fromkeys(entry["keys"])
-                         if k not in self._offered and not self.db.has(k))
+            keys = _unseen(entry["keys"], self._offered, self.db)
             if not keys:
                 continue
             try:
@@ -177,7 +182,7 @@ class BackgroundTuner:
             return 0
         from nasir.backends.tvm.tuning import missing_tasks
 
-        new = tuple(k for k in stats.keys if k not in self._offered and not self.db.has(k))
+        new = _unseen(stats.keys, self._offered, self.db)
         known = missing_tasks(new)  # extracted by the compile itself, in this process
         self._tasks.update(known)
         self._source.update((k, (graph, self.batch)) for k in known)
@@ -310,8 +315,7 @@ class WantedOffers:
         written here before; returns how many keys were written."""
         if stats is None:
             return 0
-        new = [k for k in dict.fromkeys(stats.keys)
-               if k not in self._offered and not self.db.has(k)]
+        new = list(_unseen(stats.keys, self._offered, self.db))
         if not new:
             return 0
         from nasir.serialize import graph_to_json
