@@ -166,9 +166,10 @@ def run_mobilenetv2(args: argparse.Namespace, db) -> dict:
     from nasir.spaces import get_space
 
     sp = get_space("mobilenet_v2")
-    g = sp.instantiate(sp.reference("mobilenet_v2_1.0"))
+    ref = sp.reference("mobilenet_v2_1.0")
     if args.tune_only:
-        return tune_space(sp, [sp.reference("mobilenet_v2_1.0")], args, db)
+        return tune_space(sp, [ref], args, db)
+    g = sp.instantiate(ref)
     t0 = time.perf_counter()
     h = host_latencies(g, db=db, trials_per_workload=args.trials_per_workload,
                        repeats=args.repeats, min_repeat_ms=args.min_repeat_ms,

@@ -41,6 +41,7 @@ class _Gate(torch.autograd.Function):
         (out,) = ctx.saved_tensors
         return grad, (grad * out).sum().reshape(())
 
+
 class _WeakMemo:
     """Outputs of pure ops by key, with their operands, held by weak references: an entry
     serves only while its output and operands are alive anyway (saved for backward, or
