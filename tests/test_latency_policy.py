@@ -87,6 +87,15 @@ def auto_run(project):
     return run
 
 
+def _fastest_path(m: dict) -> None:
+    """A measured latency on the host is the fastest of TVM and ONNX Runtime (``latency.paths``
+    ``auto``), and the trial says which and what each took."""
+    paths = m["latency_paths_ms"]
+    assert sorted(paths) == ["onnxruntime", "tvm"] and all(v > 0 for v in paths.values())
+    assert m["latency_path"] == min(paths, key=paths.get)
+    assert m["latency_ms"] == pytest.approx(paths[m["latency_path"]], abs=1e-6)
+
+
 def test_auto_measures_the_whole_final_front_and_rescores(auto_run):
     from nasir.runtime.results import pareto_trials
 
@@ -101,6 +110,7 @@ def test_auto_measures_the_whole_final_front_and_rescores(auto_run):
         assert m["latency_table_ms"] > 0 and m["latency_predicted_ms"] > 0
         if m["latency_source"] == "measured":  # both kept; the trial carries the measurement
             assert m["latency_ms"] == m["latency_measured_ms"] > 0
+            _fastest_path(m)
         else:
             assert m["latency_ms"] == m["latency_predicted_ms"] and "latency_measured_ms" not in m
         # the reward is the MnasNet reward of the latency the trial carries
@@ -156,10 +166,38 @@ def test_measure_compiles_and_measures_every_trial(project):
         m = t["metrics"]
         assert m["latency_source"] == "measured" and m["latency_ms"] == m["latency_measured_ms"]
         assert "latency_table_ms" not in m and m["compile_s"] is not None
+        _fastest_path(m)
     with sqlite3.connect(os.path.join(run, "latency.sqlite")) as db:
         rows = db.execute("SELECT COUNT(*) FROM latency").fetchone()[0]
     assert rows == len({t["hash"] for t in trials})
     assert meta["summary"] is None  # no measurement process: the workers measured
+
+
+def test_latency_paths_tvm_measures_the_tvm_library_alone(project):
+    run = str(project / "measure_tvm")
+    assert _search(project, run, "measure", 2, "--no-report", "--latency-paths", "tvm") == 0
+    trials, _ = _trials(run)
+    assert [t["status"] for t in trials] == ["done"] * 2
+    assert not any("latency_path" in t["metrics"] for t in trials)
+    # a separate cache key: the fastest-path figure is never served as the TVM one
+    with sqlite3.connect(os.path.join(project / "measure", "latency.sqlite")) as db:
+        keys = {r[0] for r in db.execute("SELECT target FROM latency")}
+    assert keys and all(k.endswith(":onnxruntime+tvm") for k in keys)
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--latency-paths", "tensorrt"], "unknown path 'tensorrt'"),
+    (["--latency-paths", "onnxruntime", "--target", "rpc"], "latency.paths 'onnxruntime'"),
+    (["--latency-paths", "eager", "--target-spec", "aarch64"], "latency.paths 'eager'"),
+])
+def test_a_path_that_cannot_run_here_fails_before_a_run_folder(tmp_path, capsys, args, text):
+    run = str(tmp_path / "never")
+    try:
+        code = main(["search", "--latency", "on", "--run-dir", run, "--no-progress", *args])
+    except SystemExit as e:  # argparse's own refusal
+        code = e.code
+    assert code == 2 and text in capsys.readouterr().err
+    assert not os.path.exists(run)
 
 
 def test_unknown_policy_on_the_command_line_fails_before_a_run_folder(tmp_path, capsys):

@@ -22,6 +22,18 @@ from nasir.commands._runtime_cli import (
 __all__ = ["add_experiment_options", "add_parser", "experiment_from_args", "run_experiment"]
 
 
+def _latency_paths(text: str) -> str | list[str]:
+    if text.strip() == "auto":
+        return "auto"
+    paths = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in paths if p not in ("tvm", "onnxruntime", "eager")]
+    if bad or not paths:
+        raise argparse.ArgumentTypeError(
+            f"unknown path {bad[0]!r}: use auto or a comma list of tvm, onnxruntime, eager"
+            if bad else "give auto or a comma list of tvm, onnxruntime, eager")
+    return paths
+
+
 def _objective(text: str) -> tuple[str, str]:
     key, _, sense = text.partition(":")
     sense = sense or "max"
@@ -97,6 +109,10 @@ def add_experiment_options(p: argparse.ArgumentParser) -> None:
                    help="which latency trials carry: measure (every network compiled and "
                         "measured), predict (per-layer table), auto (default: predicted, "
                         "measured for the Pareto front, the top-k and a calibration share)")
+    e.add_argument("--latency-paths", type=_latency_paths, metavar="auto|PATH[,PATH]",
+                   help="deployment paths a measured latency is the fastest of: tvm, "
+                        "onnxruntime, eager (default auto: tvm,onnxruntime on a host target, "
+                        "tvm elsewhere)")
     e.add_argument("--reward", choices=REWARDS,
                    help="auto (default: mnasnet for accuracy vs latency_ms, else the first "
                         "objective in its direction), mnasnet, accuracy or objective")
@@ -191,6 +207,7 @@ def experiment_from_args(args: argparse.Namespace, base: Any = None):
         "seed": args.seed, "device": args.device, "estimator.kind": args.estimator,
         "estimator.latency": args.latency,
         "latency.policy": getattr(args, "latency_policy", None),
+        "latency.paths": getattr(args, "latency_paths", None),
         "reward.kind": args.reward, "reward.target": args.latency_target,
         "target.kind": args.target, "target.spec": args.target_spec, "target.rpc_key":
         args.rpc_key, "budget.trials": args.trials, "budget.wall_time_s": args.wall_time,

@@ -28,7 +28,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from nasir.errors import NasirError, TrialError
+from nasir.errors import BackendError, NasirError, TrialError
 from nasir.runtime.faults import FaultEstimator
 from nasir.runtime.training_estimator import TrainingEstimator, load_run_data, save_weights
 from nasir.space import Space
@@ -123,7 +123,8 @@ class LatencyEstimator:
 
     def __init__(self, target: str | Mapping[str, Any] = "host", *, repeats: int = 20,
                  cache_path: str | None = None, rpc: tuple[str, int, str | None] | None = None,
-                 min_repeat_ms: float = 2.0, tuned: bool = False) -> None:
+                 min_repeat_ms: float = 2.0, tuned: bool = False,
+                 paths: tuple[str, ...] = ("tvm",)) -> None:
         from nasir.backends.tvm import LatencyCache, MeasureConfig, resolve_target
 
         self.target = resolve_target(target)
@@ -135,6 +136,12 @@ class LatencyEstimator:
             from nasir.backends.tvm import RemoteDevice
 
             self.remote = RemoteDevice(rpc[0], int(rpc[1]), rpc[2])
+        self.paths = tuple(paths)  # the deployment paths the latency is the fastest of
+        if self.paths != ("tvm",) and (rpc is not None or self.target.cross
+                                       or self.target.device != "cpu"):
+            raise NasirError(f"latency paths {'+'.join(self.paths)} run on this machine's CPU, "
+                             f"not on {self.target}", where="latency.paths",
+                             hint="use latency.paths ['tvm'] (or 'auto') for this target")
         self.build: dict[str, Any] = {}  # compile from the target's tuning database
         self.wanted: Any = None  # where its compiles' missing workloads are written
         if tuned:
@@ -157,19 +164,24 @@ class LatencyEstimator:
 
         g = space.instantiate(assignment)
         t0 = time.perf_counter()
-        if self.build:
+        if self.build or self.paths != ("tvm",):
             from nasir.runtime.latency_measure import measure_network
 
-            m = measure_network(g, self.target, self.config, self.cache, build=self.build,
-                                tuner=self.wanted)
+            try:
+                m = measure_network(g, self.target, self.config, self.cache, build=self.build,
+                                    tuner=self.wanted, paths=self.paths)
+            except BackendError as e:  # a path that would not build: this trial fails
+                m = {"ok": False, "reason": e.message}
             if not m["ok"]:
                 raise TrialError(f"latency measurement failed: {m['reason']}",
                                  where=str(self.target))
             return {"latency_ms": float(m["median_ms"]), "latency_source": "measured",
                     "latency_measured_ms": float(m["median_ms"]), "latency_cv": m["cv"],
                     "compile_s": m["compile_s"], "latency_cached": bool(m["cached"]),
-                    "latency_tuned": True, "latency_s": time.perf_counter() - t0,
-                    **{k: v for k, v in m.items() if "workloads" in k}}  # DB coverage
+                    **({"latency_tuned": True} if self.build else {}),
+                    "latency_s": time.perf_counter() - t0,
+                    **{k: v for k, v in m.items() if "workloads" in k  # DB coverage
+                       or k in ("latency_path", "latency_paths_ms")}}
         r = measure(g, self.target, self.config, remote=self.remote, cache=self.cache)
         if not r.ok:
             raise TrialError(f"latency measurement failed: {r.reason}",
@@ -290,4 +302,4 @@ def latency_estimator(e: Any, run_dir: str | None) -> LatencyEstimator:
     cache = os.path.join(run_dir, "latency.sqlite") if run_dir else None
     rpc = (t.rpc_host, t.rpc_port, t.rpc_key) if t.kind == "rpc" else None
     return LatencyEstimator(spec, repeats=t.repeats, cache_path=cache, rpc=rpc,
-                            tuned=e.latency.tuned)
+                            tuned=e.latency.tuned, paths=e.latency_paths)

@@ -134,6 +134,11 @@ class Experiment(_Model):
             raise ValueError("latency.policy 'predict' needs a per-layer table measured "
                              "here, but the target is a remote (rpc) device; use "
                              "latency.policy 'measure' or 'auto' (--latency-policy)")
+        other = [p for p in self.latency_paths if p != "tvm"]
+        if other and self.target.kind != "host":
+            raise ValueError(f"latency.paths {other[0]!r} runs on this machine's CPU, but "
+                             f"the target is {self.target.kind!r}; use latency.paths "
+                             "['tvm'] (or 'auto') for it")
         return self
 
     # -- construction --------------------------------------------------------------------
@@ -183,6 +188,14 @@ class Experiment(_Model):
         remote (rpc) target, whose table could not be measured here."""
         p = self.latency.policy
         return "measure" if p == "auto" and self.target.kind == "rpc" else p
+
+    @property
+    def latency_paths(self) -> tuple[str, ...]:
+        """The deployment paths a measured latency is the fastest of (``latency.paths``
+        with ``auto`` resolved for the target)."""
+        from nasir.runtime.latency_measure import deploy_paths
+
+        return deploy_paths(self.latency.paths, self.target.kind)
 
     @property
     def needs_latency(self) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nasir.errors import NasirError
 
@@ -153,7 +153,15 @@ class LatencyConfig(_Model):
     while training runs elsewhere; ``tuned``: measure code built from the target's tuning
     database; ``tune_trials``: with ``tuned``, each workload of a measured network that the
     database lacks is tuned in the background with this many measured candidates (0: never
-    tune, :mod:`nasir.runtime.background_tuning`).
+    tune, :mod:`nasir.runtime.background_tuning`). ``paths``: the deployment paths a measured
+    latency is the fastest of — ``tvm`` (the compiled library), ``onnxruntime`` (the ONNX
+    model), ``eager`` (PyTorch), each as ``nasir export`` writes it, same weights and
+    threads; ``auto`` (default) is ``["tvm", "onnxruntime"]`` on a ``host`` target and
+    ``["tvm"]`` elsewhere. A measured trial says which path won (``latency_path``) and
+    carries each path's latency (``latency_paths_ms``).
+
+    >>> LatencyConfig(paths=["onnxruntime"]).paths
+    ['onnxruntime']
     """
 
     policy: Literal["auto", "measure", "predict"] = "auto"
@@ -164,6 +172,14 @@ class LatencyConfig(_Model):
     table: str | None = None
     tuned: bool = False
     tune_trials: int = Field(default=4, ge=0)
+    paths: Literal["auto"] | list[Literal["tvm", "onnxruntime", "eager"]] = "auto"
+
+    @field_validator("paths")
+    @classmethod
+    def _some_path(cls, v: Any) -> Any:
+        if isinstance(v, list) and not v:
+            raise ValueError("give at least one path (tvm, onnxruntime, eager) or 'auto'")
+        return v
 
     @model_validator(mode="before")
     @classmethod

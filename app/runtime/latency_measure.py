@@ -22,7 +22,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-__all__ = ["measure_network", "measurement_cores", "quiet_window", "tuned_compile_options"]
+__all__ = ["deploy_paths", "measure_network", "measurement_cores", "quiet_window",
+           "tuned_compile_options"]
 
 
 def tuned_compile_options(target: Any) -> dict[str, Any]:
@@ -75,14 +76,20 @@ def measurement_cores(count: int) -> set[int]:
 
 def measure_network(g: Any, target: Any, cfg: Any, cache: Any, pids: Sequence[int] = (),
                     cores: set[int] | None = None, build: Mapping[str, Any] | None = None,
-                    tuner: Any = None) -> dict[str, Any]:
+                    tuner: Any = None, paths: Sequence[str] = ("tvm",)) -> dict[str, Any]:
     """Compile ``g`` (outside the quiet window; ``build``: extra
     :func:`~nasir.backends.tvm.compile.compile_graph` options such as the tuning database),
     time it (inside the window), through the run's ``cache``. With a database, the result
     says how many workloads it covered (``latency_tuned_workloads`` /
     ``latency_untuned_workloads``), the missing ones are offered to ``tuner``
     (:class:`~nasir.runtime.background_tuning.BackgroundTuner`), and only a fully tuned
-    network's latency is cached (a later compile may find more workloads tuned)."""
+    network's latency is cached (a later compile may find more workloads tuned).
+
+    ``paths`` other than ``("tvm",)`` (see :func:`deploy_paths`; this machine's CPU only):
+    the network is also made ready as ``nasir export`` writes it for those runtimes (same
+    weights, outputs checked against PyTorch) and each path is timed in the window with
+    ``len(cores)`` threads; the latency is the fastest path's (``latency_path`` names it,
+    ``latency_paths_ms`` has them all)."""
     from dataclasses import replace
 
     from nasir.backends.tvm.compile import compile_graph
@@ -91,23 +98,68 @@ def measure_network(g: Any, target: Any, cfg: Any, cache: Any, pids: Sequence[in
     from nasir.runtime.background_tuning import tuning_metrics
 
     g = _typed(g)
+    paths = tuple(paths)
     key, shape = graph_key(g), tuple(g.inputs[0].type.shape)
-    tkey = target.key() + (":tuned" if build else "")
+    tkey = (target.key() + (":tuned" if build else "")
+            + ("" if paths == ("tvm",) else ":" + "+".join(sorted(paths))))
     hit = cache.get(key, tkey, shape, cfg.batch) if cache is not None else None
     if hit is not None:
         return {"ok": True, "median_ms": hit.median_ms, "cv": hit.cv, "compile_s": 0.0,
-                "cached": True, **({"latency_untuned_workloads": 0} if build else {})}
+                "cached": True, **({"latency_untuned_workloads": 0} if build else {}),
+                **{k: v for k, v in hit.extra.items() if k in ("latency_path",
+                                                               "latency_paths_ms")}}
     t0 = time.perf_counter()
-    c = compile_graph(g, target, batch=cfg.batch, **dict(build or {}))
-    tuned = tuning_metrics(c.tuning)
+    if paths == ("tvm",):
+        c = compile_graph(g, target, batch=cfg.batch, **dict(build or {}))
+        tuning, compile_s = c.tuning, c.compile_s
+    else:
+        from nasir.backends.tvm.host_compare import prepare_host_paths
+
+        hp = prepare_host_paths(g, paths, target=target, batch=cfg.batch,
+                                threads=len(cores) if cores else None, **dict(build or {}))
+        tuning, compile_s = hp.tuning, hp.compile_s
+    tuned = tuning_metrics(tuning)
     if tuner is not None:
-        tuner.offer(g, c.tuning)
+        tuner.offer(g, tuning)
+    extra: dict[str, Any] = {}
     with quiet_window(pids, cores or set()) as moved:
-        r = measure_compiled(c, cfg)
+        if paths == ("tvm",):
+            r = measure_compiled(c, cfg)
+        else:
+            timed = hp.time(cfg)
+            best = min(timed, key=lambda k: timed[k][1])
+            extra = {"latency_path": best,
+                     "latency_paths_ms": {k: round(v[1], 6) for k, v in timed.items()}}
+            r = _as_result(timed[best], target, shape, cfg.batch, compile_s)
     if not r.ok:
-        return {"ok": False, "reason": r.reason, "compile_s": c.compile_s, **tuned}
+        return {"ok": False, "reason": r.reason, "compile_s": compile_s, **tuned}
     if cache is not None and not tuned.get("latency_untuned_workloads"):
-        cache.put(replace(r, graph_key=key, target=str(target), input_shape=shape), tkey)
-    return {"ok": True, "median_ms": r.median_ms, "cv": r.cv, "compile_s": c.compile_s,
+        cache.put(replace(r, graph_key=key, target=str(target), input_shape=shape,
+                          extra={**r.extra, **extra}), tkey)
+    return {"ok": True, "median_ms": r.median_ms, "cv": r.cv, "compile_s": compile_s,
             "cached": False, "moved_threads": moved, "latency_s": time.perf_counter() - t0,
-            **tuned}
+            **tuned, **extra}
+
+
+def _as_result(timed: tuple[list[float], float, float], target: Any, shape: tuple[int, ...],
+               batch: int, compile_s: float) -> Any:
+    from nasir.backends.tvm.timing import LatencyResult
+
+    times, med, cv = timed
+    return LatencyResult("ok", str(target), shape, batch, median_ms=med, cv=cv,
+                         times_ms=tuple(times), compile_s=compile_s)
+
+
+def deploy_paths(paths: Any, target_kind: str) -> tuple[str, ...]:
+    """The deployment paths a run's latency is the fastest of (``latency.paths``): ``auto``
+    is TVM and ONNX Runtime on a ``host`` target (both are what ``nasir export`` writes
+    for this CPU) and TVM alone elsewhere; a list is taken as given, in a fixed order.
+
+    >>> deploy_paths("auto", "host"), deploy_paths("auto", "rpc")
+    (('tvm', 'onnxruntime'), ('tvm',))
+    >>> deploy_paths(["onnxruntime", "tvm"], "host")
+    ('tvm', 'onnxruntime')
+    """
+    if paths == "auto":
+        return ("tvm", "onnxruntime") if target_kind == "host" else ("tvm",)
+    return tuple(p for p in ("tvm", "onnxruntime", "eager") if p in paths)

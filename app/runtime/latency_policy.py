@@ -291,6 +291,7 @@ class LatencyRunner:
         m.update({"latency_ms": ms, SOURCE: "measured", MEASURED: ms,
                   "latency_cv": msg.get("cv"), "compile_s": msg.get("compile_s"),
                   "latency_cached": bool(msg.get("cached"))})
+        m.update({k: msg[k] for k in ("latency_path", "latency_paths_ms") if k in msg})
         self.counts["measured"] += 1
         return self._rescore(t, m)
 

@@ -96,7 +96,8 @@ def service_main(conn: Any, exp: dict[str, Any], run_dir: str | None, parent: in
             else:
                 if cache is None and run_dir:
                     cache = LatencyCache(os.path.join(run_dir, "latency.sqlite"))
-                out.update(measure_network(g, target, cfg, cache, pids, cores, build, tuner))
+                out.update(measure_network(g, target, cfg, cache, pids, cores, build, tuner,
+                                           e.latency_paths))
         except Exception as err:  # reported per request; the process goes on
             out.update(ok=False, reason=f"{type(err).__name__}: {str(err).splitlines()[0]}"
                        if str(err) else type(err).__name__)

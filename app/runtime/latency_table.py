@@ -75,6 +75,19 @@ def check_latency_policy(exp: Any) -> None:
         from nasir.runtime.latency_measure import tuned_compile_options
 
         tuned_compile_options(measure_setup(exp)[0])
+    other = [p for p in exp.latency_paths if p != "tvm"]
+    if exp.needs_latency and other:
+        target = measure_setup(exp)[0]
+        if target.cross or target.device != "cpu":
+            raise ConfigError(f"latency.paths {other[0]!r} runs on this machine's CPU, but "
+                              f"target.spec is {target}", where="latency.paths",
+                              hint="use latency.paths ['tvm'] (or 'auto') for this target")
+        import importlib.util
+
+        if "onnxruntime" in other and importlib.util.find_spec("onnxruntime") is None:
+            raise ConfigError("latency.paths has 'onnxruntime', which is not installed",
+                              where="latency.paths", hint="pip install onnxruntime, or use "
+                              "latency.paths ['tvm']")
     if not exp.needs_latency or exp.latency_policy == "measure":
         return
     folder = os.path.dirname(os.path.abspath(table_path(exp)))

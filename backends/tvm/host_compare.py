@@ -33,9 +33,11 @@ from nasir.errors import BackendError
 from nasir.graph import Graph
 
 if TYPE_CHECKING:
+    from nasir.backends.tvm.timing import MeasureConfig
     from nasir.backends.tvm.tuning_db import TuningDatabase
 
-__all__ = ["HostLatencies", "host_latencies", "time_callable"]
+__all__ = ["PATHS", "HostLatencies", "HostPaths", "host_latencies", "prepare_host_paths",
+           "time_callable", "time_samples"]
 
 
 @dataclass(frozen=True)
@@ -67,10 +69,10 @@ class HostLatencies:
                 "compile_s": self.compile_s, "best": self.best, "best_ms": self.best_ms}
 
 
-def time_callable(fn: Callable[[], Any], *, repeats: int = 15, warmup: int = 3,
-                  min_repeat_ms: float = 10.0) -> float:
-    """Median over ``repeats`` of the per-call time (ms) of ``fn``, each repeat calling it
-    often enough to last ``min_repeat_ms`` (the policy of TVM's ``time_evaluator``)."""
+def time_samples(fn: Callable[[], Any], *, repeats: int = 15, warmup: int = 3,
+                 min_repeat_ms: float = 10.0) -> list[float]:
+    """Per-call times (ms) of ``fn``, one per repeat, each repeat calling it often enough
+    to last ``min_repeat_ms`` (the policy of TVM's ``time_evaluator``)."""
     for _ in range(warmup):
         fn()
     t0 = time.perf_counter()
@@ -83,26 +85,82 @@ def time_callable(fn: Callable[[], Any], *, repeats: int = 15, warmup: int = 3,
         for _ in range(number):
             fn()
         times.append((time.perf_counter() - t0) / number * 1e3)
-    return float(np.median(times))
+    return times
 
 
-def host_latencies(graph: Graph, *, db: TuningDatabase | None = None,
-                   trials_per_workload: int = 0, threads: int | None = None, batch: int = 1,
-                   seed: int = 0, repeats: int = 15, min_repeat_ms: float = 10.0,
-                   paths: tuple[str, ...] = ("tvm", "eager", "onnxruntime")) -> HostLatencies:
-    """Time ``graph`` on this machine through TVM (from ``db`` when given), PyTorch eager and
-    ONNX Runtime, all with ``threads`` threads (default: the physical cores, what TVM's
-    runtime uses). Raises :class:`~nasir.errors.BackendError` if their outputs differ."""
+def time_callable(fn: Callable[[], Any], *, repeats: int = 15, warmup: int = 3,
+                  min_repeat_ms: float = 10.0) -> float:
+    """Median of :func:`time_samples`."""
+    return float(np.median(time_samples(fn, repeats=repeats, warmup=warmup,
+                                        min_repeat_ms=min_repeat_ms)))
+
+
+PATHS = ("tvm", "eager", "onnxruntime")
+
+
+@dataclass
+class HostPaths:
+    """A network made ready to run on this machine through several deployment paths, with
+    the same weights and ``threads``: build it with :func:`prepare_host_paths` (compiles,
+    exports, checks outputs), then :meth:`time` it (only runs the prepared code, so a
+    caller can keep other work off the cores while it does)."""
+
+    runners: dict[str, Callable[[], Any]]
+    threads: int
+    batch: int
+    max_abs_diff: float
+    tuning: Any = None  # the TVM build's TuningStats, when built from a database
+    compile_s: float = 0.0
+    compiled: Any = None  # the TVM path's Compiled, when there is one
+    _vm: Any = field(default=None, repr=False)  # (vm, device, args) of the TVM path
+
+    def time(self, cfg: MeasureConfig | None = None) -> dict[str, tuple[list[float], float,
+                                                                          float]]:
+        """``(times, median, cv)`` (ms) of each path in turn, under ``cfg``'s repeat and
+        noise policy (a path whose timings vary more than ``cv_threshold`` is timed again,
+        the least noisy kept; TVM through its ``time_evaluator``, as
+        :func:`~nasir.backends.tvm.measure.measure` times it), torch's thread count set to
+        ``threads`` (TVM's pool and ONNX Runtime's were sized when prepared)."""
+        import torch
+
+        from nasir.backends.tvm.timing import MeasureConfig, retry_timing, run_timing
+
+        cfg = cfg or MeasureConfig(batch=self.batch)
+        saved = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        out = {}
+        try:
+            with torch.inference_mode():
+                for name, fn in self.runners.items():
+                    if name == "tvm" and self._vm is not None:
+                        r = run_timing(*self._vm, cfg)
+                    else:
+                        r = retry_timing(lambda fn=fn: time_samples(
+                            fn, repeats=cfg.repeats, warmup=cfg.warmup,
+                            min_repeat_ms=cfg.min_repeat_ms), cfg)
+                    out[name] = (r[0], r[1], r[2])
+        finally:
+            torch.set_num_threads(saved)
+        return out
+
+
+def prepare_host_paths(graph: Graph, paths: tuple[str, ...] = PATHS, *, target: Any = "host",
+                       db: TuningDatabase | None = None, trials_per_workload: int = 0,
+                       threads: int | None = None, batch: int = 1, seed: int = 0
+                       ) -> HostPaths:
+    """Build ``graph`` for each of ``paths`` (``tvm``: compiled for ``target``, a CPU target
+    of this machine, from ``db`` when given — the library ``nasir export`` writes;
+    ``eager``: the torch backend's module; ``onnxruntime``: that module exported to ONNX, as
+    ``nasir export`` does) with the torch module's weights, run each once and check they
+    agree with PyTorch (a :class:`~nasir.errors.BackendError` if not)."""
     import psutil
     import torch
 
     from nasir.backends.torch import lower as torch_lower
-    from nasir.backends.tvm.compile import compile_graph
-    from nasir.backends.tvm.measure import MeasureConfig, measure_compiled
 
-    bad = [p for p in paths if p not in ("tvm", "eager", "onnxruntime")]
-    if bad:
-        raise BackendError(f"unknown latency path {bad[0]!r}",
+    bad = [p for p in paths if p not in PATHS]
+    if bad or not paths:
+        raise BackendError(f"unknown latency path {bad[0]!r}" if bad else "no latency path",
                            hint="use tvm, eager and/or onnxruntime")
     n = threads or psutil.cpu_count(logical=False) or os.cpu_count() or 1
     g = graph
@@ -115,44 +173,65 @@ def host_latencies(graph: Graph, *, db: TuningDatabase | None = None,
     net = torch_lower(g, seed=seed).eval()
     x = np.random.default_rng(seed).standard_normal((batch, *shape)).astype(np.float32)
     xt = torch.from_numpy(x)
+    out = HostPaths({}, n, batch, 0.0)
+    outs: dict[str, np.ndarray] = {}
     saved_threads = torch.get_num_threads()
     torch.set_num_threads(n)
-    times: dict[str, float] = {}
-    outs: dict[str, np.ndarray] = {}
-    tuning = None
-    compile_s = 0.0
     try:
         with torch.inference_mode():
             outs["eager"] = net(xt).numpy()
-            if "eager" in paths:
-                times["eager"] = time_callable(lambda: net(xt), repeats=repeats,
-                                               min_repeat_ms=min_repeat_ms)
+        if "eager" in paths:
+            out.runners["eager"] = lambda: net(xt)
         if "tvm" in paths:
+            import tvm
+
+            from nasir.backends.tvm.compile import compile_graph
+
             weights = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
-            c = compile_graph(g, "host", batch=batch, weights=weights, db=db,
+            c = compile_graph(g, target, batch=batch, weights=weights, db=db,
                               trials_per_workload=trials_per_workload)
-            compile_s = c.compile_s
-            tuning = c.tuning.to_json() if c.tuning is not None else None
+            if c.target.cross or c.target.device != "cpu":
+                raise BackendError(f"the tvm path runs {c.target} code, not this CPU's",
+                                   hint="time other targets with nasir.backends.tvm.measure")
+            out.compile_s, out.tuning, out.compiled = c.compile_s, c.tuning, c
             outs["tvm"] = c.run([x])[0]
-            r = measure_compiled(c, MeasureConfig(batch=batch, repeats=repeats, warmup=3,
-                                                  min_repeat_ms=min_repeat_ms))
-            times["tvm"] = float(r.median_ms or 0.0)
+            dev = tvm.cpu()
+            vm = tvm.relax.VirtualMachine(c.executable, dev)
+            xs = [tvm.runtime.tensor(x, dev)]
+            out.runners["tvm"] = lambda: (vm["main"](*xs), dev.sync())
+            out._vm = (vm, dev, xs)
         if "onnxruntime" in paths:
-            times["onnxruntime"], outs["onnxruntime"] = _ort(net, xt, n, repeats,
-                                                             min_repeat_ms)
+            out.runners["onnxruntime"], outs["onnxruntime"] = _ort(net, xt, n)
     finally:
         torch.set_num_threads(saved_threads)
-    diff = max(float(np.abs(o - outs["eager"]).max()) for o in outs.values())
+    out.max_abs_diff = max(float(np.abs(o - outs["eager"]).max()) for o in outs.values())
     scale = max(1.0, float(np.abs(outs["eager"]).max()))
-    if diff > 1e-3 * scale:
-        raise BackendError(f"the paths' outputs differ by {diff:.3g}",
+    if out.max_abs_diff > 1e-3 * scale:
+        raise BackendError(f"the paths' outputs differ by {out.max_abs_diff:.3g}",
                            where=f"graph @{graph.name}",
                            hint="a lowering disagrees with PyTorch; report the graph")
-    return HostLatencies(times, n, batch, diff, tuning, compile_s)
+    return out
 
 
-def _ort(net: Any, xt: Any, threads: int, repeats: int, min_repeat_ms: float
-         ) -> tuple[float, np.ndarray]:
+def host_latencies(graph: Graph, *, db: TuningDatabase | None = None,
+                   trials_per_workload: int = 0, threads: int | None = None, batch: int = 1,
+                   seed: int = 0, repeats: int = 15, min_repeat_ms: float = 10.0,
+                   paths: tuple[str, ...] = PATHS) -> HostLatencies:
+    """Time ``graph`` on this machine through TVM (from ``db`` when given), PyTorch eager and
+    ONNX Runtime, all with ``threads`` threads (default: the physical cores, what TVM's
+    runtime uses). Raises :class:`~nasir.errors.BackendError` if their outputs differ."""
+    hp = prepare_host_paths(graph, paths, db=db, trials_per_workload=trials_per_workload,
+                            threads=threads, batch=batch, seed=seed)
+    from nasir.backends.tvm.timing import MeasureConfig
+
+    samples = hp.time(MeasureConfig(batch=batch, repeats=repeats, warmup=3,
+                                    min_repeat_ms=min_repeat_ms))
+    times = {k: float(v[1]) for k, v in samples.items()}
+    tuning = hp.tuning.to_json() if hp.tuning is not None else None
+    return HostLatencies(times, hp.threads, batch, hp.max_abs_diff, tuning, hp.compile_s)
+
+
+def _ort(net: Any, xt: Any, threads: int) -> tuple[Callable[[], Any], np.ndarray]:
     import onnxruntime as ort
     import torch
 
@@ -167,6 +246,4 @@ def _ort(net: Any, xt: Any, threads: int, repeats: int, min_repeat_ms: float
         so.inter_op_num_threads = 1
         sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     feed = {"input": xt.numpy()}
-    out = sess.run(None, feed)[0]
-    return time_callable(lambda: sess.run(None, feed), repeats=repeats,
-                         min_repeat_ms=min_repeat_ms), out
+    return (lambda: sess.run(None, feed)), sess.run(None, feed)[0]

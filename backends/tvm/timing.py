@@ -6,6 +6,7 @@ repeats, coefficient of variation, noisy runs retried) — shared by the local m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from nasir.errors import BackendError
 
-__all__ = ["LatencyResult", "MeasureConfig", "run_timing"]
+__all__ = ["LatencyResult", "MeasureConfig", "retry_timing", "run_timing"]
 
 
 @dataclass(frozen=True)
@@ -101,12 +102,19 @@ def _time_vm(vm: Any, dev: Any, args: list[Any], cfg: MeasureConfig) -> list[flo
 def run_timing(vm: Any, dev: Any, args: list[Any], cfg: MeasureConfig
                ) -> tuple[list[float], float, float, int, bool]:
     """Time ``vm["main"](*args)``: returns (times, median, cv, retries, flagged)."""
-    times = _time_vm(vm, dev, args, cfg)
+    return retry_timing(lambda: _time_vm(vm, dev, args, cfg), cfg)
+
+
+def retry_timing(sample: Callable[[], list[float]], cfg: MeasureConfig
+                 ) -> tuple[list[float], float, float, int, bool]:
+    """``cfg``'s noise policy over ``sample`` (one call: the per-repeat times in ms):
+    returns (times, median, cv, retries, flagged) of the least noisy of its tries."""
+    times = sample()
     best = (times, *_stats(times))
     retries = 0
     while best[2] > cfg.cv_threshold and retries < cfg.max_retries:
         retries += 1
-        times = _time_vm(vm, dev, args, cfg)
+        times = sample()
         cand = (times, *_stats(times))
         if cand[2] < best[2]:
             best = cand
