@@ -5,17 +5,21 @@ issue's figures) and of the main job's space (``tiny_mnasnet`` on 8×8 digits, w
 demo`` searches), in order, each candidate is
 
 1. compiled from the per-target tuning database — its workloads the database lacks tuned
-   first with ``--trials-per-workload`` candidates each — and measured: the latency a search
-   with the database sees (``measure(g, db=...)``, what the run's latency estimator does);
-2. compiled untuned (TVM's default schedules) and measured: what a search saw before;
-3. deployed three ways on this machine with the same weights and threads:
+   first with ``--trials-per-workload`` candidates each — and measured (``measure(g,
+   db=...)``): the TVM library's latency alone (``search_tvm``);
+2. measured as a run with the database measures a trial (``measure_network``, the run's
+   ``latency.paths``, default ``auto``: the fastest of the TVM library and ONNX Runtime on
+   this host): **the latency a search sees** (``search``);
+3. compiled untuned (TVM's default schedules) and measured: what a search saw before;
+4. deployed three ways on this machine with the same weights and threads:
    nasir's exported TVM library (built from the same database), PyTorch eager, ONNX Runtime
    (:func:`nasir.backends.tvm.host_compare.host_latencies`); the fastest is the best
    deployment latency.
 
 Figures per space: ``rank_tau`` (Kendall τ, search latency vs best deployment latency; the
-untuned baseline's τ next to it), ``tuned_vs_eager`` (median ratio tuned TVM / eager), the
-tuning seconds per newly tuned workload and the database's hit rate over the candidates
+TVM-only search latency's τ and the untuned baseline's next to it), ``tuned_vs_eager``
+(median ratio tuned TVM / eager), the tuning seconds per newly tuned workload and the
+database's hit rate over the candidates
 (workload hits / workloads, in candidate order, from the database's state at the start).
 MobileNetV2 at 224² gets its ``tuned_vs_eager`` too (``--no-mobilenetv2`` skips it).
 
@@ -69,9 +73,10 @@ def run_space(name: str, args: argparse.Namespace, db) -> dict:
     """Measure ``args.candidates`` held-out candidates of one space; returns its figures."""
     from scipy.stats import kendalltau
 
-    from nasir.backends.tvm import MeasureConfig, measure
+    from nasir.backends.tvm import MeasureConfig, measure, resolve_target
     from nasir.backends.tvm.host_compare import host_latencies
     from nasir.passes.sampling import sample
+    from nasir.runtime.latency_measure import deploy_paths, measure_network
 
     sp = _space(name, args.resolution)
     cands = sample(sp, np.random.default_rng(args.seed), args.candidates)
@@ -80,22 +85,27 @@ def run_space(name: str, args: argparse.Namespace, db) -> dict:
     cfg = MeasureConfig(repeats=args.repeats, warmup=2, min_repeat_ms=args.min_repeat_ms,
                         trials_per_workload=args.trials_per_workload)
     plain = MeasureConfig(repeats=args.repeats, warmup=2, min_repeat_ms=args.min_repeat_ms)
+    paths = deploy_paths(args.paths if args.paths == "auto" else args.paths.split(","), "host")
+    host = resolve_target("host")
     rows = []
     hits = workloads = tuned = 0
     tuning_s = 0.0
     print(f"== {sp.name} {tuple(sp.body.inputs[0].op.shape)}: {args.candidates} candidates "
-          f"(seed {args.seed}), {args.trials_per_workload} trials per new workload; {_load()}")
-    print(f"{'#':>3} {'search':>8} {'untuned':>8} {'tvm':>8} {'eager':>8} {'ort':>8} "
-          f"{'best':>11} {'wl':>3} {'hit':>3} {'new':>3} {'tune s':>7}", flush=True)
+          f"(seed {args.seed}), {args.trials_per_workload} trials per new workload, search "
+          f"latency the fastest of {'+'.join(paths)}; {_load()}")
+    print(f"{'#':>3} {'search':>8} {'path':>11} {'s_tvm':>8} {'untuned':>8} {'tvm':>8} "
+          f"{'eager':>8} {'ort':>8} {'best':>11} {'wl':>3} {'hit':>3} {'new':>3} "
+          f"{'tune s':>7}", flush=True)
     for i, a in enumerate(cands):
         if time.monotonic() > args.deadline:
             print(f"time budget spent: {len(rows)} of {args.candidates} candidates measured")
             break
         g = sp.instantiate(a)
         r = measure(g, "host", cfg, db=db)
+        s = measure_network(g, host, plain, None, build={"db": db}, paths=paths)
         u = measure(g, "host", plain)
-        if not (r.ok and u.ok):
-            print(f"{i:>3} failed: {r.reason or u.reason}", flush=True)
+        if not (r.ok and u.ok and s["ok"]):
+            print(f"{i:>3} failed: {r.reason or u.reason or s.get('reason')}", flush=True)
             continue
         st = r.extra["tuning"]
         hits += st["hits"]
@@ -105,9 +115,10 @@ def run_space(name: str, args: argparse.Namespace, db) -> dict:
         h = host_latencies(g, db=db, repeats=args.repeats, min_repeat_ms=args.min_repeat_ms,
                            threads=args.threads)
         t = h.times_ms
-        rows.append((float(r.median_ms), float(u.median_ms), t["tvm"], t["eager"],
-                     t["onnxruntime"], h.best_ms))
-        print(f"{i:>3} {r.median_ms:>8.3f} {u.median_ms:>8.3f} {t['tvm']:>8.3f} "
+        rows.append((float(s["median_ms"]), float(u.median_ms), t["tvm"], t["eager"],
+                     t["onnxruntime"], h.best_ms, float(r.median_ms)))
+        print(f"{i:>3} {s['median_ms']:>8.3f} {s.get('latency_path', 'tvm'):>11} "
+              f"{r.median_ms:>8.3f} {u.median_ms:>8.3f} {t['tvm']:>8.3f} "
               f"{t['eager']:>8.3f} {t['onnxruntime']:>8.3f} {h.best:>11} "
               f"{st['workloads']:>3} {st['hits']:>3} {st['tuned']:>3} {st['tuning_s']:>7.1f}",
               flush=True)
@@ -118,7 +129,9 @@ def run_space(name: str, args: argparse.Namespace, db) -> dict:
     m = np.array(rows)
     out = {"candidates": len(rows),
            "rank_tau": round(float(kendalltau(m[:, 0], m[:, 5]).statistic), 3),
+           "rank_tau_tvm_only": round(float(kendalltau(m[:, 6], m[:, 5]).statistic), 3),
            "rank_tau_untuned": round(float(kendalltau(m[:, 1], m[:, 5]).statistic), 3),
+           "search_vs_best": round(float(np.median(m[:, 0] / m[:, 5])), 3),
            "tuned_vs_eager": round(float(np.median(m[:, 2] / m[:, 3])), 3),
            "untuned_vs_eager": round(float(np.median(m[:, 1] / m[:, 3])), 3),
            "ort_vs_eager": round(float(np.median(m[:, 4] / m[:, 3])), 3),
@@ -191,6 +204,9 @@ def main(argv=None) -> int:
     ap.add_argument("--resolution", type=int, default=64, help="MnasNet input size")
     ap.add_argument("--trials-per-workload", type=int, default=16)
     ap.add_argument("--tuning-db", default=None, help="database folder (default: fresh temp)")
+    ap.add_argument("--paths", default="auto",
+                    help="the search's latency.paths: auto or a comma list of tvm, "
+                         "onnxruntime, eager")
     ap.add_argument("--cost-model", default="auto", help="auto, xgb, random or none")
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--min-repeat-ms", type=float, default=10.0)

@@ -18,6 +18,12 @@ stops.
     nice -n 10 .venv/bin/python benchmarks/latency_lut.py [--spaces tiny_mnasnet,nb201,mnasnet]
         [--n 50] [--resolution 32] [--calibration 3] [--tuned [--tune-trials 8] [--tuning-db D]]
 
+``--tune-only`` (with ``--tuned``) is the first of two phases on a shared or small machine
+(tuning wants every core, measuring a quiet one): it tunes, into the database, every
+workload the held-out candidates, the calibration networks and the table's distinct layers
+(each compiled alone) lack, with ``--tune-trials`` candidates each, and measures nothing; a
+later run on the warm database, with nothing else running, measures.
+
 Per space a line ``space: mape … kendall_tau …``; the last line is one JSON object with
 ``spaces`` (per space ``mape`` (percent), ``mape_constant``, ``kendall_tau``, ``n``,
 ``compile_s_per_candidate``,
@@ -78,6 +84,8 @@ def bench_space(name: str, args: argparse.Namespace, build: dict[str, Any]) -> d
     rng = np.random.default_rng(args.seed)
     cands = sample(space, rng, args.n)
     calib = sample(space, rng, args.calibration)
+    if args.tune_only:
+        return tune_space(name, [space.instantiate(a) for a in cands + calib], args, build)
     cfg = MeasureConfig(batch=args.batch, repeats=args.repeats, warmup=2, min_repeat_ms=5)
     db = args.db or os.path.join(tempfile.mkdtemp(prefix="nasir_lut_"), "lut.sqlite")
     lut = PolicyLUT(db, "host", batch=args.batch, config=cfg, scope=f"{name}-bench")
@@ -132,6 +140,34 @@ def bench_space(name: str, args: argparse.Namespace, build: dict[str, Any]) -> d
     return out
 
 
+def tune_space(name: str, graphs: list, args: argparse.Namespace, build: dict[str, Any]
+               ) -> dict[str, Any]:
+    """``--tune-only``: tune what the networks and their distinct layers lack; time nothing."""
+    from nasir.backends.tvm.lut import layer_graph, layer_key, layers
+    from nasir.backends.tvm.tuning import tune_graph
+
+    seen: dict[str, Any] = {}
+    for g in graphs:
+        for n in layers(g):
+            seen.setdefault(layer_key(n), n)
+    todo = [("layer", layer_graph(n)) for n in seen.values()] + [("network", g) for g in graphs]
+    hits = workloads = tuned = 0
+    tuning_s = 0.0
+    t0 = time.perf_counter()
+    for k, (kind, g) in enumerate(todo):
+        st = tune_graph(g, build["db"], args.tune_trials, batch=args.batch)
+        hits, workloads, tuned = hits + st.hits, workloads + st.workloads, tuned + st.tuned
+        tuning_s += st.tuning_s
+        if st.tuned or args.verbose:
+            print(f"[{name}] {k + 1}/{len(todo)} {kind}: {st.workloads} workloads, {st.hits} "
+                  f"hits, {st.tuned} tuned in {st.tuning_s:.1f} s", flush=True)
+    out = {"layers": len(seen), "networks": len(graphs), "workloads": workloads, "hits": hits,
+           "tuned_workloads": tuned, "tuning_s_per_workload": round(tuning_s / tuned, 2)
+           if tuned else None, "seconds": round(time.perf_counter() - t0, 1)}
+    print(f"{name}: {json.dumps(out)}", flush=True)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--spaces", default="tiny_mnasnet,nb201,mnasnet")
@@ -149,6 +185,9 @@ def main(argv=None) -> int:
     ap.add_argument("--tuning-db", default=None,
                     help="with --tuned: the tuning database folder (default: the target's "
                          "in $NASIR_CACHE_DIR/tuning), e.g. one latency_fidelity.py warmed")
+    ap.add_argument("--tune-only", action="store_true",
+                    help="with --tuned: tune what the candidates and their layers lack into "
+                         "the database, measure nothing (the first of two phases)")
     ap.add_argument("--db", default=None, help="table SQLite file (default: a fresh one)")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
@@ -176,7 +215,12 @@ def main(argv=None) -> int:
             return 2
         if args.tune_trials:
             build["trials_per_workload"] = args.tune_trials
+    if args.tune_only and not (args.tuned and args.tune_trials):
+        ap.error("--tune-only needs --tuned and --tune-trials N")
     res = {name: bench_space(name, args, build) for name in args.spaces.split(",")}
+    if args.tune_only:
+        print(json.dumps({"tune_only": res, "tune_trials": args.tune_trials}))
+        return 0
     print(json.dumps({"spaces": res, "mape_max": max(r["mape"] for r in res.values()),
                       "kendall_tau_min": min(r["kendall_tau"] for r in res.values()),
                       "tuned": bool(args.tuned), "batch": args.batch,

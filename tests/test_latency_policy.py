@@ -139,6 +139,7 @@ def test_report_shows_predicted_and_measured(auto_run):
         md = fh.read()
     assert "## Latency" in md and "policy **auto**" in md and "Kendall" in md
     assert "| latency_source | latency_predicted_ms | latency_measured_ms |" in md
+    assert "Deployment paths (a measured latency is the fastest of them):" in md
     png = os.path.join(auto_run, "report", "latency_predicted_vs_measured.png")
     assert os.path.getsize(png) > 1000
 

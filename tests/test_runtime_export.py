@@ -21,7 +21,7 @@ from nasir.spaces import get_space
 SPACE = {"name": "tiny_mnasnet"}
 
 
-def _run(folder: str, assignments: list[dict], seed: int = 3) -> list[dict]:
+def _run(folder: str, assignments: list[dict], seed: int = 3, **metrics) -> list[dict]:
     """A run store holding finished trials of ``assignments``, with random kept weights."""
     import torch
 
@@ -37,7 +37,8 @@ def _run(folder: str, assignments: list[dict], seed: int = 3) -> list[dict]:
             a = sp.check(a)
             h = assignment_hash(sp, a)
             tid = st_.add_trial(a.to_json(), h)
-            st_.finish_trial(tid, "done", metrics={"accuracy": 0.5 + k / 10}, reward=0.5 + k / 10)
+            st_.finish_trial(tid, "done", metrics={"accuracy": 0.5 + k / 10, **metrics},
+                             reward=0.5 + k / 10)
             # every tensor distinct (BN statistics too), so a swapped weight shows in outputs
             sd = lower(sp.instantiate(a)).state_dict()
             kept = {n: torch.rand(v.shape, generator=gen) + 0.5 if n.endswith("running_var")
@@ -190,11 +191,14 @@ def test_cell_space_names_number_the_cells(tmp_path):
 def test_onnx_and_tvm_exports_still_pass_their_checks(tmp_path):
     sp = get_space(SPACE["name"])
     run = str(tmp_path / "run")
-    (trial,) = _run(run, [dict(sp.reference("large"))])
+    (trial,) = _run(run, [dict(sp.reference("large"))], latency_path="onnxruntime",
+                    latency_paths_ms={"tvm": 0.3, "onnxruntime": 0.2})
     out = str(tmp_path / "out")
     man = export_trial(run, trial, out)
     assert man["torch_max_abs_diff"] <= 1e-6
     assert man["onnx_max_abs_diff"] < 1e-4
+    # the trial's latency was ONNX Runtime's: the manifest points at the file it timed
+    assert man["latency_path"] == {"path": "onnxruntime", "file": "model.onnx"}
     if "tvm" in man:  # TVM not installed here
         pytest.skip(man["tvm"])
     assert man["tvm_max_abs_diff"] < 1e-3 and os.path.exists(os.path.join(out, man["files_tvm"]))

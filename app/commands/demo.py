@@ -2,7 +2,7 @@
 
 A hardware-aware search in a few minutes on a laptop: the reduced MnasNet space on the 8×8
 digits images (``tiny_mnasnet``), regularized evolution, the MnasNet reward over digits
-validation accuracy and TVM-measured host latency, two local worker processes. It shows a
+validation accuracy and host latency (TVM and ONNX Runtime), two local worker processes. It shows a
 progress bar (trials, best reward, ETA), prints the Pareto front and writes a report into
 the run folder. Every option of ``nasir search`` works here too.
 """

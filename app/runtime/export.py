@@ -20,7 +20,9 @@
   always from the database (workloads it lacks tuned first with ``trials_per_workload``
   candidates each, 0: default schedule); ``none`` TVM's default schedules. The manifest's
   ``tvm_tuning`` gives the database and its hits;
-- ``manifest.json``: what was written, the output differences measured and, under
+- ``manifest.json``: what was written, the output differences measured, ``latency_path``
+  (when the trial's latency was measured over several deployment paths, ``latency.paths``:
+  the fastest, and its file) and, under
   ``modules``, each submodule's IR node: ``{"23": {"module": "b2_layer1_dw_conv", "op":
   "depthwise_conv2d", "arch_node": "3", "arch_op": "mbconv", "loc": …, "scope": […]}}`` —
   ``23`` is the node of the expanded graph (the backend's ``23.weight``), ``arch_node`` the
@@ -240,6 +242,9 @@ def export_trial(folder: str, trial: Mapping[str, Any], out_dir: str,
     arch = ", ".join(f"{k}={v}" for k, v in a.items())
     man: dict[str, Any] = {"run": folder, "trial": trial["id"], "hash": trial["hash"],
                            "space": cfg["space"], "metrics": trial["metrics"], "files": {}}
+    path = (trial.get("metrics") or {}).get("latency_path")
+    if path:  # which file the trial's measured latency is (latency.paths; set below)
+        man["latency_path"] = {"path": path, "file": None}
     with open(os.path.join(out_dir, "arch.json"), "w", encoding="utf-8") as fh:
         json.dump(json_safe({"space": cfg["space"], "assignment": a.to_json(),
                              "hash": trial["hash"], "metrics": trial["metrics"],
@@ -275,6 +280,10 @@ def export_trial(folder: str, trial: Mapping[str, Any], out_dir: str,
     if "tvm" in formats:
         man.update(_tvm(g, sd, cfg, target, x.numpy(), want, out_dir,
                         (tuning, tuning_db, trials_per_workload)))
+    if path:
+        man["latency_path"]["file"] = {"tvm": man.get("files_tvm"),
+                                       "onnxruntime": man.get("files_onnx"),
+                                       "eager": "model.py"}.get(path)
     return _write_manifest(out_dir, man)
 
 

@@ -16,6 +16,7 @@ plots predicted against measured (``latency_predicted_vs_measured.png`` / ``.svg
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -97,6 +98,7 @@ def latency_lines(trials: Sequence[Mapping[str, Any]], config: Mapping[str, Any]
                   f"measured ≈ {float(cal.get('slope', 1.0)):.3f} × table + "
                   f"{float(cal.get('intercept', 0.0)):.3f} ms from {cal.get('points', 0)} "
                   f"points, refit {cal.get('refits', 0)} times."]
+    lines += path_lines(trials)
     lines += tuning_lines(trials, summary)
     s = prediction_scores(trials)
     if s["pairs"]:
@@ -107,6 +109,32 @@ def latency_lines(trials: Sequence[Mapping[str, Any]], config: Mapping[str, Any]
                   "the promising ones, not a random sample).", "",
                   "![predicted vs measured](latency_predicted_vs_measured.png)"]
     return lines
+
+
+def path_lines(trials: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Which deployment path (``latency.paths``) was the fastest for the measured trials,
+    and the median ratio of each path to the fastest. Empty when no trial carries paths.
+
+    >>> print(path_lines([{"metrics": {"latency_path": "onnxruntime",
+    ...                    "latency_paths_ms": {"tvm": 2.0, "onnxruntime": 1.0}}},
+    ...                   {"metrics": {"latency_path": "tvm",
+    ...                    "latency_paths_ms": {"tvm": 1.0, "onnxruntime": 1.5}}}])[1])
+    Deployment paths (a measured latency is the fastest of them): onnxruntime fastest for 1, \
+tvm for 1 of 2 measured networks; median time over the fastest: onnxruntime 1.25×, tvm 1.5×.
+    """
+    ms = [m for m in ((t.get("metrics") or {}) for t in trials)
+          if m.get("latency_path") and m.get("latency_paths_ms")]
+    if not ms:
+        return []
+    names = sorted({k for m in ms for k in m["latency_paths_ms"]})
+    wins = {k: sum(m["latency_path"] == k for m in ms) for k in names}
+    ratios = {k: [m["latency_paths_ms"][k] / min(m["latency_paths_ms"].values())
+                        for m in ms if m["latency_paths_ms"].get(k)] for k in names}
+    won = ", ".join(f"{k} {'fastest for ' if i == 0 else 'for '}{wins[k]}"
+                    for i, k in enumerate(sorted(names, key=lambda k: -wins[k])))
+    med = ", ".join(f"{k} {statistics.median(v):.3g}×" for k, v in ratios.items() if v)
+    return ["", f"Deployment paths (a measured latency is the fastest of them): {won} of "
+            f"{len(ms)} measured networks; median time over the fastest: {med}."]
 
 
 def tuning_lines(trials: Sequence[Mapping[str, Any]], summary: Mapping[str, Any] | None
