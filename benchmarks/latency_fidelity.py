@@ -76,7 +76,7 @@ def run_space(name: str, args: argparse.Namespace, db) -> dict:
     from nasir.backends.tvm import MeasureConfig, measure, resolve_target
     from nasir.backends.tvm.host_compare import host_latencies
     from nasir.passes.sampling import sample
-    from nasir.runtime.latency_measure import deploy_paths, measure_network
+    from nasir.runtime.latency_measure import deploy_paths, measure_network, measurement_cores
 
     sp = _space(name, args.resolution)
     cands = sample(sp, np.random.default_rng(args.seed), args.candidates)
@@ -102,7 +102,8 @@ def run_space(name: str, args: argparse.Namespace, db) -> dict:
             break
         g = sp.instantiate(a)
         r = measure(g, "host", cfg, db=db)
-        s = measure_network(g, host, plain, None, build={"db": db}, paths=paths)
+        s = measure_network(g, host, plain, None, build={"db": db}, paths=paths,
+                            cores=measurement_cores(args.threads) if args.threads else None)
         u = measure(g, "host", plain)
         if not (r.ok and u.ok and s["ok"]):
             print(f"{i:>3} failed: {r.reason or u.reason or s.get('reason')}", flush=True)
@@ -220,7 +221,8 @@ def main(argv=None) -> int:
                          "those measured; the count is in the JSON)")
     ap.add_argument("--threads", type=int, default=None,
                     help="threads for every path (TVM_NUM_THREADS, torch, ONNX Runtime); "
-                         "default: the physical cores")
+                         "default: the physical cores. A run measures with latency.cores "
+                         "(default 1) threads: --threads 1 compares what it sees")
     args = ap.parse_args(argv)
     if args.threads:  # before TVM's runtime starts its thread pool
         os.environ["TVM_NUM_THREADS"] = str(args.threads)
