@@ -17,7 +17,7 @@ noise policy). Figures per path:
   candidates here (``latency_fidelity.py``'s ``rank_tau`` compares two such measurements).
 
     .venv/bin/python benchmarks/latency_retest.py [--space tiny_mnasnet] [--candidates 8]
-        [--preparations 3] [--timings 3] [--threads 1] [--tuning-db DIR]
+        [--preparations 3] [--timings 3] [--threads 1] [--tuning-db DIR] [--resolution 64]
 
 Run it on a quiet machine. The last line is one JSON object with the figures.
 """
@@ -36,6 +36,8 @@ import numpy as np
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--space", default="tiny_mnasnet")
+    ap.add_argument("--resolution", type=int, default=None,
+                    help="input size for a space that takes one (mnasnet: e.g. 64)")
     ap.add_argument("--candidates", type=int, default=8)
     ap.add_argument("--preparations", type=int, default=3)
     ap.add_argument("--timings", type=int, default=3)
@@ -59,7 +61,8 @@ def main(argv=None) -> int:
 
         db = TuningDatabase("host", args.tuning_db)
     paths = tuple(p.strip() for p in args.paths.split(",") if p.strip())
-    sp = get_space(args.space)
+    sp = (get_space(args.space, input_shape=(3, args.resolution, args.resolution),
+                    num_classes=10) if args.resolution else get_space(args.space))
     cands = sample(sp, np.random.default_rng(args.seed), args.candidates)
     cfg = MeasureConfig(repeats=15, warmup=2, min_repeat_ms=10)
     # t[path][candidate][preparation][timing]
