@@ -75,7 +75,7 @@ def _compare(g, args, db) -> int:
     from nasir.backends.tvm import resolve_target
     from nasir.backends.tvm.host_compare import host_latencies
 
-    if args.rpc or resolve_target(args.target).cross or resolve_target(args.target).kind != "llvm":
+    if args.rpc or not resolve_target(args.target).host_cpu:
         raise NasirError("--compare times this machine's CPU", where="--target",
                          hint="use --target host (or a dict for this CPU) without --rpc")
     h = host_latencies(g, db=db, trials_per_workload=args.trials_per_workload,

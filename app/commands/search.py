@@ -23,10 +23,12 @@ __all__ = ["add_experiment_options", "add_parser", "experiment_from_args", "run_
 
 
 def _latency_paths(text: str) -> str | list[str]:
+    from nasir.runtime.latency_measure import DEPLOY_PATHS
+
     if text.strip() == "auto":
         return "auto"
     paths = [p.strip() for p in text.split(",") if p.strip()]
-    bad = [p for p in paths if p not in ("tvm", "onnxruntime", "eager")]
+    bad = [p for p in paths if p not in DEPLOY_PATHS]
     if bad or not paths:
         raise argparse.ArgumentTypeError(
             f"unknown path {bad[0]!r}: use auto or a comma list of tvm, onnxruntime, eager"

@@ -137,8 +137,7 @@ class LatencyEstimator:
 
             self.remote = RemoteDevice(rpc[0], int(rpc[1]), rpc[2])
         self.paths = tuple(paths)  # the deployment paths the latency is the fastest of
-        if self.paths != ("tvm",) and (rpc is not None or self.target.cross
-                                       or self.target.device != "cpu"):
+        if self.paths != ("tvm",) and (rpc is not None or not self.target.host_cpu):
             raise NasirError(f"latency paths {'+'.join(self.paths)} run on this machine's CPU, "
                              f"not on {self.target}", where="latency.paths",
                              hint="use latency.paths ['tvm'] (or 'auto') for this target")
@@ -165,7 +164,7 @@ class LatencyEstimator:
         g = space.instantiate(assignment)
         t0 = time.perf_counter()
         if self.build or self.paths != ("tvm",):
-            from nasir.runtime.latency_measure import measure_network
+            from nasir.runtime.latency_measure import PATH_METRICS, measure_network
 
             try:
                 m = measure_network(g, self.target, self.config, self.cache, build=self.build,
@@ -181,7 +180,7 @@ class LatencyEstimator:
                     **({"latency_tuned": True} if self.build else {}),
                     "latency_s": time.perf_counter() - t0,
                     **{k: v for k, v in m.items() if "workloads" in k  # DB coverage
-                       or k in ("latency_path", "latency_paths_ms")}}
+                       or k in PATH_METRICS}}
         r = measure(g, self.target, self.config, remote=self.remote, cache=self.cache)
         if not r.ok:
             raise TrialError(f"latency measurement failed: {r.reason}",

@@ -379,7 +379,7 @@ def _tvm(g: Any, sd: Mapping[str, Any], cfg: Mapping[str, Any], target: str | No
                            "tvm_tuning": ({"db": db.path, **c.tuning.to_json()}
                                           if db is not None and c.tuning is not None
                                           else "none (TVM default schedules)")}
-    if not spec.cross and spec.device == "cpu":
+    if spec.host_cpu:
         got = c.run([x.astype("float32")])[0]
         out["tvm_max_abs_diff"] = float(np.abs(got - want).max())
     return out

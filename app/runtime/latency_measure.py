@@ -22,8 +22,11 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-__all__ = ["deploy_paths", "measure_network", "measurement_cores", "quiet_window",
-           "tuned_compile_options"]
+__all__ = ["DEPLOY_PATHS", "PATH_METRICS", "deploy_paths", "measure_network",
+           "measurement_cores", "quiet_window", "tuned_compile_options"]
+
+DEPLOY_PATHS = ("tvm", "onnxruntime", "eager")  # what latency.paths may list, in its order
+PATH_METRICS = ("latency_path", "latency_paths_ms")  # what a fastest-path measurement adds
 
 
 def tuned_compile_options(target: Any) -> dict[str, Any]:
@@ -106,8 +109,7 @@ def measure_network(g: Any, target: Any, cfg: Any, cache: Any, pids: Sequence[in
     if hit is not None:
         return {"ok": True, "median_ms": hit.median_ms, "cv": hit.cv, "compile_s": 0.0,
                 "cached": True, **({"latency_untuned_workloads": 0} if build else {}),
-                **{k: v for k, v in hit.extra.items() if k in ("latency_path",
-                                                               "latency_paths_ms")}}
+                **{k: v for k, v in hit.extra.items() if k in PATH_METRICS}}
     t0 = time.perf_counter()
     if paths == ("tvm",):
         c = compile_graph(g, target, batch=cfg.batch, **dict(build or {}))
@@ -162,4 +164,4 @@ def deploy_paths(paths: Any, target_kind: str) -> tuple[str, ...]:
     """
     if paths == "auto":
         return ("tvm", "onnxruntime") if target_kind == "host" else ("tvm",)
-    return tuple(p for p in ("tvm", "onnxruntime", "eager") if p in paths)
+    return tuple(p for p in DEPLOY_PATHS if p in paths)

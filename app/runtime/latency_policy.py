@@ -46,6 +46,7 @@ from typing import Any
 
 from nasir.errors import NasirError
 from nasir.runtime.latency_calibration import Calibration
+from nasir.runtime.latency_measure import PATH_METRICS
 from nasir.runtime.latency_table import check_latency_policy as check_latency_policy
 from nasir.runtime.latency_table import default_table_path as default_table_path
 from nasir.runtime.latency_table import table_path as table_path
@@ -291,7 +292,7 @@ class LatencyRunner:
         m.update({"latency_ms": ms, SOURCE: "measured", MEASURED: ms,
                   "latency_cv": msg.get("cv"), "compile_s": msg.get("compile_s"),
                   "latency_cached": bool(msg.get("cached"))})
-        m.update({k: msg[k] for k in ("latency_path", "latency_paths_ms") if k in msg})
+        m.update({k: msg[k] for k in PATH_METRICS if k in msg})
         self.counts["measured"] += 1
         return self._rescore(t, m)
 

@@ -78,7 +78,7 @@ def check_latency_policy(exp: Any) -> None:
     other = [p for p in exp.latency_paths if p != "tvm"]
     if exp.needs_latency and other:
         target = measure_setup(exp)[0]
-        if target.cross or target.device != "cpu":
+        if not target.host_cpu:
             raise ConfigError(f"latency.paths {other[0]!r} runs on this machine's CPU, but "
                               f"target.spec is {target}", where="latency.paths",
                               hint="use latency.paths ['tvm'] (or 'auto') for this target")

@@ -105,14 +105,12 @@ class HostPaths:
     exports, checks outputs), then :meth:`time` it (only runs the prepared code, so a
     caller can keep other work off the cores while it does)."""
 
-    runners: dict[str, Callable[[], Any]]
+    timers: dict[str, Callable[[MeasureConfig], tuple[list[float], float, float, int, bool]]]
     threads: int
     batch: int
     max_abs_diff: float
     tuning: Any = None  # the TVM build's TuningStats, when built from a database
     compile_s: float = 0.0
-    compiled: Any = None  # the TVM path's Compiled, when there is one
-    _vm: Any = field(default=None, repr=False)  # (vm, device, args) of the TVM path
 
     def time(self, cfg: MeasureConfig | None = None) -> dict[str, tuple[list[float], float,
                                                                           float]]:
@@ -123,7 +121,7 @@ class HostPaths:
         ``threads`` (TVM's pool and ONNX Runtime's were sized when prepared)."""
         import torch
 
-        from nasir.backends.tvm.timing import MeasureConfig, retry_timing, run_timing
+        from nasir.backends.tvm.timing import MeasureConfig
 
         cfg = cfg or MeasureConfig(batch=self.batch)
         saved = torch.get_num_threads()
@@ -131,17 +129,21 @@ class HostPaths:
         out = {}
         try:
             with torch.inference_mode():
-                for name, fn in self.runners.items():
-                    if name == "tvm" and self._vm is not None:
-                        r = run_timing(*self._vm, cfg)
-                    else:
-                        r = retry_timing(lambda fn=fn: time_samples(
-                            fn, repeats=cfg.repeats, warmup=cfg.warmup,
-                            min_repeat_ms=cfg.min_repeat_ms), cfg)
-                    out[name] = (r[0], r[1], r[2])
+                for name, timer in self.timers.items():
+                    times, med, cv, _, _ = timer(cfg)
+                    out[name] = (times, med, cv)
         finally:
             torch.set_num_threads(saved)
         return out
+
+
+def _timer(fn: Callable[[], Any]
+           ) -> Callable[[MeasureConfig], tuple[list[float], float, float, int, bool]]:
+    """``fn`` timed by :func:`time_samples` under a config's repeat and noise policy."""
+    from nasir.backends.tvm.timing import retry_timing
+
+    return lambda cfg: retry_timing(lambda: time_samples(
+        fn, repeats=cfg.repeats, warmup=cfg.warmup, min_repeat_ms=cfg.min_repeat_ms), cfg)
 
 
 def prepare_host_paths(graph: Graph, paths: tuple[str, ...] = PATHS, *, target: Any = "host",
@@ -181,27 +183,28 @@ def prepare_host_paths(graph: Graph, paths: tuple[str, ...] = PATHS, *, target: 
         with torch.inference_mode():
             outs["eager"] = net(xt).numpy()
         if "eager" in paths:
-            out.runners["eager"] = lambda: net(xt)
+            out.timers["eager"] = _timer(lambda: net(xt))
         if "tvm" in paths:
             import tvm
 
             from nasir.backends.tvm.compile import compile_graph
+            from nasir.backends.tvm.timing import run_timing
 
             weights = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
             c = compile_graph(g, target, batch=batch, weights=weights, db=db,
                               trials_per_workload=trials_per_workload)
-            if c.target.cross or c.target.device != "cpu":
+            if not c.target.host_cpu:
                 raise BackendError(f"the tvm path runs {c.target} code, not this CPU's",
                                    hint="time other targets with nasir.backends.tvm.measure")
-            out.compile_s, out.tuning, out.compiled = c.compile_s, c.tuning, c
+            out.compile_s, out.tuning = c.compile_s, c.tuning
             outs["tvm"] = c.run([x])[0]
             dev = tvm.cpu()
             vm = tvm.relax.VirtualMachine(c.executable, dev)
             xs = [tvm.runtime.tensor(x, dev)]
-            out.runners["tvm"] = lambda: (vm["main"](*xs), dev.sync())
-            out._vm = (vm, dev, xs)
+            out.timers["tvm"] = lambda cfg: run_timing(vm, dev, xs, cfg)
         if "onnxruntime" in paths:
-            out.runners["onnxruntime"], outs["onnxruntime"] = _ort(net, xt, n)
+            run, outs["onnxruntime"] = _ort(net, xt, n)
+            out.timers["onnxruntime"] = _timer(run)
     finally:
         torch.set_num_threads(saved_threads)
     out.max_abs_diff = max(float(np.abs(o - outs["eager"]).max()) for o in outs.values())

@@ -90,6 +90,11 @@ class TargetSpec:
         """TVM device kind the compiled code runs on (``cpu`` or ``cuda``)."""
         return "cuda" if self.kind == "cuda" else "cpu"
 
+    @property
+    def host_cpu(self) -> bool:
+        """Whether the code runs on this machine's CPU (not cross-compiled, not CUDA)."""
+        return not self.cross and self.device == "cpu"
+
     def key(self) -> str:
         """Canonical JSON of the target dict (sorted keys)."""
         return json.dumps(self.config, sort_keys=True)
