@@ -13,8 +13,13 @@ demo`` searches), in order, each candidate is
 3. compiled untuned (TVM's default schedules) and measured: what a search saw before;
 4. deployed three ways on this machine with the same weights and threads:
    nasir's exported TVM library (built from the same database), PyTorch eager, ONNX Runtime
-   (:func:`nasir.backends.tvm.host_compare.host_latencies`); the fastest is the best
-   deployment latency.
+   (:func:`nasir.backends.tvm.host_compare.host_latencies`), ``--reference-preparations``
+   times (each built anew; default 2); the fastest is the best deployment latency.
+
+Every timing waits for the machine's full speed (:mod:`nasir.backends.tvm.machine_speed`):
+the search's measurements up to ``--settle-s`` seconds (default: a run's
+``latency.settle_s``), the deployment reference's up to ``--reference-settle-s`` (default
+60). ``full_speed`` is the share of the search's measurements timed at full speed.
 
 Figures per space: ``rank_tau`` (Kendall τ, search latency vs best deployment latency; the
 TVM-only search latency's τ and the untuned baseline's next to it), ``tuned_vs_eager``
@@ -74,7 +79,7 @@ def run_space(name: str, args: argparse.Namespace, db) -> dict:
     from scipy.stats import kendalltau
 
     from nasir.backends.tvm import MeasureConfig, measure, resolve_target
-    from nasir.backends.tvm.host_compare import host_latencies
+    from nasir.backends.tvm.machine_speed import at_full_speed
     from nasir.passes.sampling import sample
     from nasir.runtime.latency_measure import deploy_paths, measure_network, measurement_cores
 
@@ -83,11 +88,14 @@ def run_space(name: str, args: argparse.Namespace, db) -> dict:
     if args.tune_only:
         return tune_space(sp, cands, args, db)
     cfg = MeasureConfig(repeats=args.repeats, warmup=2, min_repeat_ms=args.min_repeat_ms,
-                        trials_per_workload=args.trials_per_workload)
-    plain = MeasureConfig(repeats=args.repeats, warmup=2, min_repeat_ms=args.min_repeat_ms)
+                        trials_per_workload=args.trials_per_workload, settle_s=args.settle_s)
+    plain = MeasureConfig(repeats=args.repeats, warmup=2, min_repeat_ms=args.min_repeat_ms,
+                          settle_s=args.settle_s)
     paths = deploy_paths(args.paths if args.paths == "auto" else args.paths.split(","), "host")
     host = resolve_target("host")
+    cores = measurement_cores(args.threads) if args.threads else None
     rows = []
+    speeds: list[float] = []
     hits = workloads = tuned = 0
     tuning_s = 0.0
     print(f"== {sp.name} {tuple(sp.body.inputs[0].op.shape)}: {args.candidates} candidates "
@@ -102,8 +110,8 @@ def run_space(name: str, args: argparse.Namespace, db) -> dict:
             break
         g = sp.instantiate(a)
         r = measure(g, "host", cfg, db=db)
-        s = measure_network(g, host, plain, None, build={"db": db}, paths=paths,
-                            cores=measurement_cores(args.threads) if args.threads else None)
+        s = _as_a_run(lambda g=g: measure_network(g, host, plain, None, build={"db": db},
+                                                  paths=paths, cores=cores), cores)
         u = measure(g, "host", plain)
         if not (r.ok and u.ok and s["ok"]):
             print(f"{i:>3} failed: {r.reason or u.reason or s.get('reason')}", flush=True)
@@ -113,14 +121,14 @@ def run_space(name: str, args: argparse.Namespace, db) -> dict:
         workloads += st["workloads"]
         tuned += st["tuned"]
         tuning_s += st["tuning_s"]
-        h = host_latencies(g, db=db, repeats=args.repeats, min_repeat_ms=args.min_repeat_ms,
-                           threads=args.threads)
-        t = h.times_ms
+        if "latency_speed" in s:
+            speeds.append(float(s["latency_speed"]))
+        t = _reference(g, db, args)
         rows.append((float(s["median_ms"]), float(u.median_ms), t["tvm"], t["eager"],
-                     t["onnxruntime"], h.best_ms, float(r.median_ms)))
+                     t["onnxruntime"], min(t.values()), float(r.median_ms)))
         print(f"{i:>3} {s['median_ms']:>8.3f} {s.get('latency_path', 'tvm'):>11} "
               f"{r.median_ms:>8.3f} {u.median_ms:>8.3f} {t['tvm']:>8.3f} "
-              f"{t['eager']:>8.3f} {t['onnxruntime']:>8.3f} {h.best:>11} "
+              f"{t['eager']:>8.3f} {t['onnxruntime']:>8.3f} {min(t, key=lambda k: t[k]):>11} "
               f"{st['workloads']:>3} {st['hits']:>3} {st['tuned']:>3} {st['tuning_s']:>7.1f}",
               flush=True)
     if len(rows) < 2:
@@ -139,9 +147,38 @@ def run_space(name: str, args: argparse.Namespace, db) -> dict:
            "best_is_tvm": round(float(np.mean(m[:, 2] <= m[:, 5] + 1e-12)), 3),
            "tuning_s_per_workload": round(tuning_s / tuned, 2) if tuned else None,
            "tuned_workloads": tuned, "db_hit_rate": round(hits / workloads, 3)
-           if workloads else None, "load": _load()}
+           if workloads else None,
+           "full_speed": round(float(np.mean([at_full_speed(x) for x in speeds])), 3)
+           if speeds else None, "load": _load()}
     print(f"{sp.name}: {json.dumps(out)}", flush=True)
     return out
+
+
+def _as_a_run(measure, cores):
+    """``measure()`` on the CPUs a run's measurement process is pinned to (``cores``, the
+    last ``latency.cores``), as the run would time it: there the machine-speed gate waits
+    for those CPUs, it cannot pick a faster one."""
+    if not cores or not hasattr(os, "sched_setaffinity"):
+        return measure()
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cores)
+    try:
+        return measure()
+    finally:
+        os.sched_setaffinity(0, saved)
+
+
+def _reference(g, db, args: argparse.Namespace) -> dict[str, float]:
+    """Each deployment path's latency: the fastest over ``--reference-preparations``
+    gated measurements, each of a fresh build."""
+    from nasir.backends.tvm.host_compare import host_latencies
+
+    best: dict[str, float] = {}
+    for _ in range(args.reference_preparations):
+        h = host_latencies(g, db=db, repeats=args.repeats, min_repeat_ms=args.min_repeat_ms,
+                           threads=args.threads, settle_s=args.reference_settle_s)
+        best = {k: min(v, best.get(k, v)) for k, v in h.times_ms.items()}
+    return best
 
 
 def tune_space(sp, cands: list, args: argparse.Namespace, db) -> dict:
@@ -187,7 +224,7 @@ def run_mobilenetv2(args: argparse.Namespace, db) -> dict:
     t0 = time.perf_counter()
     h = host_latencies(g, db=db, trials_per_workload=args.trials_per_workload,
                        repeats=args.repeats, min_repeat_ms=args.min_repeat_ms,
-                       threads=args.threads)
+                       threads=args.threads, settle_s=args.reference_settle_s)
     st = h.tuning or {}
     out = {"tuned_vs_eager": round(h.times_ms["tvm"] / h.times_ms["eager"], 3),
            "times_ms": {k: round(v, 3) for k, v in h.times_ms.items()},
@@ -213,6 +250,13 @@ def main(argv=None) -> int:
     ap.add_argument("--min-repeat-ms", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=5000, help="held-out sampling seed")
     ap.add_argument("--no-mobilenetv2", action="store_true")
+    ap.add_argument("--settle-s", type=float, default=None,
+                    help="the search's wait for full machine speed (default: a run's "
+                         "latency.settle_s; 0: time at once)")
+    ap.add_argument("--reference-settle-s", type=float, default=60.0,
+                    help="the deployment reference's wait for full machine speed")
+    ap.add_argument("--reference-preparations", type=int, default=2,
+                    help="fresh builds of each deployment path, the fastest kept")
     ap.add_argument("--tune-only", action="store_true",
                     help="tune the candidates' missing workloads into the database and "
                          "measure nothing (the first of two phases, see above)")
@@ -224,6 +268,10 @@ def main(argv=None) -> int:
                          "default: the physical cores. A run measures with latency.cores "
                          "(default 1) threads: --threads 1 compares what it sees")
     args = ap.parse_args(argv)
+    if args.settle_s is None:
+        from nasir.runtime.experiment_sections import LatencyConfig
+
+        args.settle_s = LatencyConfig().settle_s
     if args.threads:  # before TVM's runtime starts its thread pool
         os.environ["TVM_NUM_THREADS"] = str(args.threads)
     args.deadline = time.monotonic() + (args.time_budget_s or float("inf"))

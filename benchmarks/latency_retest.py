@@ -18,6 +18,11 @@ noise policy). Figures per path:
 
     .venv/bin/python benchmarks/latency_retest.py [--space tiny_mnasnet] [--candidates 8]
         [--preparations 3] [--timings 3] [--threads 1] [--tuning-db DIR] [--resolution 64]
+        [--settle-s 30]
+
+``--settle-s S`` times every preparation only while the machine runs at its full speed
+(:mod:`nasir.backends.tvm.machine_speed`, as a run's ``latency.settle_s`` does), waiting up
+to S seconds for it; ``full_speed_fraction`` is the share of timings that got it.
 
 Run it on a quiet machine. The last line is one JSON object with the figures.
 """
@@ -45,6 +50,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=5000, help="held-out sampling seed")
     ap.add_argument("--tuning-db", default=None, help="compile TVM from this database")
     ap.add_argument("--paths", default="tvm,onnxruntime")
+    ap.add_argument("--settle-s", type=float, default=0.0,
+                    help="time only at the machine's full speed, waiting up to this long "
+                         "(latency.settle_s; 0: at once)")
+    ap.add_argument("--speed-tol", type=float, default=0.25)
     args = ap.parse_args(argv)
     os.environ["TVM_NUM_THREADS"] = str(args.threads)  # before TVM's pool starts
 
@@ -64,7 +73,9 @@ def main(argv=None) -> int:
     sp = (get_space(args.space, input_shape=(3, args.resolution, args.resolution),
                     num_classes=10) if args.resolution else get_space(args.space))
     cands = sample(sp, np.random.default_rng(args.seed), args.candidates)
-    cfg = MeasureConfig(repeats=15, warmup=2, min_repeat_ms=10)
+    cfg = MeasureConfig(repeats=15, warmup=2, min_repeat_ms=10, settle_s=args.settle_s,
+                        speed_tol=args.speed_tol)
+    speeds: list[float] = []
     # t[path][candidate][preparation][timing]
     t = {p: np.zeros((len(cands), args.preparations, args.timings)) for p in paths}
     for i, a in enumerate(cands):
@@ -74,12 +85,20 @@ def main(argv=None) -> int:
             for r in range(args.timings):
                 got = hp.time(cfg)
                 for p in paths:
-                    t[p][i, k, r] = got[p][1]
+                    t[p][i, k, r] = got[p].median_ms
+                    if got[p].speed is not None:
+                        speeds.append(got[p].speed.speed)
         print(f"{i:>3} " + "  ".join(
             f"{p} " + " | ".join(" ".join(f"{x:.4f}" for x in t[p][i, k])
                                  for k in range(args.preparations)) for p in paths), flush=True)
     out: dict = {"space": args.space, "candidates": len(cands), "threads": args.threads,
-                 "preparations": args.preparations, "timings": args.timings}
+                 "preparations": args.preparations, "timings": args.timings,
+                 "settle_s": args.settle_s, "speed_tol": args.speed_tol}
+    if speeds:
+        from nasir.backends.tvm.machine_speed import at_full_speed
+
+        out["full_speed_fraction"] = round(float(np.mean(
+            [at_full_speed(x, args.speed_tol) for x in speeds])), 3)
     for p in paths:
         x = t[p]
         within = x.std(axis=2) / x.mean(axis=2)

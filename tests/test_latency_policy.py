@@ -160,7 +160,7 @@ def test_predict_never_compiles_a_network(project):
 
 def test_measure_compiles_and_measures_every_trial(project):
     run = str(project / "measure")
-    assert _search(project, run, "measure", 3, "--no-report") == 0
+    assert _search(project, run, "measure", 3, "--no-report", "--latency-settle", "0.5") == 0
     trials, meta = _trials(run)
     assert [t["status"] for t in trials] == ["done"] * 3
     for t in trials:
@@ -168,6 +168,7 @@ def test_measure_compiles_and_measures_every_trial(project):
         assert m["latency_source"] == "measured" and m["latency_ms"] == m["latency_measured_ms"]
         assert "latency_table_ms" not in m and m["compile_s"] is not None
         _fastest_path(m)
+        assert 0 < m["latency_speed"] <= 1  # latency.settle_s: the speed it was timed at
     with sqlite3.connect(os.path.join(run, "latency.sqlite")) as db:
         rows = db.execute("SELECT COUNT(*) FROM latency").fetchone()[0]
     assert rows == len({t["hash"] for t in trials})
@@ -176,10 +177,12 @@ def test_measure_compiles_and_measures_every_trial(project):
 
 def test_latency_paths_tvm_measures_the_tvm_library_alone(project):
     run = str(project / "measure_tvm")
-    assert _search(project, run, "measure", 2, "--no-report", "--latency-paths", "tvm") == 0
+    assert _search(project, run, "measure", 2, "--no-report", "--latency-paths", "tvm",
+                   "--latency-settle", "0.5") == 0
     trials, _ = _trials(run)
     assert [t["status"] for t in trials] == ["done"] * 2
     assert not any("latency_path" in t["metrics"] for t in trials)
+    assert all(0 < t["metrics"]["latency_speed"] <= 1 for t in trials)
     # a separate cache key: the fastest-path figure is never served as the TVM one
     with sqlite3.connect(os.path.join(project / "measure", "latency.sqlite")) as db:
         keys = {r[0] for r in db.execute("SELECT target FROM latency")}

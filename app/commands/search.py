@@ -22,6 +22,17 @@ from nasir.commands._runtime_cli import (
 __all__ = ["add_experiment_options", "add_parser", "experiment_from_args", "run_experiment"]
 
 
+def _seconds(text: str) -> float:
+    """argparse type: a number of seconds >= 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
+    return v
+
+
 def _latency_paths(text: str) -> str | list[str]:
     from nasir.runtime.latency_measure import DEPLOY_PATHS
 
@@ -115,6 +126,9 @@ def add_experiment_options(p: argparse.ArgumentParser) -> None:
                    help="deployment paths a measured latency is the fastest of: tvm, "
                         "onnxruntime, eager (default auto: tvm,onnxruntime on a host target, "
                         "tvm elsewhere)")
+    e.add_argument("--latency-settle", type=_seconds, metavar="SECONDS",
+                   help="on this CPU, time a latency only while the machine runs at full "
+                        "speed, waiting up to SECONDS for it (default 10; 0: at once)")
     e.add_argument("--reward", choices=REWARDS,
                    help="auto (default: mnasnet for accuracy vs latency_ms, else the first "
                         "objective in its direction), mnasnet, accuracy or objective")
@@ -210,6 +224,7 @@ def experiment_from_args(args: argparse.Namespace, base: Any = None):
         "estimator.latency": args.latency,
         "latency.policy": getattr(args, "latency_policy", None),
         "latency.paths": getattr(args, "latency_paths", None),
+        "latency.settle_s": getattr(args, "latency_settle", None),
         "reward.kind": args.reward, "reward.target": args.latency_target,
         "target.kind": args.target, "target.spec": args.target_spec, "target.rpc_key":
         args.rpc_key, "budget.trials": args.trials, "budget.wall_time_s": args.wall_time,

@@ -124,12 +124,13 @@ class LatencyEstimator:
     def __init__(self, target: str | Mapping[str, Any] = "host", *, repeats: int = 20,
                  cache_path: str | None = None, rpc: tuple[str, int, str | None] | None = None,
                  min_repeat_ms: float = 2.0, tuned: bool = False,
-                 paths: tuple[str, ...] = ("tvm",)) -> None:
+                 paths: tuple[str, ...] = ("tvm",), settle_s: float = 0.0) -> None:
         from nasir.backends.tvm import LatencyCache, MeasureConfig, resolve_target
 
         self.target = resolve_target(target)
         self.config = MeasureConfig(repeats=int(repeats), warmup=2,
-                                    min_repeat_ms=float(min_repeat_ms))
+                                    min_repeat_ms=float(min_repeat_ms),
+                                    settle_s=float(settle_s))
         self.cache = LatencyCache(cache_path) if cache_path else None
         self.remote = None
         if rpc is not None:
@@ -188,7 +189,8 @@ class LatencyEstimator:
         return {"latency_ms": float(r.median_ms or 0.0), "latency_source": "measured",
                 "latency_measured_ms": float(r.median_ms or 0.0), "latency_cv": r.cv,
                 "compile_s": r.compile_s, "latency_cached": bool(r.cached),
-                "latency_s": time.perf_counter() - t0}
+                "latency_s": time.perf_counter() - t0,
+                **({"latency_speed": r.extra["speed"]["speed"]} if "speed" in r.extra else {})}
 
 
 class CombinedEstimator:
@@ -301,4 +303,5 @@ def latency_estimator(e: Any, run_dir: str | None) -> LatencyEstimator:
     cache = os.path.join(run_dir, "latency.sqlite") if run_dir else None
     rpc = (t.rpc_host, t.rpc_port, t.rpc_key) if t.kind == "rpc" else None
     return LatencyEstimator(spec, repeats=t.repeats, cache_path=cache, rpc=rpc,
-                            tuned=e.latency.tuned, paths=e.latency_paths)
+                            tuned=e.latency.tuned, paths=e.latency_paths,
+                            settle_s=e.latency.settle_s if t.kind != "rpc" else 0.0)

@@ -11,12 +11,29 @@ budget, executor), and the names their options may take. The whole experiment,
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nasir.errors import NasirError
+
+
+def _env_seconds(name: str, default: float) -> float:
+    """A default number of seconds from ``$name`` (``default`` when unset); a value that is
+    not a number >= 0 is refused with the variable's name."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not v >= 0:
+        raise NasirError(f"${name} must be a number of seconds >= 0, got {text!r}",
+                         hint=f"unset {name} or give e.g. 0 or 10")
+    return v
 
 __all__ = [
     "DATA_ESTIMATORS",
@@ -158,7 +175,12 @@ class LatencyConfig(_Model):
     model), ``eager`` (PyTorch), each as ``nasir export`` writes it, same weights and
     threads; ``auto`` (default) is ``["tvm", "onnxruntime"]`` on a ``host`` target and
     ``["tvm"]`` elsewhere. A measured trial says which path won (``latency_path``) and
-    carries each path's latency (``latency_paths_ms``).
+    carries each path's latency (``latency_paths_ms``). ``settle_s``: on this machine's CPU a
+    latency is timed only while the machine runs at its full speed (a reference kernel
+    within 25 % of its fastest, :mod:`nasir.backends.tvm.machine_speed`), waiting up to this
+    many seconds for it (0: time at once; ``$NASIR_LATENCY_SETTLE_S`` sets the default, e.g.
+    0 on a machine busy with other work, as nasir's test suite does); a measured trial
+    carries the speed it was timed at (``latency_speed``, 1.0 = full).
 
     >>> LatencyConfig(paths=["onnxruntime"]).paths
     ['onnxruntime']
@@ -173,6 +195,8 @@ class LatencyConfig(_Model):
     tuned: bool = False
     tune_trials: int = Field(default=4, ge=0)
     paths: Literal["auto"] | list[Literal["tvm", "onnxruntime", "eager"]] = "auto"
+    settle_s: float = Field(default_factory=lambda: _env_seconds("NASIR_LATENCY_SETTLE_S", 10.0),
+                            ge=0)
 
     @field_validator("paths")
     @classmethod

@@ -26,7 +26,8 @@ __all__ = ["DEPLOY_PATHS", "PATH_METRICS", "deploy_paths", "measure_network",
            "measurement_cores", "quiet_window", "tuned_compile_options"]
 
 DEPLOY_PATHS = ("tvm", "onnxruntime", "eager")  # what latency.paths may list, in its order
-PATH_METRICS = ("latency_path", "latency_paths_ms")  # what a fastest-path measurement adds
+# what a measurement adds: the fastest path and each path's latency, the machine's speed
+PATH_METRICS = ("latency_path", "latency_paths_ms", "latency_speed")
 
 
 def tuned_compile_options(target: Any) -> dict[str, Any]:
@@ -127,11 +128,16 @@ def measure_network(g: Any, target: Any, cfg: Any, cache: Any, pids: Sequence[in
     with quiet_window(pids, cores or set()) as moved:
         if paths == ("tvm",):
             r = measure_compiled(c, cfg)
+            if "speed" in r.extra:
+                extra = {"latency_speed": r.extra["speed"]["speed"]}
         else:
             timed = hp.time(cfg)
-            best = min(timed, key=lambda k: timed[k][1])
+            best = min(timed, key=lambda k: timed[k].median_ms)
             extra = {"latency_path": best,
-                     "latency_paths_ms": {k: round(v[1], 6) for k, v in timed.items()}}
+                     "latency_paths_ms": {k: round(v.median_ms, 6) for k, v in timed.items()}}
+            if timed[best].speed is not None:
+                extra["latency_speed"] = round(min(v.speed.speed for v in timed.values()
+                                                   if v.speed is not None), 4)
             r = _as_result(timed[best], target, shape, cfg.batch, compile_s)
     if not r.ok:
         return {"ok": False, "reason": r.reason, "compile_s": compile_s, **tuned}
@@ -143,11 +149,11 @@ def measure_network(g: Any, target: Any, cfg: Any, cache: Any, pids: Sequence[in
             **tuned, **extra}
 
 
-def _as_result(timed: tuple[list[float], float, float], target: Any, shape: tuple[int, ...],
-               batch: int, compile_s: float) -> Any:
+def _as_result(timed: Any, target: Any, shape: tuple[int, ...], batch: int,
+               compile_s: float) -> Any:
     from nasir.backends.tvm.timing import LatencyResult
 
-    times, med, cv = timed
+    times, med, cv = timed.times, timed.median_ms, timed.cv
     return LatencyResult("ok", str(target), shape, batch, median_ms=med, cv=cv,
                          times_ms=tuple(times), compile_s=compile_s)
 

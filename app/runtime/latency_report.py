@@ -99,6 +99,7 @@ def latency_lines(trials: Sequence[Mapping[str, Any]], config: Mapping[str, Any]
                   f"{float(cal.get('intercept', 0.0)):.3f} ms from {cal.get('points', 0)} "
                   f"points, refit {cal.get('refits', 0)} times."]
     lines += path_lines(trials)
+    lines += speed_lines(trials)
     lines += tuning_lines(trials, summary)
     s = prediction_scores(trials)
     if s["pairs"]:
@@ -135,6 +136,30 @@ tvm for 1 of 2 measured networks; median time over the fastest: onnxruntime 1.25
     med = ", ".join(f"{k} {statistics.median(v):.3g}×" for k, v in ratios.items() if v)
     return ["", f"Deployment paths (a measured latency is the fastest of them): {won} of "
             f"{len(ms)} measured networks; median time over the fastest: {med}."]
+
+
+def speed_lines(trials: Sequence[Mapping[str, Any]]) -> list[str]:
+    """How many measured latencies were timed at the machine's full speed
+    (``latency.settle_s``, :mod:`nasir.backends.tvm.machine_speed`): a trial whose
+    ``latency_speed`` is under full speed was timed after the wait ran out. Empty when no trial
+    carries a speed.
+
+    >>> print(speed_lines([{"metrics": {"latency_speed": 1.0}},
+    ...                    {"metrics": {"latency_speed": 0.62}}])[1])
+    Machine speed: 1 of 2 measured latencies timed at full speed; the slowest at 0.62 of it \
+(latency.settle_s ran out: its latency reads high).
+    """
+    sp = [float(m["latency_speed"]) for m in ((t.get("metrics") or {}) for t in trials)
+          if m.get("latency_speed") is not None]
+    if not sp:
+        return []
+    from nasir.backends.tvm.machine_speed import at_full_speed
+
+    full = sum(at_full_speed(s) for s in sp)
+    tail = ("" if full == len(sp) else f"; the slowest at {min(sp):.2f} of it (latency."
+            "settle_s ran out: its latency reads high)")
+    return ["", f"Machine speed: {full} of {len(sp)} measured latencies timed at full speed"
+            f"{tail}."]
 
 
 def tuning_lines(trials: Sequence[Mapping[str, Any]], summary: Mapping[str, Any] | None

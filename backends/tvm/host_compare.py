@@ -25,7 +25,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -33,11 +33,12 @@ from nasir.errors import BackendError
 from nasir.graph import Graph
 
 if TYPE_CHECKING:
+    from nasir.backends.tvm.machine_speed import Settled
     from nasir.backends.tvm.timing import MeasureConfig
     from nasir.backends.tvm.tuning_db import TuningDatabase
 
-__all__ = ["PATHS", "HostLatencies", "HostPaths", "host_latencies", "prepare_host_paths",
-           "time_callable", "time_samples"]
+__all__ = ["PATHS", "HostLatencies", "HostPaths", "PathTiming", "host_latencies",
+           "prepare_host_paths", "time_callable", "time_samples"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,17 @@ def time_callable(fn: Callable[[], Any], *, repeats: int = 15, warmup: int = 3,
 PATHS = ("tvm", "eager", "onnxruntime")
 
 
+class PathTiming(NamedTuple):
+    """One path's timing: per-repeat times and their median (ms), the spread (std / mean),
+    and the machine's speed around it (:class:`~nasir.backends.tvm.machine_speed.Settled`;
+    ``None`` when the config does not wait for full speed)."""
+
+    times: list[float]
+    median_ms: float
+    cv: float
+    speed: Settled | None = None
+
+
 @dataclass
 class HostPaths:
     """A network made ready to run on this machine through several deployment paths, with
@@ -112,26 +124,36 @@ class HostPaths:
     tuning: Any = None  # the TVM build's TuningStats, when built from a database
     compile_s: float = 0.0
 
-    def time(self, cfg: MeasureConfig | None = None) -> dict[str, tuple[list[float], float,
-                                                                          float]]:
-        """``(times, median, cv)`` (ms) of each path in turn, under ``cfg``'s repeat and
-        noise policy (a path whose timings vary more than ``cv_threshold`` is timed again,
-        the least noisy kept; TVM through its ``time_evaluator``, as
-        :func:`~nasir.backends.tvm.measure.measure` times it), torch's thread count set to
-        ``threads`` (TVM's pool and ONNX Runtime's were sized when prepared)."""
+    def time(self, cfg: MeasureConfig | None = None) -> dict[str, PathTiming]:
+        """Each path timed in turn, under ``cfg``'s repeat and noise policy (a path whose
+        timings vary more than ``cv_threshold`` is timed again, the least noisy kept; TVM
+        through its ``time_evaluator``, as :func:`~nasir.backends.tvm.measure.measure` times
+        it; with ``cfg.settle_s``, only once the machine runs at full speed,
+        :mod:`~nasir.backends.tvm.machine_speed`), torch's thread count set to ``threads``
+        (TVM's pool and ONNX Runtime's were sized when prepared)."""
         import torch
 
         from nasir.backends.tvm.timing import MeasureConfig
 
         cfg = cfg or MeasureConfig(batch=self.batch)
+        gate = None
+        if cfg.settle_s > 0:
+            from nasir.backends.tvm.machine_speed import process_gate
+
+            gate = process_gate(self.threads, cfg.speed_tol)
         saved = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         out = {}
         try:
             with torch.inference_mode():
                 for name, timer in self.timers.items():
-                    times, med, cv, _, _ = timer(cfg)
-                    out[name] = (times, med, cv)
+                    if gate is None:
+                        times, med, cv, _, _ = timer(cfg)
+                        out[name] = PathTiming(times, med, cv)
+                    else:
+                        (times, med, cv, _, _), s = gate.timed(lambda t=timer: t(cfg),
+                                                               cfg.settle_s)
+                        out[name] = PathTiming(times, med, cv, s)
         finally:
             torch.set_num_threads(saved)
         return out
@@ -219,19 +241,23 @@ def prepare_host_paths(graph: Graph, paths: tuple[str, ...] = PATHS, *, target: 
 def host_latencies(graph: Graph, *, db: TuningDatabase | None = None,
                    trials_per_workload: int = 0, threads: int | None = None, batch: int = 1,
                    seed: int = 0, repeats: int = 15, min_repeat_ms: float = 10.0,
-                   paths: tuple[str, ...] = PATHS) -> HostLatencies:
+                   paths: tuple[str, ...] = PATHS, settle_s: float = 0.0) -> HostLatencies:
     """Time ``graph`` on this machine through TVM (from ``db`` when given), PyTorch eager and
     ONNX Runtime, all with ``threads`` threads (default: the physical cores, what TVM's
-    runtime uses). Raises :class:`~nasir.errors.BackendError` if their outputs differ."""
+    runtime uses); ``settle_s`` > 0: each path only once the machine runs at full speed,
+    waiting up to that long (``extra["speed"]``: the speed each was timed at). Raises
+    :class:`~nasir.errors.BackendError` if their outputs differ."""
     hp = prepare_host_paths(graph, paths, db=db, trials_per_workload=trials_per_workload,
                             threads=threads, batch=batch, seed=seed)
     from nasir.backends.tvm.timing import MeasureConfig
 
     samples = hp.time(MeasureConfig(batch=batch, repeats=repeats, warmup=3,
-                                    min_repeat_ms=min_repeat_ms))
-    times = {k: float(v[1]) for k, v in samples.items()}
+                                    min_repeat_ms=min_repeat_ms, settle_s=settle_s))
+    times = {k: float(v.median_ms) for k, v in samples.items()}
     tuning = hp.tuning.to_json() if hp.tuning is not None else None
-    return HostLatencies(times, hp.threads, batch, hp.max_abs_diff, tuning, hp.compile_s)
+    speed = {k: v.speed.to_json() for k, v in samples.items() if v.speed is not None}
+    return HostLatencies(times, hp.threads, batch, hp.max_abs_diff, tuning, hp.compile_s,
+                         {"speed": speed} if speed else {})
 
 
 def _ort(net: Any, xt: Any, threads: int) -> tuple[Callable[[], Any], np.ndarray]:

@@ -45,7 +45,9 @@ def graph_key(g: Graph) -> str:
 
 def measure_compiled(c: Compiled, cfg: MeasureConfig | None = None, *, seed: int = 0
                      ) -> LatencyResult:
-    """Measure an already compiled network on this machine."""
+    """Measure an already compiled network on this machine (with ``cfg.settle_s`` on a CPU
+    target: once the machine runs at full speed, :mod:`.machine_speed`; ``extra["speed"]``
+    says the speed it was timed at)."""
     import tvm
     from tvm import relax
 
@@ -59,9 +61,18 @@ def measure_compiled(c: Compiled, cfg: MeasureConfig | None = None, *, seed: int
         return replace(base, reason=f"no {c.target.device} device on this machine")
     vm = relax.VirtualMachine(c.executable, dev)
     args = [tvm.runtime.tensor(x, dev) for x in example_inputs(c.input_shapes, c.batch, seed)]
-    times, med, cv, retries, flagged = run_timing(vm, dev, args, cfg)
+    extra: dict[str, Any] = {}
+    if cfg.settle_s > 0 and c.target.device == "cpu":
+        from nasir.backends.tvm.machine_speed import process_gate, tvm_threads
+
+        gate = process_gate(tvm_threads(), cfg.speed_tol)
+        timed, speed = gate.timed(lambda: run_timing(vm, dev, args, cfg), cfg.settle_s)
+        extra["speed"] = speed.to_json()
+    else:
+        timed = run_timing(vm, dev, args, cfg)
+    times, med, cv, retries, flagged = timed
     return replace(base, status="ok", median_ms=med, cv=cv, times_ms=tuple(times),
-                   retries=retries, flagged=flagged)
+                   retries=retries, flagged=flagged, extra=extra)
 
 
 def _reason(e: BaseException) -> str:

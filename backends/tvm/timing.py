@@ -24,6 +24,9 @@ class MeasureConfig:
     Each repeat runs the network often enough to last ``min_repeat_ms``; a measurement
     whose coefficient of variation exceeds ``cv_threshold`` is repeated up to
     ``max_retries`` times (the least noisy one is kept) and flagged if still noisy.
+    ``settle_s`` > 0 (this machine's CPU only): time only when the machine runs at its full
+    speed, waiting up to that many seconds for it, with ``speed_tol`` the slowdown of a
+    reference kernel still counted as full speed (:mod:`.machine_speed`).
 
     >>> MeasureConfig(repeats=0)
     Traceback (most recent call last):
@@ -39,6 +42,8 @@ class MeasureConfig:
     max_retries: int = 2
     tune_trials: int = 0
     trials_per_workload: int = 0
+    settle_s: float = 0.0
+    speed_tol: float = 0.25  # machine_speed.TOL
 
     def __post_init__(self) -> None:
         for name, lo in (("batch", 1), ("repeats", 1), ("warmup", 0), ("max_retries", 0),
@@ -49,6 +54,9 @@ class MeasureConfig:
         if not self.min_repeat_ms >= 0 or not self.cv_threshold > 0:
             raise BackendError("MeasureConfig.min_repeat_ms must be >= 0 and "
                                "cv_threshold > 0")
+        if not self.settle_s >= 0 or not self.speed_tol > 0:
+            raise BackendError("MeasureConfig.settle_s must be >= 0 and speed_tol > 0, got "
+                               f"{self.settle_s!r} and {self.speed_tol!r}")
 
 
 @dataclass(frozen=True)

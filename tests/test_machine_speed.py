@@ -1,0 +1,100 @@
+"""Timing only at the machine's full speed (nasir.backends.tvm.machine_speed, latency.settle_s)."""
+
+import json
+import os
+import time
+
+import pytest
+
+from nasir.backends.tvm import MeasureConfig
+from nasir.backends.tvm.machine_speed import SpeedGate
+from nasir.errors import BackendError, NasirError
+from nasir.text import parse_graph
+
+GRAPH = '''graph @g {
+  %x = input() {shape=[4, 8, 8]}
+  %1 = conv2d(%x) {out_channels=4, kernel=3}
+  return %1
+}'''
+
+
+def test_baseline_is_kept_per_thread_count(tmp_path):
+    store = str(tmp_path / "speed.json")
+    gate = SpeedGate(threads=1, store=store)
+    ms = min(gate.probe() for _ in range(3))
+    assert gate.baseline_ms == pytest.approx(ms)
+    with open(store) as f:
+        data = json.load(f)
+    (key, value), = data.items()
+    assert "threads=1" in key and value == pytest.approx(ms)
+    assert SpeedGate(threads=1, store=store).baseline_ms == pytest.approx(ms)  # read back
+    assert SpeedGate(threads=2, store=store).baseline_ms is None  # another thread count
+
+
+def test_gate_waits_for_full_speed_and_says_when_it_never_came(tmp_path):
+    store = tmp_path / "speed.json"
+    gate = SpeedGate(threads=1, store=str(store))
+    real = gate.probe()
+    # a fastest-ever reference this machine cannot reach: the gate must spend its budget
+    store.write_text(json.dumps({gate.key: real / 10}))
+    gate = SpeedGate(threads=1, store=str(store))
+    t0 = time.monotonic()
+    value, s = gate.timed(lambda: "timed", budget_s=0.6)
+    waited = time.monotonic() - t0
+    assert value == "timed"
+    assert waited >= 0.6 and s.waited_s >= 0.6
+    assert s.speed < 0.5 and s.ref_ms > s.baseline_ms  # not full speed, and it says so
+    assert s.to_json()["speed"] == round(s.speed, 4)
+
+
+def test_gate_times_at_once_at_full_speed(tmp_path):
+    gate = SpeedGate(threads=1, tol=1e6, store=str(tmp_path / "speed.json"))  # always fast
+    calls: list[int] = []
+    value, s = gate.timed(lambda: calls.append(1) or len(calls), budget_s=30)
+    assert value == 1 and calls == [1] and s.attempts == 1  # no wait, no second timing
+    assert s.waited_s < 5 and 0 < s.speed <= 1
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two allowed CPUs")
+def test_one_thread_is_pinned_to_one_cpu_while_timed_and_released_after():
+    before = os.sched_getaffinity(0)
+    gate = SpeedGate(threads=1, store=None)
+    inside, s = gate.timed(lambda: os.sched_getaffinity(0), budget_s=0.5)
+    assert len(inside) == 1 and inside <= before and s.cpu in inside
+    assert os.sched_getaffinity(0) == before
+
+
+def test_settle_s_is_checked():
+    with pytest.raises(BackendError, match="settle_s"):
+        MeasureConfig(settle_s=-1)
+    with pytest.raises(BackendError, match="speed_tol"):
+        MeasureConfig(speed_tol=0)
+
+
+def test_host_paths_and_measure_say_the_speed_they_timed_at():
+    from nasir.backends.tvm import measure
+    from nasir.backends.tvm.host_compare import prepare_host_paths
+
+    g = parse_graph(GRAPH)
+    cfg = MeasureConfig(repeats=3, min_repeat_ms=1, settle_s=0.5)
+    timed = prepare_host_paths(g, ("tvm", "onnxruntime"), threads=1).time(cfg)
+    for t in timed.values():
+        assert t.speed is not None and 0 < t.speed.speed <= 1 and t.median_ms > 0
+    plain = prepare_host_paths(g, ("onnxruntime",), threads=1).time(
+        MeasureConfig(repeats=3, min_repeat_ms=1))
+    assert plain["onnxruntime"].speed is None  # settle_s 0: timed at once, no speed
+    r = measure(g, "host", cfg)
+    assert r.ok and 0 < r.extra["speed"]["speed"] <= 1
+
+
+def test_latency_config_settle_default_and_env(monkeypatch):
+    from nasir.runtime.experiment_sections import LatencyConfig
+
+    monkeypatch.delenv("NASIR_LATENCY_SETTLE_S", raising=False)
+    assert LatencyConfig().settle_s == 10.0
+    monkeypatch.setenv("NASIR_LATENCY_SETTLE_S", "2.5")
+    assert LatencyConfig().settle_s == 2.5
+    assert LatencyConfig(settle_s=0).settle_s == 0
+    monkeypatch.setenv("NASIR_LATENCY_SETTLE_S", "soon")
+    with pytest.raises(NasirError, match="NASIR_LATENCY_SETTLE_S"):
+        LatencyConfig()
