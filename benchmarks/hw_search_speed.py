@@ -29,7 +29,10 @@ measurement process's busy seconds over the trials' seconds during the run).
 
     nice -n 10 .venv/bin/python benchmarks/hw_search_speed.py [--wall 200] [--workers 2]
         [--epochs 3] [--seed 0] [--warm 0] [--table PATH] [--budget 0.1]
-        [--policies measure,auto]
+        [--policies measure,auto] [--settle-s S]
+
+``--settle-s`` sets ``latency.settle_s`` (how long a measurement waits for the machine's full
+speed, :mod:`nasir.backends.tvm.machine_speed`) for both runs; default: a run's default.
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ def run_policy(policy: str, args: argparse.Namespace, table: str, root: str) -> 
         "estimator": {"options": {"epochs": args.epochs}},
         "executor": {"workers": args.workers},
         "latency": {"policy": policy, "table": table, "top_k": args.top_k,
-                    "calibration": args.calibration, "budget": args.budget}})
+                    "calibration": args.calibration, "budget": args.budget,
+                    **({} if args.settle_s is None else {"settle_s": args.settle_s})}})
     run = os.path.join(root, policy)
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
@@ -111,6 +115,13 @@ def hypervolume(front: list[tuple[float, float]], ref_latency: float) -> float:
     return hv(front, (0.0, ref_latency), ("max", "min")) if front else 0.0
 
 
+def exp_settle(args: argparse.Namespace) -> float:
+    """The ``latency.settle_s`` both runs used."""
+    from nasir.runtime.experiment_sections import LatencyConfig
+
+    return LatencyConfig().settle_s if args.settle_s is None else args.settle_s
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--wall", type=float, default=200.0, help="wall budget per run (s)")
@@ -124,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warm", type=int, default=0,
                     help="fill the table with N random candidates' layers first")
     ap.add_argument("--policies", default="measure,auto")
+    ap.add_argument("--settle-s", type=float, default=None,
+                    help="latency.settle_s for both policies (default: a run's default)")
     ap.add_argument("--keep", default=None, help="keep the run folders here")
     args = ap.parse_args(argv)
 
@@ -150,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {"wall_s": args.wall, "workers": args.workers, "epochs": args.epochs,
                            "seed": args.seed, "warm_candidates": args.warm,
                            "budget": args.budget, "table_build_s": round(build_s, 1),
+                           "settle_s": exp_settle(args),
                            "table_layers": built.get("layers"), "cpus": os.cpu_count()}
     if m and a:
         fronts = m["front"] + a["front"]

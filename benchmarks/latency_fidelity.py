@@ -103,7 +103,7 @@ def run_space(name: str, args: argparse.Namespace, db) -> dict:
           f"latency the fastest of {'+'.join(paths)}; {_load()}")
     print(f"{'#':>3} {'search':>8} {'path':>11} {'s_tvm':>8} {'untuned':>8} {'tvm':>8} "
           f"{'eager':>8} {'ort':>8} {'best':>11} {'wl':>3} {'hit':>3} {'new':>3} "
-          f"{'tune s':>7}", flush=True)
+          f"{'tune s':>7} {'speed':>5}", flush=True)
     for i, a in enumerate(cands):
         if time.monotonic() > args.deadline:
             print(f"time budget spent: {len(rows)} of {args.candidates} candidates measured")
@@ -129,8 +129,8 @@ def run_space(name: str, args: argparse.Namespace, db) -> dict:
         print(f"{i:>3} {s['median_ms']:>8.3f} {s.get('latency_path', 'tvm'):>11} "
               f"{r.median_ms:>8.3f} {u.median_ms:>8.3f} {t['tvm']:>8.3f} "
               f"{t['eager']:>8.3f} {t['onnxruntime']:>8.3f} {min(t, key=lambda k: t[k]):>11} "
-              f"{st['workloads']:>3} {st['hits']:>3} {st['tuned']:>3} {st['tuning_s']:>7.1f}",
-              flush=True)
+              f"{st['workloads']:>3} {st['hits']:>3} {st['tuned']:>3} {st['tuning_s']:>7.1f} "
+              f"{s.get('latency_speed', float('nan')):>5.2f}", flush=True)
     if len(rows) < 2:
         return {"candidates": len(rows), "rank_tau": None, "rank_tau_untuned": None,
                 "tuned_vs_eager": None, "tuning_s_per_workload": None, "db_hit_rate": None,
