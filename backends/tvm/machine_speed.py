@@ -2,7 +2,7 @@
 
 On a shared or virtual machine a CPU's speed is not constant: on the 2-vCPU machines nasir is
 built on, each vCPU runs at one of two speeds for seconds to a minute at a time (a fixed
-convolution takes 0.066 ms or 0.117 ms, 30–60 % of the time the slower), and everything
+convolution takes 0.066 ms or 0.117 ms, the slower 60–70 % of one minute measured), and everything
 timed on that vCPU — TVM's library, ONNX Runtime, PyTorch — slows with it, by 1.4–1.8×
 depending on the kernel. Two measurements of the same network then differ by far more than
 repeating a measurement right away shows (``benchmarks/latency_retest.py``), and no latency
