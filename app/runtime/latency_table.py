@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from nasir.backends.tvm.lut import LatencyLUT
+from nasir.backends.tvm.user_cache import cache_dir
 from nasir.errors import NasirError
 
 __all__ = ["PolicyLUT", "build_table", "check_latency_policy", "default_table_path",
@@ -42,9 +43,7 @@ _PENDING = """CREATE TABLE IF NOT EXISTS policy_pending (
 def default_table_path() -> str:
     """``$NASIR_CACHE_DIR/latency_lut.sqlite`` (default ``~/.cache/nasir``): one table per
     user, shared by every run and worker (rows are keyed by target and batch)."""
-    root = os.environ.get("NASIR_CACHE_DIR") or os.path.join(
-        os.path.expanduser("~"), ".cache", "nasir")
-    return os.path.join(root, "latency_lut.sqlite")
+    return os.path.join(cache_dir(), "latency_lut.sqlite")
 
 
 def table_path(exp: Any) -> str:

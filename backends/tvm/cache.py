@@ -24,6 +24,7 @@ from dataclasses import replace
 from typing import Any
 
 from nasir.backends.tvm.measure import LatencyResult
+from nasir.backends.tvm.user_cache import cache_dir
 from nasir.errors import StoreError
 
 __all__ = ["LatencyCache", "default_cache_path"]
@@ -43,9 +44,7 @@ CREATE TABLE IF NOT EXISTS latency (
 
 def default_cache_path() -> str:
     """``$NASIR_CACHE_DIR/latency.sqlite`` (default ``~/.cache/nasir``)."""
-    root = os.environ.get("NASIR_CACHE_DIR") or os.path.join(
-        os.path.expanduser("~"), ".cache", "nasir")
-    return os.path.join(root, "latency.sqlite")
+    return os.path.join(cache_dir(), "latency.sqlite")
 
 
 def _shape(shape: Any) -> str:

@@ -36,6 +36,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from nasir.backends.tvm.user_cache import cache_dir
+
 __all__ = ["REFERENCE", "TOL", "Settled", "SpeedGate", "at_full_speed", "default_store",
            "process_gate", "tvm_threads"]
 
@@ -60,9 +62,7 @@ def at_full_speed(speed: float, tol: float = TOL) -> bool:
 
 def default_store() -> str:
     """``$NASIR_CACHE_DIR/machine_speed.json`` (default ``~/.cache/nasir``)."""
-    root = os.environ.get("NASIR_CACHE_DIR") or os.path.join(
-        os.path.expanduser("~"), ".cache", "nasir")
-    return os.path.join(root, "machine_speed.json")
+    return os.path.join(cache_dir(), "machine_speed.json")
 
 
 @dataclass(frozen=True)

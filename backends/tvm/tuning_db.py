@@ -40,6 +40,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from nasir.backends.tvm.targets import TargetSpec, resolve_target
+from nasir.backends.tvm.user_cache import cache_dir
 from nasir.errors import StoreError
 
 __all__ = ["FORMAT", "WANTED_MAX_BYTES", "TuningDatabase", "default_tuning_root",
@@ -53,9 +54,7 @@ WANTED_MAX_BYTES = 16 << 20
 
 def default_tuning_root() -> str:
     """``$NASIR_CACHE_DIR/tuning`` (default ``~/.cache/nasir/tuning``)."""
-    root = os.environ.get("NASIR_CACHE_DIR") or os.path.join(
-        os.path.expanduser("~"), ".cache", "nasir")
-    return os.path.join(root, "tuning")
+    return os.path.join(cache_dir(), "tuning")
 
 
 def ms_target_config(spec: TargetSpec) -> dict[str, Any]:
