@@ -304,4 +304,4 @@ def latency_estimator(e: Any, run_dir: str | None) -> LatencyEstimator:
     rpc = (t.rpc_host, t.rpc_port, t.rpc_key) if t.kind == "rpc" else None
     return LatencyEstimator(spec, repeats=t.repeats, cache_path=cache, rpc=rpc,
                             tuned=e.latency.tuned, paths=e.latency_paths,
-                            settle_s=e.latency.settle_s if t.kind != "rpc" else 0.0)
+                            settle_s=e.latency.settle_s)

@@ -63,7 +63,7 @@ def measure_setup(exp: Any) -> tuple[Any, Any]:
     t = exp.target
     target = resolve_target(t.spec or {"host": "host", "cuda": "cuda", "rpc": "aarch64"}[t.kind])
     return target, MeasureConfig(repeats=t.repeats, warmup=2, min_repeat_ms=2.0,
-                                 settle_s=exp.latency.settle_s if t.kind != "rpc" else 0.0)
+                                 settle_s=exp.latency.settle_s)
 
 
 def check_latency_policy(exp: Any) -> None:
