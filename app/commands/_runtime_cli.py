@@ -8,7 +8,8 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
-__all__ = ["one_line_errors", "parse_kv", "positive_float", "positive_int", "print_summary"]
+__all__ = ["one_line_errors", "parse_kv", "positive_float", "positive_int", "print_summary",
+           "seconds"]
 
 
 def one_line_errors(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -51,6 +52,17 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
     if not v > 0:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return v
+
+
+def seconds(text: str) -> float:
+    """argparse type: a number of seconds >= 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
     return v
 
 

@@ -17,20 +17,10 @@ from nasir.commands._runtime_cli import (
     positive_float,
     positive_int,
     print_summary,
+    seconds,
 )
 
 __all__ = ["add_experiment_options", "add_parser", "experiment_from_args", "run_experiment"]
-
-
-def _seconds(text: str) -> float:
-    """argparse type: a number of seconds >= 0."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}") from None
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
-    return v
 
 
 def _latency_paths(text: str) -> str | list[str]:
@@ -126,7 +116,7 @@ def add_experiment_options(p: argparse.ArgumentParser) -> None:
                    help="deployment paths a measured latency is the fastest of: tvm, "
                         "onnxruntime, eager (default auto: tvm,onnxruntime on a host target, "
                         "tvm elsewhere)")
-    e.add_argument("--latency-settle", type=_seconds, metavar="SECONDS",
+    e.add_argument("--latency-settle", type=seconds, metavar="SECONDS",
                    help="on this CPU, time a latency only while the machine runs at full "
                         "speed, waiting up to SECONDS for it (default 10; 0: at once)")
     e.add_argument("--reward", choices=REWARDS,
