@@ -86,10 +86,17 @@ def bench_space(name: str, args: argparse.Namespace, build: dict[str, Any]) -> d
     calib = sample(space, rng, args.calibration)
     if args.tune_only:
         return tune_space(name, [space.instantiate(a) for a in cands + calib], args, build)
-    cfg = MeasureConfig(batch=args.batch, repeats=args.repeats, warmup=2, min_repeat_ms=5)
+    cfg = MeasureConfig(batch=args.batch, repeats=args.repeats, warmup=2, min_repeat_ms=5,
+                        settle_s=args.settle_s)
     db = args.db or os.path.join(tempfile.mkdtemp(prefix="nasir_lut_"), "lut.sqlite")
-    lut = PolicyLUT(db, "host", batch=args.batch, config=cfg, scope=f"{name}-bench")
-    lut.build = build
+    lut: Any
+    if args.table == "workload":
+        from nasir.backends.tvm.kernel_lut import KernelLUT
+
+        lut = KernelLUT(db, build["db"], batch=args.batch, config=cfg, scope=f"{name}-bench")
+    else:
+        lut = PolicyLUT(db, "host", batch=args.batch, config=cfg, scope=f"{name}-bench")
+        lut.build = build
     t0 = time.perf_counter()
     graphs = [_typed(space.instantiate(a)) for a in cands]
     for g in graphs:
@@ -105,9 +112,9 @@ def bench_space(name: str, args: argparse.Namespace, build: dict[str, Any]) -> d
     cal = Calibration()  # what a run under latency.policy auto fits (linear)
     cal.fit(pairs)
     lut_s = time.perf_counter() - t0
-    print(f"[{name}] table: {len(lut)} layers ({lut.measured_now} measured now) in "
+    print(f"[{name}] table: {len(lut)} {args.table}s ({lut.measured_now} measured now) in "
           f"{lut_s:.0f} s; constant {const:.3f} ms from {len(diffs)} networks", flush=True)
-    measured, predicted, constant, compile_s, eager = [], [], [], [], []
+    measured, predicted, constant, compile_s, eager, untuned = [], [], [], [], [], []
     for i, g in enumerate(graphs):
         r = measure_network(g, lut.target, cfg, None, build=build)
         if not r["ok"]:
@@ -119,10 +126,12 @@ def bench_space(name: str, args: argparse.Namespace, build: dict[str, Any]) -> d
         predicted.append(p)
         constant.append(s + const)
         compile_s.append(r["compile_s"])
+        untuned.append(r.get("latency_untuned_workloads", 0))
         eager.append(eager_ms(g, args.batch, args.repeats))
         if args.verbose:
             print(f"[{name}] {i:>3} measured {r['median_ms']:.3f} table {p:.3f} "
-                  f"cv {r['cv']:.3f} compile {r['compile_s']:.2f} s eager {eager[-1]:.3f}",
+                  f"cv {r['cv']:.3f} compile {r['compile_s']:.2f} s eager {eager[-1]:.3f} "
+                  f"untuned workloads {untuned[-1]}",
                   flush=True)
     lut.close()
     m, p, c = np.array(measured), np.array(predicted), np.array(constant)
@@ -132,7 +141,8 @@ def bench_space(name: str, args: argparse.Namespace, build: dict[str, Any]) -> d
            "calibration": {k: round(v, 4) for k, v in cal.state().items()},
            "compile_s_per_candidate": round(float(np.mean(compile_s)), 2),
            "tvm_vs_eager_latency_ratio": round(float(np.median(m / np.array(eager))), 3),
-           "median_measured_ms": round(float(np.median(m)), 3)}
+           "median_measured_ms": round(float(np.median(m)), 3), "table": args.table,
+           "entries": len(lut), "fully_tuned": int(sum(u == 0 for u in untuned))}
     print(f"{name}: mape {out['mape']} % (constant only: {out['mape_constant']} %)  "
           f"kendall_tau {out['kendall_tau']}  "
           f"n {out['n']}/{args.n}  TVM/eager {out['tvm_vs_eager_latency_ratio']}  "
@@ -150,7 +160,8 @@ def tune_space(name: str, graphs: list, args: argparse.Namespace, build: dict[st
     for g in graphs:
         for n in layers(g):
             seen.setdefault(layer_key(n), n)
-    todo = [("layer", layer_graph(n)) for n in seen.values()] + [("network", g) for g in graphs]
+    todo = [("layer", layer_graph(n)) for n in seen.values()] if args.table == "layer" else []
+    todo += [("network", g) for g in graphs]
     hits = workloads = tuned = 0
     tuning_s = 0.0
     t0 = time.perf_counter()
@@ -188,9 +199,18 @@ def main(argv=None) -> int:
     ap.add_argument("--tune-only", action="store_true",
                     help="with --tuned: tune what the candidates and their layers lack into "
                          "the database, measure nothing (the first of two phases)")
+    ap.add_argument("--table", choices=("layer", "workload"), default=None,
+                    help="what the prediction sums: each distinct layer compiled and timed "
+                         "alone, or each fused TIR workload's kernel (default: workload with "
+                         "--tuned, layer without)")
+    ap.add_argument("--settle-s", type=float, default=10.0,
+                    help="time networks and table entries only once the machine runs at "
+                         "full speed, waiting up to this long (0: time at once)")
     ap.add_argument("--db", default=None, help="table SQLite file (default: a fresh one)")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
+    if args.table is None:
+        args.table = "workload" if args.tuned else "layer"
 
     import torch
 

@@ -1,0 +1,160 @@
+"""A latency table over tuned kernels: each fused TIR workload timed alone, once per record.
+
+Compiled from a :class:`~nasir.backends.tvm.tuning_db.TuningDatabase`, a network is the
+sequence of its fused TIR workloads (MetaSchedule's tasks), each run with the database's best
+schedule. :class:`KernelLUT` is a :class:`~nasir.backends.tvm.lut.LatencyLUT` whose entries
+are those kernels instead of whole layers: a candidate's keys are its workloads, each
+repeated as often as the network calls it (the task's weight), and a missing entry is the
+workload compiled alone with the record the database holds for it (TVM's default schedule
+where it holds none) and timed on random inputs of its argument shapes. The key carries a
+digest of that record, so a workload tuned further is timed again rather than read stale.
+
+Why kernels and not layers: a layer compiled alone is fused and scheduled differently from
+the same layer inside a network, and with tuned schedules the difference is no longer a
+constant; the kernels *are* what the network runs. On 30 MnasNet candidates at 64², the
+kernel sum ranked the measured tuned network latency with Kendall τ 0.93 where each tuning
+record's own ``run_secs`` gave 0.54 (``notes/issue-23-speed.md``).
+
+>>> import tempfile, os
+>>> from nasir.text import parse_graph
+>>> from nasir.backends.tvm.tuning_db import TuningDatabase
+>>> g = parse_graph('''graph @g {
+...   %x = input() {shape=[4, 8, 8]}
+...   %1 = conv2d(%x) {out_channels=4, kernel=3}
+...   %2 = relu(%1)
+...   return %2
+... }''')
+>>> d = tempfile.mkdtemp()
+>>> lut = KernelLUT(os.path.join(d, "k.sqlite"), TuningDatabase("host", d),
+...                 config=MeasureConfig(repeats=3, min_repeat_ms=1))
+>>> keys = lut.ensure(g)
+>>> len(keys) >= 1, all(k.endswith("@default") for k in keys), lut.layer_sum(g) > 0
+(True, True, True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+import numpy as np
+
+from nasir.backends.tvm.lut import LatencyLUT, _typed
+from nasir.backends.tvm.timing import MeasureConfig, retry_timing
+from nasir.backends.tvm.tuning_db import TuningDatabase
+from nasir.errors import BackendError
+from nasir.graph import Graph
+
+__all__ = ["KernelLUT", "MeasureConfig", "graph_kernels"]
+
+
+def graph_kernels(g: Graph, db: TuningDatabase, *, batch: int = 1) -> list[tuple[str, int, Any]]:
+    """``(workload key, calls, task)`` for each tunable fused workload of ``g`` lowered for
+    ``db``'s target (the keys :func:`~nasir.backends.tvm.tuning.tune_module` tunes under)."""
+    import tvm
+    import tvm_ffi
+    from tvm.s_tir import meta_schedule as ms
+
+    from nasir.backends.tvm.relax_lowering import lower
+    from nasir.backends.tvm.tuning import ms_prepare
+
+    tgt = tvm.target.Target(db.target_json())
+    mod = ms_prepare(lower(_typed(g), None, batch=batch, seed=0), tgt)
+    out = []
+    for task in ms.relax_integration.extract_tasks(mod, tgt):
+        f = task.dispatched[0]
+        if f.attrs and f.attrs.get("tirx.is_scheduled"):
+            continue
+        out.append((str(tvm_ffi.structural_hash(f)), int(task.weight), task))
+    return out
+
+
+class KernelLUT(LatencyLUT):
+    """Per-kernel latency table (SQLite, shared like :class:`LatencyLUT`) for the target of a
+    tuning database: :meth:`ensure` returns a graph's kernel keys (one per call) and times
+    the kernels not in the table; :meth:`layer_sum`, :meth:`predict`, :meth:`encode` and the
+    numba predictors work on them unchanged. ``config.settle_s`` > 0 times each kernel
+    once this machine runs at full speed (:mod:`.machine_speed`)."""
+
+    def __init__(self, path: str, db: TuningDatabase, *, batch: int = 1,
+                 config: MeasureConfig | None = None, scope: str = "default") -> None:
+        if db.spec.cross:
+            raise BackendError(f"a kernel table times kernels on this machine; {db.spec} "
+                               "code cannot run here", where=repr(db),
+                               hint="use the per-layer table with an RPC device instead")
+        super().__init__(path, db.spec, batch=batch, config=config, scope=scope)
+        self.db = db
+        self.extract_s = 0.0
+
+    def kernel_key(self, key: str) -> str:
+        """``workload@digest``: the digest of the record the database would compile ``key``
+        with (``default`` when it holds none)."""
+        recs = self.db.read(key)["records"] if self.db.has(key) else []
+        if not recs:
+            return f"{key}@default"
+        tag = json.dumps(recs[0][0], sort_keys=True).encode()
+        return f"{key}@{hashlib.sha1(tag).hexdigest()[:12]}"
+
+    def ensure(self, g: Graph) -> list[str]:
+        """Time every kernel of ``g`` not yet in the table; returns ``g``'s kernel keys, each
+        as often as the network calls it."""
+        t0 = time.perf_counter()
+        kernels = graph_kernels(g, self.db, batch=self.batch)
+        self.extract_s += time.perf_counter() - t0
+        keys: list[str] = []
+        for wl, calls, task in kernels:
+            k = self.kernel_key(wl)
+            if k not in self._lat:
+                self._lat[k] = self._measure_kernel(k, wl, task)
+            keys += [k] * calls
+        return keys
+
+    def _measure_kernel(self, k: str, wl: str, task: Any) -> float:
+        import tvm
+        from tvm.s_tir import meta_schedule as ms
+
+        tgt = tvm.target.Target(self.db.target_json())
+        t0 = time.perf_counter()
+        mod = task.dispatched[0]
+        if not k.endswith("@default"):
+            sch = ms.tir_integration.compile_tir(self.db.load([wl], top=1), mod, tgt)
+            if sch is not None:
+                mod = sch.mod
+        try:
+            fn = tvm.compile(mod, target=tgt)
+            fn = fn.jit() if hasattr(fn, "jit") else fn
+        except Exception as e:
+            raise BackendError(f"kernel {wl} ({task.task_name}) failed to compile: "
+                               f"{str(e).strip().splitlines()[-1:]}") from None
+        compile_s = time.perf_counter() - t0
+        self.compile_s += compile_s
+        dev = tvm.cpu()
+        rng = np.random.default_rng(0)
+        args = []
+        for ai in ms.arg_info.ArgInfo.from_prim_func(mod["main"]):
+            _, dtype, shape = ai.as_json()[:3]
+            x = rng.standard_normal([int(s) for s in shape]).astype(dtype)
+            args.append(tvm.runtime.tensor(x, dev))
+        cfg = self.config
+        with self._timing_window():
+            for _ in range(cfg.warmup):
+                fn["main"](*args)
+            te = fn.time_evaluator("main", dev, number=1, repeat=cfg.repeats,
+                                   min_repeat_ms=round(cfg.min_repeat_ms))
+
+            def timing() -> tuple[list[float], float, float, int, bool]:
+                return retry_timing(lambda: [t * 1e3 for t in te(*args).results], cfg)
+
+            if cfg.settle_s > 0:
+                from nasir.backends.tvm.machine_speed import process_gate, tvm_threads
+
+                timed, _ = process_gate(tvm_threads(), cfg.speed_tol).timed(timing,
+                                                                             cfg.settle_s)
+            else:
+                timed = timing()
+        _, med, cv, _, _ = timed
+        self.measured_now += 1
+        self._store(k, med, cv, compile_s)
+        return med
