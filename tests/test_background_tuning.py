@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import sqlite3
 
 import pytest
 
@@ -167,6 +169,12 @@ def test_a_tuned_run_reports_its_workloads_and_tunes_nothing_at_zero_trials(tmp_
     assert summary["tuning_queued"] == summary["tuning_tuned"] == 0 and "tuning_s" in summary
     assert all(m["latency_untuned_workloads"] >= 1 for m in measured)
     assert len(TuningDatabase("host")) == 0
+    # the run's table is per kernel of the database (none tuned: TVM's default schedules)
+    con = sqlite3.connect(tmp_path / "lut.sqlite")
+    keys = [r[0] for r in con.execute("SELECT key FROM lut_layer")]
+    con.close()
+    assert keys and all(re.fullmatch(r"\d+@default", k) for k in keys)
+    assert all(isinstance(m.get("latency_table_ms"), float) for m in measured)
     with open(os.path.join(run, "report", "report.md")) as fh:
         assert "Tuning database:" in fh.read()
 

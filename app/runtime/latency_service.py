@@ -33,7 +33,7 @@ from nasir.runtime.latency_measure import measurement_cores
 from nasir.runtime.latency_measure import quiet_window as quiet_window
 from nasir.runtime.latency_measure import tuned_compile_options as tuned_compile_options
 from nasir.runtime.latency_table import PolicyLUT as PolicyLUT
-from nasir.runtime.latency_table import measure_setup, table_path
+from nasir.runtime.latency_table import measure_setup
 from nasir.runtime.latency_table import open_table as open_table
 
 __all__ = ["PolicyLUT", "measure_network", "open_table", "quiet_window", "service_main",
@@ -62,7 +62,7 @@ def service_main(conn: Any, exp: dict[str, Any], run_dir: str | None, parent: in
     build = tuned_compile_options(target) if e.latency.tuned else {}
 
     space = build_space(exp, run_dir)
-    lut = PolicyLUT(table_path(e), target, config=cfg, scope=space.name)
+    lut = open_table(e, space)
     lut.build, lut.pids, lut.cores = build, pids, cores
     cache: Any = None  # the run's latency cache, opened by the first measurement
     tuner = None

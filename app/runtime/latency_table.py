@@ -27,12 +27,13 @@ from typing import Any
 
 import numpy as np
 
+from nasir.backends.tvm.kernel_lut import KernelLUT
 from nasir.backends.tvm.lut import LatencyLUT
 from nasir.backends.tvm.user_cache import cache_dir
 from nasir.errors import NasirError
 
-__all__ = ["PolicyLUT", "build_table", "check_latency_policy", "default_table_path",
-           "measure_setup", "open_table", "table_path"]
+__all__ = ["PolicyKernelLUT", "PolicyLUT", "build_table", "check_latency_policy",
+           "default_table_path", "measure_setup", "open_table", "table_path"]
 
 _PENDING = """CREATE TABLE IF NOT EXISTS policy_pending (
     target TEXT NOT NULL, batch INTEGER NOT NULL, scope TEXT NOT NULL,
@@ -212,13 +213,45 @@ class PolicyLUT(LatencyLUT):
         return quiet_window(self.pids, self.cores)
 
 
+class PolicyKernelLUT(PolicyLUT, KernelLUT):
+    """The table of a tuned run on this machine's CPU: its entries are the kernels the
+    network compiled from the tuning database runs (:class:`~nasir.backends.tvm.kernel_lut.
+    KernelLUT`), timed in the quiet window; workloads the database lacks are offered to the
+    run's background tuner. A network's kernels are known only once it is lowered, so this
+    table is read in the measurement process alone: :meth:`lookup` and :meth:`estimate` say
+    nothing (the trial asks the process, which answers while the trial trains)."""
+
+    def __init__(self, path: str, db: Any, *, batch: int = 1, config: Any = None,
+                 scope: str = "default") -> None:
+        super().__init__(path, db, batch=batch, config=config, scope=scope)
+
+    def _kernels_missing(self, graph: Any, stats: Any) -> None:
+        if self.tuner is not None:
+            self.tuner.offer(graph, stats)
+
+    def lookup(self, g: Any) -> float | None:
+        """``None``: read in the measurement process only (see the class)."""
+        return None
+
+    def estimate(self, g: Any) -> tuple[float | None, int]:
+        """``(None, 0)``: read in the measurement process only (see the class)."""
+        return None, 0
+
+
 def _macs(n: Any) -> int:
     return int(n.op.macs(tuple(i.type for i in n.inputs), n.type))
 
 
 def open_table(exp: Any, space: Any) -> PolicyLUT:
-    """The per-layer table of an experiment's target for ``space`` (:func:`table_path`)."""
+    """The latency table of an experiment's target for ``space`` (:func:`table_path`): per
+    kernel of the tuning database (:class:`PolicyKernelLUT`) for a tuned run on this machine's
+    CPU, else per layer (compiled from the database when tuned)."""
     target, cfg = measure_setup(exp)
+    if exp.latency.tuned and target.host_cpu:
+        from nasir.runtime.latency_measure import tuned_compile_options
+
+        db = tuned_compile_options(target)["db"]
+        return PolicyKernelLUT(table_path(exp), db, config=cfg, scope=space.name)
     return PolicyLUT(table_path(exp), target, config=cfg, scope=space.name)
 
 

@@ -103,6 +103,13 @@ class KernelLUT(LatencyLUT):
         t0 = time.perf_counter()
         kernels = graph_kernels(g, self.db, batch=self.batch)
         self.extract_s += time.perf_counter() - t0
+        missing = {wl: task for wl, _, task in kernels if not self.db.has(wl)}
+        if missing:
+            from nasir.backends.tvm.tuning import TuningStats, note_missing
+
+            note_missing(missing)
+            wls = tuple(sorted({wl for wl, _, _ in kernels}))
+            self._kernels_missing(g, TuningStats(len(wls), len(wls) - len(missing), keys=wls))
         keys: list[str] = []
         for wl, calls, task in kernels:
             k = self.kernel_key(wl)
@@ -110,6 +117,12 @@ class KernelLUT(LatencyLUT):
                 self._lat[k] = self._measure_kernel(k, wl, task)
             keys += [k] * calls
         return keys
+
+    def _kernels_missing(self, graph: Graph, stats: Any) -> None:
+        """Called by :meth:`ensure` when ``graph`` has workloads the database lacks
+        (``stats``: a :class:`~nasir.backends.tvm.tuning.TuningStats` as a compile would give;
+        :func:`~nasir.backends.tvm.tuning.missing_tasks` holds their tasks). A subclass
+        offers them to a background tuner (``tuner.offer(graph, stats)``)."""
 
     def _measure_kernel(self, k: str, wl: str, task: Any) -> float:
         import tvm

@@ -40,6 +40,7 @@ from nasir.errors import BackendError
 
 __all__ = ["COST_MODELS", "TuningStats", "build_module", "check_serialization",
            "default_cost_model", "import_tensor_intrin", "missing_tasks", "ms_prepare",
+           "note_missing",
            "tune_graph", "tune_module", "tune_tasks", "workloads"]
 
 #: MetaSchedule cost models nasir offers: XGBoost (needs ``xgboost``), random, none
@@ -95,6 +96,16 @@ def missing_tasks(keys: Iterable[str]) -> dict[str, Any]:
     {}
     """
     return {k: _MISSING[k] for k in keys if k in _MISSING}
+
+
+def note_missing(tasks: dict[str, Any]) -> None:
+    """Remember extracted tasks (key → task) found missing from a database, for
+    :func:`missing_tasks`."""
+    for k, task in tasks.items():
+        _MISSING[k] = task
+        _MISSING.move_to_end(k)
+    while len(_MISSING) > 256:
+        _MISSING.popitem(last=False)
 
 
 def default_cost_model() -> str:
@@ -165,11 +176,7 @@ def tune_module(mod: Any, spec: TargetSpec, db: TuningDatabase, trials_per_workl
     tasks = workloads(mod, tgt)
     keys = tuple(sorted(tasks))
     missing = [k for k in keys if not db.has(k)]
-    for k in missing:
-        _MISSING[k] = tasks[k]
-        _MISSING.move_to_end(k)
-    while len(_MISSING) > 256:
-        _MISSING.popitem(last=False)
+    note_missing({k: tasks[k] for k in missing})
     base = TuningStats(len(keys), len(keys) - len(missing), cost_model=cm, keys=keys)
     if not missing or not trials_per_workload:
         return base
