@@ -10,10 +10,16 @@ table's own constant (median of measured − layer sum). Each held-out candidate
 compiled and measured whole (median over repeats) and predicted from the table; PyTorch
 eager on the same network is the baseline.
 
-``--tuned`` compiles layers and networks from the target's persistent tuning database
-(issue 23's compiler half, ``compile_graph(db=...)``; ``--tune-trials`` measured candidates
-per workload the database lacks); where this build has no tuning database it says so and
-stops.
+``--tuned`` compiles networks from the target's persistent tuning database (issue 23's
+compiler half, ``compile_graph(db=...)``; ``--tune-trials`` measured candidates per workload
+the database lacks) and predicts from the table a tuned run uses: per *kernel*
+(:class:`~nasir.backends.tvm.kernel_lut.KernelLUT`, ``--table workload``: each fused TIR
+workload compiled alone with the database's record and timed once, summed over the network's
+calls); ``--table layer`` keeps the per-layer table (layers compiled from the database).
+Every network is timed on ``--preparations`` fresh virtual machines (the fastest counts) and,
+like every table entry, only once the machine runs at full speed (``--settle-s``, the
+:mod:`~nasir.backends.tvm.machine_speed` gate). For the numbers of issue 23 run it with
+``TVM_NUM_THREADS=1`` on an otherwise idle machine.
 
     nice -n 10 .venv/bin/python benchmarks/latency_lut.py [--spaces tiny_mnasnet,nb201,mnasnet]
         [--n 50] [--resolution 32] [--calibration 3] [--tuned [--tune-trials 8] [--tuning-db D]]
@@ -21,13 +27,15 @@ stops.
 ``--tune-only`` (with ``--tuned``) is the first of two phases on a shared or small machine
 (tuning wants every core, measuring a quiet one): it tunes, into the database, every
 workload the held-out candidates, the calibration networks and the table's distinct layers
-(each compiled alone) lack, with ``--tune-trials`` candidates each, and measures nothing; a
+(each compiled alone, with ``--table layer`` only) lack, with ``--tune-trials`` candidates
+each, and measures nothing; a
 later run on the warm database, with nothing else running, measures.
 
 Per space a line ``space: mape … kendall_tau …``; the last line is one JSON object with
 ``spaces`` (per space ``mape`` (percent), ``mape_constant``, ``kendall_tau``, ``n``,
-``compile_s_per_candidate``,
-``tvm_vs_eager_latency_ratio``), ``mape_max``, ``kendall_tau_min`` and ``tuned``.
+``compile_s_per_candidate``, ``tvm_vs_eager_latency_ratio``, ``table``, ``entries``,
+``fully_tuned`` (held-out networks whose every workload came from the database)),
+``mape_max``, ``kendall_tau_min`` and ``tuned``.
 """
 
 from __future__ import annotations
@@ -67,6 +75,8 @@ def measure_net(g, target: Any, cfg: Any, build: dict[str, Any], preparations: i
     """Compile ``g`` once (from the tuning database in ``build``, if any) and time it
     ``preparations`` times, each on a fresh virtual machine and fresh inputs: the fastest
     median (a preparation can land on memory that runs it 1.5× slower)."""
+    from dataclasses import replace
+
     from nasir.backends.tvm.compile import compile_graph
     from nasir.backends.tvm.measure import measure_compiled
     from nasir.errors import BackendError
@@ -75,7 +85,17 @@ def measure_net(g, target: Any, cfg: Any, build: dict[str, Any], preparations: i
         c = compile_graph(g, target, batch=cfg.batch, **build)
     except BackendError as e:
         return {"ok": False, "reason": e.message}
-    rs = [measure_compiled(c, cfg) for _ in range(max(1, preparations))]
+    plain = replace(cfg, settle_s=0.0)
+
+    def timing() -> list[Any]:
+        return [measure_compiled(c, plain) for _ in range(max(1, preparations))]
+
+    if cfg.settle_s > 0:  # every preparation inside one full-speed window of the gate
+        from nasir.backends.tvm.machine_speed import process_gate, tvm_threads
+
+        rs, _ = process_gate(tvm_threads(), cfg.speed_tol).timed(timing, cfg.settle_s)
+    else:
+        rs = timing()
     ok = [r for r in rs if r.ok and r.median_ms is not None]
     if not ok:
         return {"ok": False, "reason": rs[0].reason}

@@ -86,6 +86,8 @@ class KernelLUT(LatencyLUT):
                                hint="use the per-layer table with an RPC device instead")
         super().__init__(path, db.spec, batch=batch, config=config, scope=scope)
         self.db = db
+        #: kernels timed together in one full-speed window (compiled before it opens)
+        self.timing_batch = 16
         self.extract_s = 0.0
 
     def kernel_key(self, key: str) -> str:
@@ -111,11 +113,15 @@ class KernelLUT(LatencyLUT):
             wls = tuple(sorted({wl for wl, _, _ in kernels}))
             self._kernels_missing(g, TuningStats(len(wls), len(wls) - len(missing), keys=wls))
         keys: list[str] = []
+        new: dict[str, tuple[str, Any]] = {}
         for wl, calls, task in kernels:
             k = self.kernel_key(wl)
             if k not in self._lat:
-                self._lat[k] = self._measure_kernel(k, wl, task)
+                new[k] = (wl, task)
             keys += [k] * calls
+        built = [(k, *self._compile_kernel(k, wl, task)) for k, (wl, task) in new.items()]
+        for at in range(0, len(built), self.timing_batch):
+            self._time_kernels(built[at:at + self.timing_batch])
         return keys
 
     def _kernels_missing(self, graph: Graph, stats: Any) -> None:
@@ -124,7 +130,9 @@ class KernelLUT(LatencyLUT):
         :func:`~nasir.backends.tvm.tuning.missing_tasks` holds their tasks). A subclass
         offers them to a background tuner (``tuner.offer(graph, stats)``)."""
 
-    def _measure_kernel(self, k: str, wl: str, task: Any) -> float:
+    def _compile_kernel(self, k: str, wl: str, task: Any) -> tuple[Any, list[Any], float]:
+        """The kernel built alone with its record (TVM's default schedule for ``@default``)
+        and random arguments of its shapes: ``(function, args, compile seconds)``."""
         import tvm
         from tvm.s_tir import meta_schedule as ms
 
@@ -150,16 +158,28 @@ class KernelLUT(LatencyLUT):
             _, dtype, shape = ai.as_json()[:3]
             x = rng.standard_normal([int(s) for s in shape]).astype(dtype)
             args.append(tvm.runtime.tensor(x, dev))
-        cfg = self.config
+        return fn, args, compile_s
+
+    def _time_kernels(self, built: list[tuple[str, Any, list[Any], float]]) -> None:
+        """Time built kernels one after the other, together inside one timing window and,
+        with ``settle_s``, one full-speed window of the gate (timed again if the machine
+        slowed meanwhile); store each median."""
+        import tvm
+
+        cfg, dev = self.config, tvm.cpu()
+
+        def timing() -> list[tuple[list[float], float, float, int, bool]]:
+            out = []
+            for _, fn, args, _ in built:
+                for _ in range(cfg.warmup):
+                    fn["main"](*args)
+                te = fn.time_evaluator("main", dev, number=1, repeat=cfg.repeats,
+                                       min_repeat_ms=round(cfg.min_repeat_ms))
+                out.append(retry_timing(lambda te=te, args=args: [
+                    t * 1e3 for t in te(*args).results], cfg))
+            return out
+
         with self._timing_window():
-            for _ in range(cfg.warmup):
-                fn["main"](*args)
-            te = fn.time_evaluator("main", dev, number=1, repeat=cfg.repeats,
-                                   min_repeat_ms=round(cfg.min_repeat_ms))
-
-            def timing() -> tuple[list[float], float, float, int, bool]:
-                return retry_timing(lambda: [t * 1e3 for t in te(*args).results], cfg)
-
             if cfg.settle_s > 0:
                 from nasir.backends.tvm.machine_speed import process_gate, tvm_threads
 
@@ -167,7 +187,7 @@ class KernelLUT(LatencyLUT):
                                                                              cfg.settle_s)
             else:
                 timed = timing()
-        _, med, cv, _, _ = timed
-        self.measured_now += 1
-        self._store(k, med, cv, compile_s)
-        return med
+        for (k, _, _, compile_s), (_, med, cv, _, _) in zip(built, timed, strict=True):
+            self.measured_now += 1
+            self._store(k, med, cv, compile_s)
+            self._lat[k] = med
