@@ -26,7 +26,8 @@ def test_baseline_is_kept_per_thread_count(tmp_path):
     with open(store) as f:
         data = json.load(f)
     (key, value), = data.items()
-    assert "threads=1" in key and value == pytest.approx(ms)
+    assert "threads=1" in key and value["ms"] == pytest.approx(ms)
+    assert abs(value["at"] - time.time()) < 60  # when it was last reached
     assert SpeedGate(threads=1, store=store).baseline_ms == pytest.approx(ms)  # read back
     assert SpeedGate(threads=2, store=store).baseline_ms is None  # another thread count
 
@@ -36,7 +37,7 @@ def test_gate_waits_for_full_speed_and_says_when_it_never_came(tmp_path):
     gate = SpeedGate(threads=1, store=str(store))
     real = gate.probe()
     # a fastest-ever reference this machine cannot reach: the gate must spend its budget
-    store.write_text(json.dumps({gate.key: real / 10}))
+    store.write_text(json.dumps({gate.key: {"ms": real / 10, "at": time.time()}}))
     gate = SpeedGate(threads=1, store=str(store))
     t0 = time.monotonic()
     value, s = gate.timed(lambda: "timed", budget_s=0.6)
@@ -47,8 +48,32 @@ def test_gate_waits_for_full_speed_and_says_when_it_never_came(tmp_path):
     assert s.to_json()["speed"] == round(s.speed, 4)
 
 
+@pytest.mark.parametrize("stored", ["stale", "first format"])
+def test_a_stale_baseline_is_learnt_again(tmp_path, stored):
+    """A fastest-ever reference no probe has come near for BASELINE_TTL_S (or one stored
+    without a date) no longer holds the gate: it probes for learn_s, then times at the
+    speed it found, and stores that with the time."""
+    from nasir.backends.tvm.machine_speed import BASELINE_TTL_S
+
+    store = tmp_path / "speed.json"
+    gate = SpeedGate(threads=1, store=str(store))
+    real = gate.probe()
+    old = ({"ms": real / 10, "at": time.time() - 2 * BASELINE_TTL_S} if stored == "stale"
+           else real / 10)
+    store.write_text(json.dumps({gate.key: old}))
+    gate = SpeedGate(threads=1, store=str(store), learn_s=0.5)
+    assert gate.stale() and gate.baseline_ms == pytest.approx(real / 10)
+    t0 = time.monotonic()
+    value, s = gate.timed(lambda: "timed", budget_s=30)
+    assert value == "timed" and 0.5 <= time.monotonic() - t0 < 20
+    assert gate.baseline_ms > real / 3 and not gate.stale()  # this machine's speed now
+    saved = json.loads(store.read_text())[gate.key]
+    assert saved["ms"] == pytest.approx(gate.baseline_ms) and saved["at"] > time.time() - 60
+
+
 def test_gate_times_at_once_at_full_speed(tmp_path):
-    gate = SpeedGate(threads=1, tol=1e6, store=str(tmp_path / "speed.json"))  # always fast
+    gate = SpeedGate(threads=1, tol=1e6, store=str(tmp_path / "speed.json"),
+                     learn_s=0)  # always fast, and trusted at once
     calls: list[int] = []
     value, s = gate.timed(lambda: calls.append(1) or len(calls), budget_s=30)
     assert value == 1 and calls == [1] and s.attempts == 1  # no wait, no second timing

@@ -18,6 +18,13 @@ times again if the machine slowed meanwhile. The result says the speed it was ti
 (``speed`` = fastest reference / reference around the timing; 1.0 = full speed), so a
 latency timed below full speed after the budget ran out is visible, not silent.
 
+A machine's full speed is not forever either: the same 2-vCPU machine whose reference once ran
+in 0.052 ms ran it in 0.066 ms at best hours later (and 0.09–0.11 ms in its slow phases), so
+a gate keeping the old best waited out its whole budget before every timing. A stored
+baseline that no probe has come within ``tol`` of for :data:`BASELINE_TTL_S` is *stale*: the
+gate learns the machine's full speed again, probing for ``learn_s`` (:data:`LEARN_S`) before
+it trusts the fastest it has seen (a gate with no baseline does the same).
+
 >>> gate = SpeedGate(threads=1, store=None)
 >>> value, s = gate.timed(lambda: 42, budget_s=0.5)
 >>> value, 0 < s.speed <= 1.0, s.ref_ms > 0
@@ -38,8 +45,8 @@ from typing import Any, TypeVar
 
 from nasir.backends.tvm.user_cache import cache_dir
 
-__all__ = ["REFERENCE", "TOL", "Settled", "SpeedGate", "at_full_speed", "default_store",
-           "process_gate", "tvm_threads"]
+__all__ = ["BASELINE_TTL_S", "LEARN_S", "REFERENCE", "TOL", "Settled", "SpeedGate",
+           "at_full_speed", "default_store", "process_gate", "tvm_threads"]
 
 T = TypeVar("T")
 
@@ -47,6 +54,11 @@ T = TypeVar("T")
 REFERENCE = "torch conv2d 32x32 3x3 on 1x32x16x16 fp32 v1"
 #: How much slower than its fastest the reference may run and the machine count as fast.
 TOL = 0.25
+#: A stored fastest reference not reached (within ``tol``) for this long is learnt again.
+BASELINE_TTL_S = 1800.0
+#: How long a gate without a (fresh) baseline probes before it trusts the fastest it saw.
+LEARN_S = 5.0
+_STAMP_S = 60.0  # how often reaching the baseline is written back (it keeps it fresh)
 _BLOCKS = 7  # a probe: the median of this many blocks of >= _BLOCK_MS each
 _BLOCK_MS = 1.0
 
@@ -97,20 +109,24 @@ class SpeedGate:
     ``threads``: the thread count the measured work uses (the reference runs with as many);
     ``tol``: how much slower than its best the reference may run and the machine still count
     as fast; ``store``: the JSON file keeping the fastest reference time per CPU model and
-    thread count (``None``: this process only)."""
+    thread count (``None``: this process only), with when it was last reached; ``learn_s``:
+    how long to probe before trusting a baseline learnt afresh."""
 
     def __init__(self, threads: int = 1, *, tol: float = TOL,
-                 store: str | None = None) -> None:
+                 store: str | None = None, learn_s: float = LEARN_S) -> None:
         import torch
 
         self.threads, self.tol, self.store = int(threads), float(tol), store
+        self.learn_s = float(learn_s)
         self.key = f"{platform.processor() or platform.machine()}|{_cpu_model()}|" \
                    f"threads={self.threads}|{REFERENCE}"
         gen = torch.Generator().manual_seed(0)
         self._w = torch.randn(32, 32, 3, 3, generator=gen)
         self._x = torch.randn(1, 32, 16, 16, generator=gen)
         self._number = 0
-        self.baseline_ms = self._load()
+        self.baseline_ms, self._reached = self._load()
+        self._stamped = self._reached
+        self._learn_end: float | None = None
 
     # -- the reference kernel ------------------------------------------------------------
 
@@ -141,10 +157,22 @@ class SpeedGate:
         finally:
             torch.set_num_threads(saved)
         ms = float(np.median(blocks))
+        now = time.time()
         if self.baseline_ms is None or ms < self.baseline_ms:
-            self.baseline_ms = ms
+            self.baseline_ms, self._reached = ms, now
             self._save(ms)
+        elif self.fast(ms):
+            self._reached = now
+            if now - self._stamped > _STAMP_S:
+                self._save(self.baseline_ms)
         return ms
+
+    def stale(self) -> bool:
+        """Whether the baseline was not reached (within ``tol``) for :data:`BASELINE_TTL_S`."""
+        return self.baseline_ms is not None and time.time() - self._reached > BASELINE_TTL_S
+
+    def _learning(self) -> bool:
+        return self._learn_end is not None and time.monotonic() < self._learn_end
 
     def fast(self, ref_ms: float) -> bool:
         """Whether a probe of ``ref_ms`` is within ``tol`` of the fastest yet."""
@@ -182,13 +210,16 @@ class SpeedGate:
         choices: list[int | None] = (list(allowed) if self.threads == 1 and len(allowed) > 1
                                      else [None])
         best: tuple[float, int | None] = (float("inf"), None)
+        if self.baseline_ms is None or self.stale():  # learn the machine's full speed again
+            self.baseline_ms = None
+            self._learn_end = time.monotonic() + min(self.learn_s, budget_s)
         try:
             while True:
                 for cpu in choices:
                     if cpu is not None:
                         os.sched_setaffinity(0, {cpu})
                     ms = self.probe()
-                    if self.fast(ms):
+                    if self.fast(ms) and not self._learning():
                         best = (ms, cpu)
                         break
                     best = min(best, (ms, cpu), key=lambda b: b[0])
@@ -206,15 +237,16 @@ class SpeedGate:
 
     # -- the stored baseline -------------------------------------------------------------
 
-    def _load(self) -> float | None:
+    def _load(self) -> tuple[float | None, float]:
+        """The stored ``(fastest reference ms, when last reached)``; a bare number (the first
+        format) was never stamped: stale."""
         if not self.store:
-            return None
+            return None, 0.0
         try:
             with open(self.store) as f:
-                v = json.load(f).get(self.key)
+                return _entry(json.load(f).get(self.key))
         except (OSError, ValueError, AttributeError):
-            return None
-        return float(v) if isinstance(v, (int, float)) and v > 0 else None
+            return None, 0.0
 
     def _save(self, ms: float) -> None:
         if not self.store:
@@ -227,10 +259,12 @@ class SpeedGate:
                 data = data if isinstance(data, dict) else {}
             except (OSError, ValueError):
                 data = {}
-            old = data.get(self.key)
-            if isinstance(old, (int, float)) and 0 < old <= ms:
+            old_ms, old_at = _entry(data.get(self.key))
+            if old_ms is not None and old_ms < ms and time.time() - old_at <= BASELINE_TTL_S:
+                self.baseline_ms, self._reached = old_ms, old_at  # another process's, fresh
                 return
-            data[self.key] = ms
+            data[self.key] = {"ms": ms, "at": self._reached}
+            self._stamped = time.time()
             fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.store) or ".",
                                        prefix=".machine_speed-")
             with os.fdopen(fd, "w") as f:
@@ -238,6 +272,16 @@ class SpeedGate:
             os.replace(tmp, self.store)
         except OSError:
             pass  # a read-only cache only costs finding the fast state again
+
+
+def _entry(v: Any) -> tuple[float | None, float]:
+    if isinstance(v, dict):
+        ms, at = v.get("ms"), v.get("at")
+        if isinstance(ms, (int, float)) and ms > 0 and isinstance(at, (int, float)):
+            return float(ms), float(at)
+    elif isinstance(v, (int, float)) and v > 0:
+        return float(v), 0.0
+    return None, 0.0
 
 
 def _cpu_model() -> str:
