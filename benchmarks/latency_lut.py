@@ -16,8 +16,9 @@ the database lacks) and predicts from the table a tuned run uses: per *kernel*
 (:class:`~nasir.backends.tvm.kernel_lut.KernelLUT`, ``--table workload``: each fused TIR
 workload compiled alone with the database's record and timed once, summed over the network's
 calls); ``--table layer`` keeps the per-layer table (layers compiled from the database).
-Every network is timed on ``--preparations`` fresh virtual machines (the fastest counts) and,
-like every table entry, only once the machine runs at full speed (``--settle-s``, the
+Every network is timed on ``--preparations`` fresh virtual machines in each of ``--windows``
+separate windows (the fastest counts: noise only slows) and, like every table entry (each
+timed in two windows), only once the machine runs at full speed (``--settle-s``, the
 :mod:`~nasir.backends.tvm.machine_speed` gate). For the numbers of issue 23 run it with
 ``TVM_NUM_THREADS=1`` on an otherwise idle machine.
 
@@ -70,11 +71,12 @@ def eager_ms(graph, batch: int, repeats: int) -> float:
     return float(np.median(times))
 
 
-def measure_net(g, target: Any, cfg: Any, build: dict[str, Any], preparations: int
-                ) -> dict[str, Any]:
+def measure_net(g, target: Any, cfg: Any, build: dict[str, Any], preparations: int,
+                windows: int = 1) -> dict[str, Any]:
     """Compile ``g`` once (from the tuning database in ``build``, if any) and time it
-    ``preparations`` times, each on a fresh virtual machine and fresh inputs: the fastest
-    median (a preparation can land on memory that runs it 1.5× slower)."""
+    ``preparations`` times, each on a fresh virtual machine and fresh inputs, in each of
+    ``windows`` full-speed windows of the gate: the fastest median (a preparation or a
+    window can run a network 1.4× slower, and noise only ever slows)."""
     from dataclasses import replace
 
     from nasir.backends.tvm.compile import compile_graph
@@ -90,12 +92,14 @@ def measure_net(g, target: Any, cfg: Any, build: dict[str, Any], preparations: i
     def timing() -> list[Any]:
         return [measure_compiled(c, plain) for _ in range(max(1, preparations))]
 
-    if cfg.settle_s > 0:  # every preparation inside one full-speed window of the gate
-        from nasir.backends.tvm.machine_speed import process_gate, tvm_threads
+    rs = []
+    for _ in range(max(1, windows)):  # every preparation inside one full-speed window
+        if cfg.settle_s > 0:
+            from nasir.backends.tvm.machine_speed import process_gate, tvm_threads
 
-        rs, _ = process_gate(tvm_threads(), cfg.speed_tol).timed(timing, cfg.settle_s)
-    else:
-        rs = timing()
+            rs += process_gate(tvm_threads(), cfg.speed_tol).timed(timing, cfg.settle_s)[0]
+        else:
+            rs += timing()
     ok = [r for r in rs if r.ok and r.median_ms is not None]
     if not ok:
         return {"ok": False, "reason": rs[0].reason}
@@ -147,7 +151,7 @@ def bench_space(name: str, args: argparse.Namespace, build: dict[str, Any]) -> d
     pairs = []  # calibration from networks that are not among the held-out ones
     for a in calib:
         g = _typed(space.instantiate(a))
-        r = measure_net(g, lut.target, cfg, build, args.preparations)
+        r = measure_net(g, lut.target, cfg, build, args.preparations, args.windows)
         if r["ok"]:
             pairs.append((lut.layer_sum(g), r["median_ms"]))
     diffs = [m - s for s, m in pairs]
@@ -159,7 +163,7 @@ def bench_space(name: str, args: argparse.Namespace, build: dict[str, Any]) -> d
           f"{lut_s:.0f} s; constant {const:.3f} ms from {len(diffs)} networks", flush=True)
     measured, predicted, constant, compile_s, eager, untuned = [], [], [], [], [], []
     for i, g in enumerate(graphs):
-        r = measure_net(g, lut.target, cfg, build, args.preparations)
+        r = measure_net(g, lut.target, cfg, build, args.preparations, args.windows)
         if not r["ok"]:
             print(f"[{name}] {i:>3} failed: {r['reason']}", flush=True)
             continue
@@ -249,6 +253,9 @@ def main(argv=None) -> int:
     ap.add_argument("--preparations", type=int, default=2,
                     help="time each network on this many fresh virtual machines, keep the "
                          "fastest")
+    ap.add_argument("--windows", type=int, default=3,
+                    help="time each network's preparations in this many separate full-speed "
+                         "windows, keep the fastest")
     ap.add_argument("--settle-s", type=float, default=10.0,
                     help="time networks and table entries only once the machine runs at "
                          "full speed, waiting up to this long (0: time at once)")
