@@ -64,7 +64,7 @@ def test_a_stale_baseline_is_learnt_again(tmp_path, stored):
     gate = SpeedGate(threads=1, store=str(store), learn_s=0.5)
     assert gate.stale() and gate.baseline_ms == pytest.approx(real / 10)
     t0 = time.monotonic()
-    value, s = gate.timed(lambda: "timed", budget_s=30)
+    value, _ = gate.timed(lambda: "timed", budget_s=30)
     assert value == "timed" and 0.5 <= time.monotonic() - t0 < 20
     assert gate.baseline_ms > real / 3 and not gate.stale()  # this machine's speed now
     saved = json.loads(store.read_text())[gate.key]
