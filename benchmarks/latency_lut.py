@@ -92,14 +92,11 @@ def measure_net(g, target: Any, cfg: Any, build: dict[str, Any], preparations: i
     def timing() -> list[Any]:
         return [measure_compiled(c, plain) for _ in range(max(1, preparations))]
 
+    from nasir.backends.tvm.machine_speed import at_speed
+
     rs = []
     for _ in range(max(1, windows)):  # every preparation inside one full-speed window
-        if cfg.settle_s > 0:
-            from nasir.backends.tvm.machine_speed import process_gate, tvm_threads
-
-            rs += process_gate(tvm_threads(), cfg.speed_tol).timed(timing, cfg.settle_s)[0]
-        else:
-            rs += timing()
+        rs += at_speed(timing, cfg.settle_s, cfg.speed_tol)[0]
     ok = [r for r in rs if r.ok and r.median_ms is not None]
     if not ok:
         return {"ok": False, "reason": rs[0].reason}

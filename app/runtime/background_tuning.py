@@ -58,6 +58,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from nasir.backends.tvm.tuning import graph_tasks as graph_tasks
 from nasir.errors import StoreError
 
 __all__ = ["BackgroundTuner", "WantedOffers", "graph_tasks", "tuning_metrics"]
@@ -79,25 +80,6 @@ def tuning_metrics(stats: Any) -> dict[str, int]:
     return {"latency_tuned_workloads": int(stats.hits + stats.tuned + stats.waited),
             "latency_untuned_workloads": int(stats.workloads - stats.hits - stats.tuned
                                              - stats.waited)}
-
-
-def graph_tasks(graph: Any, db: Any, *, batch: int = 1, seed: int = 0) -> dict[str, Any]:
-    """Key → MetaSchedule extracted task of every tunable workload of ``graph`` for ``db``'s
-    target, lowered exactly as :func:`~nasir.backends.tvm.compile.compile_graph` lowers it
-    (so the keys are those its compile looks up)."""
-    import tvm
-
-    from nasir.backends.tvm.relax_lowering import lower
-    from nasir.backends.tvm.tuning import ms_prepare, workloads
-
-    g = graph
-    if any(n.type is None for n in g.nodes()):
-        from nasir.passes import verify
-
-        g = g.copy()
-        verify(g)
-    tgt = tvm.target.Target(db.target_json())
-    return workloads(ms_prepare(lower(g, None, batch=batch, seed=seed), tgt), tgt)
 
 
 class BackgroundTuner:

@@ -221,10 +221,6 @@ class PolicyKernelLUT(PolicyLUT, KernelLUT):
     table is read in the measurement process alone: :meth:`lookup` and :meth:`estimate` say
     nothing (the trial asks the process, which answers while the trial trains)."""
 
-    def __init__(self, path: str, db: Any, *, batch: int = 1, config: Any = None,
-                 scope: str = "default") -> None:
-        super().__init__(path, db, batch=batch, config=config, scope=scope)
-
     def _kernels_missing(self, graph: Any, stats: Any) -> None:
         if self.tuner is not None:
             self.tuner.offer(graph, stats)

@@ -133,27 +133,19 @@ class HostPaths:
         (TVM's pool and ONNX Runtime's were sized when prepared)."""
         import torch
 
+        from nasir.backends.tvm.machine_speed import at_speed
         from nasir.backends.tvm.timing import MeasureConfig
 
         cfg = cfg or MeasureConfig(batch=self.batch)
-        gate = None
-        if cfg.settle_s > 0:
-            from nasir.backends.tvm.machine_speed import process_gate
-
-            gate = process_gate(self.threads, cfg.speed_tol)
         saved = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         out = {}
         try:
             with torch.inference_mode():
                 for name, timer in self.timers.items():
-                    if gate is None:
-                        times, med, cv, _, _ = timer(cfg)
-                        out[name] = PathTiming(times, med, cv)
-                    else:
-                        (times, med, cv, _, _), s = gate.timed(lambda t=timer: t(cfg),
-                                                               cfg.settle_s)
-                        out[name] = PathTiming(times, med, cv, s)
+                    (times, med, cv, _, _), s = at_speed(lambda t=timer: t(cfg), cfg.settle_s,
+                                                         cfg.speed_tol, self.threads)
+                    out[name] = PathTiming(times, med, cv, s)
         finally:
             torch.set_num_threads(saved)
         return out

@@ -41,8 +41,9 @@ from typing import Any
 
 import numpy as np
 
-from nasir.backends.tvm.lut import LatencyLUT, _typed
-from nasir.backends.tvm.timing import MeasureConfig, retry_timing
+from nasir.backends.tvm.lut import LatencyLUT
+from nasir.backends.tvm.machine_speed import at_speed
+from nasir.backends.tvm.timing import MeasureConfig, run_timing
 from nasir.backends.tvm.tuning_db import TuningDatabase
 from nasir.errors import BackendError
 from nasir.graph import Graph
@@ -52,23 +53,11 @@ __all__ = ["KernelLUT", "MeasureConfig", "graph_kernels"]
 
 def graph_kernels(g: Graph, db: TuningDatabase, *, batch: int = 1) -> list[tuple[str, int, Any]]:
     """``(workload key, calls, task)`` for each tunable fused workload of ``g`` lowered for
-    ``db``'s target (the keys :func:`~nasir.backends.tvm.tuning.tune_module` tunes under)."""
-    import tvm
-    import tvm_ffi
-    from tvm.s_tir import meta_schedule as ms
+    ``db``'s target (:func:`~nasir.backends.tvm.tuning.graph_tasks`: the keys
+    :func:`~nasir.backends.tvm.tuning.tune_module` tunes under)."""
+    from nasir.backends.tvm.tuning import graph_tasks
 
-    from nasir.backends.tvm.relax_lowering import lower
-    from nasir.backends.tvm.tuning import ms_prepare
-
-    tgt = tvm.target.Target(db.target_json())
-    mod = ms_prepare(lower(_typed(g), None, batch=batch, seed=0), tgt)
-    out = []
-    for task in ms.relax_integration.extract_tasks(mod, tgt):
-        f = task.dispatched[0]
-        if f.attrs and f.attrs.get("tirx.is_scheduled"):
-            continue
-        out.append((str(tvm_ffi.structural_hash(f)), int(task.weight), task))
-    return out
+    return [(k, int(t.weight), t) for k, t in graph_tasks(g, db, batch=batch).items()]
 
 
 class KernelLUT(LatencyLUT):
@@ -174,26 +163,12 @@ class KernelLUT(LatencyLUT):
         cfg, dev = self.config, tvm.cpu()
 
         def timing() -> list[tuple[list[float], float, float, int, bool]]:
-            out = []
-            for _, fn, args, _ in built:
-                for _ in range(cfg.warmup):
-                    fn["main"](*args)
-                te = fn.time_evaluator("main", dev, number=1, repeat=cfg.repeats,
-                                       min_repeat_ms=round(cfg.min_repeat_ms))
-                out.append(retry_timing(lambda te=te, args=args: [
-                    t * 1e3 for t in te(*args).results], cfg))
-            return out
+            return [run_timing(fn, dev, args, cfg) for _, fn, args, _ in built]
 
         rounds = []
         for _ in range(max(1, self.timing_rounds)):
             with self._timing_window():
-                if cfg.settle_s > 0:
-                    from nasir.backends.tvm.machine_speed import process_gate, tvm_threads
-
-                    gate = process_gate(tvm_threads(), cfg.speed_tol)
-                    rounds.append(gate.timed(timing, cfg.settle_s)[0])
-                else:
-                    rounds.append(timing())
+                rounds.append(at_speed(timing, cfg.settle_s, cfg.speed_tol)[0])
         timed = [min(per_kernel, key=lambda t: t[1]) for per_kernel in zip(*rounds)]
         for (k, _, _, compile_s), (_, med, cv, _, _) in zip(built, timed, strict=True):
             self.measured_now += 1

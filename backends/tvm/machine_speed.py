@@ -46,7 +46,7 @@ from typing import Any, TypeVar
 from nasir.backends.tvm.user_cache import cache_dir
 
 __all__ = ["BASELINE_TTL_S", "LEARN_S", "REFERENCE", "TOL", "Settled", "SpeedGate",
-           "at_full_speed", "default_store", "process_gate", "tvm_threads"]
+           "at_full_speed", "at_speed", "default_store", "process_gate", "tvm_threads"]
 
 T = TypeVar("T")
 
@@ -304,6 +304,21 @@ def process_gate(threads: int, tol: float = TOL, store: str | None = "default") 
     if key not in _GATES:
         _GATES[key] = SpeedGate(threads, tol=tol, store=path)
     return _GATES[key]
+
+
+def at_speed(work: Callable[[], T], settle_s: float, tol: float = TOL,
+             threads: int | None = None) -> tuple[T, Settled | None]:
+    """``work()`` through this process's gate (:func:`process_gate` for ``threads``, default
+    :func:`tvm_threads`) waiting up to ``settle_s`` for full speed; with ``settle_s`` 0 at
+    once, and the speed is ``None``.
+
+    >>> at_speed(lambda: 7, 0)
+    (7, None)
+    """
+    if settle_s <= 0:
+        return work(), None
+    return process_gate(tvm_threads() if threads is None else threads, tol).timed(work,
+                                                                                 settle_s)
 
 
 def tvm_threads() -> int:

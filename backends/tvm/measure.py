@@ -62,14 +62,12 @@ def measure_compiled(c: Compiled, cfg: MeasureConfig | None = None, *, seed: int
     vm = relax.VirtualMachine(c.executable, dev)
     args = [tvm.runtime.tensor(x, dev) for x in example_inputs(c.input_shapes, c.batch, seed)]
     extra: dict[str, Any] = {}
-    if cfg.settle_s > 0 and c.target.device == "cpu":
-        from nasir.backends.tvm.machine_speed import process_gate, tvm_threads
+    from nasir.backends.tvm.machine_speed import at_speed
 
-        gate = process_gate(tvm_threads(), cfg.speed_tol)
-        timed, speed = gate.timed(lambda: run_timing(vm, dev, args, cfg), cfg.settle_s)
+    timed, speed = at_speed(lambda: run_timing(vm, dev, args, cfg),
+                            cfg.settle_s if c.target.device == "cpu" else 0.0, cfg.speed_tol)
+    if speed is not None:
         extra["speed"] = speed.to_json()
-    else:
-        timed = run_timing(vm, dev, args, cfg)
     times, med, cv, retries, flagged = timed
     return replace(base, status="ok", median_ms=med, cv=cv, times_ms=tuple(times),
                    retries=retries, flagged=flagged, extra=extra)

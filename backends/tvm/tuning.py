@@ -39,9 +39,8 @@ from nasir.backends.tvm.tuning_db import TuningDatabase
 from nasir.errors import BackendError
 
 __all__ = ["COST_MODELS", "TuningStats", "build_module", "check_serialization",
-           "default_cost_model", "import_tensor_intrin", "missing_tasks", "ms_prepare",
-           "note_missing",
-           "tune_graph", "tune_module", "tune_tasks", "workloads"]
+           "default_cost_model", "graph_tasks", "import_tensor_intrin", "missing_tasks",
+           "ms_prepare", "note_missing", "tune_graph", "tune_module", "tune_tasks", "workloads"]
 
 #: MetaSchedule cost models nasir offers: XGBoost (needs ``xgboost``), random, none
 COST_MODELS = ("auto", "xgb", "random", "none")
@@ -140,6 +139,24 @@ def workloads(mod: Any, tgt: Any) -> dict[str, Any]:
             continue
         out[str(tvm_ffi.structural_hash(task.dispatched[0]))] = task
     return out
+
+
+def graph_tasks(graph: Any, db: TuningDatabase, *, batch: int = 1, seed: int = 0
+                ) -> dict[str, Any]:
+    """Key → MetaSchedule extracted task of every tunable workload of ``graph`` for ``db``'s
+    target, lowered exactly as :func:`~nasir.backends.tvm.compile.compile_graph` lowers it
+    (so the keys are those its compile looks up; ``task.weight``: how often the network
+    calls it)."""
+    from nasir.backends.tvm.relax_lowering import lower
+
+    g = graph
+    if any(n.type is None for n in g.nodes()):
+        from nasir.passes import verify
+
+        g = g.copy()
+        verify(g)
+    tgt = _tvm_target(db)
+    return workloads(ms_prepare(lower(g, None, batch=batch, seed=seed), tgt), tgt)
 
 
 def tune_module(mod: Any, spec: TargetSpec, db: TuningDatabase, trials_per_workload: int, *,
