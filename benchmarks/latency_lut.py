@@ -5,10 +5,13 @@ For each space (default: the main job's ``tiny_mnasnet``, ``nb201`` and ``mnasne
 networks; the table (:class:`~nasir.backends.tvm.lut.LatencyLUT`, one per space, each
 distinct layer compiled and timed alone once) is calibrated on the other networks only:
 ``mape`` with the linear fit table → measured that a run under ``latency.policy = "auto"``
-uses (:class:`~nasir.runtime.latency_policy.Calibration`), ``mape_constant`` with the
-table's own constant (median of measured − layer sum). Each held-out candidate is then
-compiled and measured whole (median over repeats) and predicted from the table; PyTorch
-eager on the same network is the baseline.
+uses (:class:`~nasir.runtime.latency_policy.Calibration`, least relative squares),
+``mape_least_squares`` with a plain least-squares line on the same networks,
+``mape_constant`` with the table's own constant (median of measured − layer sum). A run
+refits on every trial it measures (front, top-k, a random share), so ``--calibration`` is
+how many it has measured when the table answers (30: a run of a few hundred trials). Each
+held-out candidate is then compiled and measured whole (median over repeats) and predicted
+from the table; PyTorch eager on the same network is the baseline.
 
 ``--tuned`` compiles networks from the target's persistent tuning database (issue 23's
 compiler half, ``compile_graph(db=...)``; ``--tune-trials`` measured candidates per workload
@@ -23,7 +26,7 @@ timed in two windows), only once the machine runs at full speed (``--settle-s``,
 ``TVM_NUM_THREADS=1`` on an otherwise idle machine.
 
     nice -n 10 .venv/bin/python benchmarks/latency_lut.py [--spaces tiny_mnasnet,nb201,mnasnet]
-        [--n 50] [--resolution 32] [--calibration 3] [--tuned [--tune-trials 8] [--tuning-db D]]
+        [--n 50] [--resolution 32] [--calibration 30] [--tuned [--tune-trials 8] [--tuning-db D]]
 
 ``--tune-only`` (with ``--tuned``) is the first of two phases on a shared or small machine
 (tuning wants every core, measuring a quiet one): it tunes, into the database, every
@@ -33,7 +36,8 @@ each, and measures nothing; a
 later run on the warm database, with nothing else running, measures.
 
 Per space a line ``space: mape … kendall_tau …``; the last line is one JSON object with
-``spaces`` (per space ``mape`` (percent), ``mape_constant``, ``kendall_tau``, ``n``,
+``spaces`` (per space ``mape`` (percent), ``mape_least_squares``, ``mape_constant``,
+``kendall_tau``, ``n``,
 ``compile_s_per_candidate``, ``tvm_vs_eager_latency_ratio``, ``table``, ``entries``,
 ``fully_tuned`` (held-out networks whose every workload came from the database)),
 ``mape_max``, ``kendall_tau_min`` and ``tuned``.
@@ -158,7 +162,10 @@ def bench_space(name: str, args: argparse.Namespace, build: dict[str, Any]) -> d
     lut_s = time.perf_counter() - t0
     print(f"[{name}] table: {len(lut)} {args.table}s ({lut.measured_now} measured now) in "
           f"{lut_s:.0f} s; constant {const:.3f} ms from {len(diffs)} networks", flush=True)
+    ox, oy = np.array(pairs).T if len(pairs) >= 3 else (np.zeros(0), np.zeros(0))
+    ols = np.polyfit(ox, oy, 1) if len(pairs) >= 3 else np.array([1.0, 0.0])
     measured, predicted, constant, compile_s, eager, untuned = [], [], [], [], [], []
+    plain: list[float] = []
     for i, g in enumerate(graphs):
         r = measure_net(g, lut.target, cfg, build, args.preparations, args.windows)
         if not r["ok"]:
@@ -169,11 +176,13 @@ def bench_space(name: str, args: argparse.Namespace, build: dict[str, Any]) -> d
         measured.append(r["median_ms"])
         predicted.append(p)
         constant.append(s + const)
+        plain.append(float(ols[0] * s + ols[1]))
         compile_s.append(r["compile_s"])
         untuned.append(r.get("latency_untuned_workloads", 0))
         eager.append(eager_ms(g, args.batch, args.repeats))
         if args.verbose:
-            print(f"[{name}] {i:>3} measured {r['median_ms']:.3f} table {p:.3f} "
+            print(f"[{name}] {i:>3} measured {r['median_ms']:.4f} table {p:.4f} "
+                  f"sum {s:.4f} calls {len(lut.ensure(g))} "
                   f"cv {r['cv']:.3f} compile {r['compile_s']:.2f} s eager {eager[-1]:.3f} "
                   f"untuned workloads {untuned[-1]}",
                   flush=True)
@@ -182,6 +191,8 @@ def bench_space(name: str, args: argparse.Namespace, build: dict[str, Any]) -> d
     out = {"n": len(m), "mape": round(float(np.mean(np.abs(p - m) / m) * 100), 2),
            "kendall_tau": round(float(kendalltau(m, p).statistic), 3),
            "mape_constant": round(float(np.mean(np.abs(c - m) / m) * 100), 2),
+           "mape_least_squares": round(float(np.mean(np.abs(np.array(plain) - m) / m) * 100),
+                                       2),
            "calibration": {k: round(v, 4) for k, v in cal.state().items()},
            "compile_s_per_candidate": round(float(np.mean(compile_s)), 2),
            "tvm_vs_eager_latency_ratio": round(float(np.median(m / np.array(eager))), 3),
@@ -229,7 +240,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=50)
     ap.add_argument("--resolution", type=int, default=32, help="mnasnet's input size")
     ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--calibration", type=int, default=5,
+    ap.add_argument("--calibration", type=int, default=30,
                     help="networks (not held out) the table is calibrated on")
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--seed", type=int, default=0)
