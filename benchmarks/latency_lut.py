@@ -21,9 +21,9 @@ workload compiled alone with the database's record and timed once, summed over t
 calls); ``--table layer`` keeps the per-layer table (layers compiled from the database).
 Every network is timed on ``--preparations`` fresh virtual machines in each of ``--windows``
 separate windows (the fastest counts: noise only slows) and, like every table entry (each
-timed in two windows), only once the machine runs at full speed (``--settle-s``, the
-:mod:`~nasir.backends.tvm.machine_speed` gate). For the numbers of issue 23 run it with
-``TVM_NUM_THREADS=1`` on an otherwise idle machine.
+timed in ``--kernel-rounds`` windows, default 4), only once the machine runs at full speed
+(``--settle-s``, the :mod:`~nasir.backends.tvm.machine_speed` gate). For the numbers of
+issue 23 run it with ``TVM_NUM_THREADS=1`` on an otherwise idle machine.
 
     nice -n 10 .venv/bin/python benchmarks/latency_lut.py [--spaces tiny_mnasnet,nb201,mnasnet]
         [--n 50] [--resolution 32] [--calibration 30] [--tuned [--tune-trials 8] [--tuning-db D]]
@@ -141,7 +141,8 @@ def bench_space(name: str, args: argparse.Namespace, build: dict[str, Any]) -> d
     if args.table == "workload":
         from nasir.backends.tvm.kernel_lut import KernelLUT
 
-        lut = KernelLUT(db, build["db"], batch=args.batch, config=cfg, scope=f"{name}-bench")
+        lut = KernelLUT(db, build["db"], batch=args.batch, config=cfg, scope=f"{name}-bench",
+                        timing_rounds=args.kernel_rounds)
     else:
         lut = PolicyLUT(db, "host", batch=args.batch, config=cfg, scope=f"{name}-bench")
         lut.build = build
@@ -197,7 +198,8 @@ def bench_space(name: str, args: argparse.Namespace, build: dict[str, Any]) -> d
            "compile_s_per_candidate": round(float(np.mean(compile_s)), 2),
            "tvm_vs_eager_latency_ratio": round(float(np.median(m / np.array(eager))), 3),
            "median_measured_ms": round(float(np.median(m)), 3), "table": args.table,
-           "entries": len(lut), "fully_tuned": int(sum(u == 0 for u in untuned))}
+           "entries": len(lut), "fully_tuned": int(sum(u == 0 for u in untuned)),
+           "kernel_rounds": args.kernel_rounds if args.table == "workload" else None}
     print(f"{name}: mape {out['mape']} % (constant only: {out['mape_constant']} %)  "
           f"kendall_tau {out['kendall_tau']}  "
           f"n {out['n']}/{args.n}  TVM/eager {out['tvm_vs_eager_latency_ratio']}  "
@@ -240,6 +242,9 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=50)
     ap.add_argument("--resolution", type=int, default=32, help="mnasnet's input size")
     ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--kernel-rounds", type=int, default=4,
+                    help="gated windows each kernel of the workload table is timed in "
+                         "(the fastest counts)")
     ap.add_argument("--calibration", type=int, default=30,
                     help="networks (not held out) the table is calibrated on")
     ap.add_argument("--repeats", type=int, default=9)

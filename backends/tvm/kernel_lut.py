@@ -68,7 +68,8 @@ class KernelLUT(LatencyLUT):
     once this machine runs at full speed (:mod:`.machine_speed`)."""
 
     def __init__(self, path: str, db: TuningDatabase, *, batch: int = 1,
-                 config: MeasureConfig | None = None, scope: str = "default") -> None:
+                 config: MeasureConfig | None = None, scope: str = "default",
+                 timing_rounds: int = 4) -> None:
         if db.spec.cross:
             raise BackendError(f"a kernel table times kernels on this machine; {db.spec} "
                                "code cannot run here", where=repr(db),
@@ -78,9 +79,11 @@ class KernelLUT(LatencyLUT):
         #: kernels timed together in one full-speed window (compiled before it opens)
         self.timing_batch = 16
         #: separate windows each batch is timed in; a kernel keeps its fastest median (what
-        #: slows a window — another tenant's cache or memory traffic — the gate's compute-bound
-        #: reference kernel does not always see)
-        self.timing_rounds = 2
+        #: slows a window — another tenant's cache or memory traffic, or a machine inside the
+        #: gate's 25 % but not at its best — the gate's reference kernel does not always see).
+        #: Two rounds left tiny kernels' entries 17 % apart (sd of log) between two builds of
+        #: the same table, and a network sums dozens of them.
+        self.timing_rounds = int(timing_rounds)
         self.extract_s = 0.0
 
     def kernel_key(self, key: str) -> str:
