@@ -134,6 +134,7 @@ class SpeedGate:
         self._number = 0
         self._fastest: list[float] = []  # this process's CONFIRM fastest probes, ascending
         self._own = False  # whether the baseline is learnt from this process's probes
+        self._saved_ms: float | None = None  # what this gate last wrote to the store
         self.baseline_ms, self._reached = self._load()
         self._stamped = self._reached
         self._learn_end: float | None = None
@@ -280,12 +281,13 @@ class SpeedGate:
             except (OSError, ValueError):
                 data = {}
             old_ms, old_at = _entry(data.get(self.key))
-            if old_ms is not None and old_ms < ms and time.time() - old_at <= BASELINE_TTL_S:
+            if old_ms is not None and old_ms < ms and old_ms != self._saved_ms and \
+                    time.time() - old_at <= BASELINE_TTL_S:
                 self.baseline_ms, self._reached = old_ms, old_at  # another process's, fresh
                 self._own = False
                 return
             data[self.key] = {"ms": ms, "at": self._reached}
-            self._stamped = time.time()
+            self._stamped, self._saved_ms = time.time(), ms
             fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.store) or ".",
                                        prefix=".machine_speed-")
             with os.fdopen(fd, "w") as f:
