@@ -42,7 +42,7 @@ def test_kill_9_then_nasir_resume_ends_like_the_uninterrupted_run(tmp_path, refe
     while time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
         try:
-            con = sqlite3.connect(db, timeout=5)
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)  # never creates it
             try:
                 steps = con.execute("SELECT COUNT(*) FROM job_steps").fetchone()[0]
             finally:

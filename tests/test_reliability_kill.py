@@ -38,7 +38,7 @@ def kill_experiment(trials: int, simulate_s: float = 0.15, seed: int = 11) -> di
 
 def _fed(db: str) -> int:
     try:
-        con = sqlite3.connect(db, timeout=5)
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)  # never creates it
         try:
             return int(con.execute("SELECT COUNT(*) FROM trials WHERE fed=1").fetchone()[0])
         finally:

@@ -86,7 +86,7 @@ def test_report_shows_the_job_and_the_alpha_evolution(darts_run, tmp_path):
 
 def _rows(db: str) -> list[tuple]:
     try:
-        con = sqlite3.connect(db, timeout=5)
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)  # never creates it
         try:
             return con.execute("SELECT step, at FROM job_steps ORDER BY step").fetchall()
         finally:

@@ -74,7 +74,7 @@ def test_kill_9_mid_trial_then_resume_gives_the_uninterrupted_trials(tmp_path, r
         if not os.path.exists(db):
             continue
         try:
-            con = sqlite3.connect(db, timeout=5)
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)  # never creates it
             finished = con.execute("SELECT COUNT(*) FROM trials WHERE fed=1").fetchone()[0]
             running = con.execute("SELECT id FROM trials WHERE status='running'").fetchall()
             con.close()

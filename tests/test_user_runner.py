@@ -116,7 +116,7 @@ def _kill_after(proc: subprocess.Popen, db: str, finished: int, timeout: float =
         if not os.path.exists(db):
             continue
         try:
-            con = sqlite3.connect(db, timeout=5)
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)  # never creates it
             done = con.execute("SELECT COUNT(*) FROM trials WHERE status='done'").fetchone()[0]
             con.close()
         except sqlite3.Error:
