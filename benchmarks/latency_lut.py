@@ -39,8 +39,11 @@ Per space a line ``space: mape … kendall_tau …``; the last line is one JSON 
 ``spaces`` (per space ``mape`` (percent), ``mape_least_squares``, ``mape_constant``,
 ``kendall_tau``, ``n``,
 ``compile_s_per_candidate``, ``tvm_vs_eager_latency_ratio``, ``table``, ``entries``,
-``fully_tuned`` (held-out networks whose every workload came from the database)),
-``mape_max``, ``kendall_tau_min`` and ``tuned``.
+``fully_tuned`` (held-out networks whose every workload came from the database); with
+``--retest`` also ``retest_tau`` and ``retest_mape``: each held-out network measured a second
+time after the first pass, τ and mean relative difference between the two — how well the
+reference repeats, the ceiling of a prediction's ``kendall_tau``), ``mape_max``,
+``kendall_tau_min`` and ``tuned``.
 """
 
 from __future__ import annotations
@@ -166,6 +169,7 @@ def bench_space(name: str, args: argparse.Namespace, build: dict[str, Any]) -> d
     ols = np.polyfit(*np.array(pairs).T, 1) if len(pairs) >= 3 else np.array([1.0, 0.0])
     measured, predicted, constant, compile_s, eager, untuned = [], [], [], [], [], []
     plain: list[float] = []
+    ok_graphs: list[Any] = []
     for i, g in enumerate(graphs):
         r = measure_net(g, lut.target, cfg, build, args.preparations, args.windows)
         if not r["ok"]:
@@ -175,6 +179,7 @@ def bench_space(name: str, args: argparse.Namespace, build: dict[str, Any]) -> d
         s = float(sum(lut.latency(k) for k in keys))  # = lut.layer_sum(g)
         p = cal.predict(s)
         measured.append(r["median_ms"])
+        ok_graphs.append(g)
         predicted.append(p)
         constant.append(s + const)
         plain.append(float(ols[0] * s + ols[1]))
@@ -187,6 +192,15 @@ def bench_space(name: str, args: argparse.Namespace, build: dict[str, Any]) -> d
                   f"cv {r['cv']:.3f} compile {r['compile_s']:.2f} s eager {eager[-1]:.3f} "
                   f"untuned workloads {untuned[-1]}",
                   flush=True)
+    retest: dict[str, Any] = {}
+    if args.retest:  # the reference against itself: every network measured again, later
+        again = [measure_net(g, lut.target, cfg, build, args.preparations, args.windows)
+                 for g in ok_graphs]
+        pair = [(a, r["median_ms"]) for a, r in zip(measured, again, strict=True) if r["ok"]]
+        x, y = np.array(pair).T
+        retest = {"retest_tau": round(float(kendalltau(x, y).statistic), 3),
+                  "retest_mape": round(float(np.mean(np.abs(y - x) / x) * 100), 2),
+                  "retest_n": len(pair)}
     lut.close()
     m, p, c = np.array(measured), np.array(predicted), np.array(constant)
     out = {"n": len(m), "mape": round(float(np.mean(np.abs(p - m) / m) * 100), 2),
@@ -199,10 +213,13 @@ def bench_space(name: str, args: argparse.Namespace, build: dict[str, Any]) -> d
            "tvm_vs_eager_latency_ratio": round(float(np.median(m / np.array(eager))), 3),
            "median_measured_ms": round(float(np.median(m)), 3), "table": args.table,
            "entries": len(lut), "fully_tuned": int(sum(u == 0 for u in untuned)),
-           "kernel_rounds": args.kernel_rounds if args.table == "workload" else None}
+           "kernel_rounds": args.kernel_rounds if args.table == "workload" else None,
+           **retest}
     print(f"{name}: mape {out['mape']} % (constant only: {out['mape_constant']} %)  "
           f"kendall_tau {out['kendall_tau']}  "
           f"n {out['n']}/{args.n}  TVM/eager {out['tvm_vs_eager_latency_ratio']}  "
+          + (f"retest: tau {retest['retest_tau']} mape {retest['retest_mape']} %  "
+             if retest else "") +
           f"load {os.getloadavg()[0]:.1f}", flush=True)
     return out
 
@@ -272,6 +289,10 @@ def main(argv=None) -> int:
     ap.add_argument("--settle-s", type=float, default=10.0,
                     help="time networks and table entries only once the machine runs at "
                          "full speed, waiting up to this long (0: time at once)")
+    ap.add_argument("--retest", action="store_true",
+                    help="measure every held-out network a second time after the first pass "
+                         "(retest_tau, retest_mape: how well the reference repeats — the "
+                         "ceiling of any prediction's agreement with it)")
     ap.add_argument("--db", default=None, help="table SQLite file (default: a fresh one)")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
