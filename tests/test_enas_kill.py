@@ -13,6 +13,7 @@ import sys
 import time
 
 import pytest
+from _sqlite_poll import read_only
 from test_enas_runner import PLAN, _exp, _outcome
 
 from nasir.runtime.driver import run_search
@@ -42,7 +43,7 @@ def test_kill_9_then_nasir_resume_ends_like_the_uninterrupted_run(tmp_path, refe
     while time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
         try:
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)  # never creates it
+            con = read_only(db)
             try:
                 steps = con.execute("SELECT COUNT(*) FROM job_steps").fetchone()[0]
             finally:

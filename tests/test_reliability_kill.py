@@ -19,6 +19,7 @@ import subprocess
 import time
 from typing import Any
 
+from _sqlite_poll import read_only
 from test_runtime_resume import _cli, _outcome
 
 from nasir.runtime.driver import run_search
@@ -38,7 +39,7 @@ def kill_experiment(trials: int, simulate_s: float = 0.15, seed: int = 11) -> di
 
 def _fed(db: str) -> int:
     try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)  # never creates it
+        con = read_only(db)
         try:
             return int(con.execute("SELECT COUNT(*) FROM trials WHERE fed=1").fetchone()[0])
         finally:

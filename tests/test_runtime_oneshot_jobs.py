@@ -12,6 +12,7 @@ import time
 from typing import Any, ClassVar
 
 import pytest
+from _sqlite_poll import read_only
 
 from nasir.cli import main
 from nasir.errors import NasirError
@@ -86,7 +87,7 @@ def test_report_shows_the_job_and_the_alpha_evolution(darts_run, tmp_path):
 
 def _rows(db: str) -> list[tuple]:
     try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)  # never creates it
+        con = read_only(db)
         try:
             return con.execute("SELECT step, at FROM job_steps ORDER BY step").fetchall()
         finally:

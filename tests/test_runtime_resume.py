@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+from _sqlite_poll import read_only
 
 from nasir.runtime.driver import Driver, run_search
 from nasir.runtime.executors import InProcessExecutor, PoolExecutor
@@ -74,7 +75,7 @@ def test_kill_9_mid_trial_then_resume_gives_the_uninterrupted_trials(tmp_path, r
         if not os.path.exists(db):
             continue
         try:
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)  # never creates it
+            con = read_only(db)
             finished = con.execute("SELECT COUNT(*) FROM trials WHERE fed=1").fetchone()[0]
             running = con.execute("SELECT id FROM trials WHERE status='running'").fetchall()
             con.close()

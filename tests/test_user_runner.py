@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 import pytest
+from _sqlite_poll import read_only
 
 SPACE = '''
 from nasir.dsl import SpaceBuilder
@@ -116,7 +117,7 @@ def _kill_after(proc: subprocess.Popen, db: str, finished: int, timeout: float =
         if not os.path.exists(db):
             continue
         try:
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)  # never creates it
+            con = read_only(db)
             done = con.execute("SELECT COUNT(*) FROM trials WHERE status='done'").fetchone()[0]
             con.close()
         except sqlite3.Error:
