@@ -197,10 +197,11 @@ def bench_space(name: str, args: argparse.Namespace, build: dict[str, Any]) -> d
         again = [measure_net(g, lut.target, cfg, build, args.preparations, args.windows)
                  for g in ok_graphs]
         pair = [(a, r["median_ms"]) for a, r in zip(measured, again, strict=True) if r["ok"]]
-        x, y = np.array(pair).T
-        retest = {"retest_tau": round(float(kendalltau(x, y).statistic), 3),
-                  "retest_mape": round(float(np.mean(np.abs(y - x) / x) * 100), 2),
-                  "retest_n": len(pair)}
+        x, y = np.array(pair).reshape(-1, 2).T
+        retest = {"retest_tau": round(float(kendalltau(x, y).statistic), 3) if len(pair) > 1
+                  else None,
+                  "retest_mape": round(float(np.mean(np.abs(y - x) / x) * 100), 2) if pair
+                  else None, "retest_n": len(pair)}
     lut.close()
     m, p, c = np.array(measured), np.array(predicted), np.array(constant)
     out = {"n": len(m), "mape": round(float(np.mean(np.abs(p - m) / m) * 100), 2),
