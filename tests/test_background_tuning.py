@@ -278,3 +278,30 @@ def test_a_corrupt_wanted_list_is_a_warning_naming_it(tmp_path):
     with pytest.warns(UserWarning, match="wanted list entry 1"):
         tuner = BackgroundTuner(db, 1)  # a network that no longer reads: its keys fail
     assert tuner.pending == 0 and tuner.summary()["tuning_failed"] == 1
+
+
+def test_the_measurement_process_reports_what_it_saved_when_the_run_ends(tmp_path, monkeypatch):
+    """The run's measurement process saves its queue to the wanted list when the run ends
+    and only then sends its last counts: ``tuning_wanted_saved`` in the run's summary is
+    what the list holds (it used to read 0, the counts being sent before the save)."""
+    from nasir.runtime.experiment import Experiment
+    from nasir.runtime.latency_client import ServiceClient
+
+    monkeypatch.setenv("NASIR_CACHE_DIR", str(tmp_path / "cache"))
+    db = TuningDatabase("host")  # the one the process opens ($NASIR_CACHE_DIR/tuning)
+    seed = BackgroundTuner(db, 1)
+    for c, k in ((4, 1), (6, 3)):  # two networks' untuned workloads, left by an earlier run
+        _measure(parse_graph(CONV.format(c=c, k=k)), db, seed)
+    queued = seed.persist()
+    assert queued >= 2 and len(_wanted_lines(db)) == 2
+    exp = Experiment.from_dict({"space": {"name": "nb201"},
+                                "latency": {"policy": "auto", "tuned": True,
+                                            "tune_trials": 1}}).to_dict()
+    client = ServiceClient(exp, None)
+    client._spawn()  # the run ends before it asks anything: the process takes the list ...
+    final = client.close()  # ... and, told to end at once, saves it back
+    assert final is not None and final["kind"] == "closed", final
+    assert final["tuning_wanted_loaded"] == queued
+    assert final["tuning_wanted_saved"] == queued == sum(len(e["keys"])
+                                                         for e in _wanted_lines(db))
+    assert final["tuning_pending"] == 0 and client.proc is None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -88,15 +89,28 @@ class ServiceClient:
         return [{"kind": kind, "trial": tid, "ok": False,
                  "reason": "the latency process died twice"} for kind, tid, _ in lost]
 
-    def close(self) -> None:
+    def close(self) -> dict[str, Any] | None:
         """Stop the process: asked to end, killed if it has not after ``CLOSE_WAIT_S`` (it
         ends at once when idle; a tuning step or a measurement under way finishes first, so
-        that the tuning still queued is saved to the database's wanted list)."""
+        that the tuning still queued is saved to the database's wanted list). Returns the
+        process's last word, ``{"kind": "closed", "tuning_...": ...}`` (its tuning counts
+        after that save), or ``None`` when it sent none (no tuner, killed, or never
+        started); answers to requests still in flight are dropped."""
+        final: dict[str, Any] | None = None
         if self.conn is not None and self.proc is not None and self.proc.is_alive():
-            with contextlib.suppress(OSError):
+            end = time.monotonic() + CLOSE_WAIT_S
+            with contextlib.suppress(OSError, EOFError):  # EOF: it ended without a word
                 self.conn.send(None)
-            self.proc.join(CLOSE_WAIT_S)
+                while final is None and self.conn.poll(max(0.0, end - time.monotonic())):
+                    msg = self.conn.recv()
+                    if isinstance(msg, dict) and msg.get("kind") == "closed":
+                        final = msg
+            self.proc.join(max(0.0, end - time.monotonic()))
+        self.inflight.clear()
         if self.proc is not None and self.proc.is_alive():
             self.proc.kill()
             self.proc.join(2)
+        if self.conn is not None:
+            self.conn.close()
         self.proc = self.conn = None
+        return final

@@ -348,8 +348,11 @@ class LatencyRunner:
                 "calibration": self.calibration.state()}
 
     def close(self) -> None:
-        """Stop the measurement process and close the table."""
-        self.client.close()
+        """Stop the measurement process (its final tuning counts, after it saved the work
+        still queued to the wanted list, go into :meth:`summary`) and close the table."""
+        final = self.client.close()
+        if final:
+            self.counts.update({k: v for k, v in final.items() if k.startswith("tuning_")})
         if self._lut is not None:
             self._lut.close()
             self._lut = None

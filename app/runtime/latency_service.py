@@ -83,6 +83,8 @@ def service_main(conn: Any, exp: dict[str, Any], run_dir: str | None, parent: in
         if msg is None:  # the run ends: work still queued waits in the database's wanted list
             if tuner is not None:
                 tuner.persist()
+                with contextlib.suppress(BrokenPipeError, OSError):  # the final counts
+                    conn.send({"kind": "closed", **tuner.summary()})
             return
         kind, tid, assignment, pids[:] = msg
         t0 = time.perf_counter()
