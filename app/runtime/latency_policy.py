@@ -188,10 +188,15 @@ class LatencyRunner:
             self._pump()
         return ready
 
+    def _take_tuning_counts(self, msg: Mapping[str, Any]) -> None:
+        """Keep the process's tuning counts (``tuning_*``, sent with every answer and as
+        its last word) for :meth:`summary`."""
+        self.counts.update({k: v for k, v in msg.items() if k.startswith("tuning_")})
+
     def _answer(self, msg: Mapping[str, Any], trials: dict[int, Any],
                 ready: list[dict[str, Any]]) -> None:
         tid = int(msg["trial"])
-        self.counts.update({k: v for k, v in msg.items() if k.startswith("tuning_")})
+        self._take_tuning_counts(msg)
         if msg["kind"] in ("fill", "predict"):
             self.predict_s += float(msg.get("seconds") or 0.0)
             self.counts["new_layers"] += int(msg.get("new_layers") or 0)
@@ -350,9 +355,7 @@ class LatencyRunner:
     def close(self) -> None:
         """Stop the measurement process (its final tuning counts, after it saved the work
         still queued to the wanted list, go into :meth:`summary`) and close the table."""
-        final = self.client.close()
-        if final:
-            self.counts.update({k: v for k, v in final.items() if k.startswith("tuning_")})
+        self._take_tuning_counts(self.client.close() or {})
         if self._lut is not None:
             self._lut.close()
             self._lut = None
