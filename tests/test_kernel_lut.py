@@ -72,7 +72,9 @@ def test_the_sum_tracks_the_compiled_network(tmp_path, db):
     lut = KernelLUT(str(tmp_path / "k.sqlite"), db, config=CFG)
     c = compile_graph(g, "host", db=db)
     assert c.tuning.hits == c.tuning.workloads
-    net = measure_compiled(c, MeasureConfig(repeats=9, min_repeat_ms=5)).median_ms
+    # the fastest of three measurements: another test's load only ever slows one down
+    net = min(measure_compiled(c, MeasureConfig(repeats=9, min_repeat_ms=5)).median_ms
+              for _ in range(3))
     # the network runs exactly these kernels (plus the VM's calls between them)
     assert 0.5 * net < lut.layer_sum(g) < 1.5 * net
 
